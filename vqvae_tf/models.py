@@ -1,0 +1,264 @@
+"""The VQ-VAE model: encoder -> vector quantiser -> decoder, with its own train/test steps.
+
+arXiv:1711.00937, eq. 3: L = log p(x|z_q(x)) + ||sg[z_e(x)] - e||^2 + beta ||z_e(x) - sg[e]||^2.
+The reconstruction term is the MSE divided by the training-set pixel variance (as the paper's
+and Sonnet's CIFAR-10 results), or, with ``likelihood="logistic"``, the negative log-likelihood per
+dimension (nats) of a discretized logistic, which makes p(x|z) a proper discrete distribution.
+"""
+
+from __future__ import annotations
+
+import keras
+import tensorflow as tf
+
+from vqvae_tf import likelihoods
+from vqvae_tf.configs import VQVAEConfig
+from vqvae_tf.nets import Decoder, Encoder
+from vqvae_tf.quantizers import VectorQuantizer, VectorQuantizerEMA
+
+LOSS_KEYS = ("loss", "reconstruction_loss", "codebook_loss", "commitment_loss", "perplexity")
+
+
+@keras.saving.register_keras_serializable(package="vqvae_tf")
+class VQVAE(keras.Model):
+    """VQ-VAE: `encode(images) -> codes`, `decode(codes) -> images`, `call(images) -> reconstructions`.
+
+    Args:
+      image_shape: (H, W, C) of the images.
+      num_embeddings, embedding_dim, commitment_cost: of the quantiser.
+      num_hiddens, num_residual_hiddens, num_residual_layers, downsample: of encoder/decoder.
+      quantizer: "vq" (gradient-trained codebook) or "ema" (EMA codebook).
+      decay, dead_code_threshold, kmeans_init: quantiser options (see `VectorQuantizer(EMA)`).
+      likelihood: "mse" or "logistic".
+      data_variance: training-set pixel variance (normaliser of the MSE loss).
+
+    Images are float32 ``[B,H,W,C]`` in [0,1]; codes are int32 ``[B, H/downsample, W/downsample]``.
+
+    Example:
+    >>> from vqvae_tf import VQVAE, get_config
+    >>> model = VQVAE.from_preset(get_config("tiny"))
+    >>> model.encode(tf.zeros([2, 28, 28, 1])).shape
+    TensorShape([2, 7, 7])
+    """
+
+    def __init__(
+        self,
+        image_shape=(28, 28, 1),
+        num_embeddings: int = 128,
+        embedding_dim: int = 16,
+        num_hiddens: int = 64,
+        num_residual_hiddens: int = 32,
+        num_residual_layers: int = 2,
+        downsample: int = 4,
+        commitment_cost: float = 0.25,
+        quantizer: str = "ema",
+        decay: float = 0.99,
+        dead_code_threshold: float = 0.0,
+        kmeans_init: bool = False,
+        likelihood: str = "mse",
+        data_variance: float = 1.0,
+        seed: int = 0,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        VQVAEConfig(
+            image_shape=tuple(image_shape),
+            num_embeddings=num_embeddings,
+            embedding_dim=embedding_dim,
+            num_hiddens=num_hiddens,
+            num_residual_hiddens=num_residual_hiddens,
+            num_residual_layers=num_residual_layers,
+            downsample=downsample,
+            quantizer=quantizer,
+            likelihood=likelihood,
+        ).validate()
+        if not data_variance > 0:
+            raise ValueError(f"data_variance must be > 0, got {data_variance}.")
+        self.image_shape = tuple(int(s) for s in image_shape)
+        self.num_embeddings = num_embeddings
+        self.embedding_dim = embedding_dim
+        self.num_hiddens = num_hiddens
+        self.num_residual_hiddens = num_residual_hiddens
+        self.num_residual_layers = num_residual_layers
+        self.downsample = downsample
+        self.commitment_cost = commitment_cost
+        self.quantizer_type = quantizer
+        self.decay = decay
+        self.dead_code_threshold = dead_code_threshold
+        self.kmeans_init = kmeans_init
+        self.likelihood = likelihood
+        self.data_variance = float(data_variance)
+        self.seed = seed
+        channels = self.image_shape[-1]
+        self.latent_shape = (self.image_shape[0] // downsample, self.image_shape[1] // downsample)
+
+        self.encoder = Encoder(num_hiddens, num_residual_hiddens, num_residual_layers, embedding_dim, downsample, name="encoder")
+        vq_args = dict(
+            num_embeddings=num_embeddings,
+            embedding_dim=embedding_dim,
+            commitment_cost=commitment_cost,
+            dead_code_threshold=dead_code_threshold,
+            kmeans_init=kmeans_init,
+            seed=seed,
+            name="quantizer",
+        )
+        if quantizer == "ema":
+            self.quantizer = VectorQuantizerEMA(decay=decay, **vq_args)
+        else:
+            self.quantizer = VectorQuantizer(**vq_args)
+        out_channels = channels * (2 if likelihood == "logistic" else 1)
+        self.decoder = Decoder(out_channels, num_hiddens, num_residual_hiddens, num_residual_layers, downsample, name="decoder")
+        self._trackers = {k: keras.metrics.Mean(name=k) for k in LOSS_KEYS}
+
+    @classmethod
+    def from_preset(cls, config: VQVAEConfig, data_variance: float = 1.0, seed: int = 0, **kwargs):
+        return cls(
+            image_shape=config.image_shape,
+            num_embeddings=config.num_embeddings,
+            embedding_dim=config.embedding_dim,
+            num_hiddens=config.num_hiddens,
+            num_residual_hiddens=config.num_residual_hiddens,
+            num_residual_layers=config.num_residual_layers,
+            downsample=config.downsample,
+            commitment_cost=config.commitment_cost,
+            quantizer=config.quantizer,
+            decay=config.decay,
+            dead_code_threshold=config.dead_code_threshold,
+            kmeans_init=config.kmeans_init,
+            likelihood=config.likelihood,
+            data_variance=data_variance,
+            seed=seed,
+            **kwargs,
+        )
+
+    # ------------------------------------------------------------------ building blocks
+
+    def build(self, input_shape=None):
+        h, w, c = self.image_shape
+        z = self.encoder(keras.KerasTensor((None, h, w, c)))
+        if not self.quantizer.built:
+            self.quantizer.build(z.shape)
+        self.decoder(keras.KerasTensor(z.shape))
+        self.built = True
+
+    def _check_images(self, images):
+        images = tf.convert_to_tensor(images)
+        if not images.dtype.is_floating:
+            raise TypeError(f"images must be float in [0,1], got dtype {images.dtype.name}.")
+        if images.shape.rank is not None and (
+            images.shape.rank != 4 or not images.shape[1:].is_compatible_with(self.image_shape)
+        ):
+            raise ValueError(f"images must have shape [B, {', '.join(map(str, self.image_shape))}], got {images.shape}.")
+        return images
+
+    def _decoder_head(self, decoded):
+        """Splits the decoder output into (mean in [0,1] units, log-scale or None)."""
+        decoded = tf.cast(decoded, tf.float32)
+        if self.likelihood == "logistic":
+            mean, raw_scale = tf.split(decoded, 2, axis=-1)
+            return mean + 0.5, raw_scale + 2.0
+        return decoded + 0.5, None
+
+    def forward(self, images, training=False):
+        """Everything a step needs: dict with ``mean`` (unclipped decoder mean), ``log_scale``
+        (or None), ``reconstructions`` (clipped to [0,1]) and the quantiser outputs."""
+        images = self._check_images(images)
+        z_e = self.encoder(tf.cast(images, self.compute_dtype) - 0.5, training=training)
+        vq = self.quantizer(z_e, training=training)
+        mean, log_scale = self._decoder_head(self.decoder(vq["quantized"], training=training))
+        return dict(vq, mean=mean, log_scale=log_scale, reconstructions=tf.clip_by_value(mean, 0.0, 1.0))
+
+    def decoder_distribution(self, mean, log_scale=None, scale=None):
+        """The discrete p(x|z): a discretized logistic (logistic head) or Gaussian of `scale` pixels."""
+        if log_scale is not None:
+            return likelihoods.discretized_logistic(mean, log_scale)
+        return likelihoods.discretized_gaussian(mean, scale)
+
+    def reconstruction_loss(self, images, mean, log_scale):
+        if self.likelihood == "logistic":
+            nll = -likelihoods.log_prob_per_image(self.decoder_distribution(mean, log_scale), images)
+            return tf.reduce_mean(nll) / float(self.image_shape[0] * self.image_shape[1] * self.image_shape[2])
+        return tf.reduce_mean(tf.square(mean - tf.cast(images, tf.float32))) / self.data_variance
+
+    # ------------------------------------------------------------------ public API
+
+    def call(self, images, training=False):
+        """images float32 [B,H,W,C] in [0,1] -> reconstructions float32 [B,H,W,C] in [0,1]."""
+        return self.forward(images, training=training)["reconstructions"]
+
+    def encode(self, images):
+        """images float32 [B,H,W,C] in [0,1] -> codes int32 [B,h,w]."""
+        images = self._check_images(images)
+        z_e = self.encoder(tf.cast(images, self.compute_dtype) - 0.5)
+        return self.quantizer(z_e, training=False)["indices"]
+
+    def decode(self, codes):
+        """codes int [B,h,w] in [0,K) -> images float32 [B,H,W,C] in [0,1]."""
+        codes = tf.convert_to_tensor(codes)
+        if codes.shape.rank is not None and codes.shape.rank != 3:
+            raise ValueError(f"codes must have shape [B, h, w], got {codes.shape}.")
+        z_q = tf.cast(self.quantizer.lookup(codes), self.compute_dtype)
+        mean, _ = self._decoder_head(self.decoder(z_q))
+        return tf.clip_by_value(mean, 0.0, 1.0)
+
+    # ------------------------------------------------------------------ training
+
+    @property
+    def metrics(self):
+        return list(self._trackers.values())
+
+    def compute_losses(self, images, training):
+        out = self.forward(images, training=training)
+        recon = self.reconstruction_loss(images, out["mean"], out["log_scale"])
+        losses = {
+            "reconstruction_loss": recon,
+            "codebook_loss": out["codebook_loss"],
+            "commitment_loss": out["commitment_loss"],
+            "perplexity": out["perplexity"],
+        }
+        losses["loss"] = recon + out["codebook_loss"] + out["commitment_loss"]
+        return losses
+
+    def _update_trackers(self, losses):
+        for key, tracker in self._trackers.items():
+            tracker.update_state(losses[key])
+        return {k: t.result() for k, t in self._trackers.items()}
+
+    def train_step(self, data):
+        images = data[0] if isinstance(data, (tuple, list)) else data
+        with tf.GradientTape() as tape:
+            losses = self.compute_losses(images, training=True)
+            # Each replica sees its share of the global batch and gradients are summed across
+            # replicas, so the per-replica mean loss is divided by the replica count.
+            ctx = tf.distribute.get_replica_context()
+            replicas = ctx.num_replicas_in_sync if ctx is not None else 1
+            scaled = self.optimizer.scale_loss(losses["loss"] / replicas)
+        variables = self.trainable_variables
+        grads = tape.gradient(scaled, variables)
+        self.optimizer.apply_gradients(zip(grads, variables))
+        return self._update_trackers(losses)
+
+    def test_step(self, data):
+        images = data[0] if isinstance(data, (tuple, list)) else data
+        return self._update_trackers(self.compute_losses(images, training=False))
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            image_shape=list(self.image_shape),
+            num_embeddings=self.num_embeddings,
+            embedding_dim=self.embedding_dim,
+            num_hiddens=self.num_hiddens,
+            num_residual_hiddens=self.num_residual_hiddens,
+            num_residual_layers=self.num_residual_layers,
+            downsample=self.downsample,
+            commitment_cost=self.commitment_cost,
+            quantizer=self.quantizer_type,
+            decay=self.decay,
+            dead_code_threshold=self.dead_code_threshold,
+            kmeans_init=self.kmeans_init,
+            likelihood=self.likelihood,
+            data_variance=self.data_variance,
+            seed=self.seed,
+        )
+        return config

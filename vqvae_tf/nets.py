@@ -1,0 +1,183 @@
+"""Encoder and decoder of VQ-VAE (arXiv:1711.00937, section 4.1; widths as in Sonnet's example).
+
+Encoder: log2(downsample) strided 4x4 convolutions (stride 2, ReLU), a 3x3 convolution, a stack of
+residual blocks (ReLU, 3x3, ReLU, 1x1) and a 1x1 projection to `embedding_dim`.
+Decoder: a 3x3 convolution, the residual stack, then strided 4x4 transposed convolutions back to
+the image size.
+"""
+
+from __future__ import annotations
+
+import math
+
+import keras
+
+_PACKAGE = "vqvae_tf"
+DOWNSAMPLE_FACTORS = (2, 4, 8)
+
+
+def _num_strided(downsample: int) -> int:
+    if downsample not in DOWNSAMPLE_FACTORS:
+        raise ValueError(f"downsample must be one of {DOWNSAMPLE_FACTORS}, got {downsample!r}.")
+    return int(math.log2(downsample))
+
+
+@keras.saving.register_keras_serializable(package=_PACKAGE)
+class ResidualStack(keras.layers.Layer):
+    """`num_residual_layers` blocks of x + conv1x1(relu(conv3x3(relu(x)))), then a ReLU.
+
+    Args:
+      num_hiddens: channels of the input and output.
+      num_residual_hiddens: channels inside each block.
+      num_residual_layers: number of blocks.
+    """
+
+    def __init__(self, num_hiddens: int, num_residual_hiddens: int, num_residual_layers: int, **kwargs):
+        super().__init__(**kwargs)
+        self.num_hiddens = num_hiddens
+        self.num_residual_hiddens = num_residual_hiddens
+        self.num_residual_layers = num_residual_layers
+        self.blocks = [
+            (
+                keras.layers.Conv2D(num_residual_hiddens, 3, padding="same", name=f"res{i}_3x3"),
+                keras.layers.Conv2D(num_hiddens, 1, name=f"res{i}_1x1"),
+            )
+            for i in range(num_residual_layers)
+        ]
+
+    def build(self, input_shape):
+        shape = tuple(input_shape)
+        for conv3, conv1 in self.blocks:
+            conv3.build(shape)
+            conv1.build(shape[:-1] + (self.num_residual_hiddens,))
+
+    def call(self, x):
+        for conv3, conv1 in self.blocks:
+            h = conv3(keras.ops.relu(x))
+            x = x + conv1(keras.ops.relu(h))
+        return keras.ops.relu(x)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            num_hiddens=self.num_hiddens,
+            num_residual_hiddens=self.num_residual_hiddens,
+            num_residual_layers=self.num_residual_layers,
+        )
+        return config
+
+
+@keras.saving.register_keras_serializable(package=_PACKAGE)
+class Encoder(keras.layers.Layer):
+    """images (float, centred, ``[B,H,W,C]``) -> z_e ``[B, H/downsample, W/downsample, embedding_dim]``.
+
+    Args:
+      num_hiddens: channels of the main path (the last strided conv and the residual stack).
+      num_residual_hiddens, num_residual_layers: see `ResidualStack`.
+      embedding_dim: channels of z_e (D).
+      downsample: 2, 4 or 8 (number of stride-2 convolutions = log2(downsample)).
+    """
+
+    def __init__(
+        self,
+        num_hiddens: int = 128,
+        num_residual_hiddens: int = 32,
+        num_residual_layers: int = 2,
+        embedding_dim: int = 64,
+        downsample: int = 4,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        n = _num_strided(downsample)
+        self.num_hiddens = num_hiddens
+        self.num_residual_hiddens = num_residual_hiddens
+        self.num_residual_layers = num_residual_layers
+        self.embedding_dim = embedding_dim
+        self.downsample = downsample
+        self.strided = [
+            keras.layers.Conv2D(
+                num_hiddens if i == n - 1 else max(num_hiddens // 2, 1),
+                4,
+                strides=2,
+                padding="same",
+                activation="relu",
+                name=f"down{i}",
+            )
+            for i in range(n)
+        ]
+        self.conv3 = keras.layers.Conv2D(num_hiddens, 3, padding="same", name="conv3x3")
+        self.residual = ResidualStack(num_hiddens, num_residual_hiddens, num_residual_layers, name="residual")
+        self.project = keras.layers.Conv2D(embedding_dim, 1, name="pre_vq_conv")
+
+    def call(self, x):
+        for conv in self.strided:
+            x = conv(x)
+        return self.project(self.residual(self.conv3(x)))
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            num_hiddens=self.num_hiddens,
+            num_residual_hiddens=self.num_residual_hiddens,
+            num_residual_layers=self.num_residual_layers,
+            embedding_dim=self.embedding_dim,
+            downsample=self.downsample,
+        )
+        return config
+
+
+@keras.saving.register_keras_serializable(package=_PACKAGE)
+class Decoder(keras.layers.Layer):
+    """z_q ``[B,h,w,D]`` -> ``[B, h*downsample, w*downsample, output_channels]`` (linear output).
+
+    Args:
+      output_channels: C for a mean output, 2C for (mean, log-scale) of a discretized likelihood.
+      num_hiddens, num_residual_hiddens, num_residual_layers, downsample: as in `Encoder`.
+    """
+
+    def __init__(
+        self,
+        output_channels: int,
+        num_hiddens: int = 128,
+        num_residual_hiddens: int = 32,
+        num_residual_layers: int = 2,
+        downsample: int = 4,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        n = _num_strided(downsample)
+        self.output_channels = output_channels
+        self.num_hiddens = num_hiddens
+        self.num_residual_hiddens = num_residual_hiddens
+        self.num_residual_layers = num_residual_layers
+        self.downsample = downsample
+        self.conv3 = keras.layers.Conv2D(num_hiddens, 3, padding="same", name="conv3x3")
+        self.residual = ResidualStack(num_hiddens, num_residual_hiddens, num_residual_layers, name="residual")
+        self.strided = [
+            keras.layers.Conv2DTranspose(
+                output_channels if i == n - 1 else max(num_hiddens // 2, 1),
+                4,
+                strides=2,
+                padding="same",
+                activation=None if i == n - 1 else "relu",
+                name=f"up{i}",
+            )
+            for i in range(n)
+        ]
+
+    def call(self, x):
+        x = self.residual(self.conv3(x))
+        for conv in self.strided:
+            x = conv(x)
+        return x
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            output_channels=self.output_channels,
+            num_hiddens=self.num_hiddens,
+            num_residual_hiddens=self.num_residual_hiddens,
+            num_residual_layers=self.num_residual_layers,
+            downsample=self.downsample,
+        )
+        return config

@@ -1,0 +1,472 @@
+"""Vector-quantisation layers of VQ-VAE.
+
+"Neural Discrete Representation Learning", van den Oord, Vinyals, Kavukcuoglu (2017),
+arXiv:1711.00937: section 3.1 (nearest-neighbour quantisation, eq. 1-2), eq. 3 (the loss:
+reconstruction + ||sg[z_e] - e||^2 + beta ||z_e - sg[e]||^2) and appendix A.1 (EMA codebook).
+
+Beyond the paper: dead-code restart, k-means initialisation from data, cross-replica
+statistics under `tf.distribute`, float32 distances under mixed precision.
+"""
+
+from __future__ import annotations
+
+import keras
+import tensorflow as tf
+
+_SERIALIZABLE_PACKAGE = "vqvae_tf"
+
+
+def _replica_context():
+    ctx = tf.distribute.get_replica_context()
+    if ctx is None or ctx.num_replicas_in_sync == 1:
+        return None
+    return ctx
+
+
+def _all_reduce_sum(x):
+    """Sum over replicas (identity outside a multi-replica step)."""
+    ctx = _replica_context()
+    return x if ctx is None else ctx.all_reduce(tf.distribute.ReduceOp.SUM, x)
+
+
+def _from_first_replica(x):
+    """The first replica's value of `x`, on every replica (so random choices agree)."""
+    ctx = _replica_context()
+    if ctx is None:
+        return x
+    is_first = tf.cast(tf.equal(ctx.replica_id_in_sync_group, 0), x.dtype)
+    return ctx.all_reduce(tf.distribute.ReduceOp.SUM, x * is_first)
+
+
+def _squared_distances(flat, codebook):
+    """||z||^2 - 2 z.e + ||e||^2, float32 [N, K]."""
+    return (
+        tf.reduce_sum(tf.square(flat), axis=1, keepdims=True)
+        - 2.0 * tf.matmul(flat, codebook, transpose_b=True)
+        + tf.reduce_sum(tf.square(codebook), axis=1)[tf.newaxis, :]
+    )
+
+
+def perplexity_from_counts(counts):
+    """exp(entropy) of the code distribution given by `counts` [K] (0 counts allowed)."""
+    counts = tf.cast(counts, tf.float32)
+    probs = tf.math.divide_no_nan(counts, tf.reduce_sum(counts))
+    return tf.exp(-tf.reduce_sum(tf.math.xlogy(probs, probs)))
+
+
+@keras.saving.register_keras_serializable(package=_SERIALIZABLE_PACKAGE)
+class VectorQuantizer(keras.layers.Layer):
+    """Nearest-neighbour vector quantiser with a gradient-trained codebook (paper eq. 1-3).
+
+    Args:
+      num_embeddings: K, the number of codebook vectors.
+      embedding_dim: D, the size of each vector; the last dimension of the input.
+      commitment_cost: beta in eq. 3 (0.25 in the paper).
+      dead_code_threshold: 0 disables restarts. Otherwise, during training a code whose
+        (bias-corrected) EMA of assignments per step falls below this value is re-seeded with an
+        encoder output drawn from the current batch.
+      usage_decay: decay of that usage EMA.
+      kmeans_init: if True, the first training call runs `kmeans_iterations` Lloyd iterations on
+        its batch of encoder outputs and uses the centroids as the codebook.
+      kmeans_iterations: Lloyd iterations for `kmeans_init`.
+      seed: integer seed of the random draws (restarts, k-means seeding).
+      **kwargs: passed to `keras.layers.Layer` (name, dtype policy, ...).
+
+    Call args:
+      inputs: float tensor ``[..., embedding_dim]`` (z_e).
+      training: whether to update state (usage statistics, restarts, k-means init).
+
+    Returns a dict:
+      ``quantized``: same shape as the input, in the layer's compute dtype; forward value is the
+        nearest codebook vector, gradient w.r.t. the input is the identity (straight-through).
+      ``indices``: int32 ``inputs.shape[:-1]``.
+      ``codebook_loss``: float32 scalar, mean ||sg[z_e] - e||^2 (reaches the codebook only).
+      ``commitment_loss``: float32 scalar, beta * mean ||z_e - sg[e]||^2 (reaches z_e only).
+      ``perplexity``: float32 scalar, exp(entropy) of the code usage in this batch.
+
+    Distances are computed in float32 even under a mixed-precision policy.
+
+    Example:
+    >>> vq = VectorQuantizer(num_embeddings=16, embedding_dim=4)
+    >>> out = vq(tf.random.normal([2, 3, 3, 4]), training=True)
+    >>> out["indices"].shape
+    TensorShape([2, 3, 3])
+    """
+
+    _codebook_trainable = True
+
+    def __init__(
+        self,
+        num_embeddings: int,
+        embedding_dim: int,
+        commitment_cost: float = 0.25,
+        dead_code_threshold: float = 0.0,
+        usage_decay: float = 0.99,
+        kmeans_init: bool = False,
+        kmeans_iterations: int = 10,
+        seed: int = 0,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        _check_positive_int("num_embeddings", num_embeddings)
+        _check_positive_int("embedding_dim", embedding_dim)
+        if not commitment_cost >= 0:
+            raise ValueError(f"commitment_cost must be >= 0, got {commitment_cost}.")
+        if not dead_code_threshold >= 0:
+            raise ValueError(f"dead_code_threshold must be >= 0, got {dead_code_threshold}.")
+        if not 0.0 <= usage_decay < 1.0:
+            raise ValueError(f"usage_decay must be in [0, 1), got {usage_decay}.")
+        _check_positive_int("kmeans_iterations", kmeans_iterations)
+        self.num_embeddings = int(num_embeddings)
+        self.embedding_dim = int(embedding_dim)
+        self.commitment_cost = float(commitment_cost)
+        self.dead_code_threshold = float(dead_code_threshold)
+        self.usage_decay = float(usage_decay)
+        self.kmeans_init = bool(kmeans_init)
+        self.kmeans_iterations = int(kmeans_iterations)
+        self.seed = int(seed)
+
+    # ---------------------------------------------------------------- state
+
+    def build(self, input_shape):
+        last = input_shape[-1] if input_shape else None
+        if last is not None and last != self.embedding_dim:
+            raise ValueError(
+                f"{self.name}: the last dimension of the input must be embedding_dim="
+                f"{self.embedding_dim}, got input shape {tuple(input_shape)}."
+            )
+        # Sonnet's default: uniform variance scaling. Values in the state variables below are
+        # all identical on every replica (we all-reduce before assigning), hence
+        # "only_first_replica" aggregation.
+        self._codebook = self.add_weight(
+            name="codebook",
+            shape=(self.num_embeddings, self.embedding_dim),
+            initializer=keras.initializers.VarianceScaling(distribution="uniform", seed=self.seed),
+            trainable=self._codebook_trainable,
+            autocast=False,
+            aggregation="only_first_replica" if not self._codebook_trainable else "none",
+        )
+        self.code_usage = self.add_weight(
+            name="code_usage",
+            shape=(self.num_embeddings,),
+            initializer="zeros",
+            trainable=False,
+            autocast=False,
+            aggregation="only_first_replica",
+        )
+        self.num_updates = self.add_weight(
+            name="num_updates",
+            shape=(),
+            initializer="zeros",
+            dtype="int64",
+            trainable=False,
+            autocast=False,
+            aggregation="only_first_replica",
+        )
+        self._build_extra_state()
+
+    def _build_extra_state(self):
+        pass
+
+    @property
+    def codebook(self):
+        """The codebook, float32 ``[num_embeddings, embedding_dim]``."""
+        return tf.convert_to_tensor(self._codebook)
+
+    # ---------------------------------------------------------------- forward
+
+    def call(self, inputs, training=False):
+        x = tf.convert_to_tensor(inputs)
+        if not x.dtype.is_floating:
+            raise TypeError(f"{self.name}: inputs must be a float tensor, got dtype {x.dtype.name}.")
+        dims = tf.shape(x)
+        checks = [
+            tf.debugging.assert_equal(
+                dims[-1],
+                self.embedding_dim,
+                message=f"{self.name}: last dimension of the input must be embedding_dim={self.embedding_dim}",
+            )
+        ]
+        with tf.control_dependencies(checks):
+            flat = tf.reshape(tf.cast(x, tf.float32), [-1, self.embedding_dim])
+        num_vectors = tf.shape(flat)[0]
+
+        if training and self.kmeans_init:
+            self._maybe_kmeans_init(flat, num_vectors)
+
+        codebook = tf.convert_to_tensor(self._codebook)
+        indices_flat = tf.argmin(_squared_distances(flat, codebook), axis=1, output_type=tf.int32)
+        quantized_flat = tf.gather(codebook, indices_flat)
+        counts = tf.math.unsorted_segment_sum(
+            tf.ones_like(indices_flat, tf.float32), indices_flat, self.num_embeddings
+        )
+
+        num_elements = tf.cast(num_vectors * self.embedding_dim, tf.float32)
+        commitment_loss = self.commitment_cost * tf.math.divide_no_nan(
+            tf.reduce_sum(tf.square(flat - tf.stop_gradient(quantized_flat))), num_elements
+        )
+        codebook_loss = self._codebook_loss(flat, quantized_flat, num_elements)
+        # Straight-through estimator (section 3.1): forward = e, backward = identity to z_e.
+        quantized_st = flat + tf.stop_gradient(quantized_flat - flat)
+
+        if training:
+            self._update_state(flat, indices_flat, counts, num_vectors)
+
+        return {
+            "quantized": tf.cast(tf.reshape(quantized_st, dims), self.compute_dtype),
+            "indices": tf.reshape(indices_flat, dims[:-1]),
+            "codebook_loss": codebook_loss,
+            "commitment_loss": commitment_loss,
+            "perplexity": perplexity_from_counts(counts),
+        }
+
+    def _codebook_loss(self, flat, quantized_flat, num_elements):
+        return tf.math.divide_no_nan(
+            tf.reduce_sum(tf.square(tf.stop_gradient(flat) - quantized_flat)), num_elements
+        )
+
+    def compute_output_spec(self, inputs, training=False):
+        shape = tuple(inputs.shape)
+        scalar = keras.KerasTensor((), dtype="float32")
+        return {
+            "quantized": keras.KerasTensor(shape, dtype=self.compute_dtype),
+            "indices": keras.KerasTensor(shape[:-1], dtype="int32"),
+            "codebook_loss": scalar,
+            "commitment_loss": scalar,
+            "perplexity": scalar,
+        }
+
+    def lookup(self, indices):
+        """Codebook vectors for `indices` (int ``[...]`` in ``[0, num_embeddings)``) ->
+        float32 ``[..., embedding_dim]``. Out-of-range indices raise InvalidArgumentError (a GPU
+        gather would silently return zeros)."""
+        indices = tf.convert_to_tensor(indices)
+        if not indices.dtype.is_integer:
+            raise TypeError(f"{self.name}.lookup: indices must be integers, got dtype {indices.dtype.name}.")
+        if not self.built:
+            self.build((None, self.embedding_dim))
+        indices = tf.cast(indices, tf.int32)
+        checks = [
+            tf.debugging.assert_greater_equal(
+                indices, 0, message=f"codes must be in [0, {self.num_embeddings}): found a negative code"
+            ),
+            tf.debugging.assert_less(
+                indices,
+                self.num_embeddings,
+                message=f"codes must be in [0, {self.num_embeddings}): found a code >= {self.num_embeddings}",
+            ),
+        ]
+        with tf.control_dependencies(checks):
+            return tf.gather(tf.convert_to_tensor(self._codebook), indices)
+
+    # ---------------------------------------------------------------- training-time state
+
+    def _random_rows(self, flat, num_vectors, salt):
+        """`num_embeddings` rows of `flat` drawn with replacement; identical on all replicas."""
+        seed = tf.stack([tf.cast(self.seed, tf.int64), self.num_updates * 4 + salt])
+        picks = tf.random.stateless_uniform(
+            [self.num_embeddings], seed=seed, minval=0, maxval=tf.maximum(num_vectors, 1), dtype=tf.int32
+        )
+        return _from_first_replica(tf.gather(flat, picks))
+
+    def _maybe_kmeans_init(self, flat, num_vectors):
+        def run_kmeans():
+            centroids = self._random_rows(flat, num_vectors, salt=1)
+            ones = tf.ones([num_vectors], tf.float32)
+            for _ in range(self.kmeans_iterations):
+                assign = tf.argmin(_squared_distances(flat, centroids), axis=1, output_type=tf.int32)
+                sums = _all_reduce_sum(tf.math.unsorted_segment_sum(flat, assign, self.num_embeddings))
+                counts = _all_reduce_sum(tf.math.unsorted_segment_sum(ones, assign, self.num_embeddings))
+                centroids = tf.where(
+                    counts[:, None] > 0, sums / tf.maximum(counts, 1.0)[:, None], centroids
+                )
+            self._set_codes(tf.ones([self.num_embeddings], tf.bool), centroids)
+            return tf.constant(True)
+
+        needs_init = tf.logical_and(tf.equal(self.num_updates, 0), num_vectors > 0)
+        tf.cond(needs_init, run_kmeans, lambda: tf.constant(False))
+
+    def _set_codes(self, mask, vectors):
+        """Replaces the codebook rows where `mask` [K] is True with `vectors` [K, D]."""
+        self._codebook.assign(tf.where(mask[:, None], vectors, self._codebook))
+
+    def _update_state(self, flat, indices_flat, counts, num_vectors):
+        counts = _all_reduce_sum(counts)
+        self.num_updates.assign_add(1)
+        decay = self.usage_decay
+        self.code_usage.assign(decay * self.code_usage + (1.0 - decay) * counts)
+        self._ema_update(flat, indices_flat, counts)
+        if self.dead_code_threshold > 0:
+            self._restart_dead_codes(flat, num_vectors)
+
+    def _ema_update(self, flat, indices_flat, counts):
+        pass
+
+    def _restart_dead_codes(self, flat, num_vectors):
+        decay = self.usage_decay
+        bias_correction = 1.0 - tf.pow(decay, tf.cast(self.num_updates, tf.float32))
+        usage = self.code_usage / bias_correction
+        dead = usage < self.dead_code_threshold
+        total_vectors = _all_reduce_sum(num_vectors)
+
+        def restart():
+            candidates = self._random_rows(flat, num_vectors, salt=2)
+            self._set_codes(dead, candidates)
+            self.code_usage.assign(
+                tf.where(dead, self.dead_code_threshold * bias_correction, self.code_usage)
+            )
+            return tf.constant(True)
+
+        tf.cond(
+            tf.logical_and(tf.reduce_any(dead), total_vectors > 0), restart, lambda: tf.constant(False)
+        )
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            num_embeddings=self.num_embeddings,
+            embedding_dim=self.embedding_dim,
+            commitment_cost=self.commitment_cost,
+            dead_code_threshold=self.dead_code_threshold,
+            usage_decay=self.usage_decay,
+            kmeans_init=self.kmeans_init,
+            kmeans_iterations=self.kmeans_iterations,
+            seed=self.seed,
+        )
+        return config
+
+
+@keras.saving.register_keras_serializable(package=_SERIALIZABLE_PACKAGE)
+class VectorQuantizerEMA(VectorQuantizer):
+    """Vector quantiser whose codebook follows exponential moving averages (paper appendix A.1).
+
+    With n_i the number of encoder outputs assigned to code i in a step and s_i their sum:
+    ``N_i <- decay N_i + (1 - decay) n_i``, ``m_i <- decay m_i + (1 - decay) s_i``,
+    ``e_i = m_i / N~_i`` with Laplace smoothing ``N~_i = (N_i + eps) / (sum N + K eps) * sum N``.
+    State starts at ``N_i = 1, m_i = e_i`` so the codebook is unchanged until data arrives.
+    Counts and sums are summed over replicas under `tf.distribute`.
+
+    Args:
+      num_embeddings, embedding_dim, commitment_cost: as in `VectorQuantizer`.
+      decay: EMA decay (0.99 in the paper).
+      epsilon: Laplace smoothing constant.
+      **kwargs: the remaining `VectorQuantizer` arguments (dead-code restart, k-means init, seed)
+        and Keras layer arguments.
+
+    The codebook variables are non-trainable; ``codebook_loss`` is 0; the state changes only when
+    called with ``training=True``.
+    """
+
+    _codebook_trainable = False
+
+    def __init__(
+        self,
+        num_embeddings: int,
+        embedding_dim: int,
+        commitment_cost: float = 0.25,
+        decay: float = 0.99,
+        epsilon: float = 1e-5,
+        **kwargs,
+    ):
+        kwargs.setdefault("usage_decay", decay)
+        super().__init__(num_embeddings, embedding_dim, commitment_cost, **kwargs)
+        if not 0.0 <= decay < 1.0:
+            raise ValueError(f"decay must be in [0, 1), got {decay}.")
+        if not epsilon > 0:
+            raise ValueError(f"epsilon must be > 0, got {epsilon}.")
+        self.decay = float(decay)
+        self.epsilon = float(epsilon)
+
+    def _build_extra_state(self):
+        self.ema_cluster_size = self.add_weight(
+            name="ema_cluster_size",
+            shape=(self.num_embeddings,),
+            initializer="ones",
+            trainable=False,
+            autocast=False,
+            aggregation="only_first_replica",
+        )
+        self.ema_dw = self.add_weight(
+            name="ema_dw",
+            shape=(self.num_embeddings, self.embedding_dim),
+            initializer="zeros",
+            trainable=False,
+            autocast=False,
+            aggregation="only_first_replica",
+        )
+        self.ema_dw.assign(self._codebook)
+
+    def _codebook_loss(self, flat, quantized_flat, num_elements):
+        return tf.zeros([], tf.float32)
+
+    def _ema_update(self, flat, indices_flat, counts):
+        sums = _all_reduce_sum(tf.math.unsorted_segment_sum(flat, indices_flat, self.num_embeddings))
+        d = self.decay
+        cluster_size = d * self.ema_cluster_size + (1.0 - d) * counts
+        dw = d * self.ema_dw + (1.0 - d) * sums
+        self.ema_cluster_size.assign(cluster_size)
+        self.ema_dw.assign(dw)
+        self._codebook.assign(dw / self._smoothed_cluster_size(cluster_size)[:, None])
+
+    def _smoothed_cluster_size(self, cluster_size):
+        n = tf.reduce_sum(cluster_size)
+        k_eps = self.num_embeddings * self.epsilon
+        return (cluster_size + self.epsilon) / (n + k_eps) * n
+
+    def _set_codes(self, mask, vectors):
+        # Keep the EMA state consistent with the new rows: N_i = 1 (or the restart threshold),
+        # m_i = e_i * N~_i, so that the next update starts from the new vector.
+        restart_size = max(1.0, self.dead_code_threshold)
+        cluster_size = tf.where(mask, restart_size, self.ema_cluster_size)
+        self.ema_cluster_size.assign(cluster_size)
+        self.ema_dw.assign(
+            tf.where(mask[:, None], vectors * self._smoothed_cluster_size(cluster_size)[:, None], self.ema_dw)
+        )
+        self._codebook.assign(self.ema_dw / self._smoothed_cluster_size(cluster_size)[:, None])
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(decay=self.decay, epsilon=self.epsilon)
+        return config
+
+
+def _check_positive_int(name, value):
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}.")
+
+
+@keras.saving.register_keras_serializable(package=_SERIALIZABLE_PACKAGE)
+class CodebookUsage(keras.metrics.Metric):
+    """Code counts accumulated over many batches (a whole dataset), summed across replicas.
+
+    `update_state(indices)` takes int codes of any shape; `result()` returns a dict with
+    ``perplexity`` (exp entropy of the accumulated usage) and ``codebook_usage`` (fraction of
+    the K codes used at least once). `counts()` gives the raw float32 ``[K]`` counts.
+    """
+
+    def __init__(self, num_embeddings: int, name: str = "codebook_usage", **kwargs):
+        super().__init__(name=name, **kwargs)
+        _check_positive_int("num_embeddings", num_embeddings)
+        self.num_embeddings = int(num_embeddings)
+        self._counts = self.add_variable(
+            shape=(self.num_embeddings,), initializer="zeros", dtype="float32", name="counts"
+        )
+
+    def update_state(self, indices, sample_weight=None):
+        flat = tf.reshape(tf.cast(indices, tf.int32), [-1])
+        self._counts.assign_add(
+            tf.math.unsorted_segment_sum(tf.ones_like(flat, tf.float32), flat, self.num_embeddings)
+        )
+
+    def counts(self):
+        return tf.convert_to_tensor(self._counts)
+
+    def result(self):
+        counts = self.counts()
+        return {
+            "perplexity": perplexity_from_counts(counts),
+            "codebook_usage": tf.reduce_mean(tf.cast(counts > 0, tf.float32)),
+        }
+
+    def get_config(self):
+        return {"num_embeddings": self.num_embeddings, "name": self.name, "dtype": self.dtype}
