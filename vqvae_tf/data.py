@@ -219,7 +219,8 @@ def load(name: str, split: str, data_dir: str | None = None) -> tf.data.Dataset:
         ds = tf.data.Dataset.from_tensor_slices((images, labels))
     else:
         builder = _tfds_builder(name, data_dir)
-        _check_split(name, split, builder.info.splits.keys())
+        if builder.info.splits:  # known once prepared; before that tfds.load reports bad splits
+            _check_split(name, split, builder.info.splits.keys())
         tfds = _tfds()
         try:
             ds = tfds.load(name, split=split, data_dir=data_dir, shuffle_files=False)

@@ -23,19 +23,26 @@ def _replica_context():
     return ctx
 
 
-def _all_reduce_sum(x):
-    """Sum over replicas (identity outside a multi-replica step)."""
-    ctx = _replica_context()
-    return x if ctx is None else ctx.all_reduce(tf.distribute.ReduceOp.SUM, x)
-
-
-def _from_first_replica(x):
-    """The first replica's value of `x`, on every replica (so random choices agree)."""
+def _sync(summed: dict, from_first: dict | None = None) -> tuple[dict, dict]:
+    """Sums `summed` over replicas and broadcasts the first replica's `from_first`, in ONE
+    all-reduce. Separate collectives in one step may run in different orders on different
+    replicas (a shape-mismatch abort), so each phase packs its tensors together.
+    Identity outside a multi-replica step."""
+    from_first = from_first or {}
     ctx = _replica_context()
     if ctx is None:
-        return x
-    is_first = tf.cast(tf.equal(ctx.replica_id_in_sync_group, 0), x.dtype)
-    return ctx.all_reduce(tf.distribute.ReduceOp.SUM, x * is_first)
+        return dict(summed), dict(from_first)
+    is_first = tf.cast(tf.equal(ctx.replica_id_in_sync_group, 0), tf.float32)
+    items = [(k, tf.cast(v, tf.float32), False) for k, v in summed.items()]
+    items += [(k, tf.cast(v, tf.float32) * is_first, True) for k, v in from_first.items()]
+    packed = ctx.all_reduce(tf.distribute.ReduceOp.SUM, tf.concat([tf.reshape(v, [-1]) for _, v, _ in items], 0))
+    sizes = [tf.size(v) for _, v, _ in items]
+    parts = tf.split(packed, tf.stack(sizes), num=len(items))
+    out_sum, out_first = {}, {}
+    for (key, value, first), part in zip(items, parts):
+        restored = tf.cast(tf.reshape(part, tf.shape(value)), (from_first if first else summed)[key].dtype)
+        (out_first if first else out_sum)[key] = restored
+    return out_sum, out_first
 
 
 def _squared_distances(flat, codebook):
@@ -67,7 +74,8 @@ class VectorQuantizer(keras.layers.Layer):
         encoder output drawn from the current batch.
       usage_decay: decay of that usage EMA.
       kmeans_init: if True, the first training call runs `kmeans_iterations` Lloyd iterations on
-        its batch of encoder outputs and uses the centroids as the codebook.
+        its batch of encoder outputs (the first replica's) and, at the end of that call, makes
+        the centroids the codebook.
       kmeans_iterations: Lloyd iterations for `kmeans_init`.
       seed: integer seed of the random draws (restarts, k-means seeding).
       **kwargs: passed to `keras.layers.Layer` (name, dtype policy, ...).
@@ -135,16 +143,16 @@ class VectorQuantizer(keras.layers.Layer):
                 f"{self.name}: the last dimension of the input must be embedding_dim="
                 f"{self.embedding_dim}, got input shape {tuple(input_shape)}."
             )
-        # Sonnet's default: uniform variance scaling. Values in the state variables below are
-        # all identical on every replica (we all-reduce before assigning), hence
-        # "only_first_replica" aggregation.
+        # Sonnet's default: uniform variance scaling. Every value assigned to the state below is
+        # identical on all replicas (all-reduced or broadcast first), hence "only_first_replica";
+        # the optimizer updates the (gradient-trained) codebook in cross-replica context.
         self._codebook = self.add_weight(
             name="codebook",
             shape=(self.num_embeddings, self.embedding_dim),
             initializer=keras.initializers.VarianceScaling(distribution="uniform", seed=self.seed),
             trainable=self._codebook_trainable,
             autocast=False,
-            aggregation="only_first_replica" if not self._codebook_trainable else "none",
+            aggregation="only_first_replica",
         )
         self.code_usage = self.add_weight(
             name="code_usage",
@@ -190,9 +198,6 @@ class VectorQuantizer(keras.layers.Layer):
         with tf.control_dependencies(checks):
             flat = tf.reshape(tf.cast(x, tf.float32), [-1, self.embedding_dim])
         num_vectors = tf.shape(flat)[0]
-
-        if training and self.kmeans_init:
-            self._maybe_kmeans_init(flat, num_vectors)
 
         codebook = tf.convert_to_tensor(self._codebook)
         indices_flat = tf.argmin(_squared_distances(flat, codebook), axis=1, output_type=tf.int32)
@@ -262,64 +267,73 @@ class VectorQuantizer(keras.layers.Layer):
     # ---------------------------------------------------------------- training-time state
 
     def _random_rows(self, flat, num_vectors, salt):
-        """`num_embeddings` rows of `flat` drawn with replacement; identical on all replicas."""
+        """`num_embeddings` rows of `flat` drawn with replacement (zeros for an empty batch)."""
         seed = tf.stack([tf.cast(self.seed, tf.int64), self.num_updates * 4 + salt])
         picks = tf.random.stateless_uniform(
             [self.num_embeddings], seed=seed, minval=0, maxval=tf.maximum(num_vectors, 1), dtype=tf.int32
         )
-        return _from_first_replica(tf.gather(flat, picks))
+        padded = tf.concat([flat, tf.zeros([1, self.embedding_dim], flat.dtype)], axis=0)
+        return tf.gather(padded, picks)
 
-    def _maybe_kmeans_init(self, flat, num_vectors):
-        def run_kmeans():
-            centroids = self._random_rows(flat, num_vectors, salt=1)
-            ones = tf.ones([num_vectors], tf.float32)
-            for _ in range(self.kmeans_iterations):
-                assign = tf.argmin(_squared_distances(flat, centroids), axis=1, output_type=tf.int32)
-                sums = _all_reduce_sum(tf.math.unsorted_segment_sum(flat, assign, self.num_embeddings))
-                counts = _all_reduce_sum(tf.math.unsorted_segment_sum(ones, assign, self.num_embeddings))
-                centroids = tf.where(
-                    counts[:, None] > 0, sums / tf.maximum(counts, 1.0)[:, None], centroids
-                )
-            self._set_codes(tf.ones([self.num_embeddings], tf.bool), centroids)
-            return tf.constant(True)
-
-        needs_init = tf.logical_and(tf.equal(self.num_updates, 0), num_vectors > 0)
-        tf.cond(needs_init, run_kmeans, lambda: tf.constant(False))
+    def _local_kmeans(self, flat, num_vectors):
+        """Lloyd iterations on this replica's batch -> (centroids [K,D], cluster sizes [K])."""
+        centroids = self._random_rows(flat, num_vectors, salt=1)
+        ones = tf.ones([num_vectors], tf.float32)
+        counts = tf.zeros([self.num_embeddings])
+        for _ in range(self.kmeans_iterations):
+            assign = tf.argmin(_squared_distances(flat, centroids), axis=1, output_type=tf.int32)
+            sums = tf.math.unsorted_segment_sum(flat, assign, self.num_embeddings)
+            counts = tf.math.unsorted_segment_sum(ones, assign, self.num_embeddings)
+            centroids = tf.where(counts[:, None] > 0, sums / tf.maximum(counts, 1.0)[:, None], centroids)
+        return centroids, counts
 
     def _set_codes(self, mask, vectors):
         """Replaces the codebook rows where `mask` [K] is True with `vectors` [K, D]."""
         self._codebook.assign(tf.where(mask[:, None], vectors, self._codebook))
 
     def _update_state(self, flat, indices_flat, counts, num_vectors):
-        counts = _all_reduce_sum(counts)
+        # Everything that crosses replicas travels in ONE packed all-reduce per step (see _sync),
+        # and every write is an unconditional masked assign: under MirroredStrategy neither
+        # collectives nor writes to mirrored variables may sit inside tf.cond.
+        summed = {"counts": counts, "num_vectors": num_vectors}
+        first = {}
+        if isinstance(self, VectorQuantizerEMA):
+            summed["sums"] = tf.math.unsorted_segment_sum(flat, indices_flat, self.num_embeddings)
+        if self.dead_code_threshold > 0:
+            first["candidates"] = self._random_rows(flat, num_vectors, salt=2)
+        first_call = tf.equal(self.num_updates, 0)
+        if self.kmeans_init:
+            first["centroids"], first["kmeans_counts"] = tf.cond(
+                tf.logical_and(first_call, num_vectors > 0),
+                lambda: self._local_kmeans(flat, num_vectors),
+                lambda: (tf.convert_to_tensor(self._codebook), tf.zeros([self.num_embeddings])),
+            )
+        summed, first = _sync(summed, first)
         self.num_updates.assign_add(1)
         decay = self.usage_decay
-        self.code_usage.assign(decay * self.code_usage + (1.0 - decay) * counts)
-        self._ema_update(flat, indices_flat, counts)
+        self.code_usage.assign(decay * self.code_usage + (1.0 - decay) * summed["counts"])
+        self._ema_update(summed)
+        if self.kmeans_init:
+            # k-means on the first batch (of the first replica) replaces the codebook after the
+            # first step; usage restarts from the k-means cluster sizes, scaled to all replicas.
+            install = tf.logical_and(first_call, summed["num_vectors"] > 0)
+            self._set_codes(tf.fill([self.num_embeddings], install), first["centroids"])
+            replicas = tf.cast(summed["num_vectors"], tf.float32) / tf.maximum(tf.cast(num_vectors, tf.float32), 1.0)
+            self.code_usage.assign(
+                tf.where(install, (1.0 - decay) * first["kmeans_counts"] * replicas, self.code_usage)
+            )
         if self.dead_code_threshold > 0:
-            self._restart_dead_codes(flat, num_vectors)
+            self._restart_dead_codes(first["candidates"], summed["num_vectors"])
 
-    def _ema_update(self, flat, indices_flat, counts):
+    def _ema_update(self, summed):
         pass
 
-    def _restart_dead_codes(self, flat, num_vectors):
-        decay = self.usage_decay
-        bias_correction = 1.0 - tf.pow(decay, tf.cast(self.num_updates, tf.float32))
-        usage = self.code_usage / bias_correction
-        dead = usage < self.dead_code_threshold
-        total_vectors = _all_reduce_sum(num_vectors)
-
-        def restart():
-            candidates = self._random_rows(flat, num_vectors, salt=2)
-            self._set_codes(dead, candidates)
-            self.code_usage.assign(
-                tf.where(dead, self.dead_code_threshold * bias_correction, self.code_usage)
-            )
-            return tf.constant(True)
-
-        tf.cond(
-            tf.logical_and(tf.reduce_any(dead), total_vectors > 0), restart, lambda: tf.constant(False)
-        )
+    def _restart_dead_codes(self, candidates, total_vectors):
+        bias_correction = 1.0 - tf.pow(self.usage_decay, tf.cast(self.num_updates, tf.float32))
+        dead = self.code_usage / bias_correction < self.dead_code_threshold
+        restart = tf.logical_and(dead, total_vectors > 0)
+        self._set_codes(restart, candidates)
+        self.code_usage.assign(tf.where(restart, self.dead_code_threshold * bias_correction, self.code_usage))
 
     def get_config(self):
         config = super().get_config()
@@ -399,11 +413,10 @@ class VectorQuantizerEMA(VectorQuantizer):
     def _codebook_loss(self, flat, quantized_flat, num_elements):
         return tf.zeros([], tf.float32)
 
-    def _ema_update(self, flat, indices_flat, counts):
-        sums = _all_reduce_sum(tf.math.unsorted_segment_sum(flat, indices_flat, self.num_embeddings))
+    def _ema_update(self, summed):
         d = self.decay
-        cluster_size = d * self.ema_cluster_size + (1.0 - d) * counts
-        dw = d * self.ema_dw + (1.0 - d) * sums
+        cluster_size = d * self.ema_cluster_size + (1.0 - d) * summed["counts"]
+        dw = d * self.ema_dw + (1.0 - d) * summed["sums"]
         self.ema_cluster_size.assign(cluster_size)
         self.ema_dw.assign(dw)
         self._codebook.assign(dw / self._smoothed_cluster_size(cluster_size)[:, None])

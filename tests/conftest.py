@@ -1,0 +1,24 @@
+"""Test set-up: quiet TF, two logical CPU devices (for MirroredStrategy tests), temp cache dir."""
+
+import os
+import sys
+import tempfile
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("VQVAE_CACHE_DIR", tempfile.mkdtemp(prefix="vqvae-test-cache-"))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import pytest  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+_cpus = tf.config.list_physical_devices("CPU")
+tf.config.set_logical_device_configuration(_cpus[0], [tf.config.LogicalDeviceConfiguration()] * 2)
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope="session")
+def mirrored():
+    # One strategy per process: each new MirroredStrategy restarts its collective instance keys,
+    # and the process-wide collective executor then mixes up collectives of different strategies.
+    return tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])

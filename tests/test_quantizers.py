@@ -1,0 +1,304 @@
+import numpy as np
+import pytest
+import tensorflow as tf
+import keras
+
+from vqvae_tf import CodebookUsage, VectorQuantizer, VectorQuantizerEMA
+
+K, D = 12, 4
+LAYERS = [VectorQuantizer, VectorQuantizerEMA]
+
+
+def np_nearest(z, codebook):
+    flat = z.reshape(-1, codebook.shape[1]).astype(np.float64)
+    d = ((flat[:, None, :] - codebook[None].astype(np.float64)) ** 2).sum(-1)
+    return d.argmin(1).reshape(z.shape[:-1])
+
+
+def make(cls, **kw):
+    layer = cls(K, D, **kw)
+    layer.build((None, D))
+    return layer
+
+
+@pytest.mark.parametrize("cls", LAYERS)
+@pytest.mark.parametrize("shape", [(7, D), (2, 3, 5, D)])
+def test_indices_and_losses_match_numpy(cls, shape):
+    rng = np.random.default_rng(0)
+    vq = make(cls, commitment_cost=0.3)
+    vq._codebook.assign(rng.normal(size=(K, D)).astype(np.float32))
+    z = rng.normal(size=shape).astype(np.float32)
+    out = vq(z, training=False)
+    codebook = vq.codebook.numpy()
+    idx = np_nearest(z, codebook)
+    np.testing.assert_array_equal(out["indices"].numpy(), idx)
+    assert out["indices"].dtype == tf.int32
+    np.testing.assert_allclose(out["quantized"].numpy(), codebook[idx], atol=1e-6)
+    mse = ((z - codebook[idx]) ** 2).mean()
+    np.testing.assert_allclose(out["commitment_loss"].numpy(), 0.3 * mse, rtol=1e-5)
+    expected_codebook_loss = mse if cls is VectorQuantizer else 0.0
+    np.testing.assert_allclose(out["codebook_loss"].numpy(), expected_codebook_loss, rtol=1e-5)
+    p = np.bincount(idx.ravel(), minlength=K) / idx.size
+    p = p[p > 0]
+    np.testing.assert_allclose(out["perplexity"].numpy(), np.exp(-(p * np.log(p)).sum()), rtol=1e-5)
+
+
+@pytest.mark.parametrize("cls", LAYERS)
+def test_straight_through_gradient_is_identity(cls):
+    vq = make(cls)
+    z = tf.random.normal([3, 2, 2, D])
+    w = tf.random.normal([3, 2, 2, D])
+    with tf.GradientTape() as tape:
+        tape.watch(z)
+        y = tf.reduce_sum(vq(z)["quantized"] * w)
+    np.testing.assert_allclose(tape.gradient(y, z).numpy(), w.numpy(), atol=1e-6)
+
+
+def test_loss_gradients_reach_only_their_side():
+    vq = make(VectorQuantizer)
+    z = tf.random.normal([16, D])
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch(z)
+        out = vq(z)
+    g_cb_z, g_cb_e = tape.gradient(out["codebook_loss"], [z, vq._codebook])
+    g_cm_z, g_cm_e = tape.gradient(out["commitment_loss"], [z, vq._codebook])
+    assert g_cb_z is None and g_cm_e is None
+    assert np.abs(tf.convert_to_tensor(g_cb_e).numpy()).sum() > 0 and np.abs(g_cm_z.numpy()).sum() > 0
+    # d/dz of beta*mean((z - e)^2) = 2 beta (z - e) / N
+    e = tf.gather(vq.codebook, out["indices"]).numpy()
+    np.testing.assert_allclose(g_cm_z.numpy(), 2 * 0.25 * (z.numpy() - e) / z.numpy().size, rtol=1e-4, atol=1e-7)
+
+
+def np_ema_step(state, z, decay, eps):
+    cs, dw, codebook = state
+    idx = np_nearest(z, codebook).ravel()
+    flat = z.reshape(-1, D).astype(np.float64)
+    counts = np.bincount(idx, minlength=K).astype(np.float64)
+    sums = np.zeros((K, D))
+    np.add.at(sums, idx, flat)
+    cs = decay * cs + (1 - decay) * counts
+    dw = decay * dw + (1 - decay) * sums
+    n = cs.sum()
+    smoothed = (cs + eps) / (n + K * eps) * n
+    return cs, dw, dw / smoothed[:, None]
+
+
+@pytest.mark.parametrize("mode", ["eager", "function"])
+def test_ema_update_matches_numpy_over_steps(mode):
+    rng = np.random.default_rng(1)
+    vq = make(VectorQuantizerEMA, decay=0.9, epsilon=1e-3)
+    state = (np.ones(K), vq.codebook.numpy().astype(np.float64), vq.codebook.numpy().astype(np.float64))
+    step = vq if mode == "eager" else tf.function(lambda z: vq(z, training=True))
+    for _ in range(5):
+        z = rng.normal(size=(4, 3, 3, D)).astype(np.float32)
+        if mode == "eager":
+            vq(z, training=True)
+        else:
+            step(z)
+        state = np_ema_step(state, z, 0.9, 1e-3)
+        np.testing.assert_allclose(vq.ema_cluster_size.numpy(), state[0], rtol=1e-5)
+        np.testing.assert_allclose(vq.ema_dw.numpy(), state[1], rtol=1e-4, atol=1e-6)
+        np.testing.assert_allclose(vq.codebook.numpy(), state[2], rtol=1e-4, atol=1e-6)
+    assert all(not v.trainable for v in vq.weights)
+
+
+@pytest.mark.parametrize("cls", LAYERS)
+@pytest.mark.parametrize("mode", ["eager", "function"])
+def test_state_unchanged_when_not_training(cls, mode):
+    vq = make(cls, dead_code_threshold=5.0, kmeans_init=True)
+    before = [v.numpy().copy() for v in vq.weights]
+    call = (lambda z: vq(z, training=False)) if mode == "eager" else tf.function(lambda z: vq(z, training=False))
+    for _ in range(3):
+        call(tf.random.normal([8, D]))
+    for b, v in zip(before, vq.weights):
+        np.testing.assert_array_equal(b, v.numpy())
+    vq(tf.random.normal([8, D]), training=True)
+    assert any(not np.array_equal(b, v.numpy()) for b, v in zip(before, vq.weights))
+
+
+@pytest.mark.parametrize("cls", LAYERS)
+def test_dead_code_restart_revives_unused_codes(cls):
+    rng = np.random.default_rng(2)
+    data = rng.normal(size=(256, D)).astype(np.float32)
+
+    def used_after_training(threshold):
+        vq = make(cls, dead_code_threshold=threshold)
+        # Every code but 0 is far from the data: without restarts only code 0 is ever picked.
+        far = np.full((K, D), 100.0, np.float32)
+        far[0] = 0.0
+        vq._codebook.assign(far)
+        if cls is VectorQuantizerEMA:
+            vq.ema_dw.assign(far)
+        step = tf.function(lambda z: vq(z, training=True))
+        for _ in range(5):
+            step(data)
+        return len(np.unique(vq(data)["indices"].numpy()))
+
+    assert used_after_training(0.0) == 1
+    assert used_after_training(1.0) >= K - 2
+
+
+@pytest.mark.parametrize("cls", LAYERS)
+def test_kmeans_init_finds_clusters(cls):
+    rng = np.random.default_rng(3)
+    centres = rng.normal(size=(K, D)).astype(np.float32) * 10
+    data = (centres[rng.integers(0, K, 2048)] + 0.01 * rng.normal(size=(2048, D))).astype(np.float32)
+    vq = make(cls, kmeans_init=True, kmeans_iterations=20)
+    vq(data, training=True)  # the centroids are installed at the end of the first training call
+    out = vq(data, training=False)
+    baseline = make(cls)(data, training=False)
+    # Each codebook vector sits next to a true centre and most centres are covered.
+    d = ((vq.codebook.numpy()[:, None] - centres[None]) ** 2).sum(-1)
+    assert np.median(d.min(1)) < 1e-2
+    assert len(np.unique(d.argmin(1))) >= K - 2
+    assert float(out["commitment_loss"]) < 0.05 * float(baseline["commitment_loss"])
+
+
+@pytest.mark.parametrize("cls", LAYERS)
+def test_jit_compile_and_unknown_batch(cls):
+    vq = make(cls, dead_code_threshold=1.0, kmeans_init=True)
+    f = tf.function(lambda z: vq(z, training=True), jit_compile=True,
+                    input_signature=[tf.TensorSpec([None, None, D], tf.float32)])
+    out = f(tf.random.normal([3, 5, D]))
+    assert out["indices"].shape == (3, 5)
+    out = f(tf.random.normal([1, 2, D]))
+    assert out["quantized"].shape == (1, 2, D)
+
+
+@pytest.mark.parametrize("cls", LAYERS)
+def test_empty_batch(cls):
+    vq = make(cls, dead_code_threshold=1.0)
+    out = vq(tf.zeros([0, 3, D]), training=True)
+    assert out["quantized"].shape == (0, 3, D) and out["indices"].shape == (0, 3)
+    assert float(out["commitment_loss"]) == 0.0 and float(out["codebook_loss"]) == 0.0
+    assert np.isfinite(vq.codebook.numpy()).all()
+
+
+@pytest.mark.parametrize("cls", LAYERS)
+def test_bad_input(cls):
+    vq = cls(K, D)
+    with pytest.raises(ValueError, match="embedding_dim=4"):
+        vq(tf.zeros([2, D + 1]))
+    vq = make(cls)
+    with pytest.raises(TypeError, match="float"):
+        vq(tf.zeros([2, D], tf.int32))
+    f = tf.function(lambda z: vq(z), input_signature=[tf.TensorSpec([None, None], tf.float32)])
+    with pytest.raises(tf.errors.InvalidArgumentError, match="embedding_dim=4"):
+        f(tf.zeros([2, D + 2]))
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"codes must be in \[0, 12\)"):
+        vq.lookup(tf.constant([0, K]))
+    with pytest.raises(tf.errors.InvalidArgumentError, match="negative"):
+        tf.function(vq.lookup)(tf.constant([-1, 2]))
+    with pytest.raises(TypeError, match="integers"):
+        vq.lookup(tf.constant([0.0]))
+    for bad in (dict(num_embeddings=0), dict(embedding_dim=-1), dict(commitment_cost=-1.0)):
+        args = {"num_embeddings": K, "embedding_dim": D, **bad}
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            cls(**args)
+
+
+@pytest.mark.parametrize("cls", LAYERS)
+def test_lookup_matches_codebook(cls):
+    vq = make(cls)
+    idx = np.array([[0, 5], [11, 3]])
+    np.testing.assert_array_equal(vq.lookup(idx).numpy(), vq.codebook.numpy()[idx])
+
+
+@pytest.mark.parametrize("policy", ["mixed_bfloat16", "mixed_float16"])
+@pytest.mark.parametrize("cls", LAYERS)
+def test_mixed_precision_dtypes(cls, policy):
+    vq = cls(K, D, dtype=policy)
+    z = tf.random.normal([4, 3, D])
+    out = vq(z, training=True)
+    compute = policy.split("_")[1]
+    assert out["quantized"].dtype == compute
+    assert out["indices"].dtype == tf.int32
+    for key in ("codebook_loss", "commitment_loss", "perplexity"):
+        assert out[key].dtype == tf.float32
+    assert vq.codebook.dtype == tf.float32
+    # Distances in float32 on the (rounded) compute-dtype input: same codes as a NumPy argmin.
+    z_rounded = tf.cast(tf.cast(z, compute), tf.float32).numpy()
+    np.testing.assert_array_equal(vq(z)["indices"].numpy(), np_nearest(z_rounded, vq.codebook.numpy()))
+
+
+@pytest.mark.parametrize("cls", LAYERS)
+def test_keras_round_trip(cls, tmp_path):
+    inputs = keras.Input((3, 3, D))
+    vq = cls(K, D, dead_code_threshold=0.5, kmeans_init=True, seed=7, name="vq")
+    model = keras.Model(inputs, vq(inputs)["quantized"])
+    vq(tf.random.normal([64, D]), training=True)  # move the state away from its initial value
+    path = str(tmp_path / "m.keras")
+    model.save(path)
+    loaded = keras.models.load_model(path)
+    lvq = loaded.get_layer("vq")
+    assert type(lvq) is cls and lvq.get_config() == vq.get_config()
+    for a, b in zip(vq.weights, lvq.weights):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+    z = tf.random.normal([2, 3, 3, D])
+    np.testing.assert_array_equal(model(z).numpy(), loaded(z).numpy())
+
+
+def test_mirrored_ema_equals_single_replica(mirrored):
+    rng = np.random.default_rng(4)
+    init = rng.normal(size=(K, D)).astype(np.float32)
+    batches = [rng.normal(size=(8, 3, D)).astype(np.float32) for _ in range(3)]
+
+    single = make(VectorQuantizerEMA, decay=0.8)
+    single._codebook.assign(init)
+    single.ema_dw.assign(init)
+    for b in batches:
+        single(b, training=True)
+
+    with mirrored.scope():
+        multi = make(VectorQuantizerEMA, decay=0.8)
+        multi._codebook.assign(init)
+        multi.ema_dw.assign(init)
+
+    @tf.function
+    def step(x):
+        return mirrored.run(lambda v: multi(v, training=True)["indices"], args=(x,))
+
+    for b in batches:
+        halves = mirrored.experimental_distribute_values_from_function(
+            lambda ctx, b=b: tf.constant(b[ctx.replica_id_in_sync_group * 4 : (ctx.replica_id_in_sync_group + 1) * 4])
+        )
+        step(halves)
+    for want, got in zip(single.weights, multi.weights):
+        values = mirrored.experimental_local_results(got.value)
+        assert len(values) == 2
+        for v in values:  # every replica holds the single-replica result
+            np.testing.assert_allclose(v.numpy(), want.numpy(), rtol=1e-5, atol=1e-6, err_msg=got.name)
+
+
+def test_mirrored_restart_and_kmeans_keep_replicas_identical(mirrored):
+    with mirrored.scope():
+        vq = make(VectorQuantizerEMA, dead_code_threshold=2.0, kmeans_init=True)
+
+    @tf.function
+    def step(x):
+        mirrored.run(lambda v: vq(v, training=True), args=(x,))
+
+    for i in range(3):
+        x = mirrored.experimental_distribute_values_from_function(
+            lambda ctx, i=i: tf.random.stateless_normal([6, D], seed=[i, ctx.replica_id_in_sync_group])
+        )
+        step(x)
+    for var in vq.weights:
+        first, second = [v.numpy() for v in mirrored.experimental_local_results(var.value)]
+        np.testing.assert_array_equal(first, second, err_msg=var.name)
+
+
+def test_codebook_usage_metric():
+    rng = np.random.default_rng(5)
+    metric = CodebookUsage(K)
+    all_idx = []
+    for _ in range(3):
+        idx = rng.integers(0, K // 2, size=(4, 3, 3))
+        metric.update_state(idx)
+        all_idx.append(idx.ravel())
+    counts = np.bincount(np.concatenate(all_idx), minlength=K)
+    np.testing.assert_array_equal(metric.counts().numpy(), counts)
+    p = counts[counts > 0] / counts.sum()
+    result = metric.result()
+    np.testing.assert_allclose(result["perplexity"].numpy(), np.exp(-(p * np.log(p)).sum()), rtol=1e-5)
+    assert float(result["codebook_usage"]) == pytest.approx((counts > 0).mean())

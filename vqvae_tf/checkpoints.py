@@ -1,0 +1,58 @@
+"""Resumable checkpoints that never start over silently.
+
+`tf.train.CheckpointManager` writes the data and index files first and then replaces the
+``checkpoint`` state file atomically, so a kill during a save leaves the previous checkpoint as
+"latest". `restore_or_initialize` tries the newest checkpoint first and falls back to older ones
+when a file is truncated or corrupt; if checkpoints exist but none is readable it raises instead
+of training from scratch.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+
+import tensorflow as tf
+from absl import logging
+
+
+class CheckpointError(RuntimeError):
+    """Checkpoints exist but none can be restored."""
+
+
+def _candidates(manager: tf.train.CheckpointManager) -> list[str]:
+    listed = list(manager.checkpoints)
+    # A state file that was itself damaged lists nothing; fall back to the files on disk.
+    on_disk = sorted(
+        {p[: -len(".index")] for p in glob.glob(os.path.join(manager.directory, "ckpt-*.index"))},
+        key=lambda p: int(p.rsplit("-", 1)[-1]) if p.rsplit("-", 1)[-1].isdigit() else -1,
+    )
+    return list(dict.fromkeys(reversed(listed + [p for p in on_disk if p not in listed])))
+
+
+def restore_or_initialize(checkpoint: tf.train.Checkpoint, manager: tf.train.CheckpointManager) -> str | None:
+    """Restores the newest readable checkpoint; returns its path, or None if there is none.
+
+    Raises:
+      CheckpointError: checkpoints exist but all are unreadable.
+    """
+    candidates = _candidates(manager)
+    errors = []
+    for path in candidates:
+        try:
+            checkpoint.read(path).assert_existing_objects_matched()
+        except (tf.errors.OpError, ValueError, AssertionError) as e:
+            message = str(e).strip().splitlines()[0][:300]
+            logging.warning("Checkpoint %s is unreadable (%s); trying an older one.", path, message)
+            print(f"WARNING: checkpoint {path} is corrupt or truncated ({type(e).__name__}); falling back.", flush=True)
+            errors.append(f"{path}: {type(e).__name__}: {message}")
+            continue
+        if errors:
+            print(f"Fell back to checkpoint {path}.", flush=True)
+        return path
+    if errors:
+        raise CheckpointError(
+            f"No readable checkpoint in {manager.directory}; refusing to start over silently. "
+            "Problems:\n  " + "\n  ".join(errors) + "\nDelete that directory to train from scratch."
+        )
+    return None
