@@ -18,6 +18,7 @@ flags.DEFINE_integer("batch_size", None, "Global batch size (default: the preset
 flags.DEFINE_float("learning_rate", None, "Adam learning rate (default: the preset's).")
 flags.DEFINE_enum("quantizer", None, ["vq", "ema"], "vq: gradient codebook; ema: EMA codebook (default: the preset's).")
 flags.DEFINE_enum("likelihood", None, ["mse", "logistic"], "Reconstruction loss (default: the preset's).")
+flags.DEFINE_enum("lr_schedule", None, ["constant", "cosine"], "Learning-rate schedule (default: the preset's).")
 flags.DEFINE_bool("jit_compile", None, "XLA-compile the train step (default: the preset's).")
 flags.DEFINE_integer("log_every", 100, "Steps between progress lines / TensorBoard scalars.")
 flags.DEFINE_integer("checkpoint_every", 500, "Steps between checkpoints.")
@@ -28,7 +29,7 @@ FLAGS = flags.FLAGS
 
 def config_from_flags():
     config = configs.get_config(FLAGS.config)
-    for name in ("dataset", "steps", "batch_size", "learning_rate", "quantizer", "likelihood", "jit_compile"):
+    for name in ("dataset", "steps", "batch_size", "learning_rate", "quantizer", "likelihood", "lr_schedule", "jit_compile"):
         value = getattr(FLAGS, name)
         if value is not None:
             setattr(config, name, value)

@@ -41,8 +41,9 @@ class VQVAEConfig:
     kmeans_init: bool = True
     likelihood: str = "mse"  # "mse" (MSE / data variance) or "logistic" (discretized logistic)
     batch_size: int = 128
-    steps: int = 3000
+    steps: int = 6000
     learning_rate: float = 1e-3
+    lr_schedule: str = "cosine"  # "constant" or "cosine" (decay to 10% over `steps`)
     jit_compile: bool = False
 
     @property
@@ -70,6 +71,8 @@ class VQVAEConfig:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}.")
         if self.num_residual_layers < 0:
             raise ValueError(f"num_residual_layers must be >= 0, got {self.num_residual_layers}.")
+        if self.lr_schedule not in ("constant", "cosine"):
+            raise ValueError(f"lr_schedule must be 'constant' or 'cosine', got {self.lr_schedule!r}.")
         if not self.learning_rate > 0:
             raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}.")
         return self

@@ -109,6 +109,9 @@ class VQVAE(keras.Model):
         out_channels = channels * (2 if likelihood == "logistic" else 1)
         self.decoder = Decoder(out_channels, num_hiddens, num_residual_hiddens, num_residual_layers, downsample, name="decoder")
         self._trackers = {k: keras.metrics.Mean(name=k) for k in LOSS_KEYS}
+        # The input shape is known, so all state is created now (as in functional backbones):
+        # the model saves and checkpoints completely even if only train_step ever ran.
+        self.build()
 
     @classmethod
     def from_preset(cls, config: VQVAEConfig, data_variance: float = 1.0, seed: int = 0, **kwargs):
@@ -134,6 +137,8 @@ class VQVAE(keras.Model):
     # ------------------------------------------------------------------ building blocks
 
     def build(self, input_shape=None):
+        if self.built:
+            return
         h, w, c = self.image_shape
         z = self.encoder(keras.KerasTensor((None, h, w, c)))
         if not self.quantizer.built:

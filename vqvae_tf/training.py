@@ -30,8 +30,11 @@ SUBDIR = "vqvae"
 # ------------------------------------------------------------------------------ strategies
 
 
-def make_strategy(name: str) -> tf.distribute.Strategy:
-    """`default`, `mirrored` (all local GPUs, else all logical CPUs) or `multi_worker` (TF_CONFIG)."""
+def make_strategy(name) -> tf.distribute.Strategy:
+    """`default`, `mirrored` (all local GPUs, else all logical CPUs) or `multi_worker` (TF_CONFIG).
+    A `tf.distribute.Strategy` object is returned as it is."""
+    if isinstance(name, tf.distribute.Strategy):
+        return name
     if name == "default":
         return tf.distribute.get_strategy()
     if name == "mirrored":
@@ -62,7 +65,7 @@ def check_workdir_config(directory: str, config: VQVAEConfig) -> None:
     if not os.path.exists(path):
         return
     with open(path) as f:
-        saved = json.load(f)
+        saved = json.load(f).get("config", {})
     current = config.to_dict()
     diffs = [f"{k}: saved {saved.get(k)!r} vs now {current[k]!r}" for k in MODEL_FIELDS if saved.get(k) != current[k]]
     if diffs:
@@ -74,7 +77,10 @@ def check_workdir_config(directory: str, config: VQVAEConfig) -> None:
 
 def build_model(config: VQVAEConfig, data_variance: float, seed: int) -> VQVAE:
     model = VQVAE.from_preset(config, data_variance=data_variance, seed=seed)
-    model.compile(optimizer=keras.optimizers.Adam(config.learning_rate))
+    lr = config.learning_rate
+    if config.lr_schedule == "cosine":
+        lr = keras.optimizers.schedules.CosineDecay(lr, decay_steps=config.steps, alpha=0.1)
+    model.compile(optimizer=keras.optimizers.Adam(lr))
     model.build()
     model.optimizer.build(model.trainable_variables)
     return model
@@ -172,7 +178,7 @@ class RunOptions:
     workdir: str
     dataset: str | None = None
     data_dir: str | None = None
-    strategy: str = "default"
+    strategy: str | tf.distribute.Strategy = "default"
     mixed_precision: str = "none"
     seed: int = 0
     log_every: int = 100
@@ -205,7 +211,8 @@ def train_and_evaluate(config: VQVAEConfig, options: RunOptions) -> dict:
     replicas = strategy.num_replicas_in_sync
     if config.batch_size % replicas:
         raise ValueError(
-            f"batch_size {config.batch_size} is not divisible by the {replicas} replicas of strategy {options.strategy!r}."
+            f"batch_size {config.batch_size} is not divisible by the {replicas} replicas of the "
+            f"{type(strategy).__name__}; use a multiple of {replicas}."
         )
     info = data.dataset_info(dataset_name, options.data_dir)
     if tuple(info.image_shape) != tuple(config.image_shape):
@@ -238,7 +245,7 @@ def _train(config, options, strategy, info, directory, chief):
         io_utils.atomic_write_json(
             os.path.join(directory, "config.json"),
             {"config": config.to_dict(), "data_variance": variance, "seed": options.seed,
-             "strategy": options.strategy, "mixed_precision": options.mixed_precision},
+             "strategy": str(options.strategy), "mixed_precision": options.mixed_precision},
         )
         if options.flags_text is not None:
             io_utils.atomic_write_text(os.path.join(directory, "flags.txt"), options.flags_text)
@@ -295,7 +302,7 @@ def _run_training(model, config, options, strategy, manager, writer, step, chief
         data.load(config.dataset, "train", options.data_dir), config.batch_size, training=True,
         seed=options.seed * 1_000_003 + step,
     )
-    if options.strategy == "multi_worker":
+    if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
         opts = tf.data.Options()
         opts.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
         train = train.with_options(opts)

@@ -1,0 +1,190 @@
+import math
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from vqvae_tf import PRESET_NAMES, VQVAE, Decoder, Encoder, get_config, likelihoods
+from vqvae_tf.models import LOSS_KEYS
+
+
+def tiny_model(**overrides):
+    config = get_config("tiny")
+    for k, v in overrides.items():
+        setattr(config, k, v)
+    model = VQVAE.from_preset(config.validate(), data_variance=0.1)
+    model.compile(optimizer=keras.optimizers.Adam(3e-3))
+    return model
+
+
+@pytest.mark.parametrize("preset", PRESET_NAMES)
+def test_encode_decode_shapes_per_preset(preset):
+    config = get_config(preset)
+    model = VQVAE.from_preset(config)
+    images = tf.random.uniform((2,) + config.image_shape)
+    codes = model.encode(images)
+    h, w = config.latent_shape
+    assert codes.shape == (2, h, w) and codes.dtype == tf.int32
+    assert int(tf.reduce_max(codes)) < config.num_embeddings
+    decoded = model.decode(codes)
+    assert decoded.shape == (2,) + config.image_shape and decoded.dtype == tf.float32
+    assert 0.0 <= float(tf.reduce_min(decoded)) and float(tf.reduce_max(decoded)) <= 1.0
+    recon = model(images)
+    assert recon.shape == images.shape
+    # decode(encode(x)) is what call() produces in inference.
+    np.testing.assert_allclose(decoded.numpy(), recon.numpy(), atol=1e-5)
+
+
+@pytest.mark.parametrize("downsample", [2, 4, 8])
+def test_downsample_factors(downsample):
+    enc = Encoder(8, 4, 1, embedding_dim=3, downsample=downsample)
+    z = enc(tf.zeros([1, 32, 32, 1]))
+    assert z.shape == (1, 32 // downsample, 32 // downsample, 3)
+    dec = Decoder(2, 8, 4, 1, downsample=downsample)
+    assert dec(z).shape == (1, 32, 32, 2)
+    with pytest.raises(ValueError, match="downsample must be one of"):
+        Encoder(downsample=3)
+
+
+@pytest.mark.parametrize("quantizer", ["vq", "ema"])
+@pytest.mark.parametrize("likelihood", ["mse", "logistic"])
+def test_train_steps_lower_the_loss_on_a_fixed_batch(quantizer, likelihood):
+    keras.utils.set_random_seed(0)
+    model = tiny_model(quantizer=quantizer, likelihood=likelihood)
+    # Constant 4x4 patches of two grey levels: representable by a 7x7 code grid.
+    patches = tf.cast(tf.random.stateless_uniform([16, 7, 7, 1], seed=[1, 2]) > 0.5, tf.float32)
+    images = 0.2 + 0.6 * tf.image.resize(patches, [28, 28], method="nearest")
+    first = model.test_step(images)["loss"].numpy()
+    for m in model.metrics:
+        m.reset_state()
+    step = tf.function(model.train_step)
+    for _ in range(60):
+        logs = step(images)
+    assert set(LOSS_KEYS) <= set(logs)
+    for m in model.metrics:
+        m.reset_state()
+    after = model.test_step(images)["loss"].numpy()
+    assert after < 0.8 * first, (first, after)
+
+
+def test_fit_reports_separate_metrics():
+    model = tiny_model()
+    images = np.random.default_rng(0).uniform(size=(32, 28, 28, 1)).astype("float32")
+    history = model.fit(images, epochs=1, batch_size=16, verbose=0)
+    assert set(LOSS_KEYS) <= set(history.history)
+    logs = model.evaluate(images, batch_size=16, verbose=0, return_dict=True)
+    assert set(LOSS_KEYS) <= set(logs)
+    h = history.history
+    np.testing.assert_allclose(
+        h["loss"][0], h["reconstruction_loss"][0] + h["codebook_loss"][0] + h["commitment_loss"][0], rtol=1e-4
+    )
+
+
+def test_reconstruction_loss_is_mse_over_variance():
+    model = tiny_model()
+    images = tf.random.uniform([4, 28, 28, 1])
+    out = model.forward(images)
+    want = np.mean((out["mean"].numpy() - images.numpy()) ** 2) / 0.1
+    got = model.reconstruction_loss(images, out["mean"], out["log_scale"]).numpy()
+    np.testing.assert_allclose(got, want, rtol=1e-5)
+
+
+def _np_logistic_cdf(x, mu, s):
+    return 1.0 / (1.0 + np.exp(-(x - mu) / s))
+
+
+def test_discretized_logistic_matches_numpy_and_normalises():
+    mean, log_scale = np.float32(0.3), np.float32(1.5)
+    dist = likelihoods.discretized_logistic(tf.fill([256], mean), tf.fill([256], log_scale))
+    k = np.arange(256, dtype=np.float64)
+    log_p = dist.log_prob(tf.constant(k, tf.float32)).numpy()
+    mu, s = 255 * 0.3, math.exp(1.5)
+    upper = np.where(k == 255, 1.0, _np_logistic_cdf(k + 0.5, mu, s))
+    lower = np.where(k == 0, 0.0, _np_logistic_cdf(k - 0.5, mu, s))
+    np.testing.assert_allclose(np.exp(log_p), upper - lower, rtol=1e-3, atol=1e-7)
+    np.testing.assert_allclose(np.exp(log_p).sum(), 1.0, rtol=1e-4)
+
+
+def test_discretized_gaussian_normalises():
+    dist = likelihoods.discretized_gaussian(tf.fill([256], 0.8), tf.fill([256], 7.0))
+    p = np.exp(dist.log_prob(tf.range(256, dtype=tf.float32)).numpy())
+    np.testing.assert_allclose(p.sum(), 1.0, rtol=1e-4)
+    assert p.argmax() == 204  # 0.8 * 255
+
+
+def test_bad_images_and_codes():
+    model = tiny_model()
+    with pytest.raises(ValueError, match=r"images must have shape \[B, 28, 28, 1\]"):
+        model.encode(tf.zeros([2, 32, 32, 1]))
+    with pytest.raises(TypeError, match="float"):
+        model.encode(tf.zeros([2, 28, 28, 1], tf.uint8))
+    with pytest.raises(ValueError, match=r"codes must have shape \[B, h, w\]"):
+        model.decode(tf.zeros([2, 7], tf.int32))
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"codes must be in \[0, 16\)"):
+        model.decode(tf.fill([1, 7, 7], 16))
+    with pytest.raises(ValueError, match="not divisible by downsample"):
+        VQVAE(image_shape=(30, 30, 1))
+    with pytest.raises(ValueError, match="Unknown config preset 'nope'"):
+        get_config("nope")
+
+
+@pytest.mark.parametrize("likelihood", ["mse", "logistic"])
+def test_keras_round_trip(tmp_path, likelihood):
+    model = tiny_model(likelihood=likelihood, quantizer="ema", dead_code_threshold=1.0, kmeans_init=True)
+    images = tf.random.uniform([16, 28, 28, 1])
+    model.fit(images, epochs=1, batch_size=8, verbose=0)
+    path = str(tmp_path / "vqvae.keras")
+    model.save(path)
+    loaded = keras.models.load_model(path)
+    assert loaded.get_config() == model.get_config()
+    np.testing.assert_array_equal(loaded.encode(images).numpy(), model.encode(images).numpy())
+    np.testing.assert_allclose(loaded(images).numpy(), model(images).numpy(), atol=1e-6)
+
+
+@pytest.mark.parametrize("policy", ["mixed_bfloat16"])
+def test_mixed_precision_model(policy):
+    keras.mixed_precision.set_global_policy(policy)
+    try:
+        model = tiny_model()
+        images = tf.random.uniform([8, 28, 28, 1])
+        logs = tf.function(model.train_step)(images)
+        assert all(np.isfinite(float(v)) for v in logs.values())
+        assert model.quantizer.codebook.dtype == tf.float32
+        assert model.decode(model.encode(images)).dtype == tf.float32
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+
+
+def test_mirrored_train_step_equals_single_replica(mirrored):
+    """A 2-replica step on a split batch = a 1-replica step on the whole batch."""
+    images = tf.random.stateless_uniform([8, 28, 28, 1], seed=[3, 4])
+
+    def make():
+        keras.utils.set_random_seed(0)
+        model = tiny_model(quantizer="ema", dead_code_threshold=0.0, kmeans_init=False)
+        model.build()
+        model.optimizer.build(model.trainable_variables)
+        return model
+
+    single = make()
+    init = [v.numpy() for v in single.weights]
+    for _ in range(2):
+        tf.function(single.train_step)(images)
+    with mirrored.scope():
+        multi = make()
+    for v, value in zip(multi.weights, init):
+        v.assign(value)
+    ds = tf.data.Dataset.from_tensors(images).repeat(2)
+    it = iter(mirrored.experimental_distribute_dataset(ds))
+
+    @tf.function
+    def step(batch):
+        mirrored.run(multi.train_step, args=(batch,))
+
+    for _ in range(2):
+        step(next(it))
+    assert len(single.weights) == len(multi.weights)
+    for a, b in zip(single.weights, multi.weights):
+        for local in mirrored.experimental_local_results(b.value):
+            np.testing.assert_allclose(local.numpy(), a.numpy(), rtol=2e-4, atol=2e-5, err_msg=a.path)

@@ -1,0 +1,184 @@
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from conftest import REPO_ROOT
+from test_data import fake_mnist_dir
+from vqvae_tf import get_config, io_utils, training
+
+ARTIFACTS = ("config.json", "flags.txt", "metrics.json", "reconstructions.png", "codebook_usage.png")
+METRIC_KEYS = (
+    "test_mse", "test_normalized_mse", "test_psnr", "perplexity", "codebook_usage",
+    "bits_per_dim_reconstruction", "steps", "images_per_second",
+)
+
+
+@pytest.fixture(scope="module")
+def small_data(tmp_path_factory):
+    root = str(tmp_path_factory.mktemp("idx"))
+    fake_mnist_dir(root, n_train=64, n_test=24)
+    return root
+
+
+def tiny(steps=6, **overrides):
+    config = get_config("tiny")
+    config.steps = steps
+    config.batch_size = 8
+    for k, v in overrides.items():
+        setattr(config, k, v)
+    return config
+
+
+def run(config, workdir, data_dir, **kw):
+    kw.setdefault("log_every", 3)
+    kw.setdefault("checkpoint_every", 3)
+    return training.train_and_evaluate(config, training.RunOptions(workdir=str(workdir), data_dir=data_dir, **kw))
+
+
+def test_train_writes_metrics_and_resumes(tmp_path, small_data, capsys):
+    metrics = run(tiny(steps=6), tmp_path, small_data)
+    assert metrics["steps"] == 6 and metrics["test_examples"] == 24
+    for key in METRIC_KEYS:
+        assert key in metrics
+    assert 0 < metrics["codebook_usage"] <= 1 and 1 <= metrics["perplexity"] <= 16
+    np.testing.assert_allclose(metrics["test_psnr"] > 0, True)
+    saved = json.load(open(tmp_path / "vqvae" / "metrics.json"))
+    assert saved["steps"] == 6
+    ckpts = sorted(os.listdir(tmp_path / "vqvae" / "checkpoints"))
+    assert "ckpt-6.index" in ckpts and "ckpt-3.index" in ckpts
+
+    capsys.readouterr()
+    metrics = run(tiny(steps=9), tmp_path, small_data)
+    out = capsys.readouterr().out
+    assert "Resumed from step 6" in out
+    assert "step 9/9" in out and "step 3/9" not in out
+    assert metrics["steps"] == 9
+
+    model = training.load_trained_model(str(tmp_path))
+    assert int(model.optimizer.iterations.numpy()) == 9
+
+
+def test_optimizer_state_survives_resume(tmp_path, small_data):
+    run(tiny(steps=3), tmp_path, small_data)
+    model = training.load_trained_model(str(tmp_path))
+    moments = [v.numpy() for v in model.optimizer.variables if "momentum" in v.path]
+    assert moments and any(np.abs(m).sum() > 0 for m in moments)
+
+
+def test_workdir_with_other_config_is_refused(tmp_path, small_data):
+    run(tiny(steps=3), tmp_path, small_data)
+    with pytest.raises(io_utils.WorkdirError, match="num_embeddings: saved 16 vs now 32"):
+        run(tiny(steps=3, num_embeddings=32), tmp_path, small_data)
+
+
+def test_bad_arguments(tmp_path, small_data, mirrored):
+    with pytest.raises(ValueError, match="steps must be a positive integer, got 0"):
+        run(tiny(steps=0), tmp_path, small_data)
+    with pytest.raises(ValueError, match="batch_size 7 is not divisible by the 2 replicas"):
+        run(tiny(batch_size=7), tmp_path, small_data, strategy=mirrored)
+    cifar = get_config("cifar10")
+    with pytest.raises(ValueError, match=r"images of shape \(28, 28, 1\), but the config expects \(32, 32, 3\)"):
+        run(cifar, tmp_path, small_data, dataset="fashion_mnist")
+    afile = tmp_path / "a_file"
+    afile.write_text("x")
+    with pytest.raises(io_utils.WorkdirError, match="not writable"):
+        run(tiny(), afile / "sub", small_data)
+    with pytest.raises(ValueError, match="Unknown strategy 'tpu'"):
+        run(tiny(), tmp_path, small_data, strategy="tpu")
+    with pytest.raises(ValueError, match="log_every must be positive"):
+        run(tiny(), tmp_path, small_data, log_every=0)
+
+
+def test_workdir_lock(tmp_path):
+    with io_utils.WorkdirLock(str(tmp_path)):
+        with pytest.raises(io_utils.WorkdirError, match=rf"in use by another process \(pid {os.getpid()}\)"):
+            io_utils.WorkdirLock(str(tmp_path)).acquire()
+    io_utils.WorkdirLock(str(tmp_path)).acquire().release()  # released on exit
+
+
+def test_mirrored_training(tmp_path, small_data, mirrored):
+    metrics = run(tiny(steps=4), tmp_path, small_data, strategy=mirrored)
+    assert metrics["steps"] == 4 and np.isfinite(metrics["test_mse"])
+
+
+# ---------------------------------------------------------------- the script
+
+
+def _script(args, env=None, timeout=300):
+    env = dict(os.environ, **(env or {}))
+    return subprocess.run(
+        [sys.executable, "-m", "train.train_vqvae", *args], cwd=REPO_ROOT, env=env,
+        capture_output=True, text=True, timeout=timeout,
+    )
+
+
+@pytest.mark.slow
+def test_script_end_to_end_on_real_fashion_mnist(tmp_path):
+    workdir = tmp_path / "run"
+    res = _script([f"--workdir={workdir}", "--config=tiny", "--log_every=10", "--checkpoint_every=10"])
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "step 20/20" in res.stdout and "ETA" in res.stdout and "img/s" in res.stdout
+    d = workdir / "vqvae"
+    for name in ARTIFACTS:
+        assert (d / name).is_file(), name
+    assert os.listdir(d / "tensorboard")
+    metrics = json.load(open(d / "metrics.json"))
+    for key in METRIC_KEYS:
+        assert key in metrics
+    assert metrics["test_examples"] == 10000 and metrics["steps"] == 20
+    assert "--config=tiny" in (d / "flags.txt").read_text()
+
+    # The same command with more steps resumes; the saved flagfile reproduces the run.
+    res = _script([f"--flagfile={d / 'flags.txt'}", "--steps=30"])
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "Resumed from step 20" in res.stdout and "step 30/30" in res.stdout
+
+
+def test_script_rejects_bad_flags(tmp_path):
+    res = _script([f"--workdir={tmp_path}", "--steps=0"])
+    assert res.returncode != 0 and "--steps must be > 0" in res.stderr
+    res = _script([f"--workdir={tmp_path}", "--config=nope"])
+    assert res.returncode != 0 and "nope" in res.stderr and "fashion_mnist" in res.stderr
+    res = _script(["--config=tiny"])
+    assert res.returncode != 0 and "workdir" in res.stderr
+
+
+def _free_ports(n):
+    socks = [socket.socket() for _ in range(n)]
+    for s in socks:
+        s.bind(("localhost", 0))
+    ports = [s.getsockname()[1] for s in socks]
+    for s in socks:
+        s.close()
+    return ports
+
+
+@pytest.mark.slow
+def test_multi_worker_two_local_processes(tmp_path, small_data):
+    ports = _free_ports(2)
+    cluster = {"worker": [f"localhost:{p}" for p in ports]}
+    procs = []
+    for i in range(2):
+        env = dict(os.environ, TF_CONFIG=json.dumps({"cluster": cluster, "task": {"type": "worker", "index": i}}))
+        procs.append(subprocess.Popen(
+            [sys.executable, "-m", "train.train_vqvae", f"--workdir={tmp_path}", "--config=tiny",
+             "--strategy=multi_worker", f"--data_dir={small_data}", "--steps=4", "--batch_size=8",
+             "--log_every=2", "--checkpoint_every=2"],
+            cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        ))
+    try:
+        outs = [p.communicate(timeout=240) for p in procs]
+    finally:
+        for p in procs:
+            p.kill()
+    for p, (out, err) in zip(procs, outs):
+        assert p.returncode == 0, err[-3000:]
+    assert "2 replica(s)" in outs[0][0]
+    metrics = json.load(open(tmp_path / "vqvae" / "metrics.json"))
+    assert metrics["steps"] == 4
+    assert "ckpt-4.index" in os.listdir(tmp_path / "vqvae" / "checkpoints")
