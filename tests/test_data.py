@@ -4,7 +4,6 @@ import struct
 
 import numpy as np
 import pytest
-import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from vqvae_tf import data

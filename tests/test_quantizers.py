@@ -1,7 +1,7 @@
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-import keras
 
 from vqvae_tf import CodebookUsage, VectorQuantizer, VectorQuantizerEMA
 
@@ -157,8 +157,9 @@ def test_kmeans_init_finds_clusters(cls):
 @pytest.mark.parametrize("cls", LAYERS)
 def test_jit_compile_and_unknown_batch(cls):
     vq = make(cls, dead_code_threshold=1.0, kmeans_init=True)
-    f = tf.function(lambda z: vq(z, training=True), jit_compile=True,
-                    input_signature=[tf.TensorSpec([None, None, D], tf.float32)])
+    f = tf.function(
+        lambda z: vq(z, training=True), jit_compile=True, input_signature=[tf.TensorSpec([None, None, D], tf.float32)]
+    )
     out = f(tf.random.normal([3, 5, D]))
     assert out["indices"].shape == (3, 5)
     out = f(tf.random.normal([1, 2, D]))

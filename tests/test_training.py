@@ -6,15 +6,21 @@ import sys
 
 import numpy as np
 import pytest
-
 from conftest import REPO_ROOT
 from test_data import fake_mnist_dir
+
 from vqvae_tf import get_config, io_utils, training
 
 ARTIFACTS = ("config.json", "flags.txt", "metrics.json", "reconstructions.png", "codebook_usage.png")
 METRIC_KEYS = (
-    "test_mse", "test_normalized_mse", "test_psnr", "perplexity", "codebook_usage",
-    "bits_per_dim_reconstruction", "steps", "images_per_second",
+    "test_mse",
+    "test_normalized_mse",
+    "test_psnr",
+    "perplexity",
+    "codebook_usage",
+    "bits_per_dim_reconstruction",
+    "steps",
+    "images_per_second",
 )
 
 
@@ -112,8 +118,12 @@ def test_mirrored_training(tmp_path, small_data, mirrored):
 def _script(args, env=None, timeout=300):
     env = dict(os.environ, **(env or {}))
     return subprocess.run(
-        [sys.executable, "-m", "train.train_vqvae", *args], cwd=REPO_ROOT, env=env,
-        capture_output=True, text=True, timeout=timeout,
+        [sys.executable, "-m", "train.train_vqvae", *args],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )
 
 
@@ -165,18 +175,34 @@ def test_multi_worker_two_local_processes(tmp_path, small_data):
     procs = []
     for i in range(2):
         env = dict(os.environ, TF_CONFIG=json.dumps({"cluster": cluster, "task": {"type": "worker", "index": i}}))
-        procs.append(subprocess.Popen(
-            [sys.executable, "-m", "train.train_vqvae", f"--workdir={tmp_path}", "--config=tiny",
-             "--strategy=multi_worker", f"--data_dir={small_data}", "--steps=4", "--batch_size=8",
-             "--log_every=2", "--checkpoint_every=2"],
-            cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        ))
+        procs.append(
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "train.train_vqvae",
+                    f"--workdir={tmp_path}",
+                    "--config=tiny",
+                    "--strategy=multi_worker",
+                    f"--data_dir={small_data}",
+                    "--steps=4",
+                    "--batch_size=8",
+                    "--log_every=2",
+                    "--checkpoint_every=2",
+                ],
+                cwd=REPO_ROOT,
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+        )
     try:
         outs = [p.communicate(timeout=240) for p in procs]
     finally:
         for p in procs:
             p.kill()
-    for p, (out, err) in zip(procs, outs):
+    for p, (_, err) in zip(procs, outs):
         assert p.returncode == 0, err[-3000:]
     assert "2 replica(s)" in outs[0][0]
     metrics = json.load(open(tmp_path / "vqvae" / "metrics.json"))

@@ -29,7 +29,16 @@ FLAGS = flags.FLAGS
 
 def config_from_flags():
     config = configs.get_config(FLAGS.config)
-    for name in ("dataset", "steps", "batch_size", "learning_rate", "quantizer", "likelihood", "lr_schedule", "jit_compile"):
+    for name in (
+        "dataset",
+        "steps",
+        "batch_size",
+        "learning_rate",
+        "quantizer",
+        "likelihood",
+        "lr_schedule",
+        "jit_compile",
+    ):
         value = getattr(FLAGS, name)
         if value is not None:
             setattr(config, name, value)
@@ -43,9 +52,14 @@ def main(argv):
     training.train_and_evaluate(
         config_from_flags(),
         training.RunOptions(
-            workdir=FLAGS.workdir, data_dir=FLAGS.data_dir, strategy=FLAGS.strategy,
-            mixed_precision=FLAGS.mixed_precision, seed=FLAGS.seed, log_every=FLAGS.log_every,
-            checkpoint_every=FLAGS.checkpoint_every, flags_text=FLAGS.flags_into_string(),
+            workdir=FLAGS.workdir,
+            data_dir=FLAGS.data_dir,
+            strategy=FLAGS.strategy,
+            mixed_precision=FLAGS.mixed_precision,
+            seed=FLAGS.seed,
+            log_every=FLAGS.log_every,
+            checkpoint_every=FLAGS.checkpoint_every,
+            flags_text=FLAGS.flags_into_string(),
         ),
     )
 

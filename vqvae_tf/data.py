@@ -120,9 +120,7 @@ def find_idx_dir(name: str, data_dir: str | None = None) -> str | None:
 
 def _check_split(name: str, split: str, available) -> None:
     if split not in available:
-        raise DataError(
-            f"Split {split!r} does not exist for dataset {name!r}; available: {sorted(available)}."
-        )
+        raise DataError(f"Split {split!r} does not exist for dataset {name!r}; available: {sorted(available)}.")
 
 
 @functools.lru_cache(maxsize=8)

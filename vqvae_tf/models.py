@@ -92,7 +92,9 @@ class VQVAE(keras.Model):
         channels = self.image_shape[-1]
         self.latent_shape = (self.image_shape[0] // downsample, self.image_shape[1] // downsample)
 
-        self.encoder = Encoder(num_hiddens, num_residual_hiddens, num_residual_layers, embedding_dim, downsample, name="encoder")
+        self.encoder = Encoder(
+            num_hiddens, num_residual_hiddens, num_residual_layers, embedding_dim, downsample, name="encoder"
+        )
         vq_args = dict(
             num_embeddings=num_embeddings,
             embedding_dim=embedding_dim,
@@ -107,7 +109,9 @@ class VQVAE(keras.Model):
         else:
             self.quantizer = VectorQuantizer(**vq_args)
         out_channels = channels * (2 if likelihood == "logistic" else 1)
-        self.decoder = Decoder(out_channels, num_hiddens, num_residual_hiddens, num_residual_layers, downsample, name="decoder")
+        self.decoder = Decoder(
+            out_channels, num_hiddens, num_residual_hiddens, num_residual_layers, downsample, name="decoder"
+        )
         self._trackers = {k: keras.metrics.Mean(name=k) for k in LOSS_KEYS}
         # The input shape is known, so all state is created now (as in functional backbones):
         # the model saves and checkpoints completely even if only train_step ever ran.
@@ -153,7 +157,9 @@ class VQVAE(keras.Model):
         if images.shape.rank is not None and (
             images.shape.rank != 4 or not images.shape[1:].is_compatible_with(self.image_shape)
         ):
-            raise ValueError(f"images must have shape [B, {', '.join(map(str, self.image_shape))}], got {images.shape}.")
+            raise ValueError(
+                f"images must have shape [B, {', '.join(map(str, self.image_shape))}], got {images.shape}."
+            )
         return images
 
     def _decoder_head(self, decoded):

@@ -202,9 +202,7 @@ class VectorQuantizer(keras.layers.Layer):
         codebook = tf.convert_to_tensor(self._codebook)
         indices_flat = tf.argmin(_squared_distances(flat, codebook), axis=1, output_type=tf.int32)
         quantized_flat = tf.gather(codebook, indices_flat)
-        counts = tf.math.unsorted_segment_sum(
-            tf.ones_like(indices_flat, tf.float32), indices_flat, self.num_embeddings
-        )
+        counts = tf.math.unsorted_segment_sum(tf.ones_like(indices_flat, tf.float32), indices_flat, self.num_embeddings)
 
         num_elements = tf.cast(num_vectors * self.embedding_dim, tf.float32)
         commitment_loss = self.commitment_cost * tf.math.divide_no_nan(
@@ -226,9 +224,7 @@ class VectorQuantizer(keras.layers.Layer):
         }
 
     def _codebook_loss(self, flat, quantized_flat, num_elements):
-        return tf.math.divide_no_nan(
-            tf.reduce_sum(tf.square(tf.stop_gradient(flat) - quantized_flat)), num_elements
-        )
+        return tf.math.divide_no_nan(tf.reduce_sum(tf.square(tf.stop_gradient(flat) - quantized_flat)), num_elements)
 
     def compute_output_spec(self, inputs, training=False):
         shape = tuple(inputs.shape)
@@ -467,9 +463,7 @@ class CodebookUsage(keras.metrics.Metric):
 
     def update_state(self, indices, sample_weight=None):
         flat = tf.reshape(tf.cast(indices, tf.int32), [-1])
-        self._counts.assign_add(
-            tf.math.unsorted_segment_sum(tf.ones_like(flat, tf.float32), flat, self.num_embeddings)
-        )
+        self._counts.assign_add(tf.math.unsorted_segment_sum(tf.ones_like(flat, tf.float32), flat, self.num_embeddings))
 
     def counts(self):
         return tf.convert_to_tensor(self._counts)

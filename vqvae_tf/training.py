@@ -53,7 +53,9 @@ def is_chief(strategy: tf.distribute.Strategy) -> bool:
     if resolver is None or not resolver.cluster_spec().as_dict():
         return True
     task_type, task_id = resolver.task_type, resolver.task_id
-    return task_type in (None, "chief") or (task_type == "worker" and task_id == 0 and "chief" not in resolver.cluster_spec().as_dict())
+    return task_type in (None, "chief") or (
+        task_type == "worker" and task_id == 0 and "chief" not in resolver.cluster_spec().as_dict()
+    )
 
 
 # ------------------------------------------------------------------------------ workdir
@@ -96,7 +98,9 @@ def load_trained_model(workdir: str) -> VQVAE:
     directory = os.path.join(workdir, SUBDIR)
     config_path = os.path.join(directory, "config.json")
     if not os.path.exists(config_path):
-        raise FileNotFoundError(f"No trained VQ-VAE in {workdir}: {config_path} is missing. Run train.train_vqvae first.")
+        raise FileNotFoundError(
+            f"No trained VQ-VAE in {workdir}: {config_path} is missing. Run train.train_vqvae first."
+        )
     with open(config_path) as f:
         saved = json.load(f)
     config = VQVAEConfig.from_dict(saved["config"])
@@ -244,8 +248,13 @@ def _train(config, options, strategy, info, directory, chief):
     if chief:
         io_utils.atomic_write_json(
             os.path.join(directory, "config.json"),
-            {"config": config.to_dict(), "data_variance": variance, "seed": options.seed,
-             "strategy": str(options.strategy), "mixed_precision": options.mixed_precision},
+            {
+                "config": config.to_dict(),
+                "data_variance": variance,
+                "seed": options.seed,
+                "strategy": str(options.strategy),
+                "mixed_precision": options.mixed_precision,
+            },
         )
         if options.flags_text is not None:
             io_utils.atomic_write_text(os.path.join(directory, "flags.txt"), options.flags_text)
@@ -262,7 +271,11 @@ def _train(config, options, strategy, info, directory, chief):
     if step >= total:
         _log(f"Already at step {step} >= --steps={total}; nothing to train.")
 
-    writer = tf.summary.create_file_writer(os.path.join(directory, "tensorboard")) if chief else tf.summary.create_noop_writer()
+    writer = (
+        tf.summary.create_file_writer(os.path.join(directory, "tensorboard"))
+        if chief
+        else tf.summary.create_noop_writer()
+    )
     images_per_second = None
     if step < total:
         images_per_second = _run_training(model, config, options, strategy, manager, writer, step, chief)
@@ -277,16 +290,32 @@ def _train(config, options, strategy, info, directory, chief):
     if images_per_second is None and os.path.exists(metrics_path):
         with open(metrics_path) as f:
             images_per_second = json.load(f).get("images_per_second")
-    metrics.update(steps=int(model.optimizer.iterations.numpy()), images_per_second=images_per_second,
-                   num_embeddings=config.num_embeddings, dataset=config.dataset)
+    metrics.update(
+        steps=int(model.optimizer.iterations.numpy()),
+        images_per_second=images_per_second,
+        num_embeddings=config.num_embeddings,
+        dataset=config.dataset,
+    )
     io_utils.atomic_write_json(metrics_path, metrics)
 
     x, _ = next(iter(test))
     x = x[:32]
-    images.write_png(os.path.join(directory, "reconstructions.png"), images.comparison_grid(x.numpy(), model(x).numpy()))
-    images.write_png(os.path.join(directory, "codebook_usage.png"), images.bar_chart(counts, bar_width=max(1, 512 // config.num_embeddings)))
+    images.write_png(
+        os.path.join(directory, "reconstructions.png"), images.comparison_grid(x.numpy(), model(x).numpy())
+    )
+    images.write_png(
+        os.path.join(directory, "codebook_usage.png"),
+        images.bar_chart(counts, bar_width=max(1, 512 // config.num_embeddings)),
+    )
     with writer.as_default(step=metrics["steps"]):
-        for k in ("test_mse", "test_normalized_mse", "test_psnr", "perplexity", "codebook_usage", "bits_per_dim_reconstruction"):
+        for k in (
+            "test_mse",
+            "test_normalized_mse",
+            "test_psnr",
+            "perplexity",
+            "codebook_usage",
+            "bits_per_dim_reconstruction",
+        ):
             tf.summary.scalar(f"test/{k}", metrics[k])
         tf.summary.histogram("test/code_counts", counts)
         tf.summary.image("test/reconstructions", images.comparison_grid(x.numpy(), model(x).numpy())[None])
@@ -299,7 +328,9 @@ def _run_training(model, config, options, strategy, manager, writer, step, chief
     total = config.steps
     # Shuffle differently after a resume rather than replaying the first batches.
     train = data.batched(
-        data.load(config.dataset, "train", options.data_dir), config.batch_size, training=True,
+        data.load(config.dataset, "train", options.data_dir),
+        config.batch_size,
+        training=True,
         seed=options.seed * 1_000_003 + step,
     )
     if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
@@ -317,10 +348,16 @@ def _run_training(model, config, options, strategy, manager, writer, step, chief
         for _ in tf.range(n):
             strategy.run(step_fn, args=(next(iterator),))
 
-    _log(f"Training {config.dataset} to step {total} (batch {config.batch_size}, {strategy.num_replicas_in_sync} replica(s)).")
+    _log(
+        f"Training {config.dataset} to step {total} (batch {config.batch_size}, {strategy.num_replicas_in_sync} replica(s))."
+    )
     start_step, t_start, t_timed, timed_steps = step, time.time(), None, 0
     while step < total:
-        n = min(options.log_every - step % options.log_every, options.checkpoint_every - step % options.checkpoint_every, total - step)
+        n = min(
+            options.log_every - step % options.log_every,
+            options.checkpoint_every - step % options.checkpoint_every,
+            total - step,
+        )
         t0 = time.time()
         run_steps(iterator, tf.constant(n))
         step += n
@@ -332,7 +369,11 @@ def _run_training(model, config, options, strategy, manager, writer, step, chief
         for m in model.metrics:
             m.reset_state()
         elapsed_timed = time.time() - t_timed
-        rate = timed_steps * config.batch_size / elapsed_timed if timed_steps else n * config.batch_size / (time.time() - t0)
+        rate = (
+            timed_steps * config.batch_size / elapsed_timed
+            if timed_steps
+            else n * config.batch_size / (time.time() - t0)
+        )
         eta = (total - step) * config.batch_size / max(rate, 1e-9)
         _log(
             f"step {step}/{total}  loss {logs['loss']:.4f}  recon {logs['reconstruction_loss']:.4f}  "

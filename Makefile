@@ -1,0 +1,50 @@
+# Quickstart:  make demo   (the whole pipeline on Fashion-MNIST)
+#              make test   (the test suite)
+# Both create .venv from requirements.txt and install the Debian Fashion-MNIST package if the
+# data is missing and apt-get is available.
+PYTHON ?= python3
+VENV ?= .venv
+WORKDIR ?= runs/demo
+PRESET ?= default
+FASHION_MNIST_DIR = /usr/share/datasets/fashion-mnist
+PY = $(VENV)/bin/python
+
+.PHONY: demo test test-fast install data lint format clean
+
+$(VENV)/.installed: requirements.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r requirements.txt
+	touch $@
+
+install: $(VENV)/.installed
+
+data:
+	@if [ -z "$$VQVAE_DATA_DIR" ] && [ ! -e $(FASHION_MNIST_DIR)/train-images-idx3-ubyte.gz ] && [ ! -e $(FASHION_MNIST_DIR)/train-images-idx3-ubyte ]; then \
+	  if command -v apt-get >/dev/null 2>&1; then \
+	    SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	    echo "Installing Fashion-MNIST (Debian package dataset-fashion-mnist)..."; \
+	    $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq dataset-fashion-mnist; \
+	  else \
+	    echo "Fashion-MNIST IDX files not found and apt-get is unavailable: set VQVAE_DATA_DIR (see BUILD.md)." >&2; exit 1; \
+	  fi; \
+	fi
+
+demo: install data
+	$(PY) -m train.pipeline --workdir=$(WORKDIR) --preset=$(PRESET)
+
+test: install data
+	$(PY) -m pytest -q
+
+test-fast: install
+	$(PY) -m pytest -q -m "not slow"
+
+lint: install
+	$(PY) -m ruff check vqvae_tf train export tests bench
+	$(PY) -m ruff format --check vqvae_tf train export tests bench
+
+format: install
+	$(PY) -m ruff format vqvae_tf train export tests bench
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache
