@@ -132,7 +132,7 @@ def test_script_end_to_end_on_real_fashion_mnist(tmp_path):
     workdir = tmp_path / "run"
     res = _script([f"--workdir={workdir}", "--config=tiny", "--log_every=10", "--checkpoint_every=10"])
     assert res.returncode == 0, res.stderr[-3000:]
-    assert "step 20/20" in res.stdout and "ETA" in res.stdout and "img/s" in res.stdout
+    assert "step 20/20" in res.stdout and "ETA" in res.stdout and "ex/s" in res.stdout
     d = workdir / "vqvae"
     for name in ARTIFACTS:
         assert (d / name).is_file(), name

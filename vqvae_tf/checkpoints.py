@@ -40,7 +40,7 @@ def restore_or_initialize(checkpoint: tf.train.Checkpoint, manager: tf.train.Che
     errors = []
     for path in candidates:
         try:
-            checkpoint.read(path).assert_existing_objects_matched()
+            checkpoint.restore(path).assert_existing_objects_matched()
         except (tf.errors.OpError, ValueError, AssertionError) as e:
             message = str(e).strip().splitlines()[0][:300]
             logging.warning("Checkpoint %s is unreadable (%s); trying an older one.", path, message)

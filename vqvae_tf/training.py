@@ -19,7 +19,7 @@ import tensorflow as tf
 
 from vqvae_tf import checkpoints, data, images, io_utils
 from vqvae_tf.configs import MODEL_FIELDS, VQVAEConfig
-from vqvae_tf.models import LOSS_KEYS, VQVAE
+from vqvae_tf.models import VQVAE
 from vqvae_tf.quantizers import CodebookUsage
 
 STRATEGIES = ("default", "mirrored", "multi_worker")
@@ -63,13 +63,17 @@ def is_chief(strategy: tf.distribute.Strategy) -> bool:
 
 def check_workdir_config(directory: str, config: VQVAEConfig) -> None:
     """Refuses a workdir that holds a model trained with another network configuration."""
+    check_saved_config(directory, config.to_dict(), MODEL_FIELDS)
+
+
+def check_saved_config(directory: str, current: dict, fields) -> None:
+    """Raises WorkdirError if ``directory/config.json`` differs from `current` in `fields`."""
     path = os.path.join(directory, "config.json")
     if not os.path.exists(path):
         return
     with open(path) as f:
         saved = json.load(f).get("config", {})
-    current = config.to_dict()
-    diffs = [f"{k}: saved {saved.get(k)!r} vs now {current[k]!r}" for k in MODEL_FIELDS if saved.get(k) != current[k]]
+    diffs = [f"{k}: saved {saved.get(k)!r} vs now {current[k]!r}" for k in fields if saved.get(k) != current[k]]
     if diffs:
         raise io_utils.WorkdirError(
             f"{directory} holds a model trained with another config ({'; '.join(diffs)}). "
@@ -88,13 +92,18 @@ def build_model(config: VQVAEConfig, data_variance: float, seed: int) -> VQVAE:
     return model
 
 
-def make_checkpoint(model: VQVAE, directory: str, max_to_keep: int = 3):
+def make_checkpoint(model, directory: str, max_to_keep: int = 3):
     ckpt = tf.train.Checkpoint(model=model, optimizer=model.optimizer)
     return ckpt, tf.train.CheckpointManager(ckpt, directory, max_to_keep=max_to_keep, checkpoint_name="ckpt")
 
 
 def load_trained_model(workdir: str) -> VQVAE:
     """The VQ-VAE of ``WORKDIR/vqvae`` at its latest readable checkpoint (for export and codes)."""
+    return load_trained_model_and_path(workdir)[0]
+
+
+def load_trained_model_and_path(workdir: str):
+    """(VQVAE, path of the checkpoint it was restored from)."""
     directory = os.path.join(workdir, SUBDIR)
     config_path = os.path.join(directory, "config.json")
     if not os.path.exists(config_path):
@@ -106,9 +115,10 @@ def load_trained_model(workdir: str) -> VQVAE:
     config = VQVAEConfig.from_dict(saved["config"])
     model = build_model(config, saved["data_variance"], saved.get("seed", 0))
     ckpt, manager = make_checkpoint(model, os.path.join(directory, "checkpoints"))
-    if checkpoints.restore_or_initialize(ckpt, manager) is None:
+    path = checkpoints.restore_or_initialize(ckpt, manager)
+    if path is None:
         raise FileNotFoundError(f"No checkpoint in {manager.directory}. Run train.train_vqvae first.")
-    return model
+    return model, path
 
 
 # ------------------------------------------------------------------------------ evaluation
@@ -191,7 +201,8 @@ class RunOptions:
     eval_batch_size: int = 500
 
 
-def _log(msg: str) -> None:
+def log_line(msg: str) -> None:
+    """Progress output: stdout, flushed (absl logging stays for warnings)."""
     print(msg, flush=True)
 
 
@@ -267,9 +278,9 @@ def _train(config, options, strategy, info, directory, chief):
     step = int(model.optimizer.iterations.numpy())
     total = config.steps
     if restored:
-        _log(f"Resumed from step {step} ({restored}).")
+        log_line(f"Resumed from step {step} ({restored}).")
     if step >= total:
-        _log(f"Already at step {step} >= --steps={total}; nothing to train.")
+        log_line(f"Already at step {step} >= --steps={total}; nothing to train.")
 
     writer = (
         tf.summary.create_file_writer(os.path.join(directory, "tensorboard"))
@@ -283,7 +294,7 @@ def _train(config, options, strategy, info, directory, chief):
     if not chief:
         return {}
     test = data.batched(data.load(config.dataset, "test", options.data_dir), options.eval_batch_size, training=False)
-    _log("Evaluating on the full test split...")
+    log_line("Evaluating on the full test split...")
     metrics = evaluate(model, test)
     counts = metrics.pop("_code_counts")
     metrics_path = os.path.join(directory, "metrics.json")
@@ -320,12 +331,11 @@ def _train(config, options, strategy, info, directory, chief):
         tf.summary.histogram("test/code_counts", counts)
         tf.summary.image("test/reconstructions", images.comparison_grid(x.numpy(), model(x).numpy())[None])
     writer.flush()
-    _log("Test metrics: " + ", ".join(f"{k}={v:.4g}" for k, v in metrics.items() if isinstance(v, float)))
+    log_line("Test metrics: " + ", ".join(f"{k}={v:.4g}" for k, v in metrics.items() if isinstance(v, float)))
     return metrics
 
 
 def _run_training(model, config, options, strategy, manager, writer, step, chief):
-    total = config.steps
     # Shuffle differently after a resume rather than replaying the first batches.
     train = data.batched(
         data.load(config.dataset, "train", options.data_dir),
@@ -333,14 +343,36 @@ def _run_training(model, config, options, strategy, manager, writer, step, chief
         training=True,
         seed=options.seed * 1_000_003 + step,
     )
+
+    def summaries():
+        tf.summary.histogram("train/code_usage_ema", model.quantizer.code_usage)
+
+    def line(logs):
+        return (
+            f"loss {logs['loss']:.4f}  recon {logs['reconstruction_loss']:.4f}  "
+            f"commit {logs['commitment_loss']:.4f}  perplexity {logs['perplexity']:.1f}"
+        )
+
+    log_line(f"Training {config.dataset} to step {config.steps} (batch {config.batch_size}, {strategy.num_replicas_in_sync} replica(s)).")
+    return run_loop(
+        model, train, strategy, manager, writer, step, config.steps, config.batch_size,
+        options.log_every, options.checkpoint_every, config.jit_compile, line, summaries,
+    )
+
+
+def run_loop(model, train, strategy, manager, writer, step, total, batch_size, log_every, checkpoint_every,
+             jit_compile=False, format_logs=None, summaries=None):
+    """Runs `model.train_step` under `strategy` from `step` to `total`, with progress lines
+    (losses, images/s, ETA), TensorBoard scalars and checkpoints every `checkpoint_every` steps
+    (by step count, so that all workers of a multi-worker job save together). Returns the
+    measured examples/s after the first (compiling) call, or None."""
     if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
         opts = tf.data.Options()
         opts.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
         train = train.with_options(opts)
     iterator = iter(strategy.experimental_distribute_dataset(train))
-
     step_fn = model.train_step
-    if config.jit_compile and strategy.num_replicas_in_sync == 1:
+    if jit_compile and strategy.num_replicas_in_sync == 1:
         step_fn = tf.function(model.train_step, jit_compile=True)
 
     @tf.function
@@ -348,16 +380,9 @@ def _run_training(model, config, options, strategy, manager, writer, step, chief
         for _ in tf.range(n):
             strategy.run(step_fn, args=(next(iterator),))
 
-    _log(
-        f"Training {config.dataset} to step {total} (batch {config.batch_size}, {strategy.num_replicas_in_sync} replica(s))."
-    )
     start_step, t_start, t_timed, timed_steps = step, time.time(), None, 0
     while step < total:
-        n = min(
-            options.log_every - step % options.log_every,
-            options.checkpoint_every - step % options.checkpoint_every,
-            total - step,
-        )
+        n = min(log_every - step % log_every, checkpoint_every - step % checkpoint_every, total - step)
         t0 = time.time()
         run_steps(iterator, tf.constant(n))
         step += n
@@ -368,25 +393,19 @@ def _run_training(model, config, options, strategy, manager, writer, step, chief
         logs = {m.name: float(m.result()) for m in model.metrics}
         for m in model.metrics:
             m.reset_state()
-        elapsed_timed = time.time() - t_timed
-        rate = (
-            timed_steps * config.batch_size / elapsed_timed
-            if timed_steps
-            else n * config.batch_size / (time.time() - t0)
-        )
-        eta = (total - step) * config.batch_size / max(rate, 1e-9)
-        _log(
-            f"step {step}/{total}  loss {logs['loss']:.4f}  recon {logs['reconstruction_loss']:.4f}  "
-            f"commit {logs['commitment_loss']:.4f}  perplexity {logs['perplexity']:.1f}  "
-            f"{rate:.0f} img/s  ETA {_format_eta(eta)}"
-        )
+        elapsed = time.time() - t_timed
+        rate = timed_steps * batch_size / elapsed if timed_steps else n * batch_size / (time.time() - t0)
+        eta = (total - step) * batch_size / max(rate, 1e-9)
+        detail = format_logs(logs) if format_logs else "  ".join(f"{k} {v:.4f}" for k, v in logs.items())
+        log_line(f"step {step}/{total}  {detail}  {rate:.0f} ex/s  ETA {_format_eta(eta)}")
         with writer.as_default(step=step):
-            for k in LOSS_KEYS:
-                tf.summary.scalar(f"train/{k}", logs[k])
-            tf.summary.scalar("train/images_per_second", rate)
-            tf.summary.histogram("train/code_usage_ema", model.quantizer.code_usage)
-        if step % options.checkpoint_every == 0 or step == total:
+            for k, v in logs.items():
+                tf.summary.scalar(f"train/{k}", v)
+            tf.summary.scalar("train/examples_per_second", rate)
+            if summaries:
+                summaries()
+        if step % checkpoint_every == 0 or step == total:
             manager.save(checkpoint_number=step)  # a collective under multi-worker: every worker saves
     writer.flush()
-    _log(f"Trained steps {start_step}..{step} in {time.time() - t_start:.0f}s.")
-    return (timed_steps * config.batch_size / (time.time() - t_timed)) if timed_steps else None
+    log_line(f"Trained steps {start_step}..{step} in {time.time() - t_start:.0f}s.")
+    return (timed_steps * batch_size / (time.time() - t_timed)) if timed_steps else None
