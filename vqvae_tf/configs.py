@@ -28,8 +28,8 @@ MODEL_FIELDS = (
 class VQVAEConfig:
     dataset: str = "fashion_mnist"
     image_shape: tuple = (28, 28, 1)
-    num_embeddings: int = 128
-    embedding_dim: int = 16
+    num_embeddings: int = 256
+    embedding_dim: int = 32
     num_hiddens: int = 64
     num_residual_hiddens: int = 32
     num_residual_layers: int = 2

@@ -311,7 +311,10 @@ class PixelCNN(keras.Model):
         return [self._loss_tracker, self._bits_tracker]
 
     def _nll(self, data, training):
-        codes, labels = data if isinstance(data, (tuple, list)) else (data, None)
+        # (codes, labels) from a dataset, or Keras' packing ((codes, labels),) / (codes,) from fit(x).
+        while isinstance(data, (tuple, list)) and len(data) == 1:
+            data = data[0]
+        codes, labels = (data[0], data[1]) if isinstance(data, (tuple, list)) else (data, None)
         if self.num_classes == 0:
             labels = None
         logits = self(codes, labels, training=training)

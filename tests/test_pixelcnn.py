@@ -1,0 +1,221 @@
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from vqvae_tf import MaskedConv2D, PixelCNN, sample_codes
+from vqvae_tf.pixelcnn import causal_mask
+
+K = 10
+
+
+def small_prior(num_classes=0, layers=4, kernel=3, shape=(5, 5), filters=8):
+    keras.utils.set_random_seed(0)
+    return PixelCNN(K, shape, num_filters=filters, num_layers=layers, kernel_size=kernel, num_classes=num_classes)
+
+
+def test_masks():
+    np.testing.assert_array_equal(causal_mask((3, 3), "A"), [[1, 1, 1], [1, 0, 0], [0, 0, 0]])
+    np.testing.assert_array_equal(causal_mask((3, 3), "B"), [[1, 1, 1], [1, 1, 0], [0, 0, 0]])
+    np.testing.assert_array_equal(causal_mask((3, 3), "V"), [[1, 1, 1], [1, 1, 1], [0, 0, 0]])
+    np.testing.assert_array_equal(causal_mask((1, 5), "A"), [[1, 1, 0, 0, 0]])
+
+
+@pytest.mark.parametrize("mask_type", ["A", "B", "V"])
+def test_masked_conv_equals_conv_with_masked_kernel(mask_type):
+    conv = MaskedConv2D(4, 3, mask_type=mask_type)
+    x = tf.random.normal([2, 6, 6, 3])
+    y = conv(x)
+    kernel_before = conv.kernel.numpy().copy()
+    masked = conv.kernel.numpy() * causal_mask((3, 3), mask_type)[:, :, None, None]
+    want = tf.nn.conv2d(x, masked, 1, "SAME") + conv.bias
+    np.testing.assert_allclose(y.numpy(), want.numpy(), atol=1e-5)
+    np.testing.assert_array_equal(conv.kernel.numpy(), kernel_before)  # the variable is never masked in place
+    assert np.abs(kernel_before * (1 - causal_mask((3, 3), mask_type))[:, :, None, None]).sum() > 0
+    clone = MaskedConv2D.from_config(conv.get_config())
+    assert clone.mask_type == mask_type and clone.get_config() == conv.get_config()
+
+
+def test_masked_conv_bad_args():
+    with pytest.raises(ValueError, match="mask_type"):
+        MaskedConv2D(4, 3, mask_type="C")
+    with pytest.raises(ValueError, match="odd kernel"):
+        MaskedConv2D(4, 2)
+
+
+def _dependency(prior, labels=None):
+    """dep[p, q] = |d logits[p] / d input[q]| summed, for positions p, q in raster order."""
+    h, w = prior.latent_shape
+    x = tf.random.normal([1, h, w, prior.num_filters])
+    dep = np.zeros((h * w, h * w))
+    for p in range(h * w):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            logits = prior.logits_from_embeddings(x, labels)
+            out = tf.reduce_sum(tf.reshape(logits, [h * w, -1])[p])
+        dep[p] = np.abs(tape.gradient(out, x).numpy()).sum(-1).reshape(-1)
+    return dep
+
+
+@pytest.mark.parametrize("num_classes", [0, 3])
+def test_causality_and_no_blind_spot(num_classes):
+    prior = small_prior(num_classes)
+    labels = tf.constant([1]) if num_classes else None
+    dep = _dependency(prior, labels)
+    n = dep.shape[0]
+    for p in range(n):
+        assert np.all(dep[p, p:] == 0.0), f"position {p} sees itself or later positions"
+        assert np.all(dep[p, :p] > 0.0), f"position {p} has a blind spot at {np.where(dep[p, :p] == 0)[0]}"
+
+
+def test_shallow_stack_has_limited_reach():
+    # The reach grows by kernel_size // 2 per layer: one 3x3 layer cannot see 2 rows up.
+    dep = _dependency(small_prior(layers=1))
+    assert dep[12, 0] == 0.0 and dep[12, 7] > 0.0
+
+
+def test_class_conditioning_changes_logits():
+    prior = small_prior(num_classes=3)
+    codes = tf.zeros([2, 5, 5], tf.int32)
+    a = prior(codes, tf.constant([0, 0]))
+    b = prior(codes, tf.constant([0, 2]))
+    np.testing.assert_allclose(a[0].numpy(), b[0].numpy())
+    assert np.abs(a[1].numpy() - b[1].numpy()).max() > 1e-4
+
+
+def test_log_prob_matches_numpy():
+    prior = small_prior()
+    codes = tf.random.stateless_uniform([3, 5, 5], seed=[1, 1], maxval=K, dtype=tf.int32)
+    logits = prior(codes).numpy().astype(np.float64)
+    log_softmax = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
+    want = np.take_along_axis(log_softmax, codes.numpy()[..., None], -1).sum(axis=(1, 2, 3))
+    np.testing.assert_allclose(prior.log_prob(codes).numpy(), want, rtol=1e-5)
+
+
+def test_bad_codes_and_labels():
+    prior = small_prior()
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"codes must be in \[0, 10\)"):
+        prior(tf.fill([1, 5, 5], K))
+    with pytest.raises(ValueError, match=r"codes must have shape \[B, 5, 5\]"):
+        prior(tf.zeros([1, 4, 5], tf.int32))
+    with pytest.raises(TypeError, match="integers"):
+        prior(tf.zeros([1, 5, 5]))
+    with pytest.raises(ValueError, match="unconditional"):
+        prior(tf.zeros([1, 5, 5], tf.int32), tf.constant([0]))
+    cond = small_prior(num_classes=3)
+    with pytest.raises(ValueError, match="pass labels"):
+        cond(tf.zeros([1, 5, 5], tf.int32))
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"labels must be in \[0, 3\)"):
+        cond(tf.zeros([1, 5, 5], tf.int32), tf.constant([3]))
+
+
+def test_keras_round_trip(tmp_path):
+    prior = small_prior(num_classes=3)
+    prior.compile(optimizer="adam")
+    codes = tf.random.stateless_uniform([8, 5, 5], seed=[2, 2], maxval=K, dtype=tf.int32)
+    labels = tf.range(8) % 3
+    prior.fit((codes, labels), epochs=1, batch_size=4, verbose=0)
+    path = str(tmp_path / "prior.keras")
+    prior.save(path)
+    loaded = keras.models.load_model(path)
+    assert loaded.get_config() == prior.get_config()
+    np.testing.assert_allclose(loaded(codes, labels).numpy(), prior(codes, labels).numpy(), atol=1e-5)
+
+
+def test_train_step_lowers_nll():
+    prior = small_prior()
+    prior.compile(optimizer=keras.optimizers.Adam(1e-2))
+    # Stripes: each row repeats one code, so the prefix predicts the rest.
+    codes = tf.tile(tf.range(5)[None, :, None], [16, 1, 5]) % K
+    first = float(prior.test_step(codes)["loss"])
+    for m in prior.metrics:
+        m.reset_state()
+    step = tf.function(prior.train_step)
+    for _ in range(40):
+        logs = step(codes)
+    assert set(logs) == {"loss", "bits_per_code"}
+    for m in prior.metrics:
+        m.reset_state()
+    assert float(prior.test_step(codes)["loss"]) < 0.5 * first
+
+
+# ---------------------------------------------------------------- sampling
+
+
+@pytest.mark.parametrize("num_classes", [0, 4])
+def test_fast_sampler_equals_plain(num_classes):
+    prior = small_prior(num_classes, shape=(4, 6))
+    labels = np.arange(6) % 4 if num_classes else None
+    for seed in (0, 1, 7):
+        plain = sample_codes(prior, 6, seed=seed, labels=labels, fast=False)
+        fast = sample_codes(prior, 6, seed=seed, labels=labels, fast=True)
+        np.testing.assert_array_equal(plain.numpy(), fast.numpy())
+
+
+def test_sampling_determinism_shape_dtype():
+    prior = small_prior()
+    a = sample_codes(prior, 5, seed=3)
+    b = sample_codes(prior, 5, seed=3)
+    c = sample_codes(prior, 5, seed=4)
+    assert a.shape == (5, 5, 5) and a.dtype == tf.int32
+    np.testing.assert_array_equal(a.numpy(), b.numpy())
+    assert not np.array_equal(a.numpy(), c.numpy())
+    assert a.numpy().min() >= 0 and a.numpy().max() < K
+
+
+def test_low_temperature_approaches_argmax():
+    prior = small_prior()
+    # An untrained prior has exactly tied logits at the first position (zero biases, no context).
+    prior.head_logits.bias.assign(tf.random.stateless_normal([K], seed=[0, 1]))
+    codes = sample_codes(prior, 4, temperature=1e-4, seed=0)
+    # Each code is the argmax of the logits given the codes before it.
+    np.testing.assert_array_equal(codes.numpy(), tf.argmax(prior(codes), -1).numpy())
+
+
+def test_top_k_restricts_choices():
+    prior = small_prior()
+    codes = sample_codes(prior, 8, seed=5, top_k=2, temperature=5.0)
+    logits = prior(codes).numpy()
+    rank = (logits > np.take_along_axis(logits, codes.numpy()[..., None], -1)).sum(-1)
+    assert rank.max() <= 1  # the sampled code is among the 2 largest logits
+
+
+def test_sampling_bad_arguments():
+    prior = small_prior()
+    with pytest.raises(ValueError, match="temperature must be > 0"):
+        sample_codes(prior, 2, temperature=0.0)
+    with pytest.raises(ValueError, match="num_samples must be a positive integer"):
+        sample_codes(prior, 0)
+    with pytest.raises(ValueError, match=r"top_k must be in \[1, num_embeddings\]"):
+        sample_codes(prior, 2, top_k=K + 1)
+    with pytest.raises(ValueError, match="pass labels"):
+        sample_codes(small_prior(num_classes=2), 2)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="one label per sample"):
+        sample_codes(small_prior(num_classes=2), 3, labels=[0, 1])
+
+
+@pytest.mark.parametrize("fast", [False, True])
+def test_sampler_under_jit_compile(fast):
+    prior = small_prior(num_classes=2)
+    codes = sample_codes(prior, 3, seed=1, labels=[0, 1, 1], fast=fast, jit_compile=True)
+    again = sample_codes(prior, 3, seed=1, labels=[0, 1, 1], fast=fast, jit_compile=True)
+    assert codes.shape == (3, 5, 5)
+    np.testing.assert_array_equal(codes.numpy(), again.numpy())
+
+
+def test_mirrored_prior_step(mirrored):
+    codes = tf.random.stateless_uniform([8, 5, 5], seed=[3, 3], maxval=K, dtype=tf.int32)
+    single = small_prior()
+    single.compile(optimizer=keras.optimizers.SGD(0.1))
+    init = [v.numpy() for v in single.trainable_variables]
+    tf.function(single.train_step)(codes)
+    with mirrored.scope():
+        multi = small_prior()
+        multi.compile(optimizer=keras.optimizers.SGD(0.1))
+    for v, value in zip(multi.trainable_variables, init):
+        v.assign(value)
+    it = iter(mirrored.experimental_distribute_dataset(tf.data.Dataset.from_tensors(codes)))
+    tf.function(lambda b: mirrored.run(multi.train_step, args=(b,)))(next(it))
+    for a, b in zip(single.trainable_variables, multi.trainable_variables):
+        for local in mirrored.experimental_local_results(b.value):
+            np.testing.assert_allclose(local.numpy(), a.numpy(), rtol=1e-4, atol=1e-6)

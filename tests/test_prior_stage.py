@@ -1,0 +1,136 @@
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from conftest import REPO_ROOT
+from test_data import fake_mnist_dir
+from vqvae_tf import codes, data, get_config, prior_training, read_codes, stages, training
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A tiny VQ-VAE trained for a few steps on fake IDX data: (workdir, data_dir)."""
+    root = tmp_path_factory.mktemp("prior")
+    data_dir = str(root / "idx")
+    fake_mnist_dir(data_dir, n_train=40, n_test=12)
+    config = get_config("tiny")
+    config.steps, config.batch_size = 4, 8
+    workdir = str(root / "work")
+    training.train_and_evaluate(
+        config, training.RunOptions(workdir=workdir, data_dir=data_dir, log_every=2, checkpoint_every=2)
+    )
+    return workdir, data_dir
+
+
+def test_codes_round_trip_equals_encode(trained, capsys):
+    workdir, data_dir = trained
+    meta = stages.export_codes_stage(workdir, data_dir, batch_size=5)
+    assert meta["counts"] == {"train": 40, "test": 12}
+    assert meta["latent_shape"] == [7, 7] and meta["num_embeddings"] == 16 and meta["num_classes"] == 10
+    assert meta["source_checkpoint"] == "ckpt-4"
+    model = training.load_trained_model(workdir)
+    for split in ("train", "test"):
+        images, labels = next(iter(data.load("fashion_mnist", split, data_dir).batch(100)))
+        exported = list(read_codes(os.path.join(workdir, "codes"), split).as_numpy_iterator())
+        got_codes = np.stack([c for c, _ in exported])
+        got_labels = np.array([y for _, y in exported])
+        np.testing.assert_array_equal(got_codes, model.encode(images).numpy())
+        np.testing.assert_array_equal(got_labels, labels.numpy())
+        assert got_codes.dtype == np.int32
+    capsys.readouterr()
+    stages.export_codes_stage(workdir, data_dir)
+    assert "skipping" in capsys.readouterr().out
+
+
+def test_export_is_atomic(trained, tmp_path, monkeypatch):
+    workdir, data_dir = trained
+    model = training.load_trained_model(workdir)
+    calls = {"n": 0}
+    real = codes._example
+
+    def failing(c, y):
+        calls["n"] += 1
+        if calls["n"] > 20:
+            raise RuntimeError("disk on fire")
+        return real(c, y)
+
+    monkeypatch.setattr(codes, "_example", failing)
+    out = tmp_path / "codes"
+    with pytest.raises(RuntimeError, match="disk on fire"):
+        codes.export_codes(model, "fashion_mnist", str(out), data_dir=data_dir, batch_size=5)
+    assert not out.exists()
+    assert os.listdir(tmp_path) == []  # no temp directory left behind either
+    with pytest.raises(codes.CodesError, match="Run train.export_codes first"):
+        codes.load_meta(str(out))
+
+
+def test_missing_shard_is_reported(trained, tmp_path):
+    workdir, data_dir = trained
+    model = training.load_trained_model(workdir)
+    out = tmp_path / "codes"
+    codes.export_codes(model, "fashion_mnist", str(out), data_dir=data_dir)
+    os.remove(out / "test-00000-of-00001.tfrecord")
+    with pytest.raises(codes.CodesError, match="incomplete: shard test-00000-of-00001.tfrecord"):
+        read_codes(str(out), "test")
+
+
+def test_train_prior_metrics_and_resume(trained, capsys):
+    workdir, data_dir = trained
+    stages.export_codes_stage(workdir, data_dir)
+    config = prior_training.PriorConfig(num_filters=8, num_layers=2, kernel_size=3, steps=4, batch_size=8, conditional=True)
+    options = prior_training.PriorRunOptions(workdir=workdir, log_every=2, checkpoint_every=2, num_sample_columns=2)
+    metrics = prior_training.train_prior(config, options)
+    assert metrics["steps"] == 4 and metrics["conditional"] is True
+    assert 0 < metrics["test_bits_per_code"] < 10
+    vq = json.load(open(os.path.join(workdir, "vqvae", "metrics.json")))
+    want = metrics["test_bits_per_code"] * 49 / 784 + vq["bits_per_dim_reconstruction"]
+    assert metrics["bits_per_dim"] == pytest.approx(want)
+    assert os.path.isfile(os.path.join(workdir, "prior", "samples.png"))
+    config.steps = 6
+    capsys.readouterr()
+    assert prior_training.train_prior(config, options)["steps"] == 6
+    assert "Resumed from step 4" in capsys.readouterr().out
+    config.num_filters = 16
+    with pytest.raises(Exception, match="num_filters: saved 8 vs now 16"):
+        prior_training.train_prior(config, options)
+
+
+def _run(module, *args):
+    return subprocess.run(
+        [sys.executable, "-m", module, *args], cwd=REPO_ROOT, capture_output=True, text=True, timeout=600
+    )
+
+
+@pytest.mark.slow
+def test_scripts_end_to_end_on_real_fashion_mnist(tmp_path):
+    w = str(tmp_path / "run")
+    res = _run("train.train_vqvae", f"--workdir={w}", "--config=tiny", "--steps=30")
+    assert res.returncode == 0, res.stderr[-3000:]
+    res = _run("train.export_codes", f"--workdir={w}")
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert json.load(open(os.path.join(w, "codes", "meta.json")))["counts"] == {"train": 60000, "test": 10000}
+    res = _run("train.train_prior", f"--workdir={w}", "--steps=20", "--num_filters=16", "--num_layers=3",
+               "--batch_size=32", "--conditional", "--log_every=10")
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "bits/code" in res.stdout and "ETA" in res.stdout
+    metrics = json.load(open(os.path.join(w, "prior", "metrics.json")))
+    for key in ("test_bits_per_code", "bits_per_dim", "steps"):
+        assert key in metrics
+    assert os.path.isfile(os.path.join(w, "prior", "samples.png"))
+    outs = []
+    for seed, name in ((3, "a.png"), (3, "b.png"), (4, "c.png")):
+        out = str(tmp_path / name)
+        res = _run("train.sample", f"--workdir={w}", "--num_samples=6", f"--seed={seed}", "--labels=0,1,2,3,4,5",
+                   f"--output={out}")
+        assert res.returncode == 0, res.stderr[-3000:]
+        outs.append(open(out, "rb").read())
+    assert outs[0] == outs[1] and outs[0] != outs[2]
+    res = _run("train.sample", f"--workdir={w}", "--num_samples=2", f"--output={tmp_path / 'x.png'}")
+    assert res.returncode != 0 and "pass --labels" in res.stderr
+    res = _run("train.sample", f"--workdir={w}", "--num_samples=2", "--labels=0", "--temperature=0",
+               f"--output={tmp_path / 'x.png'}")
+    assert res.returncode != 0 and "--temperature must be > 0" in res.stderr

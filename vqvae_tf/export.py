@@ -1,0 +1,273 @@
+"""SavedModels for TF Serving (library behind `export.export_savedmodel`).
+
+Layout (TF Serving's base path per model, one numeric directory per version)::
+
+    E/models.config                       serves vqvae and prior
+    E/batching_parameters.txt             an example for --enable_batching
+    E/vqvae/N/                            saved_model.pb, variables/, assets.extra/tf_serving_warmup_requests
+    E/prior/N/
+
+Signatures (batch dimension always None; inputs and outputs named as below):
+
+    vqvae  serving_default     images float32 [B,H,W,C] in [0,1] -> reconstructions, codes
+           encode              images -> codes int32 [B,h,w]
+           decode              codes int32 [B,h,w] -> images float32 [B,H,W,C] in [0,1]
+           encode_image_bytes  image_bytes string [B] (PNG/JPEG) -> codes
+           decode_png          codes -> png_bytes string [B]
+    prior  serving_default     num_samples int32 [], temperature float32 [], seed int32 []
+                               (+ labels int32 [B] if conditional) -> codes, images
+           log_prob            codes (+ labels) -> log_prob float32 [B] (nats), bits_per_code
+
+Bad input raises InvalidArgument with a message naming the problem (codes outside [0, K),
+pixel values outside [0, 1] or not finite, undecodable bytes, wrong image size, num_samples
+outside [1, MAX_SAMPLES], temperature <= 0). Every version directory is written beside its final
+place and renamed when complete, so TF Serving never sees a half-written version.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from vqvae_tf import io_utils
+from vqvae_tf.sampling import sample_codes_graph
+
+MAX_SAMPLES = 256
+WARMUP_PATH = os.path.join("assets.extra", "tf_serving_warmup_requests")
+
+
+# ------------------------------------------------------------------------------ versions
+
+
+def existing_versions(model_dir: str) -> list[int]:
+    if not os.path.isdir(model_dir):
+        return []
+    return sorted(int(d) for d in os.listdir(model_dir) if re.fullmatch(r"\d+", d))
+
+
+def resolve_version(model_dir: str, version: int | None, overwrite: bool) -> int:
+    """`version`, or the next free number; refuses an existing version unless `overwrite`."""
+    versions = existing_versions(model_dir)
+    if version is None:
+        return (versions[-1] + 1) if versions else 1
+    if version <= 0:
+        raise ValueError(f"version must be a positive integer, got {version}.")
+    if version in versions and not overwrite:
+        raise FileExistsError(
+            f"{os.path.join(model_dir, str(version))} already exists; pass --overwrite or another --version."
+        )
+    return version
+
+
+# ------------------------------------------------------------------------------ endpoints
+
+
+def _check_images(images, image_shape):
+    H, W, C = image_shape
+    checks = [
+        # The signature's static shape is not enforced by every loader: check it in the graph.
+        tf.debugging.assert_equal(
+            tf.shape(images)[1:], [H, W, C], message=f"images must have shape [B, {H}, {W}, {C}]"
+        ),
+        tf.debugging.assert_all_finite(images, "images must be finite (found NaN or Inf)"),
+        tf.debugging.assert_greater_equal(images, 0.0, message="images must be in [0, 1]: found a value < 0"),
+        tf.debugging.assert_less_equal(images, 1.0, message="images must be in [0, 1]: found a value > 1"),
+    ]
+    with tf.control_dependencies(checks):
+        return tf.identity(images)
+
+
+def _decode_image_bytes(image_bytes, image_shape):
+    h, w, c = image_shape
+
+    def one(data):
+        # A wrong size fails here with "Shape of tensor ... [h', w', c] is not compatible with
+        # expected shape [h, w, c]" (InvalidArgument).
+        image = tf.io.decode_image(data, channels=c, expand_animations=False, dtype=tf.uint8)
+        return tf.ensure_shape(image, [h, w, c])
+
+    decoded = tf.map_fn(one, image_bytes, fn_output_signature=tf.TensorSpec([h, w, c], tf.uint8))
+    return tf.cast(decoded, tf.float32) / 255.0
+
+
+def vqvae_endpoints(model) -> dict:
+    """name -> (function, input signature) of the VQ-VAE SavedModel."""
+    H, W, C = model.image_shape
+    h, w = model.latent_shape
+    images_spec = tf.TensorSpec([None, H, W, C], tf.float32, name="images")
+    codes_spec = tf.TensorSpec([None, h, w], tf.int32, name="codes")
+    bytes_spec = tf.TensorSpec([None], tf.string, name="image_bytes")
+
+    def reconstruct(images):
+        codes = model.encode(_check_images(images, model.image_shape))
+        return {"reconstructions": model.decode(codes), "codes": codes}
+
+    def encode(images):
+        return {"codes": model.encode(_check_images(images, model.image_shape))}
+
+    def decode(codes):
+        return {"images": model.decode(codes)}
+
+    def encode_image_bytes(image_bytes):
+        return {"codes": model.encode(_decode_image_bytes(image_bytes, model.image_shape))}
+
+    def decode_png(codes):
+        pixels = tf.cast(tf.round(model.decode(codes) * 255.0), tf.uint8)
+        png = tf.map_fn(tf.io.encode_png, pixels, fn_output_signature=tf.TensorSpec([], tf.string))
+        return {"png_bytes": png}
+
+    return {
+        "serving_default": (reconstruct, [images_spec]),
+        "encode": (encode, [images_spec]),
+        "decode": (decode, [codes_spec]),
+        "encode_image_bytes": (encode_image_bytes, [bytes_spec]),
+        "decode_png": (decode_png, [codes_spec]),
+    }
+
+
+def prior_endpoints(prior, vqvae) -> dict:
+    """name -> (function, input signature) of the prior SavedModel (prior + decoder)."""
+    h, w = prior.latent_shape
+    scalar = lambda dtype, name: tf.TensorSpec([], dtype, name=name)  # noqa: E731
+    codes_spec = tf.TensorSpec([None, h, w], tf.int32, name="codes")
+    labels_spec = tf.TensorSpec([None], tf.int32, name="labels")
+    sample_specs = [scalar(tf.int32, "num_samples"), scalar(tf.float32, "temperature"), scalar(tf.int32, "seed")]
+
+    def sample(num_samples, temperature, seed, labels=None):
+        check = tf.debugging.assert_less_equal(
+            num_samples, MAX_SAMPLES, message=f"num_samples must be in [1, {MAX_SAMPLES}]"
+        )
+        with tf.control_dependencies([check]):
+            num_samples = tf.identity(num_samples)
+        codes = sample_codes_graph(prior, num_samples, temperature, seed, labels, fast=True)
+        return {"codes": codes, "images": vqvae.decode(codes)}
+
+    def log_prob(codes, labels=None):
+        lp = prior.log_prob(codes, labels)
+        return {"log_prob": lp, "bits_per_code": -lp / (h * w) / math.log(2.0)}
+
+    if prior.num_classes:
+        return {
+            "serving_default": (sample, sample_specs + [labels_spec]),
+            "log_prob": (log_prob, [codes_spec, labels_spec]),
+        }
+    return {
+        "serving_default": (lambda n, t, s: sample(n, t, s), sample_specs),
+        "log_prob": (lambda codes: log_prob(codes), [codes_spec]),
+    }
+
+
+# ------------------------------------------------------------------------------ warmup
+
+
+def warmup_records(model_name: str, requests: list[tuple[str, dict]]) -> list[bytes]:
+    """Serialized PredictionLog records (TF Serving's warmup format) for (signature, inputs)."""
+    from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_log_pb2
+
+    records = []
+    for signature, inputs in requests:
+        request = predict_pb2.PredictRequest(
+            model_spec=model_pb2.ModelSpec(name=model_name, signature_name=signature)
+        )
+        for key, value in inputs.items():
+            request.inputs[key].CopyFrom(tf.make_tensor_proto(value))
+        log = prediction_log_pb2.PredictionLog(predict_log=prediction_log_pb2.PredictLog(request=request))
+        records.append(log.SerializeToString())
+    return records
+
+
+def _vqvae_warmup(model) -> list[tuple[str, dict]]:
+    H, W, C = model.image_shape
+    h, w = model.latent_shape
+    images = np.full((2, H, W, C), 0.5, np.float32)
+    codes = np.zeros((2, h, w), np.int32)
+    png = tf.io.encode_png(np.zeros((H, W, C), np.uint8)).numpy()
+    return [
+        ("serving_default", {"images": images}),
+        ("encode", {"images": images}),
+        ("decode", {"codes": codes}),
+        ("encode_image_bytes", {"image_bytes": np.array([png, png], dtype=object)}),
+        ("decode_png", {"codes": codes}),
+    ]
+
+
+def _prior_warmup(prior) -> list[tuple[str, dict]]:
+    h, w = prior.latent_shape
+    sample_inputs = {"num_samples": np.int32(2), "temperature": np.float32(1.0), "seed": np.int32(0)}
+    log_prob_inputs = {"codes": np.zeros((2, h, w), np.int32)}
+    if prior.num_classes:
+        sample_inputs["labels"] = np.zeros([2], np.int32)
+        log_prob_inputs["labels"] = np.zeros([2], np.int32)
+    return [("serving_default", sample_inputs), ("log_prob", log_prob_inputs)]
+
+
+# ------------------------------------------------------------------------------ writing
+
+
+def write_savedmodel(
+    model_dir: str, model_name: str, tracked: list, endpoints: dict, warmup, version=None, overwrite=False
+) -> str:
+    """Writes ``model_dir/<version>`` atomically; returns its path."""
+    version = resolve_version(model_dir, version, overwrite)
+    final = os.path.join(model_dir, str(version))
+    archive = keras.export.ExportArchive()
+    for obj in tracked:
+        archive.track(obj)
+    for name, (fn, signature) in endpoints.items():
+        archive.add_endpoint(name, fn, input_signature=signature)
+    with io_utils.atomic_directory(final, overwrite=overwrite) as tmp:
+        archive.write_out(tmp, verbose=False)
+        records = warmup_records(model_name, warmup)
+        os.makedirs(os.path.join(tmp, "assets.extra"), exist_ok=True)
+        with tf.io.TFRecordWriter(os.path.join(tmp, WARMUP_PATH)) as writer:
+            for record in records:
+                writer.write(record)
+    return final
+
+
+def export_vqvae(model, export_dir: str, version=None, overwrite=False) -> str:
+    return write_savedmodel(
+        os.path.join(export_dir, "vqvae"), "vqvae", [model], vqvae_endpoints(model), _vqvae_warmup(model),
+        version, overwrite,
+    )
+
+
+def export_prior(prior, vqvae, export_dir: str, version=None, overwrite=False) -> str:
+    return write_savedmodel(
+        os.path.join(export_dir, "prior"), "prior", [prior, vqvae], prior_endpoints(prior, vqvae),
+        _prior_warmup(prior), version, overwrite,
+    )
+
+
+MODELS_CONFIG = """model_config_list {{
+{entries}}}
+"""
+MODEL_ENTRY = """  config {{
+    name: "{name}"
+    base_path: "{base_path}"
+    model_platform: "tensorflow"
+  }}
+"""
+BATCHING_PARAMETERS = """# Example for tensorflow_model_server --enable_batching --batching_parameters_file=...
+# Tune on your hardware: see TF Serving's batching guide.
+max_batch_size { value: 64 }
+batch_timeout_micros { value: 2000 }
+max_enqueued_batches { value: 100 }
+num_batch_threads { value: 4 }
+pad_variable_length_inputs: false
+"""
+
+
+def write_server_files(export_dir: str, base_path: str | None = None) -> None:
+    """models.config (for the models present in `export_dir`) and batching_parameters.txt.
+    `base_path` is the directory as the server sees it (default: `export_dir`, absolute)."""
+    base = base_path or os.path.abspath(export_dir)
+    names = [n for n in ("vqvae", "prior") if existing_versions(os.path.join(export_dir, n))]
+    entries = "".join(MODEL_ENTRY.format(name=n, base_path=f"{base.rstrip('/')}/{n}") for n in names)
+    io_utils.atomic_write_text(os.path.join(export_dir, "models.config"), MODELS_CONFIG.format(entries=entries))
+    io_utils.atomic_write_text(os.path.join(export_dir, "batching_parameters.txt"), BATCHING_PARAMETERS)
