@@ -5,9 +5,9 @@ import sys
 
 import numpy as np
 import pytest
-
 from conftest import REPO_ROOT
 from test_data import fake_mnist_dir
+
 from vqvae_tf import codes, data, get_config, prior_training, read_codes, stages, training
 
 
@@ -81,7 +81,9 @@ def test_missing_shard_is_reported(trained, tmp_path):
 def test_train_prior_metrics_and_resume(trained, capsys):
     workdir, data_dir = trained
     stages.export_codes_stage(workdir, data_dir)
-    config = prior_training.PriorConfig(num_filters=8, num_layers=2, kernel_size=3, steps=4, batch_size=8, conditional=True)
+    config = prior_training.PriorConfig(
+        num_filters=8, num_layers=2, kernel_size=3, steps=4, batch_size=8, conditional=True
+    )
     options = prior_training.PriorRunOptions(workdir=workdir, log_every=2, checkpoint_every=2, num_sample_columns=2)
     metrics = prior_training.train_prior(config, options)
     assert metrics["steps"] == 4 and metrics["conditional"] is True
@@ -113,8 +115,16 @@ def test_scripts_end_to_end_on_real_fashion_mnist(tmp_path):
     res = _run("train.export_codes", f"--workdir={w}")
     assert res.returncode == 0, res.stderr[-3000:]
     assert json.load(open(os.path.join(w, "codes", "meta.json")))["counts"] == {"train": 60000, "test": 10000}
-    res = _run("train.train_prior", f"--workdir={w}", "--steps=20", "--num_filters=16", "--num_layers=3",
-               "--batch_size=32", "--conditional", "--log_every=10")
+    res = _run(
+        "train.train_prior",
+        f"--workdir={w}",
+        "--steps=20",
+        "--num_filters=16",
+        "--num_layers=3",
+        "--batch_size=32",
+        "--conditional",
+        "--log_every=10",
+    )
     assert res.returncode == 0, res.stderr[-3000:]
     assert "bits/code" in res.stdout and "ETA" in res.stdout
     metrics = json.load(open(os.path.join(w, "prior", "metrics.json")))
@@ -124,13 +134,25 @@ def test_scripts_end_to_end_on_real_fashion_mnist(tmp_path):
     outs = []
     for seed, name in ((3, "a.png"), (3, "b.png"), (4, "c.png")):
         out = str(tmp_path / name)
-        res = _run("train.sample", f"--workdir={w}", "--num_samples=6", f"--seed={seed}", "--labels=0,1,2,3,4,5",
-                   f"--output={out}")
+        res = _run(
+            "train.sample",
+            f"--workdir={w}",
+            "--num_samples=6",
+            f"--seed={seed}",
+            "--labels=0,1,2,3,4,5",
+            f"--output={out}",
+        )
         assert res.returncode == 0, res.stderr[-3000:]
         outs.append(open(out, "rb").read())
     assert outs[0] == outs[1] and outs[0] != outs[2]
     res = _run("train.sample", f"--workdir={w}", "--num_samples=2", f"--output={tmp_path / 'x.png'}")
     assert res.returncode != 0 and "pass --labels" in res.stderr
-    res = _run("train.sample", f"--workdir={w}", "--num_samples=2", "--labels=0", "--temperature=0",
-               f"--output={tmp_path / 'x.png'}")
+    res = _run(
+        "train.sample",
+        f"--workdir={w}",
+        "--num_samples=2",
+        "--labels=0",
+        "--temperature=0",
+        f"--output={tmp_path / 'x.png'}",
+    )
     assert res.returncode != 0 and "--temperature must be > 0" in res.stderr

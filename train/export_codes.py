@@ -1,6 +1,6 @@
 r"""Encodes the train and test splits with the trained VQ-VAE into WORKDIR/codes.
 
-    python -m train.export_codes --workdir=/tmp/run
+python -m train.export_codes --workdir=/tmp/run
 """
 
 from absl import app, flags, logging

@@ -37,15 +37,25 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     config = prior_training.PriorConfig(
-        num_filters=FLAGS.num_filters, num_layers=FLAGS.num_layers, kernel_size=FLAGS.kernel_size,
-        dropout=FLAGS.dropout, conditional=FLAGS.conditional, steps=FLAGS.steps, batch_size=FLAGS.batch_size,
-        learning_rate=FLAGS.learning_rate, lr_schedule=FLAGS.lr_schedule,
+        num_filters=FLAGS.num_filters,
+        num_layers=FLAGS.num_layers,
+        kernel_size=FLAGS.kernel_size,
+        dropout=FLAGS.dropout,
+        conditional=FLAGS.conditional,
+        steps=FLAGS.steps,
+        batch_size=FLAGS.batch_size,
+        learning_rate=FLAGS.learning_rate,
+        lr_schedule=FLAGS.lr_schedule,
     )
     prior_training.train_prior(
         config,
         prior_training.PriorRunOptions(
-            workdir=FLAGS.workdir, strategy=FLAGS.strategy, seed=FLAGS.seed, log_every=FLAGS.log_every,
-            checkpoint_every=FLAGS.checkpoint_every, flags_text=FLAGS.flags_into_string(),
+            workdir=FLAGS.workdir,
+            strategy=FLAGS.strategy,
+            seed=FLAGS.seed,
+            log_every=FLAGS.log_every,
+            checkpoint_every=FLAGS.checkpoint_every,
+            flags_text=FLAGS.flags_into_string(),
         ),
     )
 

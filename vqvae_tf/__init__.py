@@ -1,8 +1,8 @@
 """vqvae-tf: VQ-VAE (van den Oord et al. 2017) with a PixelCNN prior, in TensorFlow / Keras 3."""
 
+from vqvae_tf.codes import export_codes, read_codes
 from vqvae_tf.configs import PRESET_NAMES, VQVAEConfig, get_config
 from vqvae_tf.models import VQVAE
-from vqvae_tf.codes import export_codes, read_codes
 from vqvae_tf.nets import Decoder, Encoder, ResidualStack
 from vqvae_tf.pixelcnn import GatedBlock, MaskedConv2D, PixelCNN
 from vqvae_tf.quantizers import CodebookUsage, VectorQuantizer, VectorQuantizerEMA

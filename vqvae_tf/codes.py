@@ -67,7 +67,9 @@ def export_codes(
             total = info.num_examples.get(split)
             num_shards = max(1, math.ceil((total or 1) / shard_size))
             writers, written = None, 0
-            shard_paths = [os.path.join(tmp, f"{split}-{i:05d}-of-{num_shards:05d}.tfrecord") for i in range(num_shards)]
+            shard_paths = [
+                os.path.join(tmp, f"{split}-{i:05d}-of-{num_shards:05d}.tfrecord") for i in range(num_shards)
+            ]
             try:
                 writers = [tf.io.TFRecordWriter(p) for p in shard_paths]
                 for images, labels in data.batched(data.load(dataset, split, data_dir), batch_size, training=False):

@@ -34,7 +34,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from vqvae_tf import io_utils
+from vqvae_tf import checks, io_utils
 from vqvae_tf.sampling import sample_codes_graph
 
 MAX_SAMPLES = 256
@@ -69,17 +69,27 @@ def resolve_version(model_dir: str, version: int | None, overwrite: bool) -> int
 
 def _check_images(images, image_shape):
     H, W, C = image_shape
-    checks = [
-        # The signature's static shape is not enforced by every loader: check it in the graph.
-        tf.debugging.assert_equal(
-            tf.shape(images)[1:], [H, W, C], message=f"images must have shape [B, {H}, {W}, {C}]"
-        ),
-        tf.debugging.assert_all_finite(images, "images must be finite (found NaN or Inf)"),
-        tf.debugging.assert_greater_equal(images, 0.0, message="images must be in [0, 1]: found a value < 0"),
-        tf.debugging.assert_less_equal(images, 1.0, message="images must be in [0, 1]: found a value > 1"),
-    ]
-    with tf.control_dependencies(checks):
-        return tf.identity(images)
+    # The signature's static shape is not enforced by every loader: check it in the graph.
+    shape = tf.shape(images)
+    images = checks.require(
+        images,
+        tf.reduce_all(tf.equal(shape[1:], [H, W, C])),
+        f"images must have shape [B, {H}, {W}, {C}], got",
+        shape,
+    )
+    images = checks.require(
+        images, tf.reduce_all(tf.math.is_finite(images)), "images must be finite (found NaN or Inf)"
+    )
+    empty = tf.equal(tf.size(images), 0)
+    low, high = tf.reduce_min(images), tf.reduce_max(images)
+    return checks.require(
+        images,
+        tf.logical_or(empty, tf.logical_and(low >= 0.0, high <= 1.0)),
+        "images must be in [0, 1]: found values from",
+        low,
+        "to",
+        high,
+    )
 
 
 def _decode_image_bytes(image_bytes, image_shape):
@@ -139,11 +149,9 @@ def prior_endpoints(prior, vqvae) -> dict:
     sample_specs = [scalar(tf.int32, "num_samples"), scalar(tf.float32, "temperature"), scalar(tf.int32, "seed")]
 
     def sample(num_samples, temperature, seed, labels=None):
-        check = tf.debugging.assert_less_equal(
-            num_samples, MAX_SAMPLES, message=f"num_samples must be in [1, {MAX_SAMPLES}]"
+        num_samples = checks.require(
+            num_samples, num_samples <= MAX_SAMPLES, f"num_samples must be in [1, {MAX_SAMPLES}], got", num_samples
         )
-        with tf.control_dependencies([check]):
-            num_samples = tf.identity(num_samples)
         codes = sample_codes_graph(prior, num_samples, temperature, seed, labels, fast=True)
         return {"codes": codes, "images": vqvae.decode(codes)}
 
@@ -171,9 +179,7 @@ def warmup_records(model_name: str, requests: list[tuple[str, dict]]) -> list[by
 
     records = []
     for signature, inputs in requests:
-        request = predict_pb2.PredictRequest(
-            model_spec=model_pb2.ModelSpec(name=model_name, signature_name=signature)
-        )
+        request = predict_pb2.PredictRequest(model_spec=model_pb2.ModelSpec(name=model_name, signature_name=signature))
         for key, value in inputs.items():
             request.inputs[key].CopyFrom(tf.make_tensor_proto(value))
         log = prediction_log_pb2.PredictionLog(predict_log=prediction_log_pb2.PredictLog(request=request))
@@ -232,15 +238,25 @@ def write_savedmodel(
 
 def export_vqvae(model, export_dir: str, version=None, overwrite=False) -> str:
     return write_savedmodel(
-        os.path.join(export_dir, "vqvae"), "vqvae", [model], vqvae_endpoints(model), _vqvae_warmup(model),
-        version, overwrite,
+        os.path.join(export_dir, "vqvae"),
+        "vqvae",
+        [model],
+        vqvae_endpoints(model),
+        _vqvae_warmup(model),
+        version,
+        overwrite,
     )
 
 
 def export_prior(prior, vqvae, export_dir: str, version=None, overwrite=False) -> str:
     return write_savedmodel(
-        os.path.join(export_dir, "prior"), "prior", [prior, vqvae], prior_endpoints(prior, vqvae),
-        _prior_warmup(prior), version, overwrite,
+        os.path.join(export_dir, "prior"),
+        "prior",
+        [prior, vqvae],
+        prior_endpoints(prior, vqvae),
+        _prior_warmup(prior),
+        version,
+        overwrite,
     )
 
 

@@ -197,20 +197,26 @@ class VQVAE(keras.Model):
         """images float32 [B,H,W,C] in [0,1] -> reconstructions float32 [B,H,W,C] in [0,1]."""
         return self.forward(images, training=training)["reconstructions"]
 
+    def encoder_outputs(self, images):
+        """images float32 [B,H,W,C] in [0,1] -> z_e [B,h,w,D]."""
+        images = self._check_images(images)
+        return self.encoder(tf.cast(images, self.compute_dtype) - 0.5)
+
+    def images_from_vectors(self, z_q):
+        """Codebook vectors [B,h,w,D] -> images float32 [B,H,W,C] in [0,1] (the decoder mean)."""
+        mean, _ = self._decoder_head(self.decoder(tf.cast(z_q, self.compute_dtype)))
+        return tf.clip_by_value(mean, 0.0, 1.0)
+
     def encode(self, images):
         """images float32 [B,H,W,C] in [0,1] -> codes int32 [B,h,w]."""
-        images = self._check_images(images)
-        z_e = self.encoder(tf.cast(images, self.compute_dtype) - 0.5)
-        return self.quantizer(z_e, training=False)["indices"]
+        return self.quantizer(self.encoder_outputs(images), training=False)["indices"]
 
     def decode(self, codes):
         """codes int [B,h,w] in [0,K) -> images float32 [B,H,W,C] in [0,1]."""
         codes = tf.convert_to_tensor(codes)
         if codes.shape.rank is not None and codes.shape.rank != 3:
             raise ValueError(f"codes must have shape [B, h, w], got {codes.shape}.")
-        z_q = tf.cast(self.quantizer.lookup(codes), self.compute_dtype)
-        mean, _ = self._decoder_head(self.decoder(z_q))
-        return tf.clip_by_value(mean, 0.0, 1.0)
+        return self.images_from_vectors(self.quantizer.lookup(codes))
 
     # ------------------------------------------------------------------ training
 

@@ -15,6 +15,8 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
 
+from vqvae_tf import checks
+
 _PACKAGE = "vqvae_tf"
 MASK_TYPES = ("A", "B", "V")
 
@@ -93,23 +95,36 @@ class GatedBlock(keras.layers.Layer):
       filters: channels F of both stacks.
       kernel_size: odd k; the vertical stack uses k x k, the horizontal 1 x k.
       first: the first block masks the centre of the horizontal stack ("A") and has no residual.
+      last: the last block's vertical output is never used, so it has no output projection.
       num_classes: > 0 adds a learned class embedding to both stacks.
       dropout: dropout rate on the horizontal stack's gated output.
     """
 
-    def __init__(self, filters: int, kernel_size: int = 5, first: bool = False, num_classes: int = 0, dropout: float = 0.0, **kwargs):
+    def __init__(
+        self,
+        filters: int,
+        kernel_size: int = 5,
+        first: bool = False,
+        num_classes: int = 0,
+        dropout: float = 0.0,
+        last: bool = False,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         self.filters = filters
         self.kernel_size = kernel_size
         self.first = first
+        self.last = last
         self.num_classes = num_classes
         self.dropout = dropout
         self.v_conv = MaskedConv2D(2 * filters, (kernel_size, kernel_size), "V", name="v_conv")
         self.h_conv = MaskedConv2D(2 * filters, (1, kernel_size), "A" if first else "B", name="h_conv")
         self.v_to_h = keras.layers.Conv2D(2 * filters, 1, name="v_to_h")
         self.h_out = keras.layers.Conv2D(filters, 1, name="h_out")
-        self.v_out = keras.layers.Conv2D(filters, 1, name="v_out") if not first else None
-        self.class_embedding = keras.layers.Embedding(num_classes, 4 * filters, name="class_embedding") if num_classes else None
+        self.v_out = keras.layers.Conv2D(filters, 1, name="v_out") if not (first or last) else None
+        self.class_embedding = (
+            keras.layers.Embedding(num_classes, 4 * filters, name="class_embedding") if num_classes else None
+        )
         self.drop = keras.layers.Dropout(dropout) if dropout else None
 
     def build(self, input_shape):
@@ -135,6 +150,8 @@ class GatedBlock(keras.layers.Layer):
         cond_v, _ = self._conditioning(labels)
         v_pre = self.v_conv(v) + cond_v
         gated = _gate(v_pre)
+        if self.last:
+            return v_pre, None
         v_next = gated if self.v_out is None else v + self.v_out(gated)
         return v_pre, v_next
 
@@ -155,8 +172,12 @@ class GatedBlock(keras.layers.Layer):
     def get_config(self):
         config = super().get_config()
         config.update(
-            filters=self.filters, kernel_size=self.kernel_size, first=self.first,
-            num_classes=self.num_classes, dropout=self.dropout,
+            filters=self.filters,
+            kernel_size=self.kernel_size,
+            first=self.first,
+            last=self.last,
+            num_classes=self.num_classes,
+            dropout=self.dropout,
         )
         return config
 
@@ -193,7 +214,11 @@ class PixelCNN(keras.Model):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        for name, value in (("num_embeddings", num_embeddings), ("num_filters", num_filters), ("num_layers", num_layers)):
+        for name, value in (
+            ("num_embeddings", num_embeddings),
+            ("num_filters", num_filters),
+            ("num_layers", num_layers),
+        ):
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}.")
         if kernel_size % 2 == 0 or kernel_size < 3:
@@ -211,7 +236,15 @@ class PixelCNN(keras.Model):
         self.dropout = dropout
         self.embedding = keras.layers.Embedding(num_embeddings, num_filters, name="code_embedding")
         self.blocks = [
-            GatedBlock(num_filters, kernel_size, first=(i == 0), num_classes=num_classes, dropout=dropout, name=f"gated_{i}")
+            GatedBlock(
+                num_filters,
+                kernel_size,
+                first=(i == 0),
+                num_classes=num_classes,
+                dropout=dropout,
+                last=(i == num_layers - 1),
+                name=f"gated_{i}",
+            )
             for i in range(num_layers)
         ]
         self.head_hidden = keras.layers.Conv2D(2 * num_filters, 1, activation="relu", name="head_hidden")
@@ -239,15 +272,10 @@ class PixelCNN(keras.Model):
         if codes.shape.rank is not None and (
             codes.shape.rank != 3 or not codes.shape[1:].is_compatible_with(self.latent_shape)
         ):
-            raise ValueError(f"codes must have shape [B, {self.latent_shape[0]}, {self.latent_shape[1]}], got {codes.shape}.")
-        codes = tf.cast(codes, tf.int32)
-        k = self.num_embeddings
-        checks = [
-            tf.debugging.assert_greater_equal(codes, 0, message=f"codes must be in [0, {k}): found a negative code"),
-            tf.debugging.assert_less(codes, k, message=f"codes must be in [0, {k}): found a code >= {k}"),
-        ]
-        with tf.control_dependencies(checks):
-            return tf.identity(codes)
+            raise ValueError(
+                f"codes must have shape [B, {self.latent_shape[0]}, {self.latent_shape[1]}], got {codes.shape}."
+            )
+        return checks.in_range(tf.cast(codes, tf.int32), 0, self.num_embeddings, "codes")
 
     def check_labels(self, labels, batch_size=None):
         if self.num_classes == 0:
@@ -259,16 +287,18 @@ class PixelCNN(keras.Model):
         labels = tf.convert_to_tensor(labels)
         if not labels.dtype.is_integer:
             raise TypeError(f"labels must be integers, got dtype {labels.dtype.name}.")
-        labels = tf.cast(labels, tf.int32)
-        n = self.num_classes
-        checks = [
-            tf.debugging.assert_greater_equal(labels, 0, message=f"labels must be in [0, {n})"),
-            tf.debugging.assert_less(labels, n, message=f"labels must be in [0, {n})"),
-        ]
+        labels = checks.in_range(tf.reshape(tf.cast(labels, tf.int32), [-1]), 0, self.num_classes, "labels")
         if batch_size is not None:
-            checks.append(tf.debugging.assert_equal(tf.shape(labels)[0], batch_size, message="one label per sample"))
-        with tf.control_dependencies(checks):
-            return tf.reshape(labels, [-1])
+            labels = checks.require(
+                labels,
+                tf.equal(tf.size(labels), batch_size),
+                "one label per sample: got",
+                tf.size(labels),
+                "labels for",
+                batch_size,
+                "samples",
+            )
+        return labels
 
     # ---------------------------------------------------------------- forward
 
@@ -344,7 +374,12 @@ class PixelCNN(keras.Model):
     def get_config(self):
         config = super().get_config()
         config.update(
-            num_embeddings=self.num_embeddings, latent_shape=list(self.latent_shape), num_filters=self.num_filters,
-            num_layers=self.num_layers, kernel_size=self.kernel_size, num_classes=self.num_classes, dropout=self.dropout,
+            num_embeddings=self.num_embeddings,
+            latent_shape=list(self.latent_shape),
+            num_filters=self.num_filters,
+            num_layers=self.num_layers,
+            kernel_size=self.kernel_size,
+            num_classes=self.num_classes,
+            dropout=self.dropout,
         )
         return config

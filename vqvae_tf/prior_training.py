@@ -96,7 +96,9 @@ def load_trained_prior(workdir: str) -> PixelCNN:
     directory = os.path.join(workdir, SUBDIR)
     config_path = os.path.join(directory, "config.json")
     if not os.path.exists(config_path):
-        raise FileNotFoundError(f"No trained prior in {workdir}: {config_path} is missing. Run train.train_prior first.")
+        raise FileNotFoundError(
+            f"No trained prior in {workdir}: {config_path} is missing. Run train.train_prior first."
+        )
     with open(config_path) as f:
         saved = json.load(f)
     prior = build_prior(PriorConfig(**saved["config"]).validate(), saved["codes_meta"])
@@ -146,7 +148,9 @@ def train_prior(config: PriorConfig, options: PriorRunOptions) -> dict:
     strategy = make_strategy(options.strategy)
     replicas = strategy.num_replicas_in_sync
     if config.batch_size % replicas:
-        raise ValueError(f"batch_size {config.batch_size} is not divisible by the {replicas} replicas; use a multiple of {replicas}.")
+        raise ValueError(
+            f"batch_size {config.batch_size} is not divisible by the {replicas} replicas; use a multiple of {replicas}."
+        )
     chief = is_chief(strategy)
     directory = os.path.join(options.workdir, SUBDIR)
     if chief:
@@ -173,7 +177,11 @@ def train_prior(config: PriorConfig, options: PriorRunOptions) -> dict:
             log_line(f"Resumed from step {step} ({restored}).")
         if step >= config.steps:
             log_line(f"Already at step {step} >= --steps={config.steps}; nothing to train.")
-        writer = tf.summary.create_file_writer(os.path.join(directory, "tensorboard")) if chief else tf.summary.create_noop_writer()
+        writer = (
+            tf.summary.create_file_writer(os.path.join(directory, "tensorboard"))
+            if chief
+            else tf.summary.create_noop_writer()
+        )
         if step < config.steps:
             train = (
                 codes.read_codes(codes_dir, "train")
@@ -184,8 +192,16 @@ def train_prior(config: PriorConfig, options: PriorRunOptions) -> dict:
             )
             log_line(f"Training the prior to step {config.steps} (batch {config.batch_size}, {replicas} replica(s)).")
             run_loop(
-                prior, train, strategy, manager, writer, step, config.steps, config.batch_size,
-                options.log_every, options.checkpoint_every,
+                prior,
+                train,
+                strategy,
+                manager,
+                writer,
+                step,
+                config.steps,
+                config.batch_size,
+                options.log_every,
+                options.checkpoint_every,
                 format_logs=lambda logs: f"nll {logs['loss']:.4f} nats  {logs['bits_per_code']:.3f} bits/code",
             )
         if not chief:

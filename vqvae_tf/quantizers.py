@@ -13,6 +13,8 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
+from vqvae_tf import checks
+
 _SERIALIZABLE_PACKAGE = "vqvae_tf"
 
 
@@ -52,6 +54,13 @@ def _squared_distances(flat, codebook):
         - 2.0 * tf.matmul(flat, codebook, transpose_b=True)
         + tf.reduce_sum(tf.square(codebook), axis=1)[tf.newaxis, :]
     )
+
+
+def nearest_codes(z, codebook):
+    """Index of the nearest codebook row for each vector: z float [..., D] -> int32 [...]."""
+    flat = tf.reshape(tf.cast(z, tf.float32), [-1, tf.shape(codebook)[1]])
+    indices = tf.argmin(_squared_distances(flat, codebook), axis=1, output_type=tf.int32)
+    return tf.reshape(indices, tf.shape(z)[:-1])
 
 
 def perplexity_from_counts(counts):
@@ -188,15 +197,14 @@ class VectorQuantizer(keras.layers.Layer):
         if not x.dtype.is_floating:
             raise TypeError(f"{self.name}: inputs must be a float tensor, got dtype {x.dtype.name}.")
         dims = tf.shape(x)
-        checks = [
-            tf.debugging.assert_equal(
+        if x.shape[-1] is None:  # only known at run time
+            x = checks.require(
+                x,
+                tf.equal(dims[-1], self.embedding_dim),
+                f"{self.name}: last dimension of the input must be embedding_dim={self.embedding_dim}, got",
                 dims[-1],
-                self.embedding_dim,
-                message=f"{self.name}: last dimension of the input must be embedding_dim={self.embedding_dim}",
             )
-        ]
-        with tf.control_dependencies(checks):
-            flat = tf.reshape(tf.cast(x, tf.float32), [-1, self.embedding_dim])
+        flat = tf.reshape(tf.cast(x, tf.float32), [-1, self.embedding_dim])
         num_vectors = tf.shape(flat)[0]
 
         codebook = tf.convert_to_tensor(self._codebook)
@@ -246,19 +254,8 @@ class VectorQuantizer(keras.layers.Layer):
             raise TypeError(f"{self.name}.lookup: indices must be integers, got dtype {indices.dtype.name}.")
         if not self.built:
             self.build((None, self.embedding_dim))
-        indices = tf.cast(indices, tf.int32)
-        checks = [
-            tf.debugging.assert_greater_equal(
-                indices, 0, message=f"codes must be in [0, {self.num_embeddings}): found a negative code"
-            ),
-            tf.debugging.assert_less(
-                indices,
-                self.num_embeddings,
-                message=f"codes must be in [0, {self.num_embeddings}): found a code >= {self.num_embeddings}",
-            ),
-        ]
-        with tf.control_dependencies(checks):
-            return tf.gather(tf.convert_to_tensor(self._codebook), indices)
+        indices = checks.in_range(tf.cast(indices, tf.int32), 0, self.num_embeddings, "codes")
+        return tf.gather(tf.convert_to_tensor(self._codebook), indices)
 
     # ---------------------------------------------------------------- training-time state
 

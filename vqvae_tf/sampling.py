@@ -17,6 +17,8 @@ import numbers
 
 import tensorflow as tf
 
+from vqvae_tf import checks
+
 MAX_TOP_K_NOTE = "top_k must be in [1, num_embeddings]"
 
 
@@ -55,12 +57,8 @@ def sample_codes_graph(prior, num_samples, temperature, seed, labels=None, top_k
     num_samples = tf.convert_to_tensor(num_samples, tf.int32)
     temperature = tf.convert_to_tensor(temperature, tf.float32)
     seed = tf.cast(seed, tf.int32)
-    checks = [
-        tf.debugging.assert_positive(num_samples, message="num_samples must be > 0"),
-        tf.debugging.assert_positive(temperature, message="temperature must be > 0"),
-    ]
-    with tf.control_dependencies(checks):
-        num_samples = tf.identity(num_samples)
+    num_samples = checks.require(num_samples, num_samples > 0, "num_samples must be > 0, got", num_samples)
+    temperature = checks.require(temperature, temperature > 0, "temperature must be > 0, got", temperature)
     labels = prior.check_labels(labels, num_samples)
     codes = tf.zeros(tf.stack([num_samples, h, w]), tf.int32)
     codes = tf.ensure_shape(codes, [None, h, w])
@@ -91,7 +89,16 @@ def sample_codes_graph(prior, num_samples, temperature, seed, labels=None, top_k
     return codes
 
 
-def sample_codes(prior, num_samples: int, temperature: float = 1.0, seed: int = 0, labels=None, top_k=None, fast: bool = True, jit_compile: bool = False):
+def sample_codes(
+    prior,
+    num_samples: int,
+    temperature: float = 1.0,
+    seed: int = 0,
+    labels=None,
+    top_k=None,
+    fast: bool = True,
+    jit_compile: bool = False,
+):
     """Samples codes int32 [num_samples, h, w] from `prior` in one compiled graph.
 
     Args:
@@ -115,4 +122,6 @@ def sample_codes(prior, num_samples: int, temperature: float = 1.0, seed: int = 
             jit_compile=jit_compile,
             reduce_retracing=True,
         )
-    return cache[key](tf.constant(num_samples, tf.int32), tf.constant(temperature, tf.float32), tf.constant(seed, tf.int32), labels)
+    return cache[key](
+        tf.constant(num_samples, tf.int32), tf.constant(temperature, tf.float32), tf.constant(seed, tf.int32), labels
+    )

@@ -353,15 +353,41 @@ def _run_training(model, config, options, strategy, manager, writer, step, chief
             f"commit {logs['commitment_loss']:.4f}  perplexity {logs['perplexity']:.1f}"
         )
 
-    log_line(f"Training {config.dataset} to step {config.steps} (batch {config.batch_size}, {strategy.num_replicas_in_sync} replica(s)).")
+    log_line(
+        f"Training {config.dataset} to step {config.steps} (batch {config.batch_size}, {strategy.num_replicas_in_sync} replica(s))."
+    )
     return run_loop(
-        model, train, strategy, manager, writer, step, config.steps, config.batch_size,
-        options.log_every, options.checkpoint_every, config.jit_compile, line, summaries,
+        model,
+        train,
+        strategy,
+        manager,
+        writer,
+        step,
+        config.steps,
+        config.batch_size,
+        options.log_every,
+        options.checkpoint_every,
+        config.jit_compile,
+        line,
+        summaries,
     )
 
 
-def run_loop(model, train, strategy, manager, writer, step, total, batch_size, log_every, checkpoint_every,
-             jit_compile=False, format_logs=None, summaries=None):
+def run_loop(
+    model,
+    train,
+    strategy,
+    manager,
+    writer,
+    step,
+    total,
+    batch_size,
+    log_every,
+    checkpoint_every,
+    jit_compile=False,
+    format_logs=None,
+    summaries=None,
+):
     """Runs `model.train_step` under `strategy` from `step` to `total`, with progress lines
     (losses, images/s, ETA), TensorBoard scalars and checkpoints every `checkpoint_every` steps
     (by step count, so that all workers of a multi-worker job save together). Returns the

@@ -1,0 +1,314 @@
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from test_data import fake_mnist_dir
+from vqvae_tf import export, get_config, prior_training, sample_codes, stages, tflite, training
+
+H, W, C, h, w, K = 28, 28, 1, 7, 7, 16
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    """A tiny VQ-VAE + conditional prior trained a few steps on fake data, then exported."""
+    root = tmp_path_factory.mktemp("export")
+    data_dir = str(root / "idx")
+    fake_mnist_dir(data_dir, n_train=32, n_test=10)
+    workdir = str(root / "work")
+    config = get_config("tiny")
+    config.steps, config.batch_size = 3, 8
+    training.train_and_evaluate(config, training.RunOptions(workdir=workdir, data_dir=data_dir, log_every=3))
+    stages.export_codes_stage(workdir, data_dir)
+    prior_config = prior_training.PriorConfig(
+        num_filters=8, num_layers=2, kernel_size=3, steps=2, batch_size=8, conditional=True
+    )
+    prior_training.train_prior(
+        prior_config, prior_training.PriorRunOptions(workdir=workdir, log_every=2, num_sample_columns=2)
+    )
+    export_dir = str(root / "serving")
+    paths = stages.export_savedmodel_stage(workdir, export_dir)
+    return {
+        "workdir": workdir,
+        "data_dir": data_dir,
+        "export_dir": export_dir,
+        "paths": paths,
+        "vqvae": training.load_trained_model(workdir),
+        "prior": prior_training.load_trained_prior(workdir),
+        "vq_sm": tf.saved_model.load(paths["vqvae"]),
+        "prior_sm": tf.saved_model.load(paths["prior"]),
+    }
+
+
+def images(n=3, seed=0):
+    return np.random.default_rng(seed).uniform(size=(n, H, W, C)).astype(np.float32)
+
+
+def _io(signature):
+    inputs = {k: (v.dtype, v.shape.as_list()) for k, v in signature.structured_input_signature[1].items()}
+    outputs = {k: (v.dtype, v.shape.as_list()) for k, v in signature.structured_outputs.items()}
+    return inputs, outputs
+
+
+def test_layout(exported):
+    assert exported["paths"]["vqvae"].endswith(os.path.join("vqvae", "1"))
+    assert exported["paths"]["prior"].endswith(os.path.join("prior", "1"))
+    for p in exported["paths"].values():
+        assert os.path.isfile(os.path.join(p, "saved_model.pb"))
+        assert os.path.isfile(os.path.join(p, export.WARMUP_PATH))
+    from google.protobuf import text_format
+    from tensorflow_serving.config import model_server_config_pb2
+
+    config = text_format.Parse(
+        open(os.path.join(exported["export_dir"], "models.config")).read(), model_server_config_pb2.ModelServerConfig()
+    )
+    names = {c.name: c.base_path for c in config.model_config_list.config}
+    assert names == {n: os.path.join(os.path.abspath(exported["export_dir"]), n) for n in ("vqvae", "prior")}
+    assert "max_batch_size" in open(os.path.join(exported["export_dir"], "batching_parameters.txt")).read()
+
+
+def test_vqvae_signatures(exported):
+    sigs = exported["vq_sm"].signatures
+    assert set(sigs) == {"serving_default", "encode", "decode", "encode_image_bytes", "decode_png"}
+    f32, i32, s = tf.float32, tf.int32, tf.string
+    assert _io(sigs["serving_default"]) == (
+        {"images": (f32, [None, H, W, C])},
+        {"reconstructions": (f32, [None, H, W, C]), "codes": (i32, [None, h, w])},
+    )
+    assert _io(sigs["encode"]) == ({"images": (f32, [None, H, W, C])}, {"codes": (i32, [None, h, w])})
+    assert _io(sigs["decode"]) == ({"codes": (i32, [None, h, w])}, {"images": (f32, [None, H, W, C])})
+    assert _io(sigs["encode_image_bytes"]) == ({"image_bytes": (s, [None])}, {"codes": (i32, [None, h, w])})
+    assert _io(sigs["decode_png"]) == ({"codes": (i32, [None, h, w])}, {"png_bytes": (s, [None])})
+
+
+def test_prior_signatures(exported):
+    sigs = exported["prior_sm"].signatures
+    assert set(sigs) == {"serving_default", "log_prob"}
+    inputs, outputs = _io(sigs["serving_default"])
+    assert inputs == {
+        "num_samples": (tf.int32, []),
+        "temperature": (tf.float32, []),
+        "seed": (tf.int32, []),
+        "labels": (tf.int32, [None]),
+    }
+    assert outputs == {"codes": (tf.int32, [None, h, w]), "images": (tf.float32, [None, H, W, C])}
+    assert _io(sigs["log_prob"]) == (
+        {"codes": (tf.int32, [None, h, w]), "labels": (tf.int32, [None])},
+        {"log_prob": (tf.float32, [None]), "bits_per_code": (tf.float32, [None])},
+    )
+
+
+def test_values_equal_keras(exported):
+    vq, sigs = exported["vqvae"], exported["vq_sm"].signatures
+    x = images()
+    codes = vq.encode(x).numpy()
+    out = sigs["serving_default"](images=tf.constant(x))
+    np.testing.assert_array_equal(out["codes"].numpy(), codes)
+    np.testing.assert_allclose(out["reconstructions"].numpy(), vq(x).numpy(), atol=1e-6)
+    np.testing.assert_array_equal(sigs["encode"](images=tf.constant(x))["codes"].numpy(), codes)
+    decoded = vq.decode(codes).numpy()
+    np.testing.assert_allclose(sigs["decode"](codes=tf.constant(codes))["images"].numpy(), decoded, atol=1e-6)
+    pngs = sigs["decode_png"](codes=tf.constant(codes))["png_bytes"].numpy()
+    for png, want in zip(pngs, decoded):
+        np.testing.assert_array_equal(tf.io.decode_png(png).numpy(), np.round(want * 255).astype(np.uint8))
+    pixels = np.round(x * 255).astype(np.uint8)
+    payload = tf.constant([tf.io.encode_png(p).numpy() for p in pixels])
+    got = sigs["encode_image_bytes"](image_bytes=payload)["codes"].numpy()
+    np.testing.assert_array_equal(got, vq.encode(pixels.astype(np.float32) / 255.0).numpy())
+
+
+def test_prior_values_equal_library(exported):
+    prior, vq, sigs = exported["prior"], exported["vqvae"], exported["prior_sm"].signatures
+    labels = np.array([0, 3, 9, 1], np.int32)
+    out = sigs["serving_default"](
+        num_samples=tf.constant(4), temperature=tf.constant(0.8), seed=tf.constant(11), labels=tf.constant(labels)
+    )
+    want = sample_codes(prior, 4, temperature=0.8, seed=11, labels=labels)
+    np.testing.assert_array_equal(out["codes"].numpy(), want.numpy())
+    np.testing.assert_allclose(out["images"].numpy(), vq.decode(want).numpy(), atol=1e-6)
+    lp = sigs["log_prob"](codes=want, labels=tf.constant(labels))
+    np.testing.assert_allclose(lp["log_prob"].numpy(), prior.log_prob(want, labels).numpy(), rtol=1e-5)
+    np.testing.assert_allclose(lp["bits_per_code"].numpy(), -lp["log_prob"].numpy() / 49 / np.log(2), rtol=1e-5)
+
+
+def _bad(fn, pattern, **inputs):
+    with pytest.raises(tf.errors.InvalidArgumentError, match=pattern):
+        fn(**{k: tf.constant(v) for k, v in inputs.items()})
+
+
+def test_bad_input_at_serving_time(exported):
+    vq, prior = exported["vq_sm"].signatures, exported["prior_sm"].signatures
+    bad_codes = np.full((1, h, w), K, np.int32)
+    _bad(vq["decode"], r"codes must be in \[0, 16\)", codes=bad_codes)
+    _bad(vq["decode"], r"codes must be in \[0, 16\): found values from\] \[-16\]", codes=-bad_codes)
+    _bad(vq["decode_png"], r"codes must be in \[0, 16\)", codes=bad_codes)
+    _bad(prior["log_prob"], r"codes must be in \[0, 16\)", codes=bad_codes, labels=np.zeros(1, np.int32))
+    _bad(vq["encode"], r"images must be in \[0, 1\]", images=images() * 3)
+    _bad(vq["serving_default"], r"images must be in \[0, 1\]", images=-images())
+    _bad(vq["encode"], "finite", images=np.full((1, H, W, C), np.nan, np.float32))
+    _bad(vq["encode"], r"images must have shape \[B, 28, 28, 1\]", images=np.zeros((1, 32, 32, 1), np.float32))
+    _bad(vq["serving_default"], r"images must have shape \[B, 28, 28, 1\]", images=np.zeros((1, 28, 28, 3), np.float32))
+    _bad(vq["encode_image_bytes"], "Unknown image file format", image_bytes=[b"not an image"])
+    wrong_size = tf.io.encode_png(np.zeros((30, 28, 1), np.uint8)).numpy()
+    _bad(
+        vq["encode_image_bytes"],
+        r"\[30,28,1\] is not compatible with expected shape \[28,28,1\]",
+        image_bytes=[wrong_size],
+    )
+    ok = {"temperature": np.float32(1.0), "seed": np.int32(0)}
+    _bad(
+        prior["serving_default"], "num_samples must be > 0", num_samples=np.int32(0), labels=np.zeros(0, np.int32), **ok
+    )
+    _bad(
+        prior["serving_default"],
+        r"num_samples must be in \[1, 256\]",
+        num_samples=np.int32(257),
+        labels=np.zeros(257, np.int32),
+        **ok,
+    )
+    _bad(
+        prior["serving_default"],
+        "temperature must be > 0",
+        num_samples=np.int32(1),
+        temperature=np.float32(0.0),
+        seed=np.int32(0),
+        labels=np.zeros(1, np.int32),
+    )
+    _bad(
+        prior["serving_default"],
+        r"labels must be in \[0, 10\)",
+        num_samples=np.int32(1),
+        labels=np.array([10], np.int32),
+        **ok,
+    )
+    _bad(prior["serving_default"], "one label per sample", num_samples=np.int32(2), labels=np.zeros(1, np.int32), **ok)
+
+
+def test_warmup_records_parse_and_replay(exported):
+    from tensorflow_serving.apis import prediction_log_pb2
+
+    for name, sm in (("vqvae", exported["vq_sm"]), ("prior", exported["prior_sm"])):
+        path = os.path.join(exported["paths"][name], export.WARMUP_PATH)
+        logs = [prediction_log_pb2.PredictionLog.FromString(r.numpy()) for r in tf.data.TFRecordDataset(path)]
+        assert {log.predict_log.request.model_spec.signature_name for log in logs} == set(sm.signatures)
+        for log in logs:
+            request = log.predict_log.request
+            assert request.model_spec.name == name
+            inputs = {k: tf.constant(tf.make_ndarray(v)) for k, v in request.inputs.items()}
+            sm.signatures[request.model_spec.signature_name](**inputs)  # every warmup request runs
+
+
+def test_versions_and_atomic_export(exported, tmp_path, monkeypatch):
+    vq = exported["vqvae"]
+    base = str(tmp_path / "serving")
+    assert export.export_vqvae(vq, base).endswith("vqvae/1")
+    assert export.export_vqvae(vq, base).endswith("vqvae/2")
+    with pytest.raises(FileExistsError, match="--overwrite"):
+        export.export_vqvae(vq, base, version=1)
+    assert export.export_vqvae(vq, base, version=1, overwrite=True).endswith("vqvae/1")
+
+    def boom(*a, **k):
+        raise OSError("No space left on device")
+
+    monkeypatch.setattr(export, "warmup_records", boom)
+    with pytest.raises(OSError, match="No space left"):
+        export.export_vqvae(vq, base)
+    assert sorted(os.listdir(os.path.join(base, "vqvae"))) == ["1", "2"]  # no 3, no temp dir
+
+
+SCRIPT_NO_PACKAGE = textwrap.dedent(
+    """
+    import json, sys
+    sys.path = [p for p in sys.path if p not in ("", {repo!r})]
+    try:
+        import vqvae_tf  # noqa: F401
+        raise SystemExit("vqvae_tf must not be importable here")
+    except ImportError:
+        pass
+    import numpy as np, tensorflow as tf
+    m = tf.saved_model.load({path!r})
+    codes = tf.constant(np.load({codes!r}))
+    print(json.dumps(m.signatures["decode"](codes=codes)["images"].numpy().tolist()))
+    """
+)
+
+SCRIPT_TF1 = textwrap.dedent(
+    """
+    import json, sys
+    sys.path = [p for p in sys.path if p not in ("", {repo!r})]
+    import numpy as np, tensorflow as tf
+    tf1 = tf.compat.v1
+    with tf1.Session(graph=tf.Graph()) as sess:
+        meta = tf1.saved_model.loader.load(sess, ["serve"], {path!r})
+        sig = meta.signature_def["decode"]
+        out = sess.run(sig.outputs["images"].name, feed_dict={{sig.inputs["codes"].name: np.load({codes!r})}})
+        sig = meta.signature_def["serving_default"]
+        codes = sess.run(sig.outputs["codes"].name, feed_dict={{sig.inputs["images"].name: np.load({images!r})}})
+    print(json.dumps({{"images": out.tolist(), "codes": codes.tolist()}}))
+    """
+)
+
+
+def _python(script, cwd):
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    res = subprocess.run([sys.executable, "-c", script], cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    return json.loads(res.stdout.strip().splitlines()[-1])
+
+
+def test_loads_without_the_package(exported, tmp_path):
+    from conftest import REPO_ROOT
+
+    codes = exported["vqvae"].encode(images()).numpy()
+    np.save(tmp_path / "codes.npy", codes)
+    script = SCRIPT_NO_PACKAGE.format(
+        repo=REPO_ROOT, path=exported["paths"]["vqvae"], codes=str(tmp_path / "codes.npy")
+    )
+    got = np.array(_python(script, str(tmp_path)))
+    np.testing.assert_allclose(got, exported["vqvae"].decode(codes).numpy(), atol=1e-6)
+
+
+def test_tf1_session_loader(exported, tmp_path):
+    from conftest import REPO_ROOT
+
+    x = images()
+    codes = exported["vqvae"].encode(x).numpy()
+    np.save(tmp_path / "codes.npy", codes)
+    np.save(tmp_path / "images.npy", x)
+    script = SCRIPT_TF1.format(
+        repo=REPO_ROOT,
+        path=exported["paths"]["vqvae"],
+        codes=str(tmp_path / "codes.npy"),
+        images=str(tmp_path / "images.npy"),
+    )
+    got = _python(script, str(tmp_path))
+    np.testing.assert_allclose(np.array(got["images"]), exported["vqvae"].decode(codes).numpy(), atol=1e-6)
+    np.testing.assert_array_equal(np.array(got["codes"]), codes)
+
+
+def test_tflite_parity_and_builtin_only(exported, tmp_path):
+    report = stages.export_tflite_stage(
+        exported["workdir"], str(tmp_path), tflite.QUANTIZATIONS, exported["data_dir"], num_test_images=10
+    )
+    assert set(report["models"]) == set(tflite.QUANTIZATIONS)
+    saved = json.load(open(tmp_path / "tflite" / "tflite_report.json"))
+    assert saved["models"].keys() == report["models"].keys()
+    for q, r in report["models"].items():
+        for kind in ("decoder", "encoder"):
+            data = open(tmp_path / "tflite" / f"{kind}_{q}.tflite", "rb").read()
+            ops = tflite.op_names(data)
+            assert not [op for op in ops if op.startswith("Flex") or op in ("CUSTOM", "VAR_HANDLE")], (q, ops)
+        assert r["decoder_latency_ms"] > 0 and r["decoder_bytes"] > 0
+    assert report["models"]["float32"]["decoder_max_abs_error"] <= 1e-4
+    assert report["models"]["float16"]["decoder_max_abs_error"] <= 1e-2
+    assert report["models"]["float32"]["encoder_code_agreement"] == 1.0
+    dec = open(tmp_path / "tflite" / "decoder_float32.tflite", "rb").read()
+    with pytest.raises(RuntimeError, match="gather index out of bounds"):
+        tflite.run_signature(dec, "decode", codes=np.full((1, h, w), K, np.int32))
+    with pytest.raises(ValueError, match="quantization must be one of"):
+        tflite.convert(str(tmp_path), "decode", "int4")

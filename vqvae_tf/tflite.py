@@ -1,0 +1,173 @@
+"""TFLite / LiteRT models for phones (library behind `export.export_tflite`).
+
+Writes ``E/tflite/decoder_<q>.tflite`` (signature ``decode``: codes int32 [B,h,w] -> images
+float32 [B,H,W,C]) and ``E/tflite/encoder_<q>.tflite`` (signature ``encode``: images -> codes)
+for q in float32, float16, dynamic_range, int8, plus ``tflite_report.json`` with each file's size,
+error against the float Keras model on real test data, PSNR and mean latency under the LiteRT
+interpreter. Conversion allows builtin ops only: anything that would need Flex (SELECT_TF_OPS),
+which LiteRT cannot run, fails the conversion instead.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from vqvae_tf import io_utils
+from vqvae_tf.quantizers import nearest_codes
+
+QUANTIZATIONS = ("float32", "float16", "dynamic_range", "int8")
+# Parity bars on the decoder (max |tflite - keras| over real test codes, pixels in [0, 1]).
+MAX_ABS_ERROR = {"float32": 1e-4, "float16": 1e-2}
+
+
+class ConversionError(RuntimeError):
+    """The converter could not produce a builtin-only model."""
+
+
+def _save_signature(model, fn, spec, key: str, directory: str) -> None:
+    # ExportArchive (not a bare tf.Module) so that the converter freezes the Keras variables
+    # instead of keeping them as resource variables (VAR_HANDLE / READ_VARIABLE).
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    archive.add_endpoint(key, fn, input_signature=[spec])
+    archive.write_out(directory, verbose=False)
+
+
+def convert(saved_model_dir: str, signature_key: str, quantization: str, representative_dataset=None) -> bytes:
+    """SavedModel signature -> .tflite bytes with builtin ops only."""
+    if quantization not in QUANTIZATIONS:
+        raise ValueError(f"quantization must be one of {QUANTIZATIONS}, got {quantization!r}.")
+    converter = tf.lite.TFLiteConverter.from_saved_model(saved_model_dir, signature_keys=[signature_key])
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+    if quantization == "float16":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.target_spec.supported_types = [tf.float16]
+    elif quantization == "dynamic_range":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    elif quantization == "int8":
+        if representative_dataset is None:
+            raise ValueError("int8 quantization needs a representative dataset.")
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.representative_dataset = representative_dataset
+        # Full integer inside; ops without an int8 kernel (e.g. the codebook GATHER on int32
+        # indices) stay builtin float rather than Flex. Inputs/outputs keep their dtypes.
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8, tf.lite.OpsSet.TFLITE_BUILTINS]
+    try:
+        return converter.convert()
+    except Exception as e:  # ConverterError, with the offending ops in its message
+        raise ConversionError(
+            f"Converting signature {signature_key!r} ({quantization}) with builtin ops only failed: {e}"
+        ) from e
+
+
+def _interpreter(model_bytes: bytes):
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_content=model_bytes)
+    return interpreter
+
+
+def run_signature(model_bytes: bytes, key: str, **inputs) -> dict:
+    """Runs one LiteRT signature (resizing the batch as needed)."""
+    runner = _interpreter(model_bytes).get_signature_runner(key)
+    return runner(**inputs)
+
+
+def op_names(model_bytes: bytes) -> set[str]:
+    """Builtin/custom op names used by a .tflite model (a Flex op shows up as 'Flex...')."""
+    interpreter = _interpreter(model_bytes)
+    return {d["op_name"] for d in interpreter._get_ops_details()}
+
+
+def _latency_ms(model_bytes: bytes, key: str, inputs: dict, repeats: int = 20) -> float:
+    runner = _interpreter(model_bytes).get_signature_runner(key)
+    runner(**inputs)
+    start = time.perf_counter()
+    for _ in range(repeats):
+        runner(**inputs)
+    return (time.perf_counter() - start) / repeats * 1000.0
+
+
+def _psnr(a, b) -> float:
+    mse = float(np.mean((np.asarray(a, np.float64) - np.asarray(b, np.float64)) ** 2))
+    return float("inf") if mse == 0 else 10.0 * np.log10(1.0 / mse)
+
+
+def export_tflite(
+    model, export_dir: str, test_images: np.ndarray, quantizations=QUANTIZATIONS, latency_batch: int = 1
+) -> dict:
+    """Converts the encoder and decoder of `model` (a `VQVAE`) and checks them against it on
+    `test_images` (float32 [N,H,W,C] in [0,1], real data). Returns the report (also written)."""
+    H, W, C = model.image_shape
+    h, w = model.latent_shape
+    images_spec = tf.TensorSpec([None, H, W, C], tf.float32, name="images")
+    codes_spec = tf.TensorSpec([None, h, w], tf.int32, name="codes")
+    test_images = np.asarray(test_images, np.float32)
+    ref_codes = model.encode(test_images).numpy()
+    ref_images = model.decode(ref_codes).numpy()
+    out_dir = os.path.join(export_dir, "tflite")
+    os.makedirs(out_dir, exist_ok=True)
+    report = {"num_test_images": int(len(test_images)), "latency_batch": latency_batch, "models": {}}
+
+    def representative(kind):
+        def gen():
+            for i in range(0, min(len(test_images), 200), 10):
+                if kind == "decoder":
+                    yield {"codes": ref_codes[i : i + 10]}
+                else:
+                    yield {"images": test_images[i : i + 10]}
+
+        return gen
+
+    with tempfile.TemporaryDirectory() as tmp:
+        dec_dir, enc_dir = os.path.join(tmp, "decoder"), os.path.join(tmp, "encoder")
+        # The converter leaves the quantiser's variables as resource variables (VAR_HANDLE), which
+        # int8 calibration and plain interpreters cannot use; the graphs take a constant copy.
+        codebook = tf.constant(model.quantizer.codebook.numpy())
+        _save_signature(
+            model,
+            lambda codes: {"images": model.images_from_vectors(tf.gather(codebook, codes))},
+            codes_spec,
+            "decode",
+            dec_dir,
+        )
+        _save_signature(
+            model,
+            lambda images: {"codes": nearest_codes(model.encoder_outputs(images), codebook)},
+            images_spec,
+            "encode",
+            enc_dir,
+        )
+        for q in quantizations:
+            dec = convert(dec_dir, "decode", q, representative("decoder"))
+            enc = convert(enc_dir, "encode", q, representative("encoder"))
+            for name, data in ((f"decoder_{q}.tflite", dec), (f"encoder_{q}.tflite", enc)):
+                flex = sorted(op for op in op_names(data) if op.startswith("Flex") or op == "CUSTOM")
+                if flex:
+                    raise ConversionError(f"{name} needs non-builtin ops {flex}; LiteRT cannot run them.")
+                io_utils.atomic_write_bytes(os.path.join(out_dir, name), data)
+            got_images = run_signature(dec, "decode", codes=ref_codes)["images"]
+            got_codes = run_signature(enc, "encode", images=test_images)["codes"]
+            err = float(np.abs(got_images - ref_images).max())
+            report["models"][q] = {
+                "decoder_file": f"decoder_{q}.tflite",
+                "encoder_file": f"encoder_{q}.tflite",
+                "decoder_bytes": len(dec),
+                "encoder_bytes": len(enc),
+                "decoder_max_abs_error": err,
+                "decoder_psnr_vs_float_db": _psnr(got_images, ref_images),
+                "encoder_code_agreement": float(np.mean(got_codes == ref_codes)),
+                "decoder_latency_ms": _latency_ms(dec, "decode", {"codes": ref_codes[:latency_batch]}),
+                "encoder_latency_ms": _latency_ms(enc, "encode", {"images": test_images[:latency_batch]}),
+                "bar_max_abs_error": MAX_ABS_ERROR.get(q),
+                "meets_bar": (err <= MAX_ABS_ERROR[q]) if q in MAX_ABS_ERROR else None,
+            }
+    io_utils.atomic_write_text(os.path.join(out_dir, "tflite_report.json"), json.dumps(report, indent=2) + "\n")
+    return report
