@@ -7,8 +7,8 @@ import textwrap
 import numpy as np
 import pytest
 import tensorflow as tf
-
 from test_data import fake_mnist_dir
+
 from vqvae_tf import export, get_config, prior_training, sample_codes, stages, tflite, training
 
 H, W, C, h, w, K = 28, 28, 1, 7, 7, 16
