@@ -206,7 +206,7 @@ def log_line(msg: str) -> None:
     print(msg, flush=True)
 
 
-def _format_eta(seconds: float) -> str:
+def format_duration(seconds: float) -> str:
     seconds = int(max(seconds, 0))
     return f"{seconds // 3600:d}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
 
@@ -423,7 +423,7 @@ def run_loop(
         rate = timed_steps * batch_size / elapsed if timed_steps else n * batch_size / (time.time() - t0)
         eta = (total - step) * batch_size / max(rate, 1e-9)
         detail = format_logs(logs) if format_logs else "  ".join(f"{k} {v:.4f}" for k, v in logs.items())
-        log_line(f"step {step}/{total}  {detail}  {rate:.0f} ex/s  ETA {_format_eta(eta)}")
+        log_line(f"step {step}/{total}  {detail}  {rate:.0f} ex/s  ETA {format_duration(eta)}")
         with writer.as_default(step=step):
             for k, v in logs.items():
                 tf.summary.scalar(f"train/{k}", v)
