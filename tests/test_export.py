@@ -186,7 +186,13 @@ def test_bad_input_at_serving_time(exported):
         labels=np.array([10], np.int32),
         **ok,
     )
-    _bad(prior["serving_default"], "one label per sample", num_samples=np.int32(2), labels=np.zeros(1, np.int32), **ok)
+    _bad(
+        prior["serving_default"],
+        "labels must be one per sample",
+        num_samples=np.int32(2),
+        labels=np.zeros(1, np.int32),
+        **ok,
+    )
 
 
 def test_warmup_records_parse_and_replay(exported):

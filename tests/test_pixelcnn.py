@@ -190,7 +190,7 @@ def test_sampling_bad_arguments():
         sample_codes(prior, 2, top_k=K + 1)
     with pytest.raises(ValueError, match="pass labels"):
         sample_codes(small_prior(num_classes=2), 2)
-    with pytest.raises(tf.errors.InvalidArgumentError, match="one label per sample"):
+    with pytest.raises(tf.errors.InvalidArgumentError, match="labels must be one per sample"):
         sample_codes(small_prior(num_classes=2), 3, labels=[0, 1])
 
 

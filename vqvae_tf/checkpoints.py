@@ -21,13 +21,28 @@ class CheckpointError(RuntimeError):
 
 
 def _candidates(manager: tf.train.CheckpointManager) -> list[str]:
+    """Checkpoints to try, newest first: those the state file lists (files of a save that was
+    killed are never listed there), or, if the state file lists none (deleted or damaged), the
+    complete-looking ones on disk."""
     listed = list(manager.checkpoints)
-    # A state file that was itself damaged lists nothing; fall back to the files on disk.
-    on_disk = sorted(
-        {p[: -len(".index")] for p in glob.glob(os.path.join(manager.directory, "ckpt-*.index"))},
-        key=lambda p: int(p.rsplit("-", 1)[-1]) if p.rsplit("-", 1)[-1].isdigit() else -1,
-    )
-    return list(dict.fromkeys(reversed(listed + [p for p in on_disk if p not in listed])))
+    if listed:
+        return list(reversed(listed))
+    on_disk = [p[: -len(".index")] for p in glob.glob(os.path.join(manager.directory, "ckpt-*.index"))]
+    on_disk = [p for p in on_disk if p.rsplit("-", 1)[-1].isdigit()]
+    return sorted(on_disk, key=lambda p: int(p.rsplit("-", 1)[-1]), reverse=True)
+
+
+def save(manager: tf.train.CheckpointManager, step: int) -> str:
+    """Saves checkpoint `step`; a failed write (disk full, permissions) raises CheckpointError
+    naming the directory. The previous checkpoints stay valid: the state file is only updated
+    after a complete save."""
+    try:
+        return manager.save(checkpoint_number=step)
+    except (OSError, tf.errors.OpError) as e:
+        raise CheckpointError(
+            f"Could not write checkpoint {step} to {manager.directory}: {getattr(e, 'strerror', None) or e}. "
+            "Earlier checkpoints are intact; free space or fix permissions and re-run to resume."
+        ) from e
 
 
 def restore_or_initialize(checkpoint: tf.train.Checkpoint, manager: tf.train.CheckpointManager) -> str | None:
@@ -41,7 +56,7 @@ def restore_or_initialize(checkpoint: tf.train.Checkpoint, manager: tf.train.Che
     for path in candidates:
         try:
             checkpoint.restore(path).assert_existing_objects_matched()
-        except (tf.errors.OpError, ValueError, AssertionError) as e:
+        except Exception as e:  # OpError, ValueError, IndexError ("Read less bytes than requested"), ...  # noqa: BLE001
             message = str(e).strip().splitlines()[0][:300]
             logging.warning("Checkpoint %s is unreadable (%s); trying an older one.", path, message)
             print(f"WARNING: checkpoint {path} is corrupt or truncated ({type(e).__name__}); falling back.", flush=True)

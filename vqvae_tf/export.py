@@ -92,6 +92,17 @@ def _check_images(images, image_shape):
     )
 
 
+def _check_codes(codes, latent_shape):
+    h, w = latent_shape
+    shape = tf.shape(codes)
+    return checks.require(
+        codes,
+        tf.logical_and(tf.equal(tf.size(shape), 3), tf.reduce_all(tf.equal(shape[1:], [h, w]))),
+        f"codes must have shape [B, {h}, {w}], got",
+        shape,
+    )
+
+
 def _decode_image_bytes(image_bytes, image_shape):
     h, w, c = image_shape
 
@@ -121,13 +132,13 @@ def vqvae_endpoints(model) -> dict:
         return {"codes": model.encode(_check_images(images, model.image_shape))}
 
     def decode(codes):
-        return {"images": model.decode(codes)}
+        return {"images": model.decode(_check_codes(codes, model.latent_shape))}
 
     def encode_image_bytes(image_bytes):
         return {"codes": model.encode(_decode_image_bytes(image_bytes, model.image_shape))}
 
     def decode_png(codes):
-        pixels = tf.cast(tf.round(model.decode(codes) * 255.0), tf.uint8)
+        pixels = tf.cast(tf.round(model.decode(_check_codes(codes, model.latent_shape)) * 255.0), tf.uint8)
         png = tf.map_fn(tf.io.encode_png, pixels, fn_output_signature=tf.TensorSpec([], tf.string))
         return {"png_bytes": png}
 
@@ -156,6 +167,14 @@ def prior_endpoints(prior, vqvae) -> dict:
         return {"codes": codes, "images": vqvae.decode(codes)}
 
     def log_prob(codes, labels=None):
+        codes = _check_codes(codes, prior.latent_shape)
+        if labels is not None:
+            labels = checks.require(
+                labels,
+                tf.equal(tf.size(labels), tf.shape(codes)[0]),
+                "labels must be one per code grid: got",
+                tf.size(labels),
+            )
         lp = prior.log_prob(codes, labels)
         return {"log_prob": lp, "bits_per_code": -lp / (h * w) / math.log(2.0)}
 

@@ -292,7 +292,7 @@ class PixelCNN(keras.Model):
             labels = checks.require(
                 labels,
                 tf.equal(tf.size(labels), batch_size),
-                "one label per sample: got",
+                "labels must be one per sample: got",
                 tf.size(labels),
                 "labels for",
                 batch_size,

@@ -431,7 +431,7 @@ def run_loop(
             if summaries:
                 summaries()
         if step % checkpoint_every == 0 or step == total:
-            manager.save(checkpoint_number=step)  # a collective under multi-worker: every worker saves
+            checkpoints.save(manager, step)  # a collective under multi-worker: every worker saves
     writer.flush()
     log_line(f"Trained steps {start_step}..{step} in {time.time() - t_start:.0f}s.")
     return (timed_steps * batch_size / (time.time() - t_timed)) if timed_steps else None

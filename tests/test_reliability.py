@@ -1,0 +1,448 @@
+"""Interruptions, corruption, concurrent use, hostile input and bad flags lose nothing."""
+
+import errno
+import glob
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from conftest import REPO_ROOT
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from test_data import fake_mnist_dir
+
+from vqvae_tf import checkpoints, codes, export, get_config, io_utils, stages, tflite, training
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    root = str(tmp_path_factory.mktemp("idx"))
+    fake_mnist_dir(root, n_train=64, n_test=16)
+    return root
+
+
+def tiny(steps):
+    config = get_config("tiny")
+    config.steps, config.batch_size = steps, 8
+    return config
+
+
+def run(workdir, data_dir, steps, **kw):
+    kw.setdefault("log_every", 2)
+    kw.setdefault("checkpoint_every", 2)
+    return training.train_and_evaluate(tiny(steps), training.RunOptions(workdir=str(workdir), data_dir=data_dir, **kw))
+
+
+def _script(module, *args, **popen):
+    return subprocess.Popen(
+        [sys.executable, "-m", module, *args],
+        cwd=REPO_ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        **popen,
+    )
+
+
+def _latest_step(workdir):
+    path = tf.train.latest_checkpoint(os.path.join(workdir, "vqvae", "checkpoints"))
+    return int(path.rsplit("-", 1)[1]) if path else 0
+
+
+# ------------------------------------------------------------------ training interrupted
+
+
+@pytest.mark.slow
+def test_sigkill_at_random_moments_resumes(tmp_path, data_dir):
+    """Kill -9 the training script several times (checkpoint every step, so kills land inside
+    saves too); every time the latest checkpoint is complete and the next run resumes from it."""
+    workdir = str(tmp_path / "w")
+    args = [
+        f"--workdir={workdir}",
+        "--config=tiny",
+        f"--data_dir={data_dir}",
+        "--batch_size=8",
+        "--steps=400",
+        "--log_every=1",
+        "--checkpoint_every=1",
+    ]
+    rng = random.Random(0)
+    last = 0
+    for _ in range(3):
+        proc = _script("train.train_vqvae", *args)
+        deadline = time.time() + 120
+        for line in proc.stdout:  # wait until it trains, then kill at a random moment
+            if line.startswith("step ") or time.time() > deadline:
+                break
+        time.sleep(rng.uniform(0.0, 1.5))
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+        step = _latest_step(workdir)
+        assert step >= last
+        model = training.load_trained_model(workdir)  # the latest checkpoint restores completely
+        assert int(model.optimizer.iterations.numpy()) == step
+        last = step
+    proc = _script("train.train_vqvae", *args[:-3], "--steps", str(last + 4), "--log_every=2", "--checkpoint_every=2")
+    out, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 0, out[-3000:]
+    assert f"Resumed from step {last}" in out
+    assert _latest_step(workdir) == last + 4
+
+
+def test_half_written_checkpoint_is_never_latest(tmp_path, data_dir):
+    run(tmp_path, data_dir, steps=4)
+    ckpt_dir = tmp_path / "vqvae" / "checkpoints"
+    # What a save killed before its state-file update leaves: files of a newer step, unlisted.
+    (ckpt_dir / "ckpt-6.index").write_bytes(b"\x00garbage")
+    (ckpt_dir / "ckpt-6_temp").mkdir()
+    (ckpt_dir / "ckpt-6_temp" / "part-00000-of-00001.data-00000-of-00001").write_bytes(b"x" * 10)
+    model = training.load_trained_model(str(tmp_path))
+    assert int(model.optimizer.iterations.numpy()) == 4
+
+
+def test_optimizer_state_restored_exactly(tmp_path, data_dir):
+    run(tmp_path, data_dir, steps=4)
+    ckpt_path = tf.train.latest_checkpoint(str(tmp_path / "vqvae" / "checkpoints"))
+    reader = tf.train.load_checkpoint(ckpt_path)
+    model = training.load_trained_model(str(tmp_path))
+    saved = {k: reader.get_tensor(k) for k in reader.get_variable_to_shape_map() if k.startswith("optimizer/")}
+    restored = {
+        f"optimizer/_variables/{i}/.ATTRIBUTES/VARIABLE_VALUE": v.numpy()
+        for i, v in enumerate(model.optimizer.variables)
+    }
+    matched = [k for k in restored if k in saved]
+    # Every slot variable (all but the iteration counter, checkpointed as optimizer/_iterations) matches.
+    assert len(matched) == len(model.optimizer.variables) - 1 > 2
+    assert (
+        int(model.optimizer.iterations.numpy())
+        == int(reader.get_tensor("optimizer/_iterations/.ATTRIBUTES/VARIABLE_VALUE"))
+        == 4
+    )
+    for k in matched:
+        np.testing.assert_array_equal(restored[k], saved[k])
+
+
+def test_corrupt_latest_checkpoint_falls_back(tmp_path, data_dir, capsys):
+    run(tmp_path, data_dir, steps=4)
+    ckpt_dir = tmp_path / "vqvae" / "checkpoints"
+    data_file = next(ckpt_dir.glob("ckpt-4.data-*"))
+    data_file.write_bytes(data_file.read_bytes()[:100])  # truncated
+    capsys.readouterr()
+    metrics = run(tmp_path, data_dir, steps=6)
+    out = capsys.readouterr().out
+    assert "ckpt-4 is corrupt or truncated" in out and "Fell back to checkpoint" in out
+    assert "Resumed from step 2" in out and metrics["steps"] == 6
+
+
+def test_all_checkpoints_corrupt_stops_instead_of_starting_over(tmp_path, data_dir):
+    run(tmp_path, data_dir, steps=4)
+    for f in glob.glob(str(tmp_path / "vqvae" / "checkpoints" / "ckpt-*.data-*")):
+        with open(f, "r+b") as fh:
+            fh.truncate(10)
+    with pytest.raises(checkpoints.CheckpointError, match="refusing to start over silently"):
+        run(tmp_path, data_dir, steps=6)
+
+
+def test_disk_full_during_checkpoint(tmp_path, data_dir, monkeypatch):
+    run(tmp_path, data_dir, steps=2)
+
+    def full(self, checkpoint_number=None):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(tf.train.CheckpointManager, "save", full)
+    with pytest.raises(checkpoints.CheckpointError, match="No space left on device.*Earlier checkpoints are intact"):
+        run(tmp_path, data_dir, steps=4)
+    monkeypatch.undo()
+    assert int(training.load_trained_model(str(tmp_path)).optimizer.iterations.numpy()) == 2
+
+
+def test_disk_full_writing_metrics_keeps_old_file(tmp_path, data_dir, monkeypatch):
+    run(tmp_path, data_dir, steps=2)
+    metrics_path = tmp_path / "vqvae" / "metrics.json"
+    before = metrics_path.read_text()
+    real = os.replace
+
+    def full(src, dst):
+        if str(dst).endswith("metrics.json"):
+            raise OSError(errno.ENOSPC, "No space left on device", str(dst))
+        return real(src, dst)
+
+    monkeypatch.setattr(os, "replace", full)
+    with pytest.raises(OSError, match="No space left"):
+        run(tmp_path, data_dir, steps=4)
+    monkeypatch.undo()
+    assert metrics_path.read_text() == before
+    assert not [f for f in os.listdir(tmp_path / "vqvae") if f.startswith(".tmp-")]
+
+
+# ------------------------------------------------------------------ one workdir, one run
+
+
+def test_second_process_refused_and_lock_released_on_crash(tmp_path, data_dir):
+    lock_dir = tmp_path / "vqvae"
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            f"import sys, time; sys.path.insert(0, {REPO_ROOT!r}); from vqvae_tf import io_utils; "
+            f"io_utils.WorkdirLock({str(lock_dir)!r}).acquire(); print('locked', flush=True); time.sleep(600)",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert holder.stdout.readline().strip() == "locked"
+    try:
+        proc = _script(
+            "train.train_vqvae",
+            f"--workdir={tmp_path}",
+            "--config=tiny",
+            f"--data_dir={data_dir}",
+            "--steps=2",
+            "--batch_size=8",
+        )
+        out, _ = proc.communicate(timeout=300)
+        assert proc.returncode != 0
+        assert f"is in use by another process (pid {holder.pid})" in out
+    finally:
+        holder.send_signal(signal.SIGKILL)  # a crash: the kernel releases the flock
+        holder.wait()
+    io_utils.WorkdirLock(str(lock_dir)).acquire().release()
+    run(tmp_path, data_dir, steps=2)
+
+
+# ------------------------------------------------------------------ exports interrupted
+
+
+@pytest.mark.slow
+def test_sigkill_during_code_export_leaves_nothing(tmp_path):
+    workdir = str(tmp_path / "w")
+    res = subprocess.run(
+        [sys.executable, "-m", "train.train_vqvae", f"--workdir={workdir}", "--config=tiny", "--steps=2"],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert res.returncode == 0, res.stderr[-2000:]
+    proc = _script("train.export_codes", f"--workdir={workdir}", "--batch_size=100")
+    for line in proc.stdout:
+        if "[export_codes] train:" in line:
+            break
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    assert not os.path.exists(os.path.join(workdir, "codes"))
+    with pytest.raises(codes.CodesError):
+        codes.load_meta(os.path.join(workdir, "codes"))
+    leftovers = [f for f in os.listdir(workdir) if f.startswith(".tmp-codes")]
+    assert leftovers  # the hidden temp dir of the killed run; never read, replaced by the next run
+    stages.export_codes_stage(workdir)
+    assert codes.load_meta(os.path.join(workdir, "codes"))["counts"]["test"] == 10000
+
+
+def test_failed_tflite_conversion_leaves_no_partial_file(tmp_path, data_dir, monkeypatch):
+    run(tmp_path / "w", data_dir, steps=2)
+    real = tflite.convert
+    calls = {"n": 0}
+
+    def flaky(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 3:  # the second quantization's decoder
+            raise tflite.ConversionError("killed")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(tflite, "convert", flaky)
+    out = tmp_path / "e"
+    with pytest.raises(tflite.ConversionError):
+        stages.export_tflite_stage(str(tmp_path / "w"), str(out), ("float32", "float16"), data_dir, num_test_images=8)
+    files = sorted(os.listdir(out / "tflite"))
+    assert files == ["decoder_float32.tflite", "encoder_float32.tflite"]  # complete ones only, no report
+    for f in files:
+        assert tflite.run_signature(
+            (out / "tflite" / f).read_bytes(),
+            f.split("_")[0].replace("der", "de"),
+            **(
+                {"codes": np.zeros((1, 7, 7), np.int32)}
+                if f.startswith("decoder")
+                else {"images": np.zeros((1, 28, 28, 1), np.float32)}
+            ),
+        )
+
+
+# ------------------------------------------------------------------ hostile serving input
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory, data_dir):
+    from vqvae_tf import prior_training
+
+    root = tmp_path_factory.mktemp("served")
+    workdir = str(root / "w")
+    run(workdir, data_dir, steps=2)
+    stages.export_codes_stage(workdir, data_dir)
+    prior_training.train_prior(
+        prior_training.PriorConfig(num_filters=8, num_layers=2, kernel_size=3, steps=1, batch_size=8, conditional=True),
+        prior_training.PriorRunOptions(workdir=workdir, log_every=1, num_sample_columns=2),
+    )
+    paths = stages.export_savedmodel_stage(workdir, str(root / "e"))
+    return tf.saved_model.load(paths["vqvae"]).signatures, tf.saved_model.load(paths["prior"]).signatures
+
+
+OK_ERRORS = (tf.errors.InvalidArgumentError,)
+# The Python signature wrapper rejects a wrong dtype or rank before TF runs (TF Serving answers
+# those with InvalidArgument too).
+BINDING_ERRORS = (TypeError, ValueError)
+
+
+def _call(fn, **inputs):
+    try:
+        return fn(**inputs), None
+    except OK_ERRORS as e:
+        # Our messages say what "must" hold; TF's own name the expected dtype / shape / format.
+        clear = ("must", "not compatible", "image file format", "expected to be a", "Input is empty")
+        assert any(c in str(e) for c in clear), str(e)[:500]
+        return None, e
+    except BINDING_ERRORS as e:
+        return None, e
+
+
+dims = st.integers(0, 9)
+hostile_settings = settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
+
+
+@hostile_settings
+@given(
+    b=st.integers(0, 3),
+    h=dims,
+    w=dims,
+    values=st.sampled_from([0, 15, 16, -1, 2**31 - 1, -(2**31)]),
+    dtype=st.sampled_from([np.int32, np.int64, np.float32]),
+)
+def test_hostile_decode(served, b, h, w, values, dtype):
+    vq, _ = served
+    codes_in = np.full((b, h, w), values).astype(dtype)
+    for name in ("decode", "decode_png"):
+        out, err = _call(vq[name], codes=tf.constant(codes_in))
+        if err is None:
+            assert dtype == np.int32 and (h, w) == (7, 7) and (b == 0 or 0 <= values < 16)
+            key = "images" if name == "decode" else "png_bytes"
+            assert out[key].shape[0] == b
+
+
+@hostile_settings
+@given(
+    b=st.integers(0, 3),
+    shape=st.sampled_from([(28, 28, 1), (28, 28, 3), (32, 32, 1), (28, 1, 1)]),
+    value=st.sampled_from([0.0, 0.5, 1.0, -1e-6, 1.0000001, np.nan, np.inf, -np.inf, 3.4e38]),
+)
+def test_hostile_encode(served, b, shape, value):
+    vq, _ = served
+    images = np.full((b,) + shape, value, np.float32)
+    for name in ("encode", "serving_default"):
+        out, err = _call(vq[name], images=tf.constant(images))
+        if err is None:
+            assert shape == (28, 28, 1) and (b == 0 or 0.0 <= value <= 1.0)
+            assert out["codes"].shape == (b, 7, 7)
+            assert np.all((out["codes"].numpy() >= 0) & (out["codes"].numpy() < 16))
+
+
+@hostile_settings
+@given(payload=st.one_of(st.binary(max_size=64), st.sampled_from(["png28", "png30", "jpeg28", "png28rgb"])))
+def test_hostile_image_bytes(served, payload):
+    vq, _ = served
+    if payload == "png28":
+        payload = tf.io.encode_png(np.zeros((28, 28, 1), np.uint8)).numpy()
+    elif payload == "png30":
+        payload = tf.io.encode_png(np.zeros((30, 28, 1), np.uint8)).numpy()
+    elif payload == "png28rgb":
+        payload = tf.io.encode_png(np.zeros((28, 28, 3), np.uint8)).numpy()
+    elif payload == "jpeg28":
+        payload = tf.io.encode_jpeg(np.zeros((28, 28, 1), np.uint8)).numpy()
+    out, err = _call(vq["encode_image_bytes"], image_bytes=tf.constant([payload]))
+    if err is None:
+        assert out["codes"].shape == (1, 7, 7)
+
+
+@hostile_settings
+@given(
+    n=st.sampled_from([-5, 0, 1, 3, 256, 257, 2**31 - 1]),
+    t=st.sampled_from([1.0, 0.0, -1.0, 1e-30, np.nan, np.inf, 3.4e38]),
+    seed=st.sampled_from([0, -1, 2**31 - 1]),
+    labels=st.sampled_from(["match", "short", "bad"]),
+)
+def test_hostile_sample(served, n, t, seed, labels):
+    _, prior = served
+    count = max(0, min(n, 300))
+    lab = {
+        "match": np.zeros(count, np.int32),
+        "short": np.zeros(max(count - 1, 0), np.int32),
+        "bad": np.full(count, 10, np.int32),
+    }[labels]
+    out, err = _call(
+        prior["serving_default"],
+        num_samples=tf.constant(n, tf.int32),
+        temperature=tf.constant(t, tf.float32),
+        seed=tf.constant(seed, tf.int32),
+        labels=tf.constant(lab),
+    )
+    if err is None:
+        assert 1 <= n <= 256 and t > 0 and labels == "match"
+        assert out["codes"].shape == (n, 7, 7) and np.isfinite(out["images"].numpy()).all()
+
+
+# ------------------------------------------------------------------ bad flags
+
+
+BAD_FLAGS = [
+    ("train.train_vqvae", ["--steps=-3"], "--steps must be > 0"),
+    ("train.train_vqvae", ["--batch_size=0"], "--batch_size must be > 0"),
+    ("train.train_vqvae", ["--learning_rate=0"], "--learning_rate must be > 0"),
+    ("train.train_vqvae", ["--quantizer=kmeans"], "kmeans"),
+    ("train.train_vqvae", ["--strategy=tpu"], "tpu"),
+    ("train.train_vqvae", ["--mixed_precision=fp8"], "fp8"),
+    ("train.train_vqvae", ["--checkpoint_every=0"], "--checkpoint_every must be > 0"),
+    ("train.train_prior", ["--dropout=1.5"], "--dropout must be in [0, 1)"),
+    ("train.train_prior", ["--kernel_size=4"], "--kernel_size must be odd"),
+    ("train.train_prior", ["--num_layers=0"], "--num_layers must be > 0"),
+    ("train.sample", ["--output=x.png", "--temperature=-1"], "--temperature must be > 0"),
+    ("train.sample", ["--output=x.png", "--num_samples=0"], "--num_samples must be > 0"),
+    ("train.sample", ["--output=x.png", "--top_k=0"], "--top_k must be > 0"),
+    ("export.export_savedmodel", ["--export_dir=/tmp/x", "--version=0"], "--version must be a positive integer"),
+    ("export.export_tflite", ["--export_dir=/tmp/x", "--quantization=int4"], "--quantization must be from"),
+    ("train.pipeline", ["--preset=huge"], "huge"),
+]
+
+
+@pytest.mark.parametrize("module,args,message", BAD_FLAGS)
+def test_bad_flags_rejected_up_front(tmp_path, module, args, message):
+    res = subprocess.run(
+        [sys.executable, "-m", module, f"--workdir={tmp_path}", *args],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert res.returncode != 0
+    assert message in res.stderr, res.stderr[-1500:]
+    assert not os.listdir(tmp_path)  # nothing was started
+
+
+def test_atomic_write_keeps_old_content_on_failure(tmp_path, monkeypatch):
+    path = tmp_path / "a.json"
+    io_utils.atomic_write_json(str(path), {"v": 1})
+
+    def boom(fd):
+        raise OSError(errno.EIO, "I/O error")
+
+    monkeypatch.setattr(os, "fsync", boom)
+    with pytest.raises(OSError):
+        io_utils.atomic_write_json(str(path), {"v": 2})
+    monkeypatch.undo()
+    assert path.read_text().strip().startswith("{") and '"v": 1' in path.read_text()
+    assert os.listdir(tmp_path) == ["a.json"]
+    assert export.existing_versions(str(tmp_path)) == []
