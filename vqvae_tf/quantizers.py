@@ -288,10 +288,8 @@ class VectorQuantizer(keras.layers.Layer):
         # Everything that crosses replicas travels in ONE packed all-reduce per step (see _sync),
         # and every write is an unconditional masked assign: under MirroredStrategy neither
         # collectives nor writes to mirrored variables may sit inside tf.cond.
-        summed = {"counts": counts, "num_vectors": num_vectors}
+        summed = {"counts": counts, "num_vectors": num_vectors, **self._extra_statistics(flat, indices_flat)}
         first = {}
-        if isinstance(self, VectorQuantizerEMA):
-            summed["sums"] = tf.math.unsorted_segment_sum(flat, indices_flat, self.num_embeddings)
         if self.dead_code_threshold > 0:
             first["candidates"] = self._random_rows(flat, num_vectors, salt=2)
         first_call = tf.equal(self.num_updates, 0)
@@ -317,6 +315,10 @@ class VectorQuantizer(keras.layers.Layer):
             )
         if self.dead_code_threshold > 0:
             self._restart_dead_codes(first["candidates"], summed["num_vectors"])
+
+    def _extra_statistics(self, flat, indices_flat) -> dict:
+        """Per-step statistics (summed over replicas) a subclass needs in `_ema_update`."""
+        return {}
 
     def _ema_update(self, summed):
         pass
@@ -405,6 +407,9 @@ class VectorQuantizerEMA(VectorQuantizer):
 
     def _codebook_loss(self, flat, quantized_flat, num_elements):
         return tf.zeros([], tf.float32)
+
+    def _extra_statistics(self, flat, indices_flat) -> dict:
+        return {"sums": tf.math.unsorted_segment_sum(flat, indices_flat, self.num_embeddings)}
 
     def _ema_update(self, summed):
         d = self.decay
