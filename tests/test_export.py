@@ -303,7 +303,7 @@ def test_tflite_parity_and_builtin_only(exported, tmp_path):
     )
     assert set(report["models"]) == set(tflite.QUANTIZATIONS)
     saved = json.load(open(tmp_path / "tflite" / "tflite_report.json"))
-    assert saved["models"].keys() == report["models"].keys()
+    assert saved["models"].keys() == report["models"].keys() and "generator" in saved
     for q, r in report["models"].items():
         for kind in ("decoder", "encoder"):
             data = open(tmp_path / "tflite" / f"{kind}_{q}.tflite", "rb").read()
@@ -313,6 +313,16 @@ def test_tflite_parity_and_builtin_only(exported, tmp_path):
     assert report["models"]["float32"]["decoder_max_abs_error"] <= 1e-4
     assert report["models"]["float16"]["decoder_max_abs_error"] <= 1e-2
     assert report["models"]["float32"]["encoder_code_agreement"] == 1.0
+    gen = report["generator"]["float32"]
+    assert gen["converted"] and gen["code_agreement_vs_tensorflow"] == 1.0
+    data = open(tmp_path / "tflite" / "generator_float32.tflite", "rb").read()
+    uniforms = np.random.default_rng(1).uniform(size=(3, h * w)).astype(np.float32)
+    out = tflite.run_signature(
+        data, "generate", uniforms=uniforms, temperature=np.float32(1.0), labels=np.array([0, 5, 9], np.int32)
+    )
+    assert out["codes"].shape == (3, h, w) and out["images"].shape == (3, H, W, C)
+    assert out["codes"].min() >= 0 and out["codes"].max() < K
+    np.testing.assert_allclose(out["images"], exported["vqvae"].decode(out["codes"]).numpy(), atol=1e-5)
     dec = open(tmp_path / "tflite" / "decoder_float32.tflite", "rb").read()
     with pytest.raises(RuntimeError, match="gather index out of bounds"):
         tflite.run_signature(dec, "decode", codes=np.full((1, h, w), K, np.int32))

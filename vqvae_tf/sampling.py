@@ -125,3 +125,24 @@ def sample_codes(
     return cache[key](
         tf.constant(num_samples, tf.int32), tf.constant(temperature, tf.float32), tf.constant(seed, tf.int32), labels
     )
+
+
+def sample_codes_from_uniforms_graph(prior, uniforms, temperature, labels=None):
+    """Ancestral sampling driven by caller-supplied random numbers (for on-device generators,
+    where random ops are not builtins): uniforms float32 [N, h*w] in [0, 1), one per position;
+    each code is the inverse CDF of softmax(logits / temperature) at its uniform.
+    Returns int32 codes [N, h, w]."""
+    h, w = prior.latent_shape
+    k = prior.num_embeddings
+    n = tf.shape(uniforms)[0]
+    codes = tf.zeros(tf.stack([n, h, w]), tf.int32)
+
+    def body(position, codes):
+        logits = tf.reshape(prior.logits_from_embeddings(prior.embedding(codes), labels), [n, h * w, k])
+        probs = tf.nn.softmax(tf.gather(logits, position, axis=1) / temperature, axis=-1)
+        u = tf.gather(uniforms, position, axis=1)[:, None]
+        code = tf.minimum(tf.reduce_sum(tf.cast(tf.cumsum(probs, axis=-1) < u, tf.int32), axis=-1), k - 1)
+        return position + 1, _place(codes, position, code)
+
+    _, codes = tf.while_loop(lambda p, c: p < h * w, body, [tf.constant(0), codes])
+    return codes

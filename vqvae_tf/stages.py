@@ -79,4 +79,18 @@ def export_tflite_stage(
             f"[tflite] {q}: decoder {r['decoder_bytes'] / 1024:.0f} KiB, max abs error {r['decoder_max_abs_error']:.2e}, "
             f"PSNR vs float {r['decoder_psnr_vs_float_db']:.1f} dB, encoder code agreement {r['encoder_code_agreement']:.4f}"
         )
+    from vqvae_tf import prior_training
+
+    if os.path.exists(os.path.join(workdir, prior_training.SUBDIR, "config.json")):
+        prior = prior_training.load_trained_prior(workdir)
+        generator_qs = [q for q in quantizations if q != "int8"]  # int8 calibration of a sampler loop: not offered
+        report["generator"] = tflite.export_generator(prior, model, export_dir, generator_qs)
+        for q, r in report["generator"].items():
+            if r["converted"]:
+                training.log_line(
+                    f"[tflite] generator {q}: {r['bytes'] / 1024:.0f} KiB, code agreement with TF "
+                    f"{r['code_agreement_vs_tensorflow']:.4f}, {r['latency_ms_one_sample']:.1f} ms per sample"
+                )
+            else:
+                training.log_line(f"[tflite] generator {q}: not converted ({r['reason'][:200]})")
     return report

@@ -21,6 +21,7 @@ import tensorflow as tf
 
 from vqvae_tf import io_utils
 from vqvae_tf.quantizers import nearest_codes
+from vqvae_tf.sampling import sample_codes_from_uniforms_graph
 
 QUANTIZATIONS = ("float32", "float16", "dynamic_range", "int8")
 # Parity bars on the decoder (max |tflite - keras| over real test codes, pixels in [0, 1]).
@@ -171,3 +172,76 @@ def export_tflite(
             }
     io_utils.atomic_write_text(os.path.join(out_dir, "tflite_report.json"), json.dumps(report, indent=2) + "\n")
     return report
+
+
+def export_generator(
+    prior, model, export_dir: str, quantizations=("float32", "float16", "dynamic_range"), seed: int = 0
+) -> dict:
+    """``E/tflite/generator_<q>.tflite``: prior sampling + decoding in one builtin-only model.
+
+    Signature ``generate``: ``uniforms`` float32 [N, h*w] in [0, 1) (the random numbers, passed in
+    because random ops are not builtins), ``temperature`` float32 [] and, for a conditional prior,
+    ``labels`` int32 [N] -> ``codes`` int32 [N,h,w], ``images`` float32 [N,H,W,C]. Checked against
+    the same sampler in TensorFlow; a quantization the converter refuses is recorded, not fatal.
+    Returns the report entries (also merged into tflite_report.json)."""
+    h, w = prior.latent_shape
+    codebook = tf.constant(model.quantizer.codebook.numpy())
+    conditional = bool(prior.num_classes)
+
+    def generate(uniforms, temperature, labels=None):
+        codes = sample_codes_from_uniforms_graph(prior, uniforms, temperature, labels)
+        return {"codes": codes, "images": model.images_from_vectors(tf.gather(codebook, codes))}
+
+    specs = [
+        tf.TensorSpec([None, h * w], tf.float32, name="uniforms"),
+        tf.TensorSpec([], tf.float32, name="temperature"),
+    ]
+    fn = generate
+    if conditional:
+        specs.append(tf.TensorSpec([None], tf.int32, name="labels"))
+    else:
+        fn = lambda uniforms, temperature: generate(uniforms, temperature)  # noqa: E731
+    n = 8
+    inputs = {
+        "uniforms": np.random.default_rng(seed).uniform(size=(n, h * w)).astype(np.float32),
+        "temperature": np.float32(1.0),
+    }
+    if conditional:
+        inputs["labels"] = (np.arange(n) % prior.num_classes).astype(np.int32)
+    reference = fn(**{k: tf.constant(v) for k, v in inputs.items()})
+    out_dir = os.path.join(export_dir, "tflite")
+    os.makedirs(out_dir, exist_ok=True)
+    results = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        archive = keras.export.ExportArchive()
+        archive.track(prior)
+        archive.track(model)
+        archive.add_endpoint("generate", fn, input_signature=specs)
+        archive.write_out(tmp, verbose=False)
+        for q in quantizations:
+            try:
+                data = convert(tmp, "generate", q)
+            except ConversionError as e:
+                results[q] = {"converted": False, "reason": str(e)[:500]}
+                continue
+            name = f"generator_{q}.tflite"
+            io_utils.atomic_write_bytes(os.path.join(out_dir, name), data)
+            got = run_signature(data, "generate", **inputs)
+            one = {k: v[:1] for k, v in inputs.items() if k != "temperature"}
+            one["temperature"] = inputs["temperature"]
+            results[q] = {
+                "converted": True,
+                "file": name,
+                "bytes": len(data),
+                "code_agreement_vs_tensorflow": float(np.mean(got["codes"] == reference["codes"].numpy())),
+                "images_max_abs_error_vs_tensorflow": float(np.abs(got["images"] - reference["images"].numpy()).max()),
+                "latency_ms_one_sample": _latency_ms(data, "generate", one, repeats=5),
+            }
+    report_path = os.path.join(out_dir, "tflite_report.json")
+    report = {}
+    if os.path.exists(report_path):
+        with open(report_path) as f:
+            report = json.load(f)
+    report["generator"] = results
+    io_utils.atomic_write_text(report_path, json.dumps(report, indent=2) + "\n")
+    return results
