@@ -52,6 +52,9 @@ def main(argv):
     repeats = 2 if FLAGS.quick else 5
     plain = timeit(lambda: sample_codes(prior, n, seed=1, labels=labels, fast=False).numpy(), repeats)
     fast = timeit(lambda: sample_codes(prior, n, seed=1, labels=labels, fast=True).numpy(), repeats)
+    fast_xla = timeit(
+        lambda: sample_codes(prior, n, seed=1, labels=labels, fast=True, jit_compile=True).numpy(), repeats
+    )
     same = bool(
         np.array_equal(
             sample_codes(prior, n, seed=1, labels=labels, fast=False).numpy(),
@@ -78,8 +81,18 @@ def main(argv):
                 "num_layers": prior.num_layers,
                 "kernel_size": prior.kernel_size,
             },
-            "seconds": {"naive_predict_loop": naive, "compiled_plain": plain, "compiled_fast": fast},
-            "speedup": {"plain_vs_naive": naive / plain, "fast_vs_naive": naive / fast, "fast_vs_plain": plain / fast},
+            "seconds": {
+                "naive_predict_loop": naive,
+                "compiled_plain": plain,
+                "compiled_fast": fast,
+                "compiled_fast_xla": fast_xla,
+            },
+            "speedup": {
+                "plain_vs_naive": naive / plain,
+                "fast_vs_naive": naive / fast,
+                "fast_xla_vs_naive": naive / fast_xla,
+                "fast_vs_plain": plain / fast,
+            },
             "fast_equals_plain": same,
         },
     )

@@ -14,6 +14,7 @@ import os
 import resource
 import subprocess
 import sys
+import tempfile
 
 import numpy as np
 import tensorflow as tf
@@ -76,7 +77,7 @@ def main(argv):
     results["peak_rss_mb"] = {"serving_savedmodel_decode_batch64": _peak_rss_mb([sys.executable, "-c", script, path])}
     if not FLAGS.quick:
         repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-        scratch = os.path.join(FLAGS.workdir, "bench_memory_run")
+        scratch = tempfile.mkdtemp(prefix="bench-memory-")
         results["peak_rss_mb"]["training_fashion_mnist_batch128_200_steps"] = _peak_rss_mb(
             [
                 sys.executable,

@@ -120,6 +120,8 @@ def test_keras_round_trip(tmp_path):
     loaded = keras.models.load_model(path)
     assert loaded.get_config() == prior.get_config()
     np.testing.assert_allclose(loaded(codes, labels).numpy(), prior(codes, labels).numpy(), atol=1e-5)
+    # Keras' multi-input form (predict / evaluate on (codes, labels)) gives the same logits.
+    np.testing.assert_allclose(prior.predict((codes, labels), verbose=0), prior(codes, labels).numpy(), atol=1e-5)
 
 
 def test_train_step_lowers_nll():

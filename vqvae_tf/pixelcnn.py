@@ -69,6 +69,15 @@ class MaskedConv2D(keras.layers.Conv2D):
     def convolution_op(self, inputs, kernel):
         return super().convolution_op(inputs, kernel * keras.ops.cast(self._mask, kernel.dtype))
 
+    def valid(self, windows):
+        """The layer's output at the centre of each kernel-sized window (VALID padding): what an
+        incremental sampler needs, without computing the rest of the window."""
+        kernel = self.kernel * keras.ops.cast(self._mask, self.kernel.dtype)
+        y = keras.ops.conv(windows, kernel, strides=1, padding="valid", data_format=self.data_format)
+        if self.use_bias:
+            y = y + self.bias
+        return self.activation(y) if self.activation is not None else y
+
     def get_config(self):
         config = super().get_config()
         config["mask_type"] = self.mask_type
@@ -145,20 +154,38 @@ class GatedBlock(keras.layers.Layer):
         c = self.class_embedding(labels)[:, None, None, :]
         return c[..., : 2 * self.filters], c[..., 2 * self.filters :]
 
-    def vertical(self, v, labels=None):
-        """v [B,h,w,F] -> (v_pre [B,h,w,2F] (pre-gate, sees rows <= i), v_next [B,h,w,F])."""
+    def vertical(self, v, labels=None, window=False):
+        """v [B,h,w,F] -> (v_pre [B,h,w,2F] (pre-gate, sees rows <= i), v_next [B,h,w,F]).
+
+        window=True: v is [B, k, w + 2p, F] (rows r-p..r+p, width zero-padded by p = k // 2) and
+        only row r is computed: ([B,1,w,2F], [B,1,w,F]).
+        """
         cond_v, _ = self._conditioning(labels)
-        v_pre = self.v_conv(v) + cond_v
+        if window:
+            p = self.kernel_size // 2
+            v_pre = self.v_conv.valid(v) + cond_v
+            v = v[:, p : p + 1, p:-p]
+        else:
+            v_pre = self.v_conv(v) + cond_v
         gated = _gate(v_pre)
         if self.last:
             return v_pre, None
         v_next = gated if self.v_out is None else v + self.v_out(gated)
         return v_pre, v_next
 
-    def horizontal(self, h, v_link, labels=None, training=False):
-        """h [B,r,w,F], v_link = shift_down(v_pre) rows matching h -> h_next [B,r,w,F]."""
+    def horizontal(self, h, v_link, labels=None, training=False, window=False):
+        """h [B,r,w,F], v_link = shift_down(v_pre) rows matching h -> h_next [B,r,w,F].
+
+        window=True: h is [B, 1, k, F] (columns c-p..c+p of one row), v_link [B,1,1,2F] is the
+        link at column c, and only column c is computed: [B,1,1,F].
+        """
         _, cond_h = self._conditioning(labels)
-        gated = _gate(self.h_conv(h) + self.v_to_h(v_link) + cond_h)
+        if window:
+            p = self.kernel_size // 2
+            conv, h = self.h_conv.valid(h), h[:, :, p : p + 1]
+        else:
+            conv = self.h_conv(h)
+        gated = _gate(conv + self.v_to_h(v_link) + cond_h)
         if self.drop is not None:
             gated = self.drop(gated, training=training)
         out = self.h_out(gated)
@@ -315,12 +342,18 @@ class PixelCNN(keras.Model):
         """Embedded rows [B,r,w,F] and matching rows of `links` -> logits [B,r,w,K] (float32)."""
         for block, link in zip(self.blocks, links):
             h = block.horizontal(h, link, labels, training)
+        return self.head(h)
+
+    def head(self, h):
+        """Output of the last horizontal stack [..., F] -> logits [..., K] (float32)."""
         return tf.cast(self.head_logits(self.head_hidden(tf.nn.relu(h))), tf.float32)
 
     def logits_from_embeddings(self, x, labels=None, training=False):
         return self.horizontal_logits(x, self.vertical_links(x, labels), labels, training)
 
     def call(self, codes, labels=None, training=False):
+        if isinstance(codes, (tuple, list)):  # Keras' multi-input form, e.g. predict((codes, labels))
+            codes, labels = codes
         codes = self.check_codes(codes)
         labels = self.check_labels(labels, tf.shape(codes)[0])
         return self.logits_from_embeddings(self.embedding(codes), labels, training)

@@ -10,7 +10,6 @@ import dataclasses
 import json
 import math
 import os
-import tempfile
 
 import keras
 import numpy as np
@@ -20,13 +19,16 @@ from vqvae_tf import checkpoints, codes, images, io_utils
 from vqvae_tf.pixelcnn import PixelCNN
 from vqvae_tf.sampling import sample_codes
 from vqvae_tf.training import (
+    check_batch_size,
     check_saved_config,
-    is_chief,
     load_trained_model,
     log_line,
     make_checkpoint,
     make_strategy,
+    restore_for_training,
     run_loop,
+    stage_directory,
+    write_run_files,
 )
 
 SUBDIR = "prior"
@@ -148,42 +150,16 @@ def train_prior(config: PriorConfig, options: PriorRunOptions) -> dict:
     if config.conditional and not meta["num_classes"]:
         raise ValueError(f"--conditional needs class labels, but {meta['dataset']} has none.")
     strategy = make_strategy(options.strategy)
-    replicas = strategy.num_replicas_in_sync
-    if config.batch_size % replicas:
-        raise ValueError(
-            f"batch_size {config.batch_size} is not divisible by the {replicas} replicas; use a multiple of {replicas}."
-        )
-    chief = is_chief(strategy)
-    directory = os.path.join(options.workdir, SUBDIR)
-    if chief:
-        io_utils.ensure_writable_dir(directory)
-        lock = io_utils.WorkdirLock(directory).acquire()
-    else:
-        directory, lock = tempfile.mkdtemp(prefix="prior-worker-"), None
-    try:
+    check_batch_size(config.batch_size, strategy)
+    with stage_directory(options.workdir, SUBDIR, strategy) as (directory, chief):
         check_saved_config(directory, dataclasses.asdict(config), ARCH_FIELDS)
         if chief:
-            io_utils.atomic_write_json(
-                os.path.join(directory, "config.json"),
-                {"config": dataclasses.asdict(config), "codes_meta": meta, "seed": options.seed},
-            )
-            if options.flags_text is not None:
-                io_utils.atomic_write_text(os.path.join(directory, "flags.txt"), options.flags_text)
+            saved = {"config": dataclasses.asdict(config), "codes_meta": meta, "seed": options.seed}
+            write_run_files(directory, saved, options.flags_text)
         keras.utils.set_random_seed(options.seed)
         with strategy.scope():
             prior = build_prior(config, meta)
-        ckpt, manager = make_checkpoint(prior, os.path.join(directory, "checkpoints"))
-        restored = checkpoints.restore_or_initialize(ckpt, manager)
-        step = int(prior.optimizer.iterations.numpy())
-        if restored:
-            log_line(f"Resumed from step {step} ({restored}).")
-        if step >= config.steps:
-            log_line(f"Already at step {step} >= --steps={config.steps}; nothing to train.")
-        writer = (
-            tf.summary.create_file_writer(os.path.join(directory, "tensorboard"))
-            if chief
-            else tf.summary.create_noop_writer()
-        )
+        manager, step, writer = restore_for_training(prior, directory, config.steps, chief)
         if step < config.steps:
             train = (
                 codes.read_codes(codes_dir, "train")
@@ -192,7 +168,10 @@ def train_prior(config: PriorConfig, options: PriorRunOptions) -> dict:
                 .batch(config.batch_size, drop_remainder=True)
                 .prefetch(tf.data.AUTOTUNE)
             )
-            log_line(f"Training the prior to step {config.steps} (batch {config.batch_size}, {replicas} replica(s)).")
+            log_line(
+                f"Training the prior to step {config.steps} (batch {config.batch_size}, "
+                f"{strategy.num_replicas_in_sync} replica(s))."
+            )
             run_loop(
                 prior,
                 train,
@@ -209,9 +188,6 @@ def train_prior(config: PriorConfig, options: PriorRunOptions) -> dict:
         if not chief:
             return {}
         return _finish(prior, config, options, directory, codes_dir, meta, writer)
-    finally:
-        if lock is not None:
-            lock.release()
 
 
 def _finish(prior, config, options, directory, codes_dir, meta, writer):

@@ -6,6 +6,7 @@ Writes under ``WORKDIR/vqvae/``: ``config.json``, ``flags.txt``, ``checkpoints/`
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
@@ -58,7 +59,55 @@ def is_chief(strategy: tf.distribute.Strategy) -> bool:
     )
 
 
+def check_batch_size(batch_size: int, strategy: tf.distribute.Strategy) -> None:
+    replicas = strategy.num_replicas_in_sync
+    if batch_size % replicas:
+        raise ValueError(
+            f"batch_size {batch_size} is not divisible by the {replicas} replicas of the "
+            f"{type(strategy).__name__}; use a multiple of {replicas}."
+        )
+
+
 # ------------------------------------------------------------------------------ workdir
+
+
+@contextlib.contextmanager
+def stage_directory(workdir: str, subdir: str, strategy: tf.distribute.Strategy):
+    """Yields (directory, chief). The chief works in WORKDIR/subdir and holds its lock for the
+    duration; the other workers of a multi-worker job write their copies of the (collective)
+    checkpoint saves to a scratch directory."""
+    if not is_chief(strategy):
+        yield tempfile.mkdtemp(prefix=f"{subdir}-worker-"), False
+        return
+    directory = os.path.join(workdir, subdir)
+    io_utils.ensure_writable_dir(directory)
+    with io_utils.WorkdirLock(directory):
+        yield directory, True
+
+
+def write_run_files(directory: str, saved: dict, flags_text: str | None) -> None:
+    """config.json (what `load_trained_*` rebuilds the model from) and flags.txt."""
+    io_utils.atomic_write_json(os.path.join(directory, "config.json"), saved)
+    if flags_text is not None:
+        io_utils.atomic_write_text(os.path.join(directory, "flags.txt"), flags_text)
+
+
+def restore_for_training(model, directory: str, total: int, chief: bool):
+    """(checkpoint manager, current step, summary writer), after resuming from the newest
+    readable checkpoint in ``directory/checkpoints``."""
+    ckpt, manager = make_checkpoint(model, os.path.join(directory, "checkpoints"))
+    restored = checkpoints.restore_or_initialize(ckpt, manager)
+    step = int(model.optimizer.iterations.numpy())
+    if restored:
+        log_line(f"Resumed from step {step} ({restored}).")
+    if step >= total:
+        log_line(f"Already at step {step} >= --steps={total}; nothing to train.")
+    writer = (
+        tf.summary.create_file_writer(os.path.join(directory, "tensorboard"))
+        if chief
+        else tf.summary.create_noop_writer()
+    )
+    return manager, step, writer
 
 
 def check_workdir_config(directory: str, config: VQVAEConfig) -> None:
@@ -223,12 +272,7 @@ def train_and_evaluate(config: VQVAEConfig, options: RunOptions) -> dict:
     dataset_name = options.dataset or config.dataset
     config.dataset = dataset_name
     strategy = make_strategy(options.strategy)
-    replicas = strategy.num_replicas_in_sync
-    if config.batch_size % replicas:
-        raise ValueError(
-            f"batch_size {config.batch_size} is not divisible by the {replicas} replicas of the "
-            f"{type(strategy).__name__}; use a multiple of {replicas}."
-        )
+    check_batch_size(config.batch_size, strategy)
     info = data.dataset_info(dataset_name, options.data_dir)
     if tuple(info.image_shape) != tuple(config.image_shape):
         raise ValueError(
@@ -236,19 +280,8 @@ def train_and_evaluate(config: VQVAEConfig, options: RunOptions) -> dict:
             f"{tuple(config.image_shape)}; pick the matching --config preset."
         )
 
-    chief = is_chief(strategy)
-    directory = os.path.join(options.workdir, SUBDIR)
-    if chief:
-        io_utils.ensure_writable_dir(directory)
-        lock = io_utils.WorkdirLock(directory).acquire()
-    else:  # other workers write their (identical) checkpoints to a scratch directory
-        directory = tempfile.mkdtemp(prefix="vqvae-worker-")
-        lock = None
-    try:
+    with stage_directory(options.workdir, SUBDIR, strategy) as (directory, chief):
         return _train(config, options, strategy, info, directory, chief)
-    finally:
-        if lock is not None:
-            lock.release()
 
 
 def _train(config, options, strategy, info, directory, chief):
@@ -257,38 +290,20 @@ def _train(config, options, strategy, info, directory, chief):
         keras.mixed_precision.set_global_policy(options.mixed_precision)
     variance = data.pixel_variance(config.dataset, options.data_dir)
     if chief:
-        io_utils.atomic_write_json(
-            os.path.join(directory, "config.json"),
-            {
-                "config": config.to_dict(),
-                "data_variance": variance,
-                "seed": options.seed,
-                "strategy": str(options.strategy),
-                "mixed_precision": options.mixed_precision,
-            },
-        )
-        if options.flags_text is not None:
-            io_utils.atomic_write_text(os.path.join(directory, "flags.txt"), options.flags_text)
-
+        saved = {
+            "config": config.to_dict(),
+            "data_variance": variance,
+            "seed": options.seed,
+            "strategy": str(options.strategy),
+            "mixed_precision": options.mixed_precision,
+        }
+        write_run_files(directory, saved, options.flags_text)
     keras.utils.set_random_seed(options.seed)
     with strategy.scope():
         model = build_model(config, variance, options.seed)
-    ckpt, manager = make_checkpoint(model, os.path.join(directory, "checkpoints"))
-    restored = checkpoints.restore_or_initialize(ckpt, manager)
-    step = int(model.optimizer.iterations.numpy())
-    total = config.steps
-    if restored:
-        log_line(f"Resumed from step {step} ({restored}).")
-    if step >= total:
-        log_line(f"Already at step {step} >= --steps={total}; nothing to train.")
-
-    writer = (
-        tf.summary.create_file_writer(os.path.join(directory, "tensorboard"))
-        if chief
-        else tf.summary.create_noop_writer()
-    )
+    manager, step, writer = restore_for_training(model, directory, config.steps, chief)
     images_per_second = None
-    if step < total:
+    if step < config.steps:
         images_per_second = _run_training(model, config, options, strategy, manager, writer, step, chief)
 
     if not chief:
