@@ -1,7 +1,7 @@
 r"""The whole pipeline on one dataset: train the VQ-VAE, export codes, train the prior, export
 SavedModels and TFLite files, and write WORKDIR/REPORT.md.
 
-    python -m train.pipeline --workdir=runs/demo               # default (about 25 min on 2 CPU cores)
+    python -m train.pipeline --workdir=runs/demo               # default (about 17 min on 2 CPU cores)
     python -m train.pipeline --workdir=runs/quick --preset=quick  # a first look (under 5 min)
 
 Every stage skips what is already done; re-running after an interruption continues.
