@@ -11,7 +11,9 @@ import json
 import os
 import time
 
-from vqvae_tf import configs, io_utils, prior_training, stages, tflite, training
+import tensorflow as tf
+
+from vqvae_tf import codes, configs, io_utils, prior_training, stages, tflite, training
 
 PRESETS = ("default", "quick")
 
@@ -30,17 +32,18 @@ class PipelineOptions:
     flags_text: str | None = None
 
 
-def preset_configs(preset: str):
-    """(VQVAEConfig, PriorConfig, tflite quantizations) of a pipeline preset."""
+def preset_configs(preset: str, dataset: str | None = None):
+    """(VQVAEConfig, PriorConfig, tflite quantizations) of a pipeline preset. The VQ-VAE config is
+    the dataset's own preset when there is one (`cifar10`), else the Fashion-MNIST one."""
     if preset not in PRESETS:
         raise ValueError(f"Unknown pipeline preset {preset!r}; choose one of {', '.join(PRESETS)}.")
-    vq = configs.get_config("fashion_mnist")
+    dataset = dataset or "fashion_mnist"
+    vq = configs.get_config(dataset if dataset in configs.PRESET_NAMES else "fashion_mnist")
+    vq.dataset = dataset
     prior = prior_training.PriorConfig(conditional=True)
     if preset == "quick":
         vq.steps = 800
-        prior = prior_training.PriorConfig(
-            num_filters=32, num_layers=4, kernel_size=3, dropout=0.0, conditional=True, steps=600
-        )
+        prior = dataclasses.replace(prior, num_layers=4, steps=600)
     return vq, prior, tflite.QUANTIZATIONS
 
 
@@ -53,15 +56,11 @@ def _done(path: str, key: str, value) -> bool:
 
 
 def _latest(workdir: str, sub: str) -> str | None:
-    import tensorflow as tf
-
     return tf.train.latest_checkpoint(os.path.join(workdir, sub, "checkpoints"))
 
 
 def run_pipeline(options: PipelineOptions) -> dict:
-    vq_config, prior_config, quantizations = preset_configs(options.preset)
-    if options.dataset:
-        vq_config.dataset = options.dataset
+    vq_config, prior_config, quantizations = preset_configs(options.preset, options.dataset)
     if options.vqvae_steps:
         vq_config.steps = options.vqvae_steps
     if options.prior_steps:
@@ -103,6 +102,8 @@ def run_pipeline(options: PipelineOptions) -> dict:
     stages.export_codes_stage(w, options.data_dir)
 
     banner(2)
+    # Class-conditional when the dataset has labels.
+    prior_config.conditional = bool(codes.load_meta(os.path.join(w, "codes"))["num_classes"])
     prior_metrics_path = os.path.join(w, "prior", "metrics.json")
     if _done(prior_metrics_path, "steps", prior_config.steps):
         training.log_line(f"Done already ({prior_metrics_path}); skipping.")
@@ -154,19 +155,7 @@ def write_report(workdir: str, paths: dict, seconds: float) -> str:
     vq = load("vqvae", "metrics.json")
     prior = load("prior", "metrics.json")
     tfl = load("export", "tflite", "tflite_report.json")
-    vq_rows = "\n".join(
-        f"| {k} | {_fmt(vq[k])} |"
-        for k in (
-            "test_mse",
-            "test_normalized_mse",
-            "test_psnr",
-            "perplexity",
-            "codebook_usage",
-            "bits_per_dim_reconstruction",
-            "steps",
-            "images_per_second",
-        )
-    )
+    vq_rows = "\n".join(f"| {k} | {_fmt(vq[k])} |" for k in training.QUALITY_KEYS + ("steps", "images_per_second"))
     prior_rows = "\n".join(
         f"| {k} | {_fmt(prior.get(k))} |"
         for k in ("test_bits_per_code", "log2_num_embeddings", "bits_per_dim", "steps")

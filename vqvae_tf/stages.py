@@ -5,7 +5,19 @@ from __future__ import annotations
 import json
 import os
 
-from vqvae_tf import codes, training
+import numpy as np
+
+from vqvae_tf import codes, data, export, prior_training, tflite, training
+
+
+def _trained_dataset(workdir: str) -> str:
+    """The dataset the VQ-VAE of `workdir` was trained on."""
+    with open(os.path.join(workdir, training.SUBDIR, "config.json")) as f:
+        return json.load(f)["config"]["dataset"]
+
+
+def _has_prior(workdir: str) -> bool:
+    return os.path.exists(os.path.join(workdir, prior_training.SUBDIR, "config.json"))
 
 
 def export_codes_stage(
@@ -14,8 +26,7 @@ def export_codes_stage(
     """Encodes train/test with the latest VQ-VAE checkpoint of `workdir` into ``workdir/codes``.
     Skips the work when the codes there come from that same checkpoint (unless `overwrite`)."""
     model, checkpoint = training.load_trained_model_and_path(workdir)
-    with open(os.path.join(workdir, training.SUBDIR, "config.json")) as f:
-        dataset = json.load(f)["config"]["dataset"]
+    dataset = _trained_dataset(workdir)
     out_dir = os.path.join(workdir, "codes")
     if not overwrite and os.path.exists(os.path.join(out_dir, codes.META)):
         try:
@@ -40,12 +51,10 @@ def export_codes_stage(
 def export_savedmodel_stage(workdir: str, export_dir: str, version: int | None = None, overwrite: bool = False) -> dict:
     """SavedModels of the VQ-VAE (and of prior + decoder when a prior is trained) under
     ``export_dir``, plus models.config and batching_parameters.txt. Returns {name: path}."""
-    from vqvae_tf import export, prior_training
-
     model = training.load_trained_model(workdir)
     paths = {"vqvae": export.export_vqvae(model, export_dir, version, overwrite)}
     training.log_line(f"Exported {paths['vqvae']}")
-    if os.path.exists(os.path.join(workdir, prior_training.SUBDIR, "config.json")):
+    if _has_prior(workdir):
         prior = prior_training.load_trained_prior(workdir)
         paths["prior"] = export.export_prior(prior, model, export_dir, version, overwrite)
         training.log_line(f"Exported {paths['prior']}")
@@ -57,17 +66,11 @@ def export_tflite_stage(
     workdir: str, export_dir: str, quantizations, data_dir: str | None = None, num_test_images: int = 1000
 ) -> dict:
     """TFLite encoder/decoder files and tflite_report.json, checked on real test images."""
-    import numpy as np
-
-    from vqvae_tf import data, tflite
-
     model = training.load_trained_model(workdir)
-    with open(os.path.join(workdir, training.SUBDIR, "config.json")) as f:
-        dataset = json.load(f)["config"]["dataset"]
     images = np.concatenate(
         [
             x
-            for x, _ in data.load(dataset, "test", data_dir)
+            for x, _ in data.load(_trained_dataset(workdir), "test", data_dir)
             .batch(500)
             .take(-(-num_test_images // 500))
             .as_numpy_iterator()
@@ -79,9 +82,7 @@ def export_tflite_stage(
             f"[tflite] {q}: decoder {r['decoder_bytes'] / 1024:.0f} KiB, max abs error {r['decoder_max_abs_error']:.2e}, "
             f"PSNR vs float {r['decoder_psnr_vs_float_db']:.1f} dB, encoder code agreement {r['encoder_code_agreement']:.4f}"
         )
-    from vqvae_tf import prior_training
-
-    if os.path.exists(os.path.join(workdir, prior_training.SUBDIR, "config.json")):
+    if _has_prior(workdir):
         prior = prior_training.load_trained_prior(workdir)
         generator_qs = [q for q in quantizations if q != "int8"]  # int8 calibration of a sampler loop: not offered
         report["generator"] = tflite.export_generator(prior, model, export_dir, generator_qs)

@@ -18,12 +18,21 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from vqvae_tf import checkpoints, data, images, io_utils
+from vqvae_tf import checkpoints, data, images, io_utils, likelihoods
 from vqvae_tf.configs import MODEL_FIELDS, VQVAEConfig
 from vqvae_tf.models import VQVAE
 from vqvae_tf.quantizers import CodebookUsage
 
 STRATEGIES = ("default", "mirrored", "multi_worker")
+# The quality figures of WORKDIR/vqvae/metrics.json (with `steps` and `images_per_second`).
+QUALITY_KEYS = (
+    "test_mse",
+    "test_normalized_mse",
+    "test_psnr",
+    "perplexity",
+    "codebook_usage",
+    "bits_per_dim_reconstruction",
+)
 MIXED_PRECISION = ("none", "mixed_bfloat16", "mixed_float16")
 SUBDIR = "vqvae"
 
@@ -187,8 +196,8 @@ def evaluate(model: VQVAE, dataset: tf.data.Dataset) -> dict:
         clipped_err = tf.reduce_mean(tf.square(out["reconstructions"] - x), axis=[1, 2, 3])
         nll = tf.zeros_like(err)
         if model.likelihood == "logistic":
-            nll = -model.decoder_distribution(out["mean"], out["log_scale"]).log_prob(_pixels(x))
-            nll = tf.reduce_sum(nll, axis=[1, 2, 3])
+            distribution = model.decoder_distribution(out["mean"], out["log_scale"])
+            nll = -likelihoods.log_prob_per_image(distribution, x)
         return err, clipped_err, nll, out["indices"]
 
     errs, clipped, nlls = [], [], []
@@ -205,13 +214,14 @@ def evaluate(model: VQVAE, dataset: tf.data.Dataset) -> dict:
         likelihood = "discretized logistic (decoder's own head)"
     else:
         # A discretized Gaussian around the decoder mean whose std is the maximum-likelihood
-        # global value, sqrt(MSE), in pixel units.
+        # global value, sqrt(MSE), in pixel units. Its scale needs the first pass, so the
+        # decoder runs again rather than holding every mean in memory (large datasets).
         scale = max(math.sqrt(float(errs.mean())) * 255.0, 1e-3)
 
         @tf.function
         def gaussian_nll(x):
             mean = model.forward(x, training=False)["mean"]
-            return -tf.reduce_sum(model.decoder_distribution(mean, scale=scale).log_prob(_pixels(x)), axis=[1, 2, 3])
+            return -likelihoods.log_prob_per_image(model.decoder_distribution(mean, scale=scale), x)
 
         nll_per_image = np.concatenate([gaussian_nll(x).numpy() for x, _ in dataset])
         likelihood = f"discretized Gaussian, std {scale:.2f}/255 (MLE from the test MSE)"
@@ -227,10 +237,6 @@ def evaluate(model: VQVAE, dataset: tf.data.Dataset) -> dict:
         "test_examples": int(len(errs)),
         "_code_counts": usage.counts().numpy(),
     }
-
-
-def _pixels(x):
-    return tf.round(tf.clip_by_value(x, 0.0, 1.0) * 255.0)
 
 
 # ------------------------------------------------------------------------------ training
@@ -326,25 +332,17 @@ def _train(config, options, strategy, info, directory, chief):
 
     x, _ = next(iter(test))
     x = x[:32]
-    images.write_png(
-        os.path.join(directory, "reconstructions.png"), images.comparison_grid(x.numpy(), model(x).numpy())
-    )
+    grid = images.comparison_grid(x.numpy(), model(x).numpy())
+    images.write_png(os.path.join(directory, "reconstructions.png"), grid)
     images.write_png(
         os.path.join(directory, "codebook_usage.png"),
         images.bar_chart(counts, bar_width=max(1, 512 // config.num_embeddings)),
     )
     with writer.as_default(step=metrics["steps"]):
-        for k in (
-            "test_mse",
-            "test_normalized_mse",
-            "test_psnr",
-            "perplexity",
-            "codebook_usage",
-            "bits_per_dim_reconstruction",
-        ):
+        for k in QUALITY_KEYS:
             tf.summary.scalar(f"test/{k}", metrics[k])
         tf.summary.histogram("test/code_counts", counts)
-        tf.summary.image("test/reconstructions", images.comparison_grid(x.numpy(), model(x).numpy())[None])
+        tf.summary.image("test/reconstructions", grid[None])
     writer.flush()
     log_line("Test metrics: " + ", ".join(f"{k}={v:.4g}" for k, v in metrics.items() if isinstance(v, float)))
     return metrics
