@@ -61,6 +61,8 @@ def test_pipeline_end_to_end_then_resumes(tmp_path):
     assert f"| test_bits_per_code | {prior['test_bits_per_code']:.4g} |" in report
     for picture in ("vqvae/reconstructions.png", "prior/samples.png", "vqvae/codebook_usage.png"):
         assert f"]({picture})" in report
+    assert (w / "export" / "tflite" / "generator_float32.tflite").is_file()
+    assert "| float32 |" in report.split("On-device generator")[1]
 
     res = _pipeline(w)
     assert res.returncode == 0, res.stderr[-3000:]

@@ -165,6 +165,18 @@ def write_report(workdir: str, paths: dict, seconds: float) -> str:
         f"{r['encoder_code_agreement']:.4f} | {r['decoder_latency_ms']:.3f} |"
         for q, r in tfl["models"].items()
     )
+    generator = tfl.get("generator", {})
+    generator_rows = "\n".join(
+        f"| {q} | {r['bytes'] / 1024:.0f} | {r['latency_ms_one_sample']:.1f} | {r['code_agreement_vs_tensorflow']:.4f} |"
+        for q, r in generator.items()
+        if r.get("converted")
+    )
+    generator_table = (
+        "\nOn-device generator (`export/tflite/generator_<q>.tflite`: prior sampling + decoding):\n\n"
+        "| quantization | KiB | ms per sample | codes equal to TF |\n|---|---|---|---|\n" + generator_rows + "\n"
+        if generator_rows
+        else ""
+    )
     text = f"""# VQ-VAE + PixelCNN prior: run report
 
 Workdir `{os.path.abspath(workdir)}`, dataset `{vq.get("dataset")}`, total time {seconds / 60:.1f} min (this run).
@@ -205,7 +217,7 @@ Samples ([prior/samples.png](prior/samples.png)){": one row per class" if prior.
 | TFLite quantization | decoder KiB | max abs error | PSNR vs float (dB) | encoder code agreement | decoder latency (ms, batch {tfl["latency_batch"]}) |
 |---|---|---|---|---|---|
 {tfl_rows}
-"""
+{generator_table}"""
     path = os.path.join(workdir, "REPORT.md")
     io_utils.atomic_write_text(path, text)
     return path
