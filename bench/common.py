@@ -8,6 +8,8 @@ import platform
 import statistics
 import time
 
+from vqvae_tf.utils import files
+
 
 def machine() -> dict:
     cpu = platform.processor() or "unknown"
@@ -38,9 +40,8 @@ def timeit(fn, repeats: int, warmup: int = 1) -> float:
 
 
 def write_json(path: str | None, obj) -> None:
+    """Prints `obj` as JSON and, with a path, writes it there atomically."""
     text = json.dumps(obj, indent=2, default=str)
     print(text)
     if path:
-        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        with open(path, "w") as f:
-            f.write(text + "\n")
+        files.atomic_write_text(path, text + "\n")

@@ -16,7 +16,8 @@ import tensorflow as tf
 from absl import app, flags
 
 from bench.common import machine, write_json
-from vqvae_tf import data, prior_training, sample_codes, training
+from vqvae_tf import data, sample_codes
+from vqvae_tf.training import train_prior_lib, train_vqvae_lib
 
 flags.DEFINE_string("workdir", None, "Workdir with a trained VQ-VAE and class-conditional prior.", required=True)
 flags.DEFINE_integer("samples_per_class", 100, "Samples drawn per class.")
@@ -52,8 +53,8 @@ def main(argv):
     del argv
     epochs, per_class = (2, 20) if FLAGS.quick else (5, FLAGS.samples_per_class)
     clf, real_accuracy = classifier(epochs)
-    vqvae = training.load_trained_model(FLAGS.workdir)
-    prior = prior_training.load_trained_prior(FLAGS.workdir)
+    vqvae = train_vqvae_lib.load_trained_model(FLAGS.workdir)
+    prior = train_prior_lib.load_trained_prior(FLAGS.workdir)
     if not prior.num_classes:
         raise app.UsageError("The prior is unconditional; train it with --conditional.")
     xt, yt = next(iter(data.load("fashion_mnist", "test").batch(10000)))

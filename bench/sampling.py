@@ -16,7 +16,8 @@ import numpy as np
 from absl import app, flags
 
 from bench.common import machine, timeit, write_json
-from vqvae_tf import PixelCNN, prior_training, sample_codes
+from vqvae_tf import PixelCNN, sample_codes
+from vqvae_tf.training import train_prior_lib
 
 flags.DEFINE_string("workdir", None, "Workdir with a trained prior (optional).")
 flags.DEFINE_integer("num_samples", 64, "Samples per call.")
@@ -43,10 +44,9 @@ def naive_sample(prior, n, labels, seed=0):
 def main(argv):
     del argv
     if FLAGS.workdir:
-        prior = prior_training.load_trained_prior(FLAGS.workdir)
+        prior = train_prior_lib.load_trained_prior(FLAGS.workdir)
     else:
-        d = prior_training.PriorConfig(conditional=True)
-        prior = PixelCNN(256, (7, 7), d.num_filters, d.num_layers, d.kernel_size, num_classes=10)
+        prior = PixelCNN(256, (7, 7), num_classes=10)  # the default architecture
     n = FLAGS.num_samples
     labels = (np.arange(n) % prior.num_classes).astype(np.int32) if prior.num_classes else None
     repeats = 2 if FLAGS.quick else 5

@@ -9,7 +9,6 @@ Uses WORKDIR/export (from the main job).
 
 from __future__ import annotations
 
-import json
 import os
 import resource
 import subprocess
@@ -21,6 +20,8 @@ import tensorflow as tf
 from absl import app, flags
 
 from bench.common import machine, timeit, write_json
+from vqvae_tf.serving import savedmodel, tflite
+from vqvae_tf.training.workdir import Workdir
 
 flags.DEFINE_string("workdir", None, "Workdir of the main job (with export/).", required=True)
 flags.DEFINE_bool("quick", False, "Fewer repeats; skip the training-memory run.")
@@ -50,9 +51,9 @@ def main(argv):
     del argv
     from ai_edge_litert.interpreter import Interpreter
 
-    export_dir = os.path.join(FLAGS.workdir, "export")
-    versions = sorted(int(v) for v in os.listdir(os.path.join(export_dir, "vqvae")) if v.isdigit())
-    path = os.path.join(export_dir, "vqvae", str(versions[-1]))
+    export_dir = Workdir(FLAGS.workdir).export
+    vqvae_dir = savedmodel.model_dir(export_dir, "vqvae")
+    path = os.path.join(vqvae_dir, str(savedmodel.existing_versions(vqvae_dir)[-1]))
     model = tf.saved_model.load(path)
     decode = model.signatures["decode"]
     h, w = decode.structured_input_signature[1]["codes"].shape[1:]
@@ -65,11 +66,9 @@ def main(argv):
         "savedmodel": {"decode_latency_ms_batch1": sm_b1 * 1000, "decode_images_per_second_batch64": 64 / sm_b64},
         "tflite": {},
     }
-    tfl_dir = os.path.join(export_dir, "tflite")
-    with open(os.path.join(tfl_dir, "tflite_report.json")) as f:
-        report = json.load(f)
-    for q in report["models"]:
-        runner = Interpreter(model_path=os.path.join(tfl_dir, f"decoder_{q}.tflite")).get_signature_runner("decode")
+    tfl_dir = os.path.join(export_dir, tflite.SUBDIR)
+    for q, entry in tflite.read_report(export_dir)["models"].items():
+        runner = Interpreter(model_path=os.path.join(tfl_dir, entry["decoder_file"])).get_signature_runner("decode")
         c1 = codes1.numpy()
         lat = timeit(lambda runner=runner, c1=c1: runner(codes=c1), repeats, warmup=5)
         results["tflite"][q] = {"decode_latency_ms_batch1": lat * 1000, "speedup_vs_savedmodel_batch1": sm_b1 / lat}

@@ -1,4 +1,4 @@
-r"""Exports SavedModels for TF Serving.
+r"""Exports SavedModels for TF Serving (library: vqvae_tf.serving.export_savedmodel_lib).
 
     python -m export.export_savedmodel --workdir=/tmp/run --export_dir=/tmp/serving [--version=N]
 
@@ -7,24 +7,20 @@ E/batching_parameters.txt. Without --version the next free number is used; an ex
 only replaced with --overwrite.
 """
 
-from absl import app, flags, logging
+from absl import flags
 
-from vqvae_tf import stages
+from vqvae_tf import cli
+from vqvae_tf.serving import export_savedmodel_lib
 
-flags.DEFINE_string("workdir", None, "Workdir with a trained VQ-VAE (and optionally a prior).", required=True)
-flags.DEFINE_string("export_dir", None, "Base directory TF Serving watches.", required=True)
-flags.DEFINE_integer("version", None, "Version number (default: next free).")
-flags.DEFINE_bool("overwrite", False, "Replace an existing version.")
-flags.register_validator("version", lambda v: v is None or v > 0, message="--version must be a positive integer.")
-FLAGS = flags.FLAGS
+_WORKDIR = cli.define_workdir("Workdir with a trained VQ-VAE (and optionally a prior).")
+_EXPORT_DIR = flags.DEFINE_string("export_dir", None, "Base directory TF Serving watches.", required=True)
+_VERSION = flags.DEFINE_integer("version", None, "Version number (default: next free).", lower_bound=1)
+_OVERWRITE = flags.DEFINE_bool("overwrite", False, "Replace an existing version.")
 
 
-def main(argv):
-    logging.set_verbosity(logging.WARNING)
-    if len(argv) > 1:
-        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    stages.export_savedmodel_stage(FLAGS.workdir, FLAGS.export_dir, FLAGS.version, FLAGS.overwrite)
+def main():
+    export_savedmodel_lib.export_savedmodel_stage(_WORKDIR.value, _EXPORT_DIR.value, _VERSION.value, _OVERWRITE.value)
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

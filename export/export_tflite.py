@@ -1,35 +1,40 @@
-r"""Converts the VQ-VAE encoder and decoder to TFLite (builtin ops only) and checks them.
+r"""Converts the VQ-VAE encoder and decoder (and the on-device generator when a prior is trained)
+to TFLite, builtin ops only, and checks them (library: vqvae_tf.serving.export_tflite_lib).
 
     python -m export.export_tflite --workdir=/tmp/run --export_dir=/tmp/serving --quantization=all
 
 Writes E/tflite/{decoder,encoder}_<q>.tflite and E/tflite/tflite_report.json.
 """
 
-from absl import app, flags, logging
+from absl import flags
 
-from vqvae_tf import stages, tflite
+from vqvae_tf import cli
+from vqvae_tf.serving import export_tflite_lib, tflite
 
-flags.DEFINE_string("workdir", None, "Workdir with a trained VQ-VAE.", required=True)
-flags.DEFINE_string("export_dir", None, "Output base directory (files go to EXPORT_DIR/tflite).", required=True)
-flags.DEFINE_list("quantization", ["all"], f"Any of {', '.join(tflite.QUANTIZATIONS)}, or 'all'.")
-flags.DEFINE_string("data_dir", None, "Data directory for the test images used in the checks.")
-flags.DEFINE_integer("num_test_images", 1000, "Real test images used for parity checks and int8 calibration.")
+_WORKDIR = cli.define_workdir("Workdir with a trained VQ-VAE.")
+_EXPORT_DIR = flags.DEFINE_string(
+    "export_dir", None, "Output base directory (files go to EXPORT_DIR/tflite).", required=True
+)
+# A comma list (--quantization=float32,int8), as documented; DEFINE_multi_enum would need the flag
+# repeated, so the list is checked by a validator.
+_QUANTIZATION = flags.DEFINE_list("quantization", ["all"], f"Any of {', '.join(tflite.QUANTIZATIONS)}, or 'all'.")
+_DATA_DIR = cli.define_data_dir()
+_NUM_TEST_IMAGES = flags.DEFINE_integer(
+    "num_test_images", 1000, "Real test images used for parity checks and int8 calibration.", lower_bound=1
+)
 flags.register_validator(
     "quantization",
     lambda qs: all(q in tflite.QUANTIZATIONS + ("all",) for q in qs),
     message=f"--quantization must be from {', '.join(tflite.QUANTIZATIONS)} or 'all'.",
 )
-flags.register_validator("num_test_images", lambda v: v > 0, message="--num_test_images must be > 0.")
-FLAGS = flags.FLAGS
 
 
-def main(argv):
-    logging.set_verbosity(logging.WARNING)
-    if len(argv) > 1:
-        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    qs = tflite.QUANTIZATIONS if "all" in FLAGS.quantization else tuple(dict.fromkeys(FLAGS.quantization))
-    stages.export_tflite_stage(FLAGS.workdir, FLAGS.export_dir, qs, FLAGS.data_dir, FLAGS.num_test_images)
+def main():
+    qs = tflite.QUANTIZATIONS if "all" in _QUANTIZATION.value else tuple(dict.fromkeys(_QUANTIZATION.value))
+    export_tflite_lib.export_tflite_stage(
+        _WORKDIR.value, _EXPORT_DIR.value, qs, _DATA_DIR.value, _NUM_TEST_IMAGES.value
+    )
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

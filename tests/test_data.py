@@ -7,6 +7,7 @@ import pytest
 import tensorflow_datasets as tfds
 
 from vqvae_tf import data
+from vqvae_tf.data import idx
 
 
 def write_idx(path, array, magic=None, truncate=0, compress=False):
@@ -36,7 +37,7 @@ def fake_mnist_dir(root, n_train=12, n_test=5, compress=True, seed=0):
 
 @pytest.fixture(autouse=True)
 def _clear_caches():
-    data._load_idx_arrays.cache_clear()
+    idx.load_arrays.cache_clear()
     data.pixel_variance.cache_clear()
     yield
 

@@ -9,7 +9,10 @@ import pytest
 import tensorflow as tf
 from test_data import fake_mnist_dir
 
-from vqvae_tf import export, get_config, prior_training, sample_codes, stages, tflite, training
+from vqvae_tf import PriorConfig, get_config, sample_codes
+from vqvae_tf.serving import export_savedmodel_lib, export_tflite_lib, savedmodel, tflite
+from vqvae_tf.training import export_codes_lib, train_prior_lib, train_vqvae_lib
+from vqvae_tf.training.options import RunOptions
 
 H, W, C, h, w, K = 28, 28, 1, 7, 7, 16
 
@@ -23,23 +26,19 @@ def exported(tmp_path_factory):
     workdir = str(root / "work")
     config = get_config("tiny")
     config.steps, config.batch_size = 3, 8
-    training.train_and_evaluate(config, training.RunOptions(workdir=workdir, data_dir=data_dir, log_every=3))
-    stages.export_codes_stage(workdir, data_dir)
-    prior_config = prior_training.PriorConfig(
-        num_filters=8, num_layers=2, kernel_size=3, steps=2, batch_size=8, conditional=True
-    )
-    prior_training.train_prior(
-        prior_config, prior_training.PriorRunOptions(workdir=workdir, log_every=2, num_sample_columns=2)
-    )
+    train_vqvae_lib.train_and_evaluate(config, RunOptions(workdir=workdir, data_dir=data_dir, log_every=3))
+    export_codes_lib.export_codes_stage(workdir, data_dir)
+    prior_config = PriorConfig(num_filters=8, num_layers=2, kernel_size=3, steps=2, batch_size=8, conditional=True)
+    train_prior_lib.train_prior(prior_config, RunOptions(workdir=workdir, log_every=2, num_sample_columns=2))
     export_dir = str(root / "serving")
-    paths = stages.export_savedmodel_stage(workdir, export_dir)
+    paths = export_savedmodel_lib.export_savedmodel_stage(workdir, export_dir)
     return {
         "workdir": workdir,
         "data_dir": data_dir,
         "export_dir": export_dir,
         "paths": paths,
-        "vqvae": training.load_trained_model(workdir),
-        "prior": prior_training.load_trained_prior(workdir),
+        "vqvae": train_vqvae_lib.load_trained_model(workdir),
+        "prior": train_prior_lib.load_trained_prior(workdir),
         "vq_sm": tf.saved_model.load(paths["vqvae"]),
         "prior_sm": tf.saved_model.load(paths["prior"]),
     }
@@ -60,7 +59,7 @@ def test_layout(exported):
     assert exported["paths"]["prior"].endswith(os.path.join("prior", "1"))
     for p in exported["paths"].values():
         assert os.path.isfile(os.path.join(p, "saved_model.pb"))
-        assert os.path.isfile(os.path.join(p, export.WARMUP_PATH))
+        assert os.path.isfile(os.path.join(p, savedmodel.WARMUP_PATH))
     from google.protobuf import text_format
     from tensorflow_serving.config import model_server_config_pb2
 
@@ -199,7 +198,7 @@ def test_warmup_records_parse_and_replay(exported):
     from tensorflow_serving.apis import prediction_log_pb2
 
     for name, sm in (("vqvae", exported["vq_sm"]), ("prior", exported["prior_sm"])):
-        path = os.path.join(exported["paths"][name], export.WARMUP_PATH)
+        path = os.path.join(exported["paths"][name], savedmodel.WARMUP_PATH)
         logs = [prediction_log_pb2.PredictionLog.FromString(r.numpy()) for r in tf.data.TFRecordDataset(path)]
         assert {log.predict_log.request.model_spec.signature_name for log in logs} == set(sm.signatures)
         for log in logs:
@@ -212,18 +211,18 @@ def test_warmup_records_parse_and_replay(exported):
 def test_versions_and_atomic_export(exported, tmp_path, monkeypatch):
     vq = exported["vqvae"]
     base = str(tmp_path / "serving")
-    assert export.export_vqvae(vq, base).endswith("vqvae/1")
-    assert export.export_vqvae(vq, base).endswith("vqvae/2")
+    assert savedmodel.export_vqvae(vq, base).endswith("vqvae/1")
+    assert savedmodel.export_vqvae(vq, base).endswith("vqvae/2")
     with pytest.raises(FileExistsError, match="--overwrite"):
-        export.export_vqvae(vq, base, version=1)
-    assert export.export_vqvae(vq, base, version=1, overwrite=True).endswith("vqvae/1")
+        savedmodel.export_vqvae(vq, base, version=1)
+    assert savedmodel.export_vqvae(vq, base, version=1, overwrite=True).endswith("vqvae/1")
 
     def boom(*a, **k):
         raise OSError("No space left on device")
 
-    monkeypatch.setattr(export, "warmup_records", boom)
+    monkeypatch.setattr(savedmodel, "warmup_records", boom)
     with pytest.raises(OSError, match="No space left"):
-        export.export_vqvae(vq, base)
+        savedmodel.export_vqvae(vq, base)
     assert sorted(os.listdir(os.path.join(base, "vqvae"))) == ["1", "2"]  # no 3, no temp dir
 
 
@@ -298,7 +297,7 @@ def test_tf1_session_loader(exported, tmp_path):
 
 
 def test_tflite_parity_and_builtin_only(exported, tmp_path):
-    report = stages.export_tflite_stage(
+    report = export_tflite_lib.export_tflite_stage(
         exported["workdir"], str(tmp_path), tflite.QUANTIZATIONS, exported["data_dir"], num_test_images=10
     )
     assert set(report["models"]) == set(tflite.QUANTIZATIONS)

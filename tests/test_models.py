@@ -5,8 +5,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from vqvae_tf import PRESET_NAMES, VQVAE, Decoder, Encoder, get_config, likelihoods
-from vqvae_tf.models import LOSS_KEYS
+from vqvae_tf import CONFIG_NAMES, VQVAE, Decoder, Encoder, get_config
+from vqvae_tf.layers import likelihoods
+from vqvae_tf.models.vqvae import LOSS_KEYS
 
 
 def tiny_model(**overrides):
@@ -18,7 +19,7 @@ def tiny_model(**overrides):
     return model
 
 
-@pytest.mark.parametrize("preset", PRESET_NAMES)
+@pytest.mark.parametrize("preset", CONFIG_NAMES)
 def test_encode_decode_shapes_per_preset(preset):
     config = get_config(preset)
     model = VQVAE.from_preset(config)

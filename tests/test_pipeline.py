@@ -6,7 +6,8 @@ import sys
 import pytest
 from conftest import REPO_ROOT
 
-from vqvae_tf import pipeline, tflite
+from vqvae_tf import get_recipe
+from vqvae_tf.serving import tflite
 
 
 def _pipeline(workdir, *extra):
@@ -70,11 +71,12 @@ def test_pipeline_end_to_end_then_resumes(tmp_path):
     assert sorted(os.listdir(w / "export" / "vqvae")) == ["1"]  # nothing exported twice
 
 
-def test_preset_configs():
-    vq, prior, qs = pipeline.preset_configs("default")
+def test_recipes():
+    recipe = get_recipe("default")
+    vq, prior = recipe.vqvae, recipe.prior
     assert (vq.dataset, vq.steps, prior.steps, prior.conditional) == ("fashion_mnist", 6000, 5000, True)
-    vq, prior, _ = pipeline.preset_configs("quick", "cifar10")
+    recipe = get_recipe("quick", "cifar10")
+    vq, prior = recipe.vqvae, recipe.prior
     assert vq.image_shape == (32, 32, 3) and vq.steps == 800 and prior.steps == 600
-    assert qs == tflite.QUANTIZATIONS
-    with pytest.raises(ValueError, match="Unknown pipeline preset 'huge'"):
-        pipeline.preset_configs("huge")
+    with pytest.raises(ValueError, match="Unknown pipeline recipe 'huge'"):
+        get_recipe("huge")

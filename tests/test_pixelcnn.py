@@ -4,7 +4,7 @@ import pytest
 import tensorflow as tf
 
 from vqvae_tf import MaskedConv2D, PixelCNN, sample_codes
-from vqvae_tf.pixelcnn import causal_mask
+from vqvae_tf.layers.masked_conv import causal_mask
 
 K = 10
 
@@ -221,3 +221,18 @@ def test_mirrored_prior_step(mirrored):
     for a, b in zip(single.trainable_variables, multi.trainable_variables):
         for local in mirrored.experimental_local_results(b.value):
             np.testing.assert_allclose(local.numpy(), a.numpy(), rtol=1e-4, atol=1e-6)
+
+
+def test_cached_sampler_under_mixed_precision():
+    # The pipeline passes --mixed_precision to the prior too: its cached sampler must run in the
+    # compute dtype and still give the plain sampler's codes.
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    try:
+        prior = PixelCNN(16, (5, 5), 8, 3, num_classes=3)
+        labels = np.array([0, 1, 2, 0], np.int32)
+        fast = sample_codes(prior, 4, seed=1, labels=labels, fast=True).numpy()
+        plain = sample_codes(prior, 4, seed=1, labels=labels, fast=False).numpy()
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    assert prior.blocks[0].v_conv.compute_dtype == "bfloat16"
+    np.testing.assert_array_equal(fast, plain)

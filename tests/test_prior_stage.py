@@ -8,7 +8,10 @@ import pytest
 from conftest import REPO_ROOT
 from test_data import fake_mnist_dir
 
-from vqvae_tf import codes, data, get_config, prior_training, read_codes, stages, training
+from vqvae_tf import PriorConfig, data, get_config, read_codes
+from vqvae_tf.data import codes
+from vqvae_tf.training import export_codes_lib, train_prior_lib, train_vqvae_lib
+from vqvae_tf.training.options import RunOptions
 
 
 @pytest.fixture(scope="module")
@@ -20,19 +23,19 @@ def trained(tmp_path_factory):
     config = get_config("tiny")
     config.steps, config.batch_size = 4, 8
     workdir = str(root / "work")
-    training.train_and_evaluate(
-        config, training.RunOptions(workdir=workdir, data_dir=data_dir, log_every=2, checkpoint_every=2)
+    train_vqvae_lib.train_and_evaluate(
+        config, RunOptions(workdir=workdir, data_dir=data_dir, log_every=2, checkpoint_every=2)
     )
     return workdir, data_dir
 
 
 def test_codes_round_trip_equals_encode(trained, capsys):
     workdir, data_dir = trained
-    meta = stages.export_codes_stage(workdir, data_dir, batch_size=5)
+    meta = export_codes_lib.export_codes_stage(workdir, data_dir, batch_size=5)
     assert meta["counts"] == {"train": 40, "test": 12}
     assert meta["latent_shape"] == [7, 7] and meta["num_embeddings"] == 16 and meta["num_classes"] == 10
     assert meta["source_checkpoint"] == "ckpt-4"
-    model = training.load_trained_model(workdir)
+    model = train_vqvae_lib.load_trained_model(workdir)
     for split in ("train", "test"):
         images, labels = next(iter(data.load("fashion_mnist", split, data_dir).batch(100)))
         exported = list(read_codes(os.path.join(workdir, "codes"), split).as_numpy_iterator())
@@ -42,15 +45,15 @@ def test_codes_round_trip_equals_encode(trained, capsys):
         np.testing.assert_array_equal(got_labels, labels.numpy())
         assert got_codes.dtype == np.int32
     capsys.readouterr()
-    stages.export_codes_stage(workdir, data_dir)
+    export_codes_lib.export_codes_stage(workdir, data_dir)
     assert "skipping" in capsys.readouterr().out
 
 
 def test_export_is_atomic(trained, tmp_path, monkeypatch):
     workdir, data_dir = trained
-    model = training.load_trained_model(workdir)
+    model = train_vqvae_lib.load_trained_model(workdir)
     calls = {"n": 0}
-    real = codes._example
+    real = codes.serialize_example
 
     def failing(c, y):
         calls["n"] += 1
@@ -58,10 +61,10 @@ def test_export_is_atomic(trained, tmp_path, monkeypatch):
             raise RuntimeError("disk on fire")
         return real(c, y)
 
-    monkeypatch.setattr(codes, "_example", failing)
+    monkeypatch.setattr(codes, "serialize_example", failing)
     out = tmp_path / "codes"
     with pytest.raises(RuntimeError, match="disk on fire"):
-        codes.export_codes(model, "fashion_mnist", str(out), data_dir=data_dir, batch_size=5)
+        export_codes_lib.export_codes(model, "fashion_mnist", str(out), data_dir=data_dir, batch_size=5)
     assert not out.exists()
     assert os.listdir(tmp_path) == []  # no temp directory left behind either
     with pytest.raises(codes.CodesError, match="Run train.export_codes first"):
@@ -70,9 +73,9 @@ def test_export_is_atomic(trained, tmp_path, monkeypatch):
 
 def test_missing_shard_is_reported(trained, tmp_path):
     workdir, data_dir = trained
-    model = training.load_trained_model(workdir)
+    model = train_vqvae_lib.load_trained_model(workdir)
     out = tmp_path / "codes"
-    codes.export_codes(model, "fashion_mnist", str(out), data_dir=data_dir)
+    export_codes_lib.export_codes(model, "fashion_mnist", str(out), data_dir=data_dir)
     os.remove(out / "test-00000-of-00001.tfrecord")
     with pytest.raises(codes.CodesError, match="incomplete: shard test-00000-of-00001.tfrecord"):
         read_codes(str(out), "test")
@@ -80,12 +83,10 @@ def test_missing_shard_is_reported(trained, tmp_path):
 
 def test_train_prior_metrics_and_resume(trained, capsys):
     workdir, data_dir = trained
-    stages.export_codes_stage(workdir, data_dir)
-    config = prior_training.PriorConfig(
-        num_filters=8, num_layers=2, kernel_size=3, steps=4, batch_size=8, conditional=True
-    )
-    options = prior_training.PriorRunOptions(workdir=workdir, log_every=2, checkpoint_every=2, num_sample_columns=2)
-    metrics = prior_training.train_prior(config, options)
+    export_codes_lib.export_codes_stage(workdir, data_dir)
+    config = PriorConfig(num_filters=8, num_layers=2, kernel_size=3, steps=4, batch_size=8, conditional=True)
+    options = RunOptions(workdir=workdir, log_every=2, checkpoint_every=2, num_sample_columns=2)
+    metrics = train_prior_lib.train_prior(config, options)
     assert metrics["steps"] == 4 and metrics["conditional"] is True
     assert 0 < metrics["test_bits_per_code"] < 10
     vq = json.load(open(os.path.join(workdir, "vqvae", "metrics.json")))
@@ -94,11 +95,11 @@ def test_train_prior_metrics_and_resume(trained, capsys):
     assert os.path.isfile(os.path.join(workdir, "prior", "samples.png"))
     config.steps = 6
     capsys.readouterr()
-    assert prior_training.train_prior(config, options)["steps"] == 6
+    assert train_prior_lib.train_prior(config, options)["steps"] == 6
     assert "Resumed from step 4" in capsys.readouterr().out
     config.num_filters = 16
     with pytest.raises(Exception, match="num_filters: saved 8 vs now 16"):
-        prior_training.train_prior(config, options)
+        train_prior_lib.train_prior(config, options)
 
 
 def _run(module, *args):

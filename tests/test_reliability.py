@@ -17,7 +17,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_data import fake_mnist_dir
 
-from vqvae_tf import checkpoints, codes, export, get_config, io_utils, stages, tflite, training
+from vqvae_tf import PriorConfig, get_config
+from vqvae_tf.data import codes
+from vqvae_tf.serving import export_savedmodel_lib, export_tflite_lib, savedmodel, tflite
+from vqvae_tf.training import checkpoints, export_codes_lib, train_prior_lib, train_vqvae_lib
+from vqvae_tf.training.options import RunOptions
+from vqvae_tf.utils import files
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +41,7 @@ def tiny(steps):
 def run(workdir, data_dir, steps, **kw):
     kw.setdefault("log_every", 2)
     kw.setdefault("checkpoint_every", 2)
-    return training.train_and_evaluate(tiny(steps), training.RunOptions(workdir=str(workdir), data_dir=data_dir, **kw))
+    return train_vqvae_lib.train_and_evaluate(tiny(steps), RunOptions(workdir=str(workdir), data_dir=data_dir, **kw))
 
 
 def _script(module, *args, **popen):
@@ -85,7 +90,7 @@ def test_sigkill_at_random_moments_resumes(tmp_path, data_dir):
         proc.wait(timeout=30)
         step = _latest_step(workdir)
         assert step >= last
-        model = training.load_trained_model(workdir)  # the latest checkpoint restores completely
+        model = train_vqvae_lib.load_trained_model(workdir)  # the latest checkpoint restores completely
         assert int(model.optimizer.iterations.numpy()) == step
         last = step
     proc = _script("train.train_vqvae", *args[:-3], "--steps", str(last + 4), "--log_every=2", "--checkpoint_every=2")
@@ -102,7 +107,7 @@ def test_half_written_checkpoint_is_never_latest(tmp_path, data_dir):
     (ckpt_dir / "ckpt-6.index").write_bytes(b"\x00garbage")
     (ckpt_dir / "ckpt-6_temp").mkdir()
     (ckpt_dir / "ckpt-6_temp" / "part-00000-of-00001.data-00000-of-00001").write_bytes(b"x" * 10)
-    model = training.load_trained_model(str(tmp_path))
+    model = train_vqvae_lib.load_trained_model(str(tmp_path))
     assert int(model.optimizer.iterations.numpy()) == 4
 
 
@@ -110,7 +115,7 @@ def test_optimizer_state_restored_exactly(tmp_path, data_dir):
     run(tmp_path, data_dir, steps=4)
     ckpt_path = tf.train.latest_checkpoint(str(tmp_path / "vqvae" / "checkpoints"))
     reader = tf.train.load_checkpoint(ckpt_path)
-    model = training.load_trained_model(str(tmp_path))
+    model = train_vqvae_lib.load_trained_model(str(tmp_path))
     saved = {k: reader.get_tensor(k) for k in reader.get_variable_to_shape_map() if k.startswith("optimizer/")}
     restored = {
         f"optimizer/_variables/{i}/.ATTRIBUTES/VARIABLE_VALUE": v.numpy()
@@ -159,7 +164,7 @@ def test_disk_full_during_checkpoint(tmp_path, data_dir, monkeypatch):
     with pytest.raises(checkpoints.CheckpointError, match="No space left on device.*Earlier checkpoints are intact"):
         run(tmp_path, data_dir, steps=4)
     monkeypatch.undo()
-    assert int(training.load_trained_model(str(tmp_path)).optimizer.iterations.numpy()) == 2
+    assert int(train_vqvae_lib.load_trained_model(str(tmp_path)).optimizer.iterations.numpy()) == 2
 
 
 def test_disk_full_writing_metrics_keeps_old_file(tmp_path, data_dir, monkeypatch):
@@ -190,8 +195,8 @@ def test_second_process_refused_and_lock_released_on_crash(tmp_path, data_dir):
         [
             sys.executable,
             "-c",
-            f"import sys, time; sys.path.insert(0, {REPO_ROOT!r}); from vqvae_tf import io_utils; "
-            f"io_utils.WorkdirLock({str(lock_dir)!r}).acquire(); print('locked', flush=True); time.sleep(600)",
+            f"import sys, time; sys.path.insert(0, {REPO_ROOT!r}); from vqvae_tf.utils import files; "
+            f"files.WorkdirLock({str(lock_dir)!r}).acquire(); print('locked', flush=True); time.sleep(600)",
         ],
         stdout=subprocess.PIPE,
         text=True,
@@ -212,7 +217,7 @@ def test_second_process_refused_and_lock_released_on_crash(tmp_path, data_dir):
     finally:
         holder.send_signal(signal.SIGKILL)  # a crash: the kernel releases the flock
         holder.wait()
-    io_utils.WorkdirLock(str(lock_dir)).acquire().release()
+    files.WorkdirLock(str(lock_dir)).acquire().release()
     run(tmp_path, data_dir, steps=2)
 
 
@@ -241,7 +246,7 @@ def test_sigkill_during_code_export_leaves_nothing(tmp_path):
         codes.load_meta(os.path.join(workdir, "codes"))
     leftovers = [f for f in os.listdir(workdir) if f.startswith(".tmp-codes")]
     assert leftovers  # the hidden temp dir of the killed run; never read, replaced by the next run
-    stages.export_codes_stage(workdir)
+    export_codes_lib.export_codes_stage(workdir)
     assert codes.load_meta(os.path.join(workdir, "codes"))["counts"]["test"] == 10000
 
 
@@ -259,7 +264,9 @@ def test_failed_tflite_conversion_leaves_no_partial_file(tmp_path, data_dir, mon
     monkeypatch.setattr(tflite, "convert", flaky)
     out = tmp_path / "e"
     with pytest.raises(tflite.ConversionError):
-        stages.export_tflite_stage(str(tmp_path / "w"), str(out), ("float32", "float16"), data_dir, num_test_images=8)
+        export_tflite_lib.export_tflite_stage(
+            str(tmp_path / "w"), str(out), ("float32", "float16"), data_dir, num_test_images=8
+        )
     files = sorted(os.listdir(out / "tflite"))
     assert files == ["decoder_float32.tflite", "encoder_float32.tflite"]  # complete ones only, no report
     for f in files:
@@ -279,17 +286,16 @@ def test_failed_tflite_conversion_leaves_no_partial_file(tmp_path, data_dir, mon
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory, data_dir):
-    from vqvae_tf import prior_training
 
     root = tmp_path_factory.mktemp("served")
     workdir = str(root / "w")
     run(workdir, data_dir, steps=2)
-    stages.export_codes_stage(workdir, data_dir)
-    prior_training.train_prior(
-        prior_training.PriorConfig(num_filters=8, num_layers=2, kernel_size=3, steps=1, batch_size=8, conditional=True),
-        prior_training.PriorRunOptions(workdir=workdir, log_every=1, num_sample_columns=2),
+    export_codes_lib.export_codes_stage(workdir, data_dir)
+    train_prior_lib.train_prior(
+        PriorConfig(num_filters=8, num_layers=2, kernel_size=3, steps=1, batch_size=8, conditional=True),
+        RunOptions(workdir=workdir, log_every=1, num_sample_columns=2),
     )
-    paths = stages.export_savedmodel_stage(workdir, str(root / "e"))
+    paths = export_savedmodel_lib.export_savedmodel_stage(workdir, str(root / "e"))
     return tf.saved_model.load(paths["vqvae"]).signatures, tf.saved_model.load(paths["prior"]).signatures
 
 
@@ -399,20 +405,24 @@ def test_hostile_sample(served, n, t, seed, labels):
 
 
 BAD_FLAGS = [
-    ("train.train_vqvae", ["--steps=-3"], "--steps must be > 0"),
-    ("train.train_vqvae", ["--batch_size=0"], "--batch_size must be > 0"),
+    ("train.train_vqvae", ["--steps=-3"], "flag --steps=-3: -3 is not a positive integer"),
+    ("train.train_vqvae", ["--batch_size=0"], "flag --batch_size=0: 0 is not a positive integer"),
     ("train.train_vqvae", ["--learning_rate=0"], "--learning_rate must be > 0"),
     ("train.train_vqvae", ["--quantizer=kmeans"], "kmeans"),
     ("train.train_vqvae", ["--strategy=tpu"], "tpu"),
     ("train.train_vqvae", ["--mixed_precision=fp8"], "fp8"),
-    ("train.train_vqvae", ["--checkpoint_every=0"], "--checkpoint_every must be > 0"),
+    ("train.train_vqvae", ["--checkpoint_every=0"], "flag --checkpoint_every=0: 0 is not a positive integer"),
     ("train.train_prior", ["--dropout=1.5"], "--dropout must be in [0, 1)"),
     ("train.train_prior", ["--kernel_size=4"], "--kernel_size must be odd"),
-    ("train.train_prior", ["--num_layers=0"], "--num_layers must be > 0"),
+    ("train.train_prior", ["--num_layers=0"], "flag --num_layers=0: 0 is not a positive integer"),
     ("train.sample", ["--output=x.png", "--temperature=-1"], "--temperature must be > 0"),
-    ("train.sample", ["--output=x.png", "--num_samples=0"], "--num_samples must be > 0"),
-    ("train.sample", ["--output=x.png", "--top_k=0"], "--top_k must be > 0"),
-    ("export.export_savedmodel", ["--export_dir=/tmp/x", "--version=0"], "--version must be a positive integer"),
+    ("train.sample", ["--output=x.png", "--num_samples=0"], "flag --num_samples=0: 0 is not a positive integer"),
+    ("train.sample", ["--output=x.png", "--top_k=0"], "flag --top_k=0: 0 is not a positive integer"),
+    (
+        "export.export_savedmodel",
+        ["--export_dir=/tmp/x", "--version=0"],
+        "flag --version=0: 0 is not a positive integer",
+    ),
     ("export.export_tflite", ["--export_dir=/tmp/x", "--quantization=int4"], "--quantization must be from"),
     ("train.pipeline", ["--preset=huge"], "huge"),
 ]
@@ -434,15 +444,15 @@ def test_bad_flags_rejected_up_front(tmp_path, module, args, message):
 
 def test_atomic_write_keeps_old_content_on_failure(tmp_path, monkeypatch):
     path = tmp_path / "a.json"
-    io_utils.atomic_write_json(str(path), {"v": 1})
+    files.atomic_write_json(str(path), {"v": 1})
 
     def boom(fd):
         raise OSError(errno.EIO, "I/O error")
 
     monkeypatch.setattr(os, "fsync", boom)
     with pytest.raises(OSError):
-        io_utils.atomic_write_json(str(path), {"v": 2})
+        files.atomic_write_json(str(path), {"v": 2})
     monkeypatch.undo()
     assert path.read_text().strip().startswith("{") and '"v": 1' in path.read_text()
     assert os.listdir(tmp_path) == ["a.json"]
-    assert export.existing_versions(str(tmp_path)) == []
+    assert savedmodel.existing_versions(str(tmp_path)) == []

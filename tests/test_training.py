@@ -9,7 +9,10 @@ import pytest
 from conftest import REPO_ROOT
 from test_data import fake_mnist_dir
 
-from vqvae_tf import get_config, io_utils, training
+from vqvae_tf import get_config
+from vqvae_tf.training import train_vqvae_lib
+from vqvae_tf.training.options import RunOptions
+from vqvae_tf.utils import files
 
 ARTIFACTS = ("config.json", "flags.txt", "metrics.json", "reconstructions.png", "codebook_usage.png")
 METRIC_KEYS = (
@@ -43,7 +46,7 @@ def tiny(steps=6, **overrides):
 def run(config, workdir, data_dir, **kw):
     kw.setdefault("log_every", 3)
     kw.setdefault("checkpoint_every", 3)
-    return training.train_and_evaluate(config, training.RunOptions(workdir=str(workdir), data_dir=data_dir, **kw))
+    return train_vqvae_lib.train_and_evaluate(config, RunOptions(workdir=str(workdir), data_dir=data_dir, **kw))
 
 
 def test_train_writes_metrics_and_resumes(tmp_path, small_data, capsys):
@@ -65,20 +68,20 @@ def test_train_writes_metrics_and_resumes(tmp_path, small_data, capsys):
     assert "step 9/9" in out and "step 3/9" not in out
     assert metrics["steps"] == 9
 
-    model = training.load_trained_model(str(tmp_path))
+    model = train_vqvae_lib.load_trained_model(str(tmp_path))
     assert int(model.optimizer.iterations.numpy()) == 9
 
 
 def test_optimizer_state_survives_resume(tmp_path, small_data):
     run(tiny(steps=3), tmp_path, small_data)
-    model = training.load_trained_model(str(tmp_path))
+    model = train_vqvae_lib.load_trained_model(str(tmp_path))
     moments = [v.numpy() for v in model.optimizer.variables if "momentum" in v.path]
     assert moments and any(np.abs(m).sum() > 0 for m in moments)
 
 
 def test_workdir_with_other_config_is_refused(tmp_path, small_data):
     run(tiny(steps=3), tmp_path, small_data)
-    with pytest.raises(io_utils.WorkdirError, match="num_embeddings: saved 16 vs now 32"):
+    with pytest.raises(files.WorkdirError, match="num_embeddings: saved 16 vs now 32"):
         run(tiny(steps=3, num_embeddings=32), tmp_path, small_data)
 
 
@@ -92,19 +95,19 @@ def test_bad_arguments(tmp_path, small_data, mirrored):
         run(cifar, tmp_path, small_data, dataset="fashion_mnist")
     afile = tmp_path / "a_file"
     afile.write_text("x")
-    with pytest.raises(io_utils.WorkdirError, match="not writable"):
+    with pytest.raises(files.WorkdirError, match="not writable"):
         run(tiny(), afile / "sub", small_data)
     with pytest.raises(ValueError, match="Unknown strategy 'tpu'"):
         run(tiny(), tmp_path, small_data, strategy="tpu")
-    with pytest.raises(ValueError, match="log_every must be positive"):
+    with pytest.raises(ValueError, match="log_every must be a positive integer, got 0"):
         run(tiny(), tmp_path, small_data, log_every=0)
 
 
 def test_workdir_lock(tmp_path):
-    with io_utils.WorkdirLock(str(tmp_path)):
-        with pytest.raises(io_utils.WorkdirError, match=rf"in use by another process \(pid {os.getpid()}\)"):
-            io_utils.WorkdirLock(str(tmp_path)).acquire()
-    io_utils.WorkdirLock(str(tmp_path)).acquire().release()  # released on exit
+    with files.WorkdirLock(str(tmp_path)):
+        with pytest.raises(files.WorkdirError, match=rf"in use by another process \(pid {os.getpid()}\)"):
+            files.WorkdirLock(str(tmp_path)).acquire()
+    files.WorkdirLock(str(tmp_path)).acquire().release()  # released on exit
 
 
 def test_mirrored_training(tmp_path, small_data, mirrored):
@@ -151,7 +154,7 @@ def test_script_end_to_end_on_real_fashion_mnist(tmp_path):
 
 def test_script_rejects_bad_flags(tmp_path):
     res = _script([f"--workdir={tmp_path}", "--steps=0"])
-    assert res.returncode != 0 and "--steps must be > 0" in res.stderr
+    assert res.returncode != 0 and "flag --steps=0: 0 is not a positive integer" in res.stderr
     res = _script([f"--workdir={tmp_path}", "--config=nope"])
     assert res.returncode != 0 and "nope" in res.stderr and "fashion_mnist" in res.stderr
     res = _script(["--config=tiny"])

@@ -1,27 +1,23 @@
-r"""Encodes the train and test splits with the trained VQ-VAE into WORKDIR/codes.
+r"""Encodes the train and test splits with the trained VQ-VAE into WORKDIR/codes (library:
+vqvae_tf.training.export_codes_lib).
 
-python -m train.export_codes --workdir=/tmp/run
+    python -m train.export_codes --workdir=/tmp/run
 """
 
-from absl import app, flags, logging
+from absl import flags
 
-from train import common
-from vqvae_tf import stages
+from vqvae_tf import cli
+from vqvae_tf.training import export_codes_lib
 
-flags.DEFINE_string("workdir", None, "Workdir of a trained VQ-VAE (WORKDIR/vqvae).", required=True)
-flags.DEFINE_string("data_dir", None, "Data directory (default: as for training).")
-flags.DEFINE_integer("batch_size", 500, "Images per encode batch.")
-flags.DEFINE_bool("overwrite", False, "Re-export even if the codes come from the latest checkpoint.")
-common.positive("batch_size")
-FLAGS = flags.FLAGS
+_WORKDIR = cli.define_workdir("Workdir of a trained VQ-VAE (WORKDIR/vqvae).")
+_DATA_DIR = cli.define_data_dir()
+_BATCH_SIZE = flags.DEFINE_integer("batch_size", 500, "Images per encode batch.", lower_bound=1)
+_OVERWRITE = flags.DEFINE_bool("overwrite", False, "Re-export even if the codes come from the latest checkpoint.")
 
 
-def main(argv):
-    logging.set_verbosity(logging.WARNING)
-    if len(argv) > 1:
-        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    stages.export_codes_stage(FLAGS.workdir, FLAGS.data_dir, FLAGS.batch_size, FLAGS.overwrite)
+def main():
+    export_codes_lib.export_codes_stage(_WORKDIR.value, _DATA_DIR.value, _BATCH_SIZE.value, _OVERWRITE.value)
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

@@ -1,5 +1,5 @@
 r"""The whole pipeline on one dataset: train the VQ-VAE, export codes, train the prior, export
-SavedModels and TFLite files, and write WORKDIR/REPORT.md.
+SavedModels and TFLite files, and write WORKDIR/REPORT.md (library: vqvae_tf.pipeline.pipeline_lib).
 
     python -m train.pipeline --workdir=runs/demo               # default (about 17 min on 2 CPU cores)
     python -m train.pipeline --workdir=runs/quick --preset=quick  # a first look (under 5 min)
@@ -7,40 +7,26 @@ SavedModels and TFLite files, and write WORKDIR/REPORT.md.
 Every stage skips what is already done; re-running after an interruption continues.
 """
 
-from absl import app, flags, logging
+from absl import flags
 
-from train import common
-from vqvae_tf import pipeline
+from vqvae_tf import cli, configs
+from vqvae_tf.pipeline import pipeline_lib
 
-common.define_common_flags()
-flags.DEFINE_enum("preset", "default", list(pipeline.PRESETS), "default: the quality run; quick: a first look.")
-flags.DEFINE_string("dataset", None, "Dataset (default: fashion_mnist).")
-flags.DEFINE_integer("vqvae_steps", None, "Override the VQ-VAE training steps of the preset.")
-flags.DEFINE_integer("prior_steps", None, "Override the prior training steps of the preset.")
-common.positive("vqvae_steps")
-common.positive("prior_steps")
-FLAGS = flags.FLAGS
+_RUN = cli.define_run_flags()
+_PRESET = flags.DEFINE_enum(
+    "preset", "default", list(configs.RECIPE_NAMES), "default: the quality run; quick: a first look."
+)
+_DATASET = flags.DEFINE_string("dataset", None, "Dataset (default: fashion_mnist).")
+_VQVAE_STEPS = flags.DEFINE_integer("vqvae_steps", None, "Override the VQ-VAE training steps.", lower_bound=1)
+_PRIOR_STEPS = flags.DEFINE_integer("prior_steps", None, "Override the prior training steps.", lower_bound=1)
 
 
-def main(argv):
-    logging.set_verbosity(logging.WARNING)
-    if len(argv) > 1:
-        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    pipeline.run_pipeline(
-        pipeline.PipelineOptions(
-            workdir=FLAGS.workdir,
-            preset=FLAGS.preset,
-            dataset=FLAGS.dataset,
-            data_dir=FLAGS.data_dir,
-            strategy=FLAGS.strategy,
-            mixed_precision=FLAGS.mixed_precision,
-            seed=FLAGS.seed,
-            vqvae_steps=FLAGS.vqvae_steps,
-            prior_steps=FLAGS.prior_steps,
-            flags_text=FLAGS.flags_into_string(),
-        )
-    )
+def main():
+    recipe = configs.get_recipe(_PRESET.value, _DATASET.value)
+    recipe.vqvae.steps = _VQVAE_STEPS.value or recipe.vqvae.steps
+    recipe.prior.steps = _PRIOR_STEPS.value or recipe.prior.steps
+    pipeline_lib.run_pipeline(recipe, _RUN.options())
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

@@ -1,28 +1,44 @@
-"""vqvae-tf: VQ-VAE (van den Oord et al. 2017) with a PixelCNN prior, in TensorFlow / Keras 3."""
+"""vqvae-tf: VQ-VAE (van den Oord et al. 2017) with a PixelCNN prior, in TensorFlow / Keras 3.
 
-from vqvae_tf.codes import export_codes, read_codes
-from vqvae_tf.configs import PRESET_NAMES, VQVAEConfig, get_config
-from vqvae_tf.models import VQVAE
-from vqvae_tf.nets import Decoder, Encoder, ResidualStack
-from vqvae_tf.pixelcnn import GatedBlock, MaskedConv2D, PixelCNN
-from vqvae_tf.quantizers import CodebookUsage, VectorQuantizer, VectorQuantizerEMA
-from vqvae_tf.sampling import sample_codes
+The package map (data flows one way; a module never imports from a later line):
+
+    utils/      files, checks, distribute, images, progress        (no TF models)
+    data/       datasets by name, the codes format
+    layers/     quantizers, masked convolutions, encoder/decoder, likelihoods
+    models/     VQVAE, PixelCNN and its samplers                    (one model per file)
+    configs     get_config / get_prior_config / get_recipe
+    training/   the loop, RunOptions, Workdir, checkpoints, one *_lib per stage script
+    serving/    SavedModel and TFLite export, one *_lib per export script
+    pipeline/   the main job and its report
+    cli         the scripts' shared absl flags
+"""
+
+from vqvae_tf.configs import CONFIG_NAMES, PriorConfig, VQVAEConfig, get_config, get_prior_config, get_recipe
+from vqvae_tf.data.codes import read_codes
+from vqvae_tf.layers.encoder_decoder import Decoder, Encoder, ResidualStack
+from vqvae_tf.layers.masked_conv import GatedBlock, MaskedConv2D
+from vqvae_tf.layers.quantizers import CodebookUsage, VectorQuantizer, VectorQuantizerEMA
+from vqvae_tf.models.pixelcnn import PixelCNN
+from vqvae_tf.models.pixelcnn_sampling import sample_codes
+from vqvae_tf.models.vqvae import VQVAE
 
 __all__ = [
+    "CONFIG_NAMES",
     "CodebookUsage",
     "Decoder",
     "Encoder",
     "GatedBlock",
     "MaskedConv2D",
     "PixelCNN",
-    "PRESET_NAMES",
+    "PriorConfig",
     "ResidualStack",
     "VQVAE",
     "VQVAEConfig",
     "VectorQuantizer",
     "VectorQuantizerEMA",
-    "export_codes",
     "get_config",
+    "get_prior_config",
+    "get_recipe",
     "read_codes",
     "sample_codes",
 ]

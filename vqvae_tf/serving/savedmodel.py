@@ -1,4 +1,6 @@
-"""SavedModels for TF Serving (library behind `export.export_savedmodel`).
+"""SavedModels for TF Serving: signatures, warmup records, TF Serving's layout and server files.
+
+`export_savedmodel_lib` exports a workdir's models with these (`python -m export.export_savedmodel`).
 
 Layout (TF Serving's base path per model, one numeric directory per version)::
 
@@ -34,14 +36,22 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from vqvae_tf import checks, io_utils
-from vqvae_tf.sampling import sample_codes_graph
+from vqvae_tf.models.pixelcnn_sampling import sample_codes_graph
+from vqvae_tf.utils import checks, files
 
 MAX_SAMPLES = 256
 WARMUP_PATH = os.path.join("assets.extra", "tf_serving_warmup_requests")
 
 
 # ------------------------------------------------------------------------------ versions
+
+
+MODEL_NAMES = ("vqvae", "prior")  # TF Serving model names, each a base path EXPORT_DIR/<name>
+
+
+def model_dir(export_dir: str, name: str) -> str:
+    """TF Serving's base path of model `name` (one numeric sub-directory per version)."""
+    return os.path.join(export_dir, name)
 
 
 def existing_versions(model_dir: str) -> list[int]:
@@ -245,7 +255,7 @@ def write_savedmodel(
         archive.track(obj)
     for name, (fn, signature) in endpoints.items():
         archive.add_endpoint(name, fn, input_signature=signature)
-    with io_utils.atomic_directory(final, overwrite=overwrite) as tmp:
+    with files.atomic_directory(final, overwrite=overwrite) as tmp:
         archive.write_out(tmp, verbose=False)
         records = warmup_records(model_name, warmup)
         os.makedirs(os.path.join(tmp, "assets.extra"), exist_ok=True)
@@ -257,7 +267,7 @@ def write_savedmodel(
 
 def export_vqvae(model, export_dir: str, version=None, overwrite=False) -> str:
     return write_savedmodel(
-        os.path.join(export_dir, "vqvae"),
+        model_dir(export_dir, "vqvae"),
         "vqvae",
         [model],
         vqvae_endpoints(model),
@@ -269,7 +279,7 @@ def export_vqvae(model, export_dir: str, version=None, overwrite=False) -> str:
 
 def export_prior(prior, vqvae, export_dir: str, version=None, overwrite=False) -> str:
     return write_savedmodel(
-        os.path.join(export_dir, "prior"),
+        model_dir(export_dir, "prior"),
         "prior",
         [prior, vqvae],
         prior_endpoints(prior, vqvae),
@@ -279,6 +289,8 @@ def export_prior(prior, vqvae, export_dir: str, version=None, overwrite=False) -
     )
 
 
+MODELS_CONFIG_FILE = "models.config"
+BATCHING_FILE = "batching_parameters.txt"
 MODELS_CONFIG = """model_config_list {{
 {entries}}}
 """
@@ -302,7 +314,7 @@ def write_server_files(export_dir: str, base_path: str | None = None) -> None:
     """models.config (for the models present in `export_dir`) and batching_parameters.txt.
     `base_path` is the directory as the server sees it (default: `export_dir`, absolute)."""
     base = base_path or os.path.abspath(export_dir)
-    names = [n for n in ("vqvae", "prior") if existing_versions(os.path.join(export_dir, n))]
+    names = [n for n in MODEL_NAMES if existing_versions(model_dir(export_dir, n))]
     entries = "".join(MODEL_ENTRY.format(name=n, base_path=f"{base.rstrip('/')}/{n}") for n in names)
-    io_utils.atomic_write_text(os.path.join(export_dir, "models.config"), MODELS_CONFIG.format(entries=entries))
-    io_utils.atomic_write_text(os.path.join(export_dir, "batching_parameters.txt"), BATCHING_PARAMETERS)
+    files.atomic_write_text(os.path.join(export_dir, MODELS_CONFIG_FILE), MODELS_CONFIG.format(entries=entries))
+    files.atomic_write_text(os.path.join(export_dir, BATCHING_FILE), BATCHING_PARAMETERS)

@@ -8,18 +8,37 @@ dimension (nats) of a discretized logistic, which makes p(x|z) a proper discrete
 
 from __future__ import annotations
 
+import inspect
+
 import keras
 import tensorflow as tf
 
-from vqvae_tf import likelihoods
-from vqvae_tf.configs import VQVAEConfig
-from vqvae_tf.nets import Decoder, Encoder
-from vqvae_tf.quantizers import VectorQuantizer, VectorQuantizerEMA
+from vqvae_tf.layers import SERIALIZATION_PACKAGE, likelihoods
+from vqvae_tf.layers.encoder_decoder import Decoder, Encoder
+from vqvae_tf.layers.quantizers import VectorQuantizer, VectorQuantizerEMA
+from vqvae_tf.utils import checks, distribute
 
 LOSS_KEYS = ("loss", "reconstruction_loss", "codebook_loss", "commitment_loss", "perplexity")
+QUANTIZERS = {"vq": VectorQuantizer, "ema": VectorQuantizerEMA}
+LIKELIHOODS = ("mse", "logistic")
+# Constructor arguments that shape the variables: a checkpoint made with one value cannot be
+# restored into a model built with another.
+ARCHITECTURE_ARGS = (
+    "image_shape",
+    "num_embeddings",
+    "embedding_dim",
+    "num_hiddens",
+    "num_residual_hiddens",
+    "num_residual_layers",
+    "downsample",
+    "quantizer",
+    "likelihood",
+)
+# Arguments that come from the data and the run rather than from a network configuration.
+RUN_ARGS = ("data_variance", "seed")
 
 
-@keras.saving.register_keras_serializable(package="vqvae_tf")
+@keras.saving.register_keras_serializable(package=SERIALIZATION_PACKAGE)
 class VQVAE(keras.Model):
     """VQ-VAE: `encode(images) -> codes`, `decode(codes) -> images`, `call(images) -> reconstructions`.
 
@@ -31,7 +50,10 @@ class VQVAE(keras.Model):
       decay, dead_code_threshold, kmeans_init: quantiser options (see `VectorQuantizer(EMA)`).
       likelihood: "mse" or "logistic".
       data_variance: training-set pixel variance (normaliser of the MSE loss).
+      seed: seed of the quantiser's random draws.
 
+    The defaults are the `fashion_mnist` preset's network. This signature is the one list of the
+    model's fields: `get_config` and `vqvae_tf.configs.VQVAEConfig` are derived from it.
     Images are float32 ``[B,H,W,C]`` in [0,1]; codes are int32 ``[B, H/downsample, W/downsample]``.
 
     Example:
@@ -44,8 +66,8 @@ class VQVAE(keras.Model):
     def __init__(
         self,
         image_shape=(28, 28, 1),
-        num_embeddings: int = 128,
-        embedding_dim: int = 16,
+        num_embeddings: int = 256,
+        embedding_dim: int = 32,
         num_hiddens: int = 64,
         num_residual_hiddens: int = 32,
         num_residual_layers: int = 2,
@@ -53,44 +75,26 @@ class VQVAE(keras.Model):
         commitment_cost: float = 0.25,
         quantizer: str = "ema",
         decay: float = 0.99,
-        dead_code_threshold: float = 0.0,
-        kmeans_init: bool = False,
+        dead_code_threshold: float = 1.0,
+        kmeans_init: bool = True,
         likelihood: str = "mse",
         data_variance: float = 1.0,
         seed: int = 0,
         **kwargs,
     ):
         super().__init__(**kwargs)
-        VQVAEConfig(
-            image_shape=tuple(image_shape),
-            num_embeddings=num_embeddings,
-            embedding_dim=embedding_dim,
-            num_hiddens=num_hiddens,
-            num_residual_hiddens=num_residual_hiddens,
-            num_residual_layers=num_residual_layers,
-            downsample=downsample,
-            quantizer=quantizer,
-            likelihood=likelihood,
-        ).validate()
+        arguments = {name: value for name, value in locals().items() if name in _ARGUMENTS}
+        arguments["image_shape"] = tuple(int(s) for s in image_shape)
+        self.validate_arguments(arguments)
         if not data_variance > 0:
             raise ValueError(f"data_variance must be > 0, got {data_variance}.")
-        self.image_shape = tuple(int(s) for s in image_shape)
-        self.num_embeddings = num_embeddings
-        self.embedding_dim = embedding_dim
-        self.num_hiddens = num_hiddens
-        self.num_residual_hiddens = num_residual_hiddens
-        self.num_residual_layers = num_residual_layers
-        self.downsample = downsample
-        self.commitment_cost = commitment_cost
-        self.quantizer_type = quantizer
-        self.decay = decay
-        self.dead_code_threshold = dead_code_threshold
-        self.kmeans_init = kmeans_init
-        self.likelihood = likelihood
-        self.data_variance = float(data_variance)
-        self.seed = seed
-        channels = self.image_shape[-1]
-        self.latent_shape = (self.image_shape[0] // downsample, self.image_shape[1] // downsample)
+        arguments["data_variance"] = float(data_variance)
+        self._arguments = arguments
+        for name, value in arguments.items():
+            # `self.quantizer` is the layer; its type string is `quantizer_type`.
+            setattr(self, "quantizer_type" if name == "quantizer" else name, value)
+        h, w, channels = self.image_shape
+        self.latent_shape = (h // downsample, w // downsample)
 
         self.encoder = Encoder(
             num_hiddens, num_residual_hiddens, num_residual_layers, embedding_dim, downsample, name="encoder"
@@ -105,9 +109,8 @@ class VQVAE(keras.Model):
             name="quantizer",
         )
         if quantizer == "ema":
-            self.quantizer = VectorQuantizerEMA(decay=decay, **vq_args)
-        else:
-            self.quantizer = VectorQuantizer(**vq_args)
+            vq_args["decay"] = decay
+        self.quantizer = QUANTIZERS[quantizer](**vq_args)
         out_channels = channels * (2 if likelihood == "logistic" else 1)
         self.decoder = Decoder(
             out_channels, num_hiddens, num_residual_hiddens, num_residual_layers, downsample, name="decoder"
@@ -118,25 +121,35 @@ class VQVAE(keras.Model):
         self.build()
 
     @classmethod
-    def from_preset(cls, config: VQVAEConfig, data_variance: float = 1.0, seed: int = 0, **kwargs):
-        return cls(
-            image_shape=config.image_shape,
-            num_embeddings=config.num_embeddings,
-            embedding_dim=config.embedding_dim,
-            num_hiddens=config.num_hiddens,
-            num_residual_hiddens=config.num_residual_hiddens,
-            num_residual_layers=config.num_residual_layers,
-            downsample=config.downsample,
-            commitment_cost=config.commitment_cost,
-            quantizer=config.quantizer,
-            decay=config.decay,
-            dead_code_threshold=config.dead_code_threshold,
-            kmeans_init=config.kmeans_init,
-            likelihood=config.likelihood,
-            data_variance=data_variance,
-            seed=seed,
-            **kwargs,
-        )
+    def network_defaults(cls) -> dict:
+        """{argument: default} of the constructor arguments that describe the network (all but
+        `RUN_ARGS`), in signature order."""
+        return {name: p.default for name, p in _PARAMETERS.items() if name not in RUN_ARGS}
+
+    @staticmethod
+    def validate_arguments(arguments: dict) -> None:
+        """Raises ValueError naming the first bad network argument in `arguments`."""
+        image_shape = tuple(arguments["image_shape"])
+        if len(image_shape) != 3 or min(image_shape) <= 0:
+            raise ValueError(f"image_shape must be (H, W, C) with positive sizes, got {image_shape}.")
+        for name in ("num_embeddings", "embedding_dim", "num_hiddens", "num_residual_hiddens"):
+            checks.positive_int(name, arguments[name])
+        if arguments["num_residual_layers"] < 0:
+            raise ValueError(f"num_residual_layers must be >= 0, got {arguments['num_residual_layers']}.")
+        checks.one_of("quantizer", arguments["quantizer"], tuple(QUANTIZERS))
+        checks.one_of("likelihood", arguments["likelihood"], LIKELIHOODS)
+        h, w, _ = image_shape
+        downsample = arguments["downsample"]
+        if h % downsample or w % downsample:
+            raise ValueError(
+                f"image size {h}x{w} is not divisible by downsample={downsample}; "
+                "choose a preset whose image_shape fits the dataset."
+            )
+
+    @classmethod
+    def from_preset(cls, config, data_variance: float = 1.0, seed: int = 0, **kwargs):
+        """A new model with the network of `config` (a `vqvae_tf.configs.VQVAEConfig`)."""
+        return cls(**config.network_kwargs(), data_variance=data_variance, seed=seed, **kwargs)
 
     # ------------------------------------------------------------------ building blocks
 
@@ -151,16 +164,7 @@ class VQVAE(keras.Model):
         self.built = True
 
     def _check_images(self, images):
-        images = tf.convert_to_tensor(images)
-        if not images.dtype.is_floating:
-            raise TypeError(f"images must be float in [0,1], got dtype {images.dtype.name}.")
-        if images.shape.rank is not None and (
-            images.shape.rank != 4 or not images.shape[1:].is_compatible_with(self.image_shape)
-        ):
-            raise ValueError(
-                f"images must have shape [B, {', '.join(map(str, self.image_shape))}], got {images.shape}."
-            )
-        return images
+        return checks.batch_of(images, "images", self.image_shape, integer=False, kind="float in [0,1]")
 
     def _decoder_head(self, decoded):
         """Splits the decoder output into (mean in [0,1] units, log-scale or None)."""
@@ -245,11 +249,7 @@ class VQVAE(keras.Model):
         images = data[0] if isinstance(data, (tuple, list)) else data
         with tf.GradientTape() as tape:
             losses = self.compute_losses(images, training=True)
-            # Each replica sees its share of the global batch and gradients are summed across
-            # replicas, so the per-replica mean loss is divided by the replica count.
-            ctx = tf.distribute.get_replica_context()
-            replicas = ctx.num_replicas_in_sync if ctx is not None else 1
-            scaled = self.optimizer.scale_loss(losses["loss"] / replicas)
+            scaled = self.optimizer.scale_loss(distribute.replica_scaled(losses["loss"]))
         variables = self.trainable_variables
         grads = tape.gradient(scaled, variables)
         self.optimizer.apply_gradients(zip(grads, variables))
@@ -261,21 +261,11 @@ class VQVAE(keras.Model):
 
     def get_config(self):
         config = super().get_config()
-        config.update(
-            image_shape=list(self.image_shape),
-            num_embeddings=self.num_embeddings,
-            embedding_dim=self.embedding_dim,
-            num_hiddens=self.num_hiddens,
-            num_residual_hiddens=self.num_residual_hiddens,
-            num_residual_layers=self.num_residual_layers,
-            downsample=self.downsample,
-            commitment_cost=self.commitment_cost,
-            quantizer=self.quantizer_type,
-            decay=self.decay,
-            dead_code_threshold=self.dead_code_threshold,
-            kmeans_init=self.kmeans_init,
-            likelihood=self.likelihood,
-            data_variance=self.data_variance,
-            seed=self.seed,
-        )
+        config.update(self._arguments, image_shape=list(self.image_shape))
         return config
+
+
+_PARAMETERS = {
+    name: p for name, p in inspect.signature(VQVAE.__init__).parameters.items() if name not in ("self", "kwargs")
+}
+_ARGUMENTS = frozenset(_PARAMETERS)

@@ -1,4 +1,6 @@
-"""TFLite / LiteRT models for phones (library behind `export.export_tflite`).
+"""TFLite / LiteRT models for phones: conversion (builtin ops only), parity checks, the report.
+
+`export_tflite_lib` converts a workdir's models with these (`python -m export.export_tflite`).
 
 Writes ``E/tflite/decoder_<q>.tflite`` (signature ``decode``: codes int32 [B,h,w] -> images
 float32 [B,H,W,C]) and ``E/tflite/encoder_<q>.tflite`` (signature ``encode``: images -> codes)
@@ -19,11 +21,13 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from vqvae_tf import io_utils
-from vqvae_tf.quantizers import nearest_codes
-from vqvae_tf.sampling import sample_codes_from_uniforms_graph
+from vqvae_tf.layers.quantizers import nearest_codes
+from vqvae_tf.models.pixelcnn_sampling import sample_codes_from_uniforms_graph
+from vqvae_tf.utils import files
 
 QUANTIZATIONS = ("float32", "float16", "dynamic_range", "int8")
+SUBDIR = "tflite"  # EXPORT_DIR/tflite
+REPORT = "tflite_report.json"
 # Parity bars on the decoder (max |tflite - keras| over real test codes, pixels in [0, 1]).
 MAX_ABS_ERROR = {"float32": 1e-4, "float16": 1e-2}
 
@@ -101,6 +105,25 @@ def _psnr(a, b) -> float:
     return float("inf") if mse == 0 else 10.0 * np.log10(1.0 / mse)
 
 
+def report_path(export_dir: str) -> str:
+    return os.path.join(export_dir, SUBDIR, REPORT)
+
+
+def read_report(export_dir: str) -> dict:
+    """The tflite_report.json of `export_dir`, or {} when there is none."""
+    path = report_path(export_dir)
+    if not os.path.exists(path):
+        return {}
+    with open(path) as f:
+        return json.load(f)
+
+
+def write_report(export_dir: str, report: dict) -> dict:
+    """Writes EXPORT_DIR/tflite/tflite_report.json atomically: the one writer of that file."""
+    files.atomic_write_text(report_path(export_dir), json.dumps(report, indent=2) + "\n")
+    return report
+
+
 def export_tflite(
     model, export_dir: str, test_images: np.ndarray, quantizations=QUANTIZATIONS, latency_batch: int = 1
 ) -> dict:
@@ -113,7 +136,7 @@ def export_tflite(
     test_images = np.asarray(test_images, np.float32)
     ref_codes = model.encode(test_images).numpy()
     ref_images = model.decode(ref_codes).numpy()
-    out_dir = os.path.join(export_dir, "tflite")
+    out_dir = os.path.join(export_dir, SUBDIR)
     os.makedirs(out_dir, exist_ok=True)
     report = {"num_test_images": int(len(test_images)), "latency_batch": latency_batch, "models": {}}
 
@@ -153,7 +176,7 @@ def export_tflite(
                 flex = sorted(op for op in op_names(data) if op.startswith("Flex") or op == "CUSTOM")
                 if flex:
                     raise ConversionError(f"{name} needs non-builtin ops {flex}; LiteRT cannot run them.")
-                io_utils.atomic_write_bytes(os.path.join(out_dir, name), data)
+                files.atomic_write_bytes(os.path.join(out_dir, name), data)
             got_images = run_signature(dec, "decode", codes=ref_codes)["images"]
             got_codes = run_signature(enc, "encode", images=test_images)["codes"]
             err = float(np.abs(got_images - ref_images).max())
@@ -170,8 +193,7 @@ def export_tflite(
                 "bar_max_abs_error": MAX_ABS_ERROR.get(q),
                 "meets_bar": (err <= MAX_ABS_ERROR[q]) if q in MAX_ABS_ERROR else None,
             }
-    io_utils.atomic_write_text(os.path.join(out_dir, "tflite_report.json"), json.dumps(report, indent=2) + "\n")
-    return report
+    return write_report(export_dir, report)
 
 
 def export_generator(
@@ -209,7 +231,7 @@ def export_generator(
     if conditional:
         inputs["labels"] = (np.arange(n) % prior.num_classes).astype(np.int32)
     reference = fn(**{k: tf.constant(v) for k, v in inputs.items()})
-    out_dir = os.path.join(export_dir, "tflite")
+    out_dir = os.path.join(export_dir, SUBDIR)
     os.makedirs(out_dir, exist_ok=True)
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -225,7 +247,7 @@ def export_generator(
                 results[q] = {"converted": False, "reason": str(e)[:500]}
                 continue
             name = f"generator_{q}.tflite"
-            io_utils.atomic_write_bytes(os.path.join(out_dir, name), data)
+            files.atomic_write_bytes(os.path.join(out_dir, name), data)
             got = run_signature(data, "generate", **inputs)
             one = {k: v[:1] for k, v in inputs.items() if k != "temperature"}
             one["temperature"] = inputs["temperature"]
@@ -237,11 +259,5 @@ def export_generator(
                 "images_max_abs_error_vs_tensorflow": float(np.abs(got["images"] - reference["images"].numpy()).max()),
                 "latency_ms_one_sample": _latency_ms(data, "generate", one, repeats=5),
             }
-    report_path = os.path.join(out_dir, "tflite_report.json")
-    report = {}
-    if os.path.exists(report_path):
-        with open(report_path) as f:
-            report = json.load(f)
-    report["generator"] = results
-    io_utils.atomic_write_text(report_path, json.dumps(report, indent=2) + "\n")
+    write_report(export_dir, {**read_report(export_dir), "generator": results})
     return results

@@ -12,7 +12,8 @@ import math
 
 import keras
 
-_PACKAGE = "vqvae_tf"
+from vqvae_tf.layers import SERIALIZATION_PACKAGE as _PACKAGE
+
 DOWNSAMPLE_FACTORS = (2, 4, 8)
 
 
@@ -67,8 +68,54 @@ class ResidualStack(keras.layers.Layer):
         return config
 
 
+class _ConvNet(keras.layers.Layer):
+    """What the encoder and decoder share: log2(`downsample`) stride-2 4x4 (transposed)
+    convolutions, a 3x3 convolution to `num_hiddens` channels and a `ResidualStack`."""
+
+    def __init__(self, num_hiddens, num_residual_hiddens, num_residual_layers, downsample, **kwargs):
+        super().__init__(**kwargs)
+        self.num_strided = _num_strided(downsample)
+        self.num_hiddens = num_hiddens
+        self.num_residual_hiddens = num_residual_hiddens
+        self.num_residual_layers = num_residual_layers
+        self.downsample = downsample
+
+    def _trunk(self):
+        """The 3x3 convolution and the residual stack. Subclasses create their layers in a fixed
+        order (the order of the random initialisation, so of every trained result)."""
+        self.conv3 = keras.layers.Conv2D(self.num_hiddens, 3, padding="same", name="conv3x3")
+        self.residual = ResidualStack(
+            self.num_hiddens, self.num_residual_hiddens, self.num_residual_layers, name="residual"
+        )
+
+    def _strided(self, layer_cls, last_channels, last_activation, prefix):
+        """The stride-2 layers: all ReLU with num_hiddens // 2 channels but the last one."""
+        n = self.num_strided
+        return [
+            layer_cls(
+                last_channels if i == n - 1 else max(self.num_hiddens // 2, 1),
+                4,
+                strides=2,
+                padding="same",
+                activation=last_activation if i == n - 1 else "relu",
+                name=f"{prefix}{i}",
+            )
+            for i in range(n)
+        ]
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            num_hiddens=self.num_hiddens,
+            num_residual_hiddens=self.num_residual_hiddens,
+            num_residual_layers=self.num_residual_layers,
+            downsample=self.downsample,
+        )
+        return config
+
+
 @keras.saving.register_keras_serializable(package=_PACKAGE)
-class Encoder(keras.layers.Layer):
+class Encoder(_ConvNet):
     """images (float, centred, ``[B,H,W,C]``) -> z_e ``[B, H/downsample, W/downsample, embedding_dim]``.
 
     Args:
@@ -76,6 +123,8 @@ class Encoder(keras.layers.Layer):
       num_residual_hiddens, num_residual_layers: see `ResidualStack`.
       embedding_dim: channels of z_e (D).
       downsample: 2, 4 or 8 (number of stride-2 convolutions = log2(downsample)).
+
+    The defaults are Sonnet's CIFAR-10 widths; `VQVAE` passes its own.
     """
 
     def __init__(
@@ -87,26 +136,10 @@ class Encoder(keras.layers.Layer):
         downsample: int = 4,
         **kwargs,
     ):
-        super().__init__(**kwargs)
-        n = _num_strided(downsample)
-        self.num_hiddens = num_hiddens
-        self.num_residual_hiddens = num_residual_hiddens
-        self.num_residual_layers = num_residual_layers
+        super().__init__(num_hiddens, num_residual_hiddens, num_residual_layers, downsample, **kwargs)
         self.embedding_dim = embedding_dim
-        self.downsample = downsample
-        self.strided = [
-            keras.layers.Conv2D(
-                num_hiddens if i == n - 1 else max(num_hiddens // 2, 1),
-                4,
-                strides=2,
-                padding="same",
-                activation="relu",
-                name=f"down{i}",
-            )
-            for i in range(n)
-        ]
-        self.conv3 = keras.layers.Conv2D(num_hiddens, 3, padding="same", name="conv3x3")
-        self.residual = ResidualStack(num_hiddens, num_residual_hiddens, num_residual_layers, name="residual")
+        self.strided = self._strided(keras.layers.Conv2D, num_hiddens, "relu", "down")
+        self._trunk()
         self.project = keras.layers.Conv2D(embedding_dim, 1, name="pre_vq_conv")
 
     def call(self, x):
@@ -115,19 +148,11 @@ class Encoder(keras.layers.Layer):
         return self.project(self.residual(self.conv3(x)))
 
     def get_config(self):
-        config = super().get_config()
-        config.update(
-            num_hiddens=self.num_hiddens,
-            num_residual_hiddens=self.num_residual_hiddens,
-            num_residual_layers=self.num_residual_layers,
-            embedding_dim=self.embedding_dim,
-            downsample=self.downsample,
-        )
-        return config
+        return dict(super().get_config(), embedding_dim=self.embedding_dim)
 
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)
-class Decoder(keras.layers.Layer):
+class Decoder(_ConvNet):
     """z_q ``[B,h,w,D]`` -> ``[B, h*downsample, w*downsample, output_channels]`` (linear output).
 
     Args:
@@ -144,26 +169,10 @@ class Decoder(keras.layers.Layer):
         downsample: int = 4,
         **kwargs,
     ):
-        super().__init__(**kwargs)
-        n = _num_strided(downsample)
+        super().__init__(num_hiddens, num_residual_hiddens, num_residual_layers, downsample, **kwargs)
         self.output_channels = output_channels
-        self.num_hiddens = num_hiddens
-        self.num_residual_hiddens = num_residual_hiddens
-        self.num_residual_layers = num_residual_layers
-        self.downsample = downsample
-        self.conv3 = keras.layers.Conv2D(num_hiddens, 3, padding="same", name="conv3x3")
-        self.residual = ResidualStack(num_hiddens, num_residual_hiddens, num_residual_layers, name="residual")
-        self.strided = [
-            keras.layers.Conv2DTranspose(
-                output_channels if i == n - 1 else max(num_hiddens // 2, 1),
-                4,
-                strides=2,
-                padding="same",
-                activation=None if i == n - 1 else "relu",
-                name=f"up{i}",
-            )
-            for i in range(n)
-        ]
+        self._trunk()
+        self.strided = self._strided(keras.layers.Conv2DTranspose, output_channels, None, "up")
 
     def call(self, x):
         x = self.residual(self.conv3(x))
@@ -172,12 +181,4 @@ class Decoder(keras.layers.Layer):
         return x
 
     def get_config(self):
-        config = super().get_config()
-        config.update(
-            output_channels=self.output_channels,
-            num_hiddens=self.num_hiddens,
-            num_residual_hiddens=self.num_residual_hiddens,
-            num_residual_layers=self.num_residual_layers,
-            downsample=self.downsample,
-        )
-        return config
+        return dict(super().get_config(), output_channels=self.output_channels)

@@ -2,7 +2,7 @@
 
 `tf.train.CheckpointManager` writes the data and index files first and then replaces the
 ``checkpoint`` state file atomically, so a kill during a save leaves the previous checkpoint as
-"latest". `restore_or_initialize` tries the newest checkpoint first and falls back to older ones
+"latest". `restore_newest` tries the newest checkpoint first and falls back to older ones
 when a file is truncated or corrupt; if checkpoints exist but none is readable it raises instead
 of training from scratch.
 """
@@ -14,6 +14,8 @@ import os
 
 import tensorflow as tf
 from absl import logging
+
+from vqvae_tf.utils import progress
 
 
 class CheckpointError(RuntimeError):
@@ -32,6 +34,12 @@ def _candidates(manager: tf.train.CheckpointManager) -> list[str]:
     return sorted(on_disk, key=lambda p: int(p.rsplit("-", 1)[-1]), reverse=True)
 
 
+def make_manager(model, directory: str, max_to_keep: int = 3):
+    """(tf.train.Checkpoint of `model` and its optimizer, its CheckpointManager in `directory`)."""
+    ckpt = tf.train.Checkpoint(model=model, optimizer=model.optimizer)
+    return ckpt, tf.train.CheckpointManager(ckpt, directory, max_to_keep=max_to_keep, checkpoint_name="ckpt")
+
+
 def save(manager: tf.train.CheckpointManager, step: int) -> str:
     """Saves checkpoint `step`; a failed write (disk full, permissions) raises CheckpointError
     naming the directory. The previous checkpoints stay valid: the state file is only updated
@@ -45,7 +53,7 @@ def save(manager: tf.train.CheckpointManager, step: int) -> str:
         ) from e
 
 
-def restore_or_initialize(checkpoint: tf.train.Checkpoint, manager: tf.train.CheckpointManager) -> str | None:
+def restore_newest(checkpoint: tf.train.Checkpoint, manager: tf.train.CheckpointManager) -> str | None:
     """Restores the newest readable checkpoint; returns its path, or None if there is none.
 
     Raises:
@@ -59,11 +67,11 @@ def restore_or_initialize(checkpoint: tf.train.Checkpoint, manager: tf.train.Che
         except Exception as e:  # OpError, ValueError, IndexError ("Read less bytes than requested"), ...  # noqa: BLE001
             message = str(e).strip().splitlines()[0][:300]
             logging.warning("Checkpoint %s is unreadable (%s); trying an older one.", path, message)
-            print(f"WARNING: checkpoint {path} is corrupt or truncated ({type(e).__name__}); falling back.", flush=True)
+            progress.log(f"WARNING: checkpoint {path} is corrupt or truncated ({type(e).__name__}); falling back.")
             errors.append(f"{path}: {type(e).__name__}: {message}")
             continue
         if errors:
-            print(f"Fell back to checkpoint {path}.", flush=True)
+            progress.log(f"Fell back to checkpoint {path}.")
         return path
     if errors:
         raise CheckpointError(

@@ -13,9 +13,8 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
-from vqvae_tf import checks
-
-_SERIALIZABLE_PACKAGE = "vqvae_tf"
+from vqvae_tf.layers import SERIALIZATION_PACKAGE
+from vqvae_tf.utils import checks
 
 
 def _replica_context():
@@ -70,7 +69,7 @@ def perplexity_from_counts(counts):
     return tf.exp(-tf.reduce_sum(tf.math.xlogy(probs, probs)))
 
 
-@keras.saving.register_keras_serializable(package=_SERIALIZABLE_PACKAGE)
+@keras.saving.register_keras_serializable(package=SERIALIZATION_PACKAGE)
 class VectorQuantizer(keras.layers.Layer):
     """Nearest-neighbour vector quantiser with a gradient-trained codebook (paper eq. 1-3).
 
@@ -125,15 +124,15 @@ class VectorQuantizer(keras.layers.Layer):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        _check_positive_int("num_embeddings", num_embeddings)
-        _check_positive_int("embedding_dim", embedding_dim)
+        checks.positive_int("num_embeddings", num_embeddings)
+        checks.positive_int("embedding_dim", embedding_dim)
         if not commitment_cost >= 0:
             raise ValueError(f"commitment_cost must be >= 0, got {commitment_cost}.")
         if not dead_code_threshold >= 0:
             raise ValueError(f"dead_code_threshold must be >= 0, got {dead_code_threshold}.")
         if not 0.0 <= usage_decay < 1.0:
             raise ValueError(f"usage_decay must be in [0, 1), got {usage_decay}.")
-        _check_positive_int("kmeans_iterations", kmeans_iterations)
+        checks.positive_int("kmeans_iterations", kmeans_iterations)
         self.num_embeddings = int(num_embeddings)
         self.embedding_dim = int(embedding_dim)
         self.commitment_cost = float(commitment_cost)
@@ -345,7 +344,7 @@ class VectorQuantizer(keras.layers.Layer):
         return config
 
 
-@keras.saving.register_keras_serializable(package=_SERIALIZABLE_PACKAGE)
+@keras.saving.register_keras_serializable(package=SERIALIZATION_PACKAGE)
 class VectorQuantizerEMA(VectorQuantizer):
     """Vector quantiser whose codebook follows exponential moving averages (paper appendix A.1).
 
@@ -441,12 +440,7 @@ class VectorQuantizerEMA(VectorQuantizer):
         return config
 
 
-def _check_positive_int(name, value):
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}.")
-
-
-@keras.saving.register_keras_serializable(package=_SERIALIZABLE_PACKAGE)
+@keras.saving.register_keras_serializable(package=SERIALIZATION_PACKAGE)
 class CodebookUsage(keras.metrics.Metric):
     """Code counts accumulated over many batches (a whole dataset), summed across replicas.
 
@@ -457,7 +451,7 @@ class CodebookUsage(keras.metrics.Metric):
 
     def __init__(self, num_embeddings: int, name: str = "codebook_usage", **kwargs):
         super().__init__(name=name, **kwargs)
-        _check_positive_int("num_embeddings", num_embeddings)
+        checks.positive_int("num_embeddings", num_embeddings)
         self.num_embeddings = int(num_embeddings)
         self._counts = self.add_variable(
             shape=(self.num_embeddings,), initializer="zeros", dtype="float32", name="counts"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
-from vqvae_tf import io_utils
+from vqvae_tf.utils import files
 
 
 def to_uint8(images) -> np.ndarray:
@@ -59,4 +59,4 @@ def write_png(path: str, image: np.ndarray) -> None:
     image = np.asarray(image)
     if image.ndim == 2:
         image = image[..., None]
-    io_utils.atomic_write_bytes(path, tf.io.encode_png(image).numpy())
+    files.atomic_write_bytes(path, tf.io.encode_png(image).numpy())

@@ -1,14 +1,12 @@
 """Input pipeline: dataset name + split -> `tf.data.Dataset` of (image, label).
 
-Two sources, tried in this order:
+Sources, tried in this order:
 
-1. ``fashion_mnist`` / ``mnist`` from local IDX files (``*-ubyte`` or ``*-ubyte.gz``), looked up
-   in ``data_dir`` (argument / ``--data_dir``), then ``$VQVAE_DATA_DIR``, then the Debian
-   location ``/usr/share/datasets/fashion-mnist`` (package ``dataset-fashion-mnist``). Each
-   directory may hold the files directly or in a sub-directory named after the dataset.
+1. ``fashion_mnist`` / ``mnist`` from local IDX files (`vqvae_tf.data.idx`).
 2. Any TFDS image dataset through ``tfds.load`` (``mnist``, ``cifar10``, ``svhn_cropped``, ...),
    honouring ``data_dir`` / ``$TFDS_DATA_DIR``; this needs a network connection the first time.
 
+A new source is a module beside `idx.py` plus one branch in `dataset_info` and `load`.
 Images are float32 ``[H, W, C]`` in ``[0, 1]``; labels are int32 (``-1`` where a dataset has none).
 """
 
@@ -16,26 +14,16 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import gzip
 import hashlib
 import json
 import os
-import struct
 
 import numpy as np
 import tensorflow as tf
 
-from vqvae_tf import io_utils
-
-DEBIAN_FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
-IDX_DATASETS = ("fashion_mnist", "mnist")
-_IDX_SPLIT_PREFIX = {"train": "train", "test": "t10k"}
-# IDX magic: two zero bytes, a type code (0x08 = unsigned byte) and the number of dimensions.
-_IDX_UBYTE = 0x08
-
-
-class DataError(ValueError):
-    """Raised for a dataset that cannot be read: unknown name, bad split, bad or missing files."""
+from vqvae_tf.data import idx
+from vqvae_tf.data.errors import DataError
+from vqvae_tf.utils import files
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,100 +37,9 @@ class DatasetInfo:
     num_examples: dict  # split -> count
 
 
-# --------------------------------------------------------------------------------------------
-# IDX files
-
-
-def read_idx(path: str) -> np.ndarray:
-    """Reads one IDX file (optionally gzip-compressed) of unsigned bytes into a uint8 array.
-
-    Raises:
-      DataError: the file is missing, has a wrong magic number, or is truncated.
-    """
-    if not os.path.isfile(path):
-        raise DataError(f"IDX file not found: {path}")
-    opener = gzip.open if path.endswith(".gz") else open
-    try:
-        with opener(path, "rb") as f:
-            data = f.read()
-    except (OSError, EOFError) as e:  # gzip raises these for truncated or corrupt streams
-        raise DataError(f"Cannot read IDX file {path}: {e}. Re-download or reinstall it.") from e
-    if len(data) < 4:
-        raise DataError(f"IDX file {path} is truncated: {len(data)} bytes, no header.")
-    zero, dtype_code, ndim = struct.unpack(">HBB", data[:4])
-    if zero != 0 or dtype_code != _IDX_UBYTE or not 1 <= ndim <= 4:
-        raise DataError(
-            f"IDX file {path} has a wrong magic number 0x{data[:4].hex()} "
-            "(expected 0x0000080N: unsigned bytes, N dimensions). Is it an IDX file?"
-        )
-    header_len = 4 + 4 * ndim
-    if len(data) < header_len:
-        raise DataError(f"IDX file {path} is truncated inside its header.")
-    shape = struct.unpack(f">{ndim}I", data[4:header_len])
-    expected = int(np.prod(shape))
-    got = len(data) - header_len
-    if got != expected:
-        raise DataError(
-            f"IDX file {path} is truncated or padded: header says shape {shape} "
-            f"({expected} bytes), file holds {got} bytes of data. Re-download it."
-        )
-    return np.frombuffer(data, dtype=np.uint8, offset=header_len).reshape(shape)
-
-
-def _idx_search_dirs(name: str, data_dir: str | None) -> list[str]:
-    roots = [d for d in (data_dir, os.environ.get("VQVAE_DATA_DIR")) if d]
-    if name == "fashion_mnist":
-        roots.append(DEBIAN_FASHION_MNIST_DIR)
-    dirs = []
-    for root in roots:
-        dirs += [os.path.join(root, name), os.path.join(root, name.replace("_", "-")), root]
-    return dirs
-
-
-def _idx_file(directory: str, split: str, kind: str) -> str | None:
-    stem = f"{_IDX_SPLIT_PREFIX[split]}-{kind}-ubyte"
-    for candidate in (stem, stem + ".gz"):
-        path = os.path.join(directory, candidate)
-        if os.path.isfile(path):
-            return path
-    return None
-
-
-def find_idx_dir(name: str, data_dir: str | None = None) -> str | None:
-    """Returns the first directory holding the train images IDX file of `name`, or None."""
-    if name not in IDX_DATASETS:
-        return None
-    for directory in _idx_search_dirs(name, data_dir):
-        if _idx_file(directory, "train", "images-idx3") is not None:
-            return directory
-    return None
-
-
 def _check_split(name: str, split: str, available) -> None:
     if split not in available:
         raise DataError(f"Split {split!r} does not exist for dataset {name!r}; available: {sorted(available)}.")
-
-
-@functools.lru_cache(maxsize=8)
-def _load_idx_arrays(directory: str, split: str):
-    images_path = _idx_file(directory, split, "images-idx3")
-    labels_path = _idx_file(directory, split, "labels-idx1")
-    for kind, path in (("images", images_path), ("labels", labels_path)):
-        if path is None:
-            raise DataError(
-                f"Missing IDX {kind} file for split {split!r} in {directory} (expected "
-                f"{_IDX_SPLIT_PREFIX[split]}-{kind}-idx*-ubyte[.gz]). Reinstall the dataset."
-            )
-    images = read_idx(images_path)
-    labels = read_idx(labels_path)
-    if images.ndim != 3:
-        raise DataError(f"IDX images file {images_path} has shape {images.shape}, want [N,H,W].")
-    if labels.ndim != 1 or labels.shape[0] != images.shape[0]:
-        raise DataError(
-            f"IDX labels file {labels_path} has shape {labels.shape}, but the images file "
-            f"holds {images.shape[0]} images."
-        )
-    return images[..., None], labels.astype(np.int32)
 
 
 # --------------------------------------------------------------------------------------------
@@ -163,7 +60,7 @@ def _tfds_builder(name: str, data_dir: str | None):
         return tfds.builder(name, data_dir=data_dir)
     except Exception as e:  # DatasetNotFoundError and friends
         raise DataError(
-            f"Unknown dataset {name!r}: neither local IDX files ({', '.join(IDX_DATASETS)}) "
+            f"Unknown dataset {name!r}: neither local IDX files ({', '.join(idx.IDX_DATASETS)}) "
             f"nor a TFDS dataset of that name ({type(e).__name__}: {str(e).splitlines()[0]})."
         ) from e
 
@@ -174,16 +71,16 @@ def _tfds_builder(name: str, data_dir: str | None):
 
 def dataset_info(name: str, data_dir: str | None = None) -> DatasetInfo:
     """Shape, class count, source and split sizes of `name` (reads no pixels for TFDS)."""
-    idx_dir = find_idx_dir(name, data_dir)
+    idx_dir = idx.find_idx_dir(name, data_dir)
     if idx_dir is not None:
         counts = {}
         shape = None
-        for split in _IDX_SPLIT_PREFIX:
-            if _idx_file(idx_dir, split, "images-idx3") is not None:
-                images, _ = _load_idx_arrays(idx_dir, split)
+        for split in idx.SPLIT_PREFIX:
+            if idx.split_file(idx_dir, split, "images-idx3") is not None:
+                images, _ = idx.load_arrays(idx_dir, split)
                 counts[split] = int(images.shape[0])
                 shape = tuple(int(s) for s in images.shape[1:])
-        return DatasetInfo(name, shape, 10, f"idx:{idx_dir}", counts)
+        return DatasetInfo(name, shape, idx.NUM_CLASSES, f"idx:{idx_dir}", counts)
     builder = _tfds_builder(name, data_dir)
     features = builder.info.features
     if "image" not in features:
@@ -210,10 +107,10 @@ def load(name: str, split: str, data_dir: str | None = None) -> tf.data.Dataset:
     Raises:
       DataError: unknown name, split that does not exist, missing/corrupt files.
     """
-    idx_dir = find_idx_dir(name, data_dir)
+    idx_dir = idx.find_idx_dir(name, data_dir)
     if idx_dir is not None:
-        _check_split(name, split, _IDX_SPLIT_PREFIX)
-        images, labels = _load_idx_arrays(idx_dir, split)
+        _check_split(name, split, idx.SPLIT_PREFIX)
+        images, labels = idx.load_arrays(idx_dir, split)
         ds = tf.data.Dataset.from_tensor_slices((images, labels))
     else:
         builder = _tfds_builder(name, data_dir)
@@ -223,7 +120,7 @@ def load(name: str, split: str, data_dir: str | None = None) -> tf.data.Dataset:
         try:
             ds = tfds.load(name, split=split, data_dir=data_dir, shuffle_files=False)
         except Exception as e:
-            hint = _missing_idx_message(name, data_dir) if name in IDX_DATASETS else ""
+            hint = idx.missing_message(name, data_dir) if name in idx.IDX_DATASETS else ""
             raise DataError(f"tfds.load({name!r}, split={split!r}) failed: {e}. {hint}") from e
         has_label = "label" in builder.info.features
         ds = ds.map(
@@ -235,15 +132,6 @@ def load(name: str, split: str, data_dir: str | None = None) -> tf.data.Dataset:
         lambda image, label: (tf.cast(image, tf.float32) / 255.0, tf.cast(label, tf.int32)),
         num_parallel_calls=tf.data.AUTOTUNE,
         deterministic=True,
-    )
-
-
-def _missing_idx_message(name: str, data_dir: str | None) -> str:
-    looked = ", ".join(_idx_search_dirs(name, data_dir)) or "(no directory given)"
-    return (
-        f"No IDX files for {name!r} in: {looked}. Install them with "
-        "`apt-get install dataset-fashion-mnist` (Fashion-MNIST) or pass --data_dir / set "
-        "VQVAE_DATA_DIR to a directory holding train-images-idx3-ubyte[.gz] etc."
     )
 
 
@@ -273,9 +161,9 @@ def _cache_dir() -> str:
 
 
 def _fingerprint(name: str, data_dir: str | None) -> str:
-    idx_dir = find_idx_dir(name, data_dir)
+    idx_dir = idx.find_idx_dir(name, data_dir)
     if idx_dir is not None:
-        path = _idx_file(idx_dir, "train", "images-idx3")
+        path = idx.split_file(idx_dir, "train", "images-idx3")
         st = os.stat(path)
         key = f"{name}|{os.path.realpath(path)}|{st.st_size}|{int(st.st_mtime)}"
     else:
@@ -294,9 +182,9 @@ def pixel_variance(name: str, data_dir: str | None = None) -> float:
             return float(json.load(f)["variance"])
     except (OSError, ValueError, KeyError):
         pass
-    idx_dir = find_idx_dir(name, data_dir)
+    idx_dir = idx.find_idx_dir(name, data_dir)
     if idx_dir is not None:
-        images, _ = _load_idx_arrays(idx_dir, "train")
+        images, _ = idx.load_arrays(idx_dir, "train")
         x = images.astype(np.float64) / 255.0
         variance = float(x.var())
     else:
@@ -310,5 +198,5 @@ def pixel_variance(name: str, data_dir: str | None = None) -> float:
             raise DataError(f"Dataset {name!r} has an empty train split.")
         mean = total / count
         variance = total_sq / count - mean * mean
-    io_utils.atomic_write_text(cache_path, json.dumps({"variance": variance, "dataset": name}))
+    files.atomic_write_text(cache_path, json.dumps({"variance": variance, "dataset": name}))
     return variance

@@ -17,7 +17,7 @@ import numbers
 
 import tensorflow as tf
 
-from vqvae_tf import checks
+from vqvae_tf.utils import checks
 
 MAX_TOP_K_NOTE = "top_k must be in [1, num_embeddings]"
 
@@ -78,17 +78,17 @@ def sample_codes_graph(prior, num_samples, temperature, seed, labels=None, top_k
     )
 
 
-def _one_hot_along(index, size, axis):
-    """float32 one-hot of `index` shaped to broadcast along `axis` of a rank-4 tensor."""
+def _one_hot_along(index, size, axis, dtype):
+    """One-hot of `index` shaped to broadcast along `axis` of a rank-4 tensor."""
     shape = [1, 1, 1, 1]
     shape[axis] = size
-    return tf.reshape(tf.one_hot(index, size), shape)
+    return tf.reshape(tf.one_hot(index, size, dtype=dtype), shape)
 
 
 def _put(tensor, index, axis, values):
     """`tensor` with slice `index` along `axis` replaced by `values` (size 1 along that axis)."""
-    mask = _one_hot_along(index, tensor.shape[axis], axis)
-    return tensor * (1.0 - mask) + values * mask
+    mask = _one_hot_along(index, tensor.shape[axis], axis, tensor.dtype)
+    return tensor * (1.0 - mask) + tf.cast(values, tensor.dtype) * mask
 
 
 def _cached_sampler(prior, codes, labels, pick):
@@ -106,8 +106,8 @@ def _cached_sampler(prior, codes, labels, pick):
     n = tf.shape(codes)[0]
     blocks = prior.blocks
 
-    def zeros(*shape):
-        return tf.zeros(tf.concat([[n], shape], 0))
+    def zeros(*shape):  # caches in the compute dtype (bfloat16 / float16 under mixed precision)
+        return tf.zeros(tf.concat([[n], shape], 0), prior.compute_dtype)
 
     def row_body(i, codes, v_inputs, links):
         # Links of row i, padded by p columns: what the horizontal stack gets from the rows above.
@@ -204,3 +204,10 @@ def sample_codes_from_uniforms_graph(prior, uniforms, temperature, labels=None):
 
     _, codes = tf.while_loop(lambda p, c: p < h * w, body, [tf.constant(0), codes])
     return codes
+
+
+def sample_images(prior, vqvae, num_samples, temperature=1.0, seed=0, labels=None, top_k=None):
+    """Images float32 [num_samples,H,W,C] in [0,1] (NumPy): codes sampled from `prior` (as
+    `sample_codes`), decoded by `vqvae`."""
+    codes = sample_codes(prior, num_samples, temperature=temperature, seed=seed, labels=labels, top_k=top_k)
+    return vqvae.decode(codes).numpy()

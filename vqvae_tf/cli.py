@@ -1,0 +1,117 @@
+"""Flags shared by the scripts in train/ and export/, each defined once (as tensorflow-models'
+`official/common/flags.py`), and the one way a script's flags become `RunOptions`.
+
+A script keeps module-level holders (``_RUN = cli.define_run_flags(...)``), validates through absl
+(``lower_bound``, ``DEFINE_enum``; a validator only where absl has no bound: strict ``> 0`` for
+floats, odd kernels, comma lists), and hands one library call to `cli.run`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from absl import app, flags, logging
+
+from vqvae_tf.configs import LR_SCHEDULES
+from vqvae_tf.training.options import MIXED_PRECISION, STRATEGIES, RunOptions
+
+FLAGS = flags.FLAGS
+
+
+def positive_float(name: str) -> None:
+    """Registers `--name` > 0 (an unset flag passes)."""
+    flags.register_validator(name, lambda v: v is None or v > 0, message=f"--{name} must be > 0.")
+
+
+def define_workdir(help_text: str = "Run directory (checkpoints, logs, metrics, pictures).") -> flags.FlagHolder:
+    return flags.DEFINE_string("workdir", None, help_text, required=True)
+
+
+def define_data_dir() -> flags.FlagHolder:
+    return flags.DEFINE_string(
+        "data_dir",
+        None,
+        "Directory with IDX files or a TFDS data_dir (default: $VQVAE_DATA_DIR, "
+        "then /usr/share/datasets/fashion-mnist, then TFDS's default).",
+    )
+
+
+@dataclasses.dataclass
+class RunFlags:
+    """Holders of the flags that make a `RunOptions` (`log_every` / `checkpoint_every` only for
+    the scripts that train: see `define_cadence_flags`)."""
+
+    workdir: flags.FlagHolder
+    data_dir: flags.FlagHolder
+    strategy: flags.FlagHolder
+    mixed_precision: flags.FlagHolder
+    seed: flags.FlagHolder
+    cadence: dict = dataclasses.field(default_factory=dict)
+
+    def options(self, **fields) -> RunOptions:
+        """The `RunOptions` of the parsed flags (plus `fields`); flags.txt gets every flag's value."""
+        holders = dict(self.cadence, workdir=self.workdir, data_dir=self.data_dir, strategy=self.strategy)
+        holders.update(mixed_precision=self.mixed_precision, seed=self.seed)
+        values = {name: holder.value for name, holder in holders.items()}
+        return RunOptions(**values, flags_text=FLAGS.flags_into_string(), **fields)
+
+
+def define_run_flags(workdir_help: str | None = None, cadence: dict | None = None) -> RunFlags:
+    """--workdir, --data_dir, --strategy, --mixed_precision, --seed (+ `cadence` holders)."""
+    return RunFlags(
+        workdir=define_workdir(workdir_help) if workdir_help else define_workdir(),
+        data_dir=define_data_dir(),
+        strategy=flags.DEFINE_enum("strategy", "default", list(STRATEGIES), "tf.distribute strategy."),
+        mixed_precision=flags.DEFINE_enum("mixed_precision", "none", list(MIXED_PRECISION), "Keras dtype policy."),
+        seed=flags.DEFINE_integer("seed", 0, "Random seed."),
+        cadence=cadence or {},
+    )
+
+
+def define_cadence_flags(log_every: int, checkpoint_every: int) -> dict:
+    """--log_every and --checkpoint_every (steps), for the scripts that train."""
+    return {
+        "log_every": flags.DEFINE_integer(
+            "log_every", log_every, "Steps between progress lines / TensorBoard scalars.", lower_bound=1
+        ),
+        "checkpoint_every": flags.DEFINE_integer(
+            "checkpoint_every", checkpoint_every, "Steps between checkpoints.", lower_bound=1
+        ),
+    }
+
+
+def define_optimization_flags() -> dict:
+    """--steps, --batch_size, --learning_rate, --lr_schedule; unset ones keep the config's value."""
+    holders = {
+        "steps": flags.DEFINE_integer("steps", None, "Total training steps (default: the config's).", lower_bound=1),
+        "batch_size": flags.DEFINE_integer(
+            "batch_size", None, "Global batch size (default: the config's).", lower_bound=1
+        ),
+        "learning_rate": flags.DEFINE_float("learning_rate", None, "Adam learning rate (default: the config's)."),
+        "lr_schedule": flags.DEFINE_enum(
+            "lr_schedule", None, list(LR_SCHEDULES), "Learning-rate schedule (default: the config's)."
+        ),
+    }
+    positive_float("learning_rate")
+    return holders
+
+
+def override(config, holders: dict):
+    """`config` with every set flag of `holders` ({field: holder}) applied, validated."""
+    for name, holder in holders.items():
+        if holder.value is not None:
+            setattr(config, name, holder.value)
+    return config.validate()
+
+
+def run(main) -> None:
+    """`app.run` for a script whose `main()` takes no arguments: stray arguments are a usage
+    error, and absl logs warnings and errors only (progress lines go to stdout)."""
+
+    def absl_main(argv):
+        logging.set_verbosity(logging.WARNING)
+        if len(argv) > 1:
+            raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+        main()
+
+    app.run(absl_main)

@@ -1,0 +1,26 @@
+"""Data: image datasets by name (IDX files, TFDS) and the exported codes the prior trains on.
+
+from vqvae_tf import data
+ds = data.load("fashion_mnist", "train")        # (image float32 [H,W,C] in [0,1], label int32)
+train = data.batched(ds, 128, training=True)
+"""
+
+from vqvae_tf.data.codes import CodesError, load_meta, read_codes
+from vqvae_tf.data.datasets import DatasetInfo, batched, dataset_info, load, pixel_variance
+from vqvae_tf.data.errors import DataError
+from vqvae_tf.data.idx import DEBIAN_FASHION_MNIST_DIR, IDX_DATASETS, read_idx
+
+__all__ = [
+    "CodesError",
+    "DEBIAN_FASHION_MNIST_DIR",
+    "DataError",
+    "DatasetInfo",
+    "IDX_DATASETS",
+    "batched",
+    "dataset_info",
+    "load",
+    "load_meta",
+    "pixel_variance",
+    "read_codes",
+    "read_idx",
+]

@@ -1,0 +1,75 @@
+"""The on-disk format of a dataset's codes, the prior's training data (arXiv:1711.00937, section 3.3).
+
+`training.export_codes_lib` writes it with a trained VQ-VAE; `read_codes` reads it back.
+
+Layout of ``WORKDIR/codes/``::
+
+    meta.json                                  code grid shape, num_embeddings, counts, source
+    train-00000-of-00003.tfrecord ...          tf.train.Example: codes int64 [h*w], label int64
+    test-00000-of-00001.tfrecord
+
+The writer fills a temp directory beside it and renames it when complete, so a killed export
+leaves no ``codes/`` that a later stage would read.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import tensorflow as tf
+
+META = "meta.json"
+SPLITS = ("train", "test")
+
+
+class CodesError(ValueError):
+    """Missing or inconsistent exported codes."""
+
+
+def serialize_example(codes: np.ndarray, label: int) -> bytes:
+    return tf.train.Example(
+        features=tf.train.Features(
+            feature={
+                "codes": tf.train.Feature(int64_list=tf.train.Int64List(value=codes.reshape(-1).tolist())),
+                "label": tf.train.Feature(int64_list=tf.train.Int64List(value=[int(label)])),
+            }
+        )
+    ).SerializeToString()
+
+
+def shard_names(split: str, num_shards: int) -> list[str]:
+    return [f"{split}-{i:05d}-of-{num_shards:05d}.tfrecord" for i in range(num_shards)]
+
+
+def load_meta(codes_dir: str) -> dict:
+    path = os.path.join(codes_dir, META)
+    if not os.path.exists(path):
+        raise CodesError(f"No exported codes in {codes_dir} ({META} missing). Run train.export_codes first.")
+    with open(path) as f:
+        meta = json.load(f)
+    for files in meta["shards"].values():
+        for name in files:
+            if not os.path.exists(os.path.join(codes_dir, name)):
+                raise CodesError(f"{codes_dir} is incomplete: shard {name} listed in {META} is missing.")
+    return meta
+
+
+def read_codes(codes_dir: str, split: str) -> tf.data.Dataset:
+    """Dataset of ``(codes int32 [h,w], label int32 [])`` in export order."""
+    meta = load_meta(codes_dir)
+    if split not in meta["shards"]:
+        raise CodesError(f"Split {split!r} not in {codes_dir}; available: {sorted(meta['shards'])}.")
+    h, w = meta["latent_shape"]
+    spec = {
+        "codes": tf.io.FixedLenFeature([h * w], tf.int64),
+        "label": tf.io.FixedLenFeature([], tf.int64),
+    }
+
+    def parse(record):
+        ex = tf.io.parse_single_example(record, spec)
+        return tf.reshape(tf.cast(ex["codes"], tf.int32), [h, w]), tf.cast(ex["label"], tf.int32)
+
+    files = [os.path.join(codes_dir, f) for f in meta["shards"][split]]
+    return tf.data.TFRecordDataset(files).map(parse, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)

@@ -1,0 +1,104 @@
+"""The main job (the library behind `python -m train.pipeline`): VQ-VAE -> codes -> prior ->
+SavedModels -> TFLite -> REPORT.md, each stage from its own library.
+
+Each stage skips work already done, so re-running after an interruption continues where it
+stopped (training stages resume from their checkpoints).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import time
+
+import tensorflow as tf
+
+from vqvae_tf.configs import Recipe
+from vqvae_tf.data import codes
+from vqvae_tf.pipeline.report import write_report
+from vqvae_tf.serving import export_savedmodel_lib, export_tflite_lib, tflite
+from vqvae_tf.training import export_codes_lib, train_prior_lib, train_vqvae_lib
+from vqvae_tf.training.options import RunOptions
+from vqvae_tf.training.workdir import StageDir, Workdir
+from vqvae_tf.utils import files, progress
+
+STAGES = ("train VQ-VAE", "export codes", "train prior", "export SavedModels", "convert to TFLite", "write report")
+# The pipeline's own markers: which checkpoints the exports were made from.
+SAVEDMODEL_MARKER = "savedmodel_export.json"  # in W/export
+TFLITE_MARKER = "source.json"  # in W/export/tflite
+
+
+def _read(path: str) -> dict:
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return {}
+
+
+def _latest(stage: StageDir) -> str | None:
+    return tf.train.latest_checkpoint(stage.checkpoints)
+
+
+def run_pipeline(recipe: Recipe, options: RunOptions) -> dict:
+    """Runs every stage of `recipe` in `options.workdir`. Returns {"report": path, "paths": {...}}."""
+    options.validate()
+    recipe.vqvae.dataset = options.dataset or recipe.vqvae.dataset
+    recipe.vqvae.validate()
+    recipe.prior.validate()
+    w = Workdir(options.workdir)
+    files.ensure_writable_dir(w.root)
+    if options.flags_text is not None:
+        files.atomic_write_text(w.pipeline_flags, options.flags_text)
+    # The stages report at the recipe's cadence; their flags files are the pipeline's.
+    stage_options = dataclasses.replace(
+        options, log_every=recipe.log_every, checkpoint_every=recipe.checkpoint_every, flags_text=None
+    )
+    start = time.time()
+
+    def banner(i):
+        progress.log(
+            f"\n=== [{i + 1}/{len(STAGES)}] {STAGES[i]}  (elapsed {progress.format_duration(time.time() - start)}) ==="
+        )
+
+    banner(0)
+    if (w.vqvae.read_json("metrics.json") or {}).get("steps") == recipe.vqvae.steps:
+        progress.log(f"Done already ({w.vqvae.metrics}); skipping.")
+    else:
+        train_vqvae_lib.train_and_evaluate(recipe.vqvae, stage_options)
+
+    banner(1)
+    export_codes_lib.export_codes_stage(w.root, options.data_dir)
+
+    banner(2)
+    # Class-conditional only where the dataset has labels.
+    recipe.prior.conditional = recipe.prior.conditional and bool(codes.load_meta(w.codes)["num_classes"])
+    if (w.prior.read_json("metrics.json") or {}).get("steps") == recipe.prior.steps:
+        progress.log(f"Done already ({w.prior.metrics}); skipping.")
+    else:
+        train_prior_lib.train_prior(recipe.prior, stage_options)
+
+    sources = {"vqvae": _latest(w.vqvae), "prior": _latest(w.prior)}
+    banner(3)
+    saved_marker = os.path.join(w.export, SAVEDMODEL_MARKER)
+    done = _read(saved_marker)
+    if done.get("sources") == sources:
+        progress.log("SavedModels of these checkpoints exist already; skipping.")
+        paths = done["paths"]
+    else:
+        paths = export_savedmodel_lib.export_savedmodel_stage(w.root, w.export)
+        files.atomic_write_json(saved_marker, {"sources": sources, "paths": paths})
+
+    banner(4)
+    tflite_marker = os.path.join(w.export, tflite.SUBDIR, TFLITE_MARKER)
+    if os.path.exists(tflite.report_path(w.export)) and _read(tflite_marker).get("vqvae") == sources["vqvae"]:
+        progress.log("TFLite files of this checkpoint exist already; skipping.")
+    else:
+        export_tflite_lib.export_tflite_stage(w.root, w.export, tflite.QUANTIZATIONS, options.data_dir)
+        files.atomic_write_json(tflite_marker, {"vqvae": sources["vqvae"]})
+
+    banner(5)
+    report = write_report(w.root, paths, time.time() - start)
+    progress.log(f"Done in {progress.format_duration(time.time() - start)}. Report: {report}")
+    return {"report": report, "paths": paths}

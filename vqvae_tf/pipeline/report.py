@@ -1,0 +1,93 @@
+"""REPORT.md of a pipeline run: the metrics, the pictures and where the exports are."""
+
+from __future__ import annotations
+
+import os
+
+from vqvae_tf.serving import savedmodel, tflite
+from vqvae_tf.training.train_vqvae_lib import QUALITY_KEYS
+from vqvae_tf.training.workdir import Workdir
+from vqvae_tf.utils import files
+
+
+def _fmt(value, digits=4):
+    return f"{value:.{digits}g}" if isinstance(value, (int, float)) else str(value)
+
+
+def write_report(workdir: str, paths: dict, seconds: float) -> str:
+    """W/REPORT.md: the metrics, the pictures and where the exports are."""
+    w = Workdir(workdir)
+
+    def rel(path):  # links relative to REPORT.md
+        return os.path.relpath(path, w.root)
+
+    recon, usage, samples = rel(w.reconstructions_png), rel(w.codebook_usage_png), rel(w.samples_png)
+    tflite_dir = rel(os.path.join(w.export, tflite.SUBDIR))
+    vq = w.vqvae.read_json("metrics.json")
+    prior = w.prior.read_json("metrics.json")
+    tfl = tflite.read_report(w.export)
+    vq_rows = "\n".join(f"| {k} | {_fmt(vq[k])} |" for k in QUALITY_KEYS + ("steps", "images_per_second"))
+    prior_rows = "\n".join(
+        f"| {k} | {_fmt(prior.get(k))} |"
+        for k in ("test_bits_per_code", "log2_num_embeddings", "bits_per_dim", "steps")
+    )
+    tfl_rows = "\n".join(
+        f"| {q} | {r['decoder_bytes'] / 1024:.0f} | {r['decoder_max_abs_error']:.2e} | {r['decoder_psnr_vs_float_db']:.1f} | "
+        f"{r['encoder_code_agreement']:.4f} | {r['decoder_latency_ms']:.3f} |"
+        for q, r in tfl["models"].items()
+    )
+    generator = tfl.get("generator", {})
+    generator_rows = "\n".join(
+        f"| {q} | {r['bytes'] / 1024:.0f} | {r['latency_ms_one_sample']:.1f} | {r['code_agreement_vs_tensorflow']:.4f} |"
+        for q, r in generator.items()
+        if r.get("converted")
+    )
+    generator_table = (
+        f"\nOn-device generator (`{tflite_dir}/generator_<q>.tflite`: prior sampling + decoding):\n\n"
+        "| quantization | KiB | ms per sample | codes equal to TF |\n|---|---|---|---|\n" + generator_rows + "\n"
+        if generator_rows
+        else ""
+    )
+    text = f"""# VQ-VAE + PixelCNN prior: run report
+
+Workdir `{os.path.abspath(workdir)}`, dataset `{vq.get("dataset")}`, total time {seconds / 60:.1f} min (this run).
+
+## VQ-VAE (test split, {vq.get("test_examples")} images)
+
+| metric | value |
+|---|---|
+{vq_rows}
+
+Reconstruction likelihood: {vq.get("reconstruction_likelihood")}.
+
+![reconstructions]({recon})
+
+Originals (odd rows) above their reconstructions: [{recon}]({recon}).
+Code usage on the test split: [{usage}]({usage}).
+
+![codebook usage]({usage})
+
+## Prior (gated PixelCNN{", class-conditional" if prior.get("conditional") else ""})
+
+| metric | value |
+|---|---|
+{prior_rows}
+
+{prior.get("bits_per_dim_note", "")}
+
+![samples]({samples})
+
+Samples ([{samples}]({samples})){": one row per class" if prior.get("conditional") else ""}.
+
+## Exports
+
+- SavedModels (TF Serving base paths): {", ".join(f"`{k}`: `{v}`" for k, v in paths.items())}
+- TF Serving config: `{rel(os.path.join(w.export, savedmodel.MODELS_CONFIG_FILE))}`, batching example `{rel(os.path.join(w.export, savedmodel.BATCHING_FILE))}`
+- TFLite: `{tflite_dir}/` (report `{rel(tflite.report_path(w.export))}`)
+
+| TFLite quantization | decoder KiB | max abs error | PSNR vs float (dB) | encoder code agreement | decoder latency (ms, batch {tfl["latency_batch"]}) |
+|---|---|---|---|---|---|
+{tfl_rows}
+{generator_table}"""
+    files.atomic_write_text(w.report, text)
+    return w.report

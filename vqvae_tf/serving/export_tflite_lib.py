@@ -1,0 +1,46 @@
+"""TFLite files of a workdir's trained models (the library behind `python -m export.export_tflite`)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from vqvae_tf import data
+from vqvae_tf.serving import tflite
+from vqvae_tf.training import train_prior_lib, train_vqvae_lib
+from vqvae_tf.training.workdir import Workdir
+from vqvae_tf.utils import progress
+
+
+def export_tflite_stage(
+    workdir: str, export_dir: str, quantizations, data_dir: str | None = None, num_test_images: int = 1000
+) -> dict:
+    """TFLite encoder/decoder files and tflite_report.json, checked on real test images."""
+    model = train_vqvae_lib.load_trained_model(workdir)
+    images = np.concatenate(
+        [
+            x
+            for x, _ in data.load(train_vqvae_lib.trained_dataset(workdir), "test", data_dir)
+            .batch(500)
+            .take(-(-num_test_images // 500))
+            .as_numpy_iterator()
+        ]
+    )
+    report = tflite.export_tflite(model, export_dir, images[:num_test_images], quantizations)
+    for q, r in report["models"].items():
+        progress.log(
+            f"[tflite] {q}: decoder {r['decoder_bytes'] / 1024:.0f} KiB, max abs error {r['decoder_max_abs_error']:.2e}, "
+            f"PSNR vs float {r['decoder_psnr_vs_float_db']:.1f} dB, encoder code agreement {r['encoder_code_agreement']:.4f}"
+        )
+    if Workdir(workdir).prior.exists():
+        prior = train_prior_lib.load_trained_prior(workdir)
+        generator_qs = [q for q in quantizations if q != "int8"]  # int8 calibration of a sampler loop: not offered
+        report["generator"] = tflite.export_generator(prior, model, export_dir, generator_qs)
+        for q, r in report["generator"].items():
+            if r["converted"]:
+                progress.log(
+                    f"[tflite] generator {q}: {r['bytes'] / 1024:.0f} KiB, code agreement with TF "
+                    f"{r['code_agreement_vs_tensorflow']:.4f}, {r['latency_ms_one_sample']:.1f} ms per sample"
+                )
+            else:
+                progress.log(f"[tflite] generator {q}: not converted ({r['reason'][:200]})")
+    return report

@@ -1,0 +1,101 @@
+"""Encoding a dataset into its codes (the library behind `python -m train.export_codes`).
+
+Writes ``W/codes/`` in the format of `vqvae_tf.data.codes`, which `train_prior_lib` reads.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+
+import tensorflow as tf
+
+from vqvae_tf import data
+from vqvae_tf.data import codes
+from vqvae_tf.training import train_vqvae_lib
+from vqvae_tf.training.workdir import Workdir
+from vqvae_tf.utils import files, progress
+
+
+def export_codes(
+    model,
+    dataset: str,
+    out_dir: str,
+    data_dir: str | None = None,
+    source_checkpoint: str | None = None,
+    batch_size: int = 500,
+    shard_size: int = 25_000,
+    overwrite: bool = True,
+) -> dict:
+    """Encodes the train and test splits of `dataset` with `model` (a `VQVAE`) into `out_dir`.
+
+    Returns the metadata written to meta.json. Deterministic: file order, no shuffling.
+    """
+    if batch_size <= 0 or shard_size <= 0:
+        raise ValueError(f"batch_size and shard_size must be positive, got {batch_size}, {shard_size}.")
+    info = data.dataset_info(dataset, data_dir)
+    encode = tf.function(model.encode)
+    counts = {}
+    start = time.time()
+    with files.atomic_directory(out_dir, overwrite=overwrite) as tmp:
+        for split in codes.SPLITS:
+            total = info.num_examples.get(split)
+            num_shards = max(1, math.ceil((total or 1) / shard_size))
+            writers, written = None, 0
+            shard_paths = [os.path.join(tmp, name) for name in codes.shard_names(split, num_shards)]
+            try:
+                writers = [tf.io.TFRecordWriter(p) for p in shard_paths]
+                for images, labels in data.batched(data.load(dataset, split, data_dir), batch_size, training=False):
+                    batch_codes = encode(images).numpy()
+                    for c, y in zip(batch_codes, labels.numpy()):
+                        writers[min(written // shard_size, num_shards - 1)].write(codes.serialize_example(c, y))
+                        written += 1
+                    if written % (20 * batch_size) < batch_size:
+                        progress.log(
+                            f"[export_codes] {split}: {written}/{total or '?'} images ({time.time() - start:.0f}s)"
+                        )
+            finally:
+                for w in writers or []:
+                    w.close()
+            counts[split] = written
+        meta = {
+            "latent_shape": list(model.latent_shape),
+            "num_embeddings": int(model.num_embeddings),
+            "image_shape": list(model.image_shape),
+            "num_classes": int(info.num_classes),
+            "dataset": dataset,
+            "counts": counts,
+            "shards": {s: sorted(f for f in os.listdir(tmp) if f.startswith(s + "-")) for s in codes.SPLITS},
+            "source_checkpoint": source_checkpoint,
+        }
+        files.atomic_write_json(os.path.join(tmp, codes.META), meta)
+    progress.log(f"[export_codes] wrote {counts} codes to {out_dir} in {time.time() - start:.0f}s")
+    return meta
+
+
+def export_codes_stage(
+    workdir: str, data_dir: str | None = None, batch_size: int = 500, overwrite: bool = False
+) -> dict:
+    """Encodes train/test with the latest VQ-VAE checkpoint of `workdir` into ``W/codes``.
+    Skips the work when the codes there come from that same checkpoint (unless `overwrite`)."""
+    model, checkpoint = train_vqvae_lib.load_trained_model_and_path(workdir)
+    dataset = train_vqvae_lib.trained_dataset(workdir)
+    out_dir = Workdir(workdir).codes
+    if not overwrite and os.path.exists(os.path.join(out_dir, codes.META)):
+        try:
+            meta = codes.load_meta(out_dir)
+        except codes.CodesError:
+            meta = None
+        if meta and meta.get("source_checkpoint") == os.path.basename(checkpoint):
+            progress.log(f"Codes in {out_dir} already come from {meta['source_checkpoint']}; skipping.")
+            return meta
+    return export_codes(
+        model,
+        dataset,
+        out_dir,
+        data_dir=data_dir,
+        source_checkpoint=os.path.basename(checkpoint),
+        batch_size=batch_size,
+        overwrite=True,
+    )

@@ -1,0 +1,192 @@
+"""The one training loop every stage uses.
+
+`stage_run(options, stage, record, architecture, batch_size)` sets up a stage: the tf.distribute
+strategy, the chief (``strategy.extended.should_checkpoint``), the stage directory and its lock,
+the refusal of a directory holding another architecture, and the run files (config.json,
+flags.txt). The `StageRun` it yields builds the model under the strategy and resumes it from the
+newest readable checkpoint (`build`), then trains it with progress lines, TensorBoard scalars and
+periodic checkpoints (`train`). `load_trained` rebuilds a finished stage's model for later stages.
+
+A new trained stage writes a `*_lib.py` that calls these; it needs no loop of its own.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+import time
+
+import keras
+import tensorflow as tf
+
+from vqvae_tf.training import checkpoints
+from vqvae_tf.training.options import STRATEGIES, RunOptions
+from vqvae_tf.training.workdir import StageDir
+from vqvae_tf.utils import files, progress
+
+
+def make_strategy(name) -> tf.distribute.Strategy:
+    """`default`, `mirrored` (all local GPUs, else all logical CPUs) or `multi_worker` (TF_CONFIG).
+    A `tf.distribute.Strategy` object is returned as it is."""
+    if isinstance(name, tf.distribute.Strategy):
+        return name
+    if name == "default":
+        return tf.distribute.get_strategy()
+    if name == "mirrored":
+        gpus = tf.config.list_logical_devices("GPU")
+        devices = [d.name for d in (gpus or tf.config.list_logical_devices("CPU"))]
+        return tf.distribute.MirroredStrategy(devices=devices)
+    if name == "multi_worker":
+        if not os.environ.get("TF_CONFIG"):
+            raise ValueError("--strategy=multi_worker needs the TF_CONFIG environment variable (see BUILD.md).")
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    raise ValueError(f"Unknown strategy {name!r}; choose one of {', '.join(STRATEGIES)}.")
+
+
+def check_batch_size(batch_size: int, strategy: tf.distribute.Strategy) -> None:
+    replicas = strategy.num_replicas_in_sync
+    if batch_size % replicas:
+        raise ValueError(
+            f"batch_size {batch_size} is not divisible by the {replicas} replicas of the "
+            f"{type(strategy).__name__}; use a multiple of {replicas}."
+        )
+
+
+def check_saved_architecture(stage: StageDir, architecture: dict) -> None:
+    """Raises WorkdirError if the stage's config.json holds other values of `architecture`'s fields."""
+    saved = stage.read_json("config.json")
+    if saved is None:
+        return
+    saved = saved.get("config", {})
+    diffs = [f"{k}: saved {saved.get(k)!r} vs now {v!r}" for k, v in architecture.items() if saved.get(k) != v]
+    if diffs:
+        raise files.WorkdirError(
+            f"{stage.path} holds a model trained with another config ({'; '.join(diffs)}). "
+            "Use another --workdir, or delete this one to start over."
+        )
+
+
+@contextlib.contextmanager
+def stage_run(options: RunOptions, stage: StageDir, record: dict, architecture: dict, batch_size: int):
+    """Yields the `StageRun` of `stage`. The chief works in the stage directory and holds its lock
+    throughout; the other workers of a multi-worker job write their copies of the (collective)
+    checkpoint saves to a scratch directory. `options` are validated by the caller. `record` is written to config.json (what
+    `load_trained` rebuilds the model from), `options.flags_text` to flags.txt."""
+    strategy = make_strategy(options.strategy)
+    check_batch_size(batch_size, strategy)
+    if options.mixed_precision != "none":
+        keras.mixed_precision.set_global_policy(options.mixed_precision)
+    if not strategy.extended.should_checkpoint:
+        yield StageRun(options, StageDir(tempfile.mkdtemp(prefix=f"{stage.name}-worker-")), strategy, chief=False)
+        return
+    files.ensure_writable_dir(stage.path)
+    with files.WorkdirLock(stage.path):
+        check_saved_architecture(stage, architecture)
+        files.atomic_write_json(stage.config, record)
+        if options.flags_text is not None:
+            files.atomic_write_text(stage.flags, options.flags_text)
+        yield StageRun(options, stage, strategy, chief=True)
+
+
+class StageRun:
+    """One stage's training under its strategy; see `stage_run`."""
+
+    def __init__(self, options: RunOptions, stage: StageDir, strategy: tf.distribute.Strategy, chief: bool):
+        self.options = options
+        self.stage = stage
+        self.strategy = strategy
+        self.chief = chief
+        self.step = 0
+        self.manager = None
+        self.writer = tf.summary.create_file_writer(stage.tensorboard) if chief else tf.summary.create_noop_writer()
+
+    def build(self, build_fn, total_steps: int):
+        """`build_fn()` under the strategy (seeded with options.seed), resumed from the newest
+        readable checkpoint; `self.step` is then the step it resumed at."""
+        keras.utils.set_random_seed(self.options.seed)
+        with self.strategy.scope():
+            model = build_fn()
+        ckpt, self.manager = checkpoints.make_manager(model, self.stage.checkpoints)
+        restored = checkpoints.restore_newest(ckpt, self.manager)
+        self.step = int(model.optimizer.iterations.numpy())
+        if restored:
+            progress.log(f"Resumed from step {self.step} ({restored}).")
+        if self.step >= total_steps:
+            progress.log(f"Already at step {self.step} >= --steps={total_steps}; nothing to train.")
+        return model
+
+    def train(
+        self, model, dataset, total_steps, batch_size, jit_compile=False, format_logs=None, summaries=None
+    ) -> float | None:
+        """Runs `model.train_step` under the strategy from `self.step` to `total_steps`, with
+        progress lines (losses, examples/s, ETA), TensorBoard scalars and checkpoints every
+        `options.checkpoint_every` steps (by step count, so that all workers of a multi-worker job
+        save together). Returns the examples/s measured after the first (compiling) call, or None."""
+        log_every, checkpoint_every = self.options.log_every, self.options.checkpoint_every
+        strategy, step = self.strategy, self.step
+        if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+            opts = tf.data.Options()
+            opts.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+            dataset = dataset.with_options(opts)
+        iterator = iter(strategy.experimental_distribute_dataset(dataset))
+        step_fn = model.train_step
+        if jit_compile and strategy.num_replicas_in_sync == 1:
+            step_fn = tf.function(model.train_step, jit_compile=True)
+
+        @tf.function
+        def run_steps(iterator, n):
+            for _ in tf.range(n):
+                strategy.run(step_fn, args=(next(iterator),))
+
+        start_step, t_start, t_timed, timed_steps = step, time.time(), None, 0
+        while step < total_steps:
+            n = min(log_every - step % log_every, checkpoint_every - step % checkpoint_every, total_steps - step)
+            t0 = time.time()
+            run_steps(iterator, tf.constant(n))
+            step += n
+            if t_timed is None:  # the first call compiles; time from the second on
+                t_timed = time.time()
+            else:
+                timed_steps += n
+            logs = {m.name: float(m.result()) for m in model.metrics}
+            for m in model.metrics:
+                m.reset_state()
+            elapsed = time.time() - t_timed
+            rate = timed_steps * batch_size / elapsed if timed_steps else n * batch_size / (time.time() - t0)
+            eta = (total_steps - step) * batch_size / max(rate, 1e-9)
+            detail = format_logs(logs) if format_logs else "  ".join(f"{k} {v:.4f}" for k, v in logs.items())
+            progress.log(f"step {step}/{total_steps}  {detail}  {rate:.0f} ex/s  ETA {progress.format_duration(eta)}")
+            with self.writer.as_default(step=step):
+                for k, v in logs.items():
+                    tf.summary.scalar(f"train/{k}", v)
+                tf.summary.scalar("train/examples_per_second", rate)
+                if summaries:
+                    summaries()
+            if step % checkpoint_every == 0 or step == total_steps:
+                checkpoints.save(self.manager, step)  # a collective under multi-worker: every worker saves
+        self.writer.flush()
+        self.step = step
+        progress.log(f"Trained steps {start_step}..{step} in {time.time() - t_start:.0f}s.")
+        return (timed_steps * batch_size / (time.time() - t_timed)) if timed_steps else None
+
+
+def load_trained(stage: StageDir, build_fn, what: str, script: str):
+    """(model, checkpoint path) of a finished stage: `build_fn(record)` rebuilds the model from the
+    stage's config.json, then the newest readable checkpoint is restored.
+
+    Raises:
+      FileNotFoundError: no config.json or no checkpoint (naming `script`, which makes them).
+      CheckpointError: checkpoints exist but none is readable.
+    """
+    workdir = os.path.dirname(stage.path)
+    if not os.path.exists(stage.config):
+        raise FileNotFoundError(f"No trained {what} in {workdir}: {stage.config} is missing. Run {script} first.")
+    with open(stage.config) as f:
+        model = build_fn(json.load(f))
+    ckpt, manager = checkpoints.make_manager(model, stage.checkpoints)
+    path = checkpoints.restore_newest(ckpt, manager)
+    if path is None:
+        raise FileNotFoundError(f"No checkpoint in {manager.directory}. Run {script} first.")
+    return model, path

@@ -1,0 +1,35 @@
+"""`RunOptions`: how a stage runs (where, on which devices, how often it reports), as opposed to
+what it trains (`vqvae_tf.configs`). Every stage and the pipeline take this one type."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import tensorflow as tf
+
+from vqvae_tf.utils import checks
+
+STRATEGIES = ("default", "mirrored", "multi_worker")
+MIXED_PRECISION = ("none", "mixed_bfloat16", "mixed_float16")
+
+
+@dataclasses.dataclass
+class RunOptions:
+    workdir: str
+    dataset: str | None = None  # None: the config's
+    data_dir: str | None = None
+    strategy: str | tf.distribute.Strategy = "default"
+    mixed_precision: str = "none"
+    seed: int = 0
+    log_every: int = 100
+    checkpoint_every: int = 500
+    flags_text: str | None = None  # written to the stage's flags.txt (absl flagfile format)
+    eval_batch_size: int = 500
+    num_sample_columns: int = 10
+
+    def validate(self) -> "RunOptions":
+        """Checks the values a stage reads; the strategy is checked where it is made (loop.make_strategy)."""
+        checks.one_of("mixed_precision", self.mixed_precision, MIXED_PRECISION)
+        for name in ("log_every", "checkpoint_every", "eval_batch_size", "num_sample_columns"):
+            checks.positive_int(name, getattr(self, name))
+        return self

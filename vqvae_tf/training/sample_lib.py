@@ -1,0 +1,48 @@
+"""Decoded samples of a trained prior as a PNG grid (the library behind `python -m train.sample`)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from vqvae_tf.models.pixelcnn_sampling import sample_images
+from vqvae_tf.training import train_prior_lib, train_vqvae_lib
+from vqvae_tf.utils import images, progress
+
+
+class LabelsError(ValueError):
+    """--labels that do not fit the prior or the number of samples."""
+
+
+def resolve_labels(values, num_samples: int, num_classes: int):
+    """Labels int32 [num_samples] from `values` (strings or ints: one per sample, or one for all),
+    or None for an unconditional prior. Raises LabelsError naming the problem."""
+    if values is None:
+        if num_classes:
+            raise LabelsError(f"The prior is class-conditional ({num_classes} classes): pass --labels.")
+        return None
+    if not num_classes:
+        raise LabelsError("The prior is unconditional: drop --labels.")
+    try:
+        labels = [int(v) for v in values]
+    except ValueError as e:
+        raise LabelsError(f"--labels must be integers, got {values}") from e
+    if len(labels) == 1:
+        labels = labels * num_samples
+    if len(labels) != num_samples:
+        raise LabelsError(f"--labels has {len(labels)} values for --num_samples={num_samples}.")
+    if min(labels) < 0 or max(labels) >= num_classes:
+        raise LabelsError(f"--labels must be in [0, {num_classes}).")
+    return np.array(labels, np.int32)
+
+
+def write_samples(
+    workdir: str, output: str, num_samples: int, temperature=1.0, seed=0, labels=None, top_k=None, columns=8
+) -> None:
+    """Samples `num_samples` images from the prior and VQ-VAE of `workdir` into the PNG `output`.
+    `labels` as for `resolve_labels`. The same seed gives the same file."""
+    prior = train_prior_lib.load_trained_prior(workdir)
+    labels = resolve_labels(labels, num_samples, prior.num_classes)
+    vqvae = train_vqvae_lib.load_trained_model(workdir)
+    samples = sample_images(prior, vqvae, num_samples, temperature, seed, labels, top_k)
+    images.write_png(output, images.grid(samples, columns, scale=2))
+    progress.log(f"Wrote {num_samples} samples to {output}.")

@@ -1,0 +1,123 @@
+"""Training of the PixelCNN prior on exported codes (the library behind `python -m train.train_prior`).
+
+Reads ``W/codes/`` and writes the stage directory ``W/prior/`` (layout: `vqvae_tf.training.workdir`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import numpy as np
+import tensorflow as tf
+
+from vqvae_tf.configs import PriorConfig
+from vqvae_tf.data import codes
+from vqvae_tf.models.pixelcnn import PixelCNN
+from vqvae_tf.models.pixelcnn_sampling import sample_images
+from vqvae_tf.training import loop, train_vqvae_lib
+from vqvae_tf.training.options import RunOptions
+from vqvae_tf.training.workdir import Workdir
+from vqvae_tf.utils import files, images, progress
+
+
+def build_prior(config: PriorConfig, meta: dict) -> PixelCNN:
+    """A new prior of `config` for the codes described by `meta` (codes/meta.json), compiled."""
+    prior = PixelCNN(
+        num_embeddings=meta["num_embeddings"],
+        latent_shape=tuple(meta["latent_shape"]),
+        num_filters=config.num_filters,
+        num_layers=config.num_layers,
+        kernel_size=config.kernel_size,
+        num_classes=meta["num_classes"] if config.conditional else 0,
+        dropout=config.dropout,
+    )
+    prior.compile(optimizer=config.make_optimizer())
+    prior.optimizer.build(prior.trainable_variables)
+    return prior
+
+
+def load_trained_prior(workdir: str) -> PixelCNN:
+    """The prior of ``W/prior`` at its latest readable checkpoint."""
+    prior, _ = loop.load_trained(
+        Workdir(workdir).prior,
+        lambda saved: build_prior(PriorConfig(**saved["config"]).validate(), saved["codes_meta"]),
+        "prior",
+        "train.train_prior",
+    )
+    return prior
+
+
+def sample_grid(prior: PixelCNN, vqvae, columns: int = 10, seed: int = 0, temperature: float = 1.0):
+    """uint8 grid of decoded samples: one row per class (conditional) or a columns x columns grid."""
+    labels = np.repeat(np.arange(prior.num_classes, dtype=np.int32), columns) if prior.num_classes else None
+    num_samples = len(labels) if labels is not None else columns * columns
+    return images.grid(sample_images(prior, vqvae, num_samples, temperature, seed, labels), columns, scale=2)
+
+
+def train_prior(config: PriorConfig, options: RunOptions) -> dict:
+    """Trains (or resumes) the prior to `config.steps`, evaluates it on the test codes and writes
+    metrics.json and samples.png. Returns the metrics."""
+    options.validate()
+    config.validate()
+    workdir = Workdir(options.workdir)
+    meta = codes.load_meta(workdir.codes)
+    if config.conditional and not meta["num_classes"]:
+        raise ValueError(f"--conditional needs class labels, but {meta['dataset']} has none.")
+    record = {"config": dataclasses.asdict(config), "codes_meta": meta, "seed": options.seed}
+    with loop.stage_run(options, workdir.prior, record, config.architecture(), config.batch_size) as run:
+        prior = run.build(lambda: build_prior(config, meta), config.steps)
+        if run.step < config.steps:
+            train = (
+                codes.read_codes(workdir.codes, "train")
+                .shuffle(60_000, seed=options.seed * 1_000_003 + run.step)
+                .repeat()
+                .batch(config.batch_size, drop_remainder=True)
+                .prefetch(tf.data.AUTOTUNE)
+            )
+            progress.log(
+                f"Training the prior to step {config.steps} (batch {config.batch_size}, "
+                f"{run.strategy.num_replicas_in_sync} replica(s))."
+            )
+            run.train(
+                prior,
+                train,
+                config.steps,
+                config.batch_size,
+                format_logs=lambda logs: f"nll {logs['loss']:.4f} nats  {logs['bits_per_code']:.3f} bits/code",
+            )
+        if not run.chief:
+            return {}
+        return _evaluate_and_write(run, prior, options, workdir, meta)
+
+
+def _evaluate_and_write(run: loop.StageRun, prior: PixelCNN, options: RunOptions, workdir: Workdir, meta) -> dict:
+    progress.log("Evaluating the prior on the test codes...")
+    test = codes.read_codes(workdir.codes, "test").batch(options.eval_batch_size)
+    bits_per_code = float(prior.evaluate(test, verbose=0, return_dict=True)["bits_per_code"])
+    h, w = meta["latent_shape"]
+    dims = int(np.prod(meta["image_shape"]))
+    metrics = {
+        "test_bits_per_code": bits_per_code,
+        "log2_num_embeddings": math.log2(meta["num_embeddings"]),
+        "steps": int(prior.optimizer.iterations.numpy()),
+        "conditional": bool(prior.num_classes),
+    }
+    vq_metrics = workdir.vqvae.read_json("metrics.json")
+    if vq_metrics is not None:
+        # Section 3.3: -log p(x) <= -log p(x|z_q) - log p(z_q), in bits per image dimension.
+        metrics["bits_per_dim"] = bits_per_code * h * w / dims + vq_metrics["bits_per_dim_reconstruction"]
+        metrics["bits_per_dim_note"] = (
+            "upper bound (-log2 p(z_q) - log2 p(x|z_q)) / (H*W*C) on the test split; p(x|z_q): "
+            + vq_metrics.get("reconstruction_likelihood", "decoder likelihood")
+        )
+    vqvae = train_vqvae_lib.load_trained_model(options.workdir)
+    grid = sample_grid(prior, vqvae, columns=options.num_sample_columns, seed=options.seed)
+    images.write_png(workdir.samples_png, grid)
+    files.atomic_write_json(run.stage.metrics, metrics)
+    with run.writer.as_default(step=metrics["steps"]):
+        tf.summary.scalar("test/bits_per_code", bits_per_code)
+        tf.summary.image("samples", grid[None])
+    run.writer.flush()
+    progress.log("Prior metrics: " + ", ".join(f"{k}={v:.4g}" for k, v in metrics.items() if isinstance(v, float)))
+    return metrics

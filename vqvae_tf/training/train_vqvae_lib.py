@@ -1,0 +1,206 @@
+"""Training and evaluation of the VQ-VAE (the library behind `python -m train.train_vqvae`).
+
+Writes the stage directory ``W/vqvae/`` (layout: `vqvae_tf.training.workdir`).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import tensorflow as tf
+
+from vqvae_tf import data
+from vqvae_tf.configs import VQVAEConfig
+from vqvae_tf.layers import likelihoods
+from vqvae_tf.layers.quantizers import CodebookUsage
+from vqvae_tf.models.vqvae import VQVAE
+from vqvae_tf.training import loop
+from vqvae_tf.training.options import RunOptions
+from vqvae_tf.training.workdir import Workdir
+from vqvae_tf.utils import files, images, progress
+
+# The quality figures of W/vqvae/metrics.json (with `steps` and `images_per_second`).
+QUALITY_KEYS = (
+    "test_mse",
+    "test_normalized_mse",
+    "test_psnr",
+    "perplexity",
+    "codebook_usage",
+    "bits_per_dim_reconstruction",
+)
+
+
+def build_vqvae(config: VQVAEConfig, data_variance: float, seed: int) -> VQVAE:
+    """A new VQ-VAE of `config`, compiled with its optimizer, all state created (for checkpoints)."""
+    model = VQVAE.from_preset(config, data_variance=data_variance, seed=seed)
+    model.compile(optimizer=config.make_optimizer())
+    model.optimizer.build(model.trainable_variables)
+    return model
+
+
+def load_trained_model(workdir: str) -> VQVAE:
+    """The VQ-VAE of ``W/vqvae`` at its latest readable checkpoint (for export and codes)."""
+    return load_trained_model_and_path(workdir)[0]
+
+
+def load_trained_model_and_path(workdir: str):
+    """(VQVAE, path of the checkpoint it was restored from)."""
+    return loop.load_trained(
+        Workdir(workdir).vqvae,
+        lambda saved: build_vqvae(VQVAEConfig.from_dict(saved["config"]), saved["data_variance"], saved.get("seed", 0)),
+        "VQ-VAE",
+        "train.train_vqvae",
+    )
+
+
+def trained_dataset(workdir: str) -> str:
+    """The dataset the VQ-VAE of `workdir` was trained on."""
+    return Workdir(workdir).vqvae.read_json("config.json")["config"]["dataset"]
+
+
+def evaluate(model: VQVAE, dataset: tf.data.Dataset) -> dict:
+    """Full pass over `dataset` (batches of (images, labels)). Returns the metrics.json fields
+    that depend on the data: test_mse, test_normalized_mse, test_psnr, perplexity,
+    codebook_usage, bits_per_dim_reconstruction (+ the likelihood used for it)."""
+    usage = CodebookUsage(model.num_embeddings)
+    dims = float(np.prod(model.image_shape))
+
+    @tf.function
+    def first_pass(x):
+        out = model.forward(x, training=False)
+        err = tf.reduce_mean(tf.square(out["mean"] - x), axis=[1, 2, 3])
+        clipped_err = tf.reduce_mean(tf.square(out["reconstructions"] - x), axis=[1, 2, 3])
+        nll = tf.zeros_like(err)
+        if model.likelihood == "logistic":
+            distribution = model.decoder_distribution(out["mean"], out["log_scale"])
+            nll = -likelihoods.log_prob_per_image(distribution, x)
+        return err, clipped_err, nll, out["indices"]
+
+    errs, clipped, nlls = [], [], []
+    for x, _ in dataset:
+        err, cerr, nll, codes = first_pass(x)
+        usage.update_state(codes)
+        errs.append(err.numpy())
+        clipped.append(cerr.numpy())
+        nlls.append(nll.numpy())
+    errs, clipped, nlls = map(np.concatenate, (errs, clipped, nlls))
+    mse = float(clipped.mean())
+    if model.likelihood == "logistic":
+        nll_per_image = nlls
+        likelihood = "discretized logistic (decoder's own head)"
+    else:
+        # A discretized Gaussian around the decoder mean whose std is the maximum-likelihood
+        # global value, sqrt(MSE), in pixel units. Its scale needs the first pass, so the
+        # decoder runs again rather than holding every mean in memory (large datasets).
+        scale = max(math.sqrt(float(errs.mean())) * 255.0, 1e-3)
+
+        @tf.function
+        def gaussian_nll(x):
+            mean = model.forward(x, training=False)["mean"]
+            return -likelihoods.log_prob_per_image(model.decoder_distribution(mean, scale=scale), x)
+
+        nll_per_image = np.concatenate([gaussian_nll(x).numpy() for x, _ in dataset])
+        likelihood = f"discretized Gaussian, std {scale:.2f}/255 (MLE from the test MSE)"
+    result = usage.result()
+    return {
+        "test_mse": mse,
+        "test_normalized_mse": mse / model.data_variance,
+        "test_psnr": float(np.mean(10.0 * np.log10(1.0 / np.maximum(clipped, 1e-10)))),
+        "perplexity": float(result["perplexity"]),
+        "codebook_usage": float(result["codebook_usage"]),
+        "bits_per_dim_reconstruction": float(nll_per_image.mean() / dims / math.log(2.0)),
+        "reconstruction_likelihood": likelihood,
+        "test_examples": int(len(errs)),
+        "_code_counts": usage.counts().numpy(),
+    }
+
+
+def train_and_evaluate(config: VQVAEConfig, options: RunOptions) -> dict:
+    """Trains (or resumes) to `config.steps`, evaluates on the full test split and writes the
+    artifacts. Returns the metrics dict written to metrics.json."""
+    options.validate()
+    config.dataset = options.dataset or config.dataset
+    config.validate()
+    info = data.dataset_info(config.dataset, options.data_dir)
+    if tuple(info.image_shape) != tuple(config.image_shape):
+        raise ValueError(
+            f"Dataset {config.dataset!r} has images of shape {info.image_shape}, but the config expects "
+            f"{tuple(config.image_shape)}; pick the matching --config preset."
+        )
+    variance = data.pixel_variance(config.dataset, options.data_dir)
+    record = {
+        "config": config.to_dict(),
+        "data_variance": variance,
+        "seed": options.seed,
+        "strategy": str(options.strategy),
+        "mixed_precision": options.mixed_precision,
+    }
+    stage = Workdir(options.workdir).vqvae
+    with loop.stage_run(options, stage, record, config.architecture(), config.batch_size) as run:
+        model = run.build(lambda: build_vqvae(config, variance, options.seed), config.steps)
+        images_per_second = None
+        if run.step < config.steps:
+            images_per_second = _train(run, model, config, options)
+        if not run.chief:
+            return {}
+        return _evaluate_and_write(run, model, config, options, images_per_second)
+
+
+def _train(run: loop.StageRun, model: VQVAE, config: VQVAEConfig, options: RunOptions):
+    # Shuffle differently after a resume rather than replaying the first batches.
+    train = data.batched(
+        data.load(config.dataset, "train", options.data_dir),
+        config.batch_size,
+        training=True,
+        seed=options.seed * 1_000_003 + run.step,
+    )
+
+    def summaries():
+        tf.summary.histogram("train/code_usage_ema", model.quantizer.code_usage)
+
+    def line(logs):
+        return (
+            f"loss {logs['loss']:.4f}  recon {logs['reconstruction_loss']:.4f}  "
+            f"commit {logs['commitment_loss']:.4f}  perplexity {logs['perplexity']:.1f}"
+        )
+
+    progress.log(
+        f"Training {config.dataset} to step {config.steps} (batch {config.batch_size}, "
+        f"{run.strategy.num_replicas_in_sync} replica(s))."
+    )
+    return run.train(model, train, config.steps, config.batch_size, config.jit_compile, line, summaries)
+
+
+def _evaluate_and_write(run, model, config, options, images_per_second) -> dict:
+    stage = run.stage
+    test = data.batched(data.load(config.dataset, "test", options.data_dir), options.eval_batch_size, training=False)
+    progress.log("Evaluating on the full test split...")
+    metrics = evaluate(model, test)
+    counts = metrics.pop("_code_counts")
+    if images_per_second is None:  # nothing trained in this run: keep the speed measured before
+        images_per_second = (stage.read_json("metrics.json") or {}).get("images_per_second")
+    metrics.update(
+        steps=int(model.optimizer.iterations.numpy()),
+        images_per_second=images_per_second,
+        num_embeddings=config.num_embeddings,
+        dataset=config.dataset,
+    )
+    files.atomic_write_json(stage.metrics, metrics)
+
+    x, _ = next(iter(test))
+    x = x[:32]
+    grid = images.comparison_grid(x.numpy(), model(x).numpy())
+    images.write_png(Workdir(options.workdir).reconstructions_png, grid)
+    images.write_png(
+        Workdir(options.workdir).codebook_usage_png,
+        images.bar_chart(counts, bar_width=max(1, 512 // config.num_embeddings)),
+    )
+    with run.writer.as_default(step=metrics["steps"]):
+        for k in QUALITY_KEYS:
+            tf.summary.scalar(f"test/{k}", metrics[k])
+        tf.summary.histogram("test/code_counts", counts)
+        tf.summary.image("test/reconstructions", grid[None])
+    run.writer.flush()
+    progress.log("Test metrics: " + ", ".join(f"{k}={v:.4g}" for k, v in metrics.items() if isinstance(v, float)))
+    return metrics

@@ -1,0 +1,75 @@
+"""The layout of a run directory, in one place (no other module spells these paths)::
+
+    W/vqvae/     config.json flags.txt checkpoints/ tensorboard/ metrics.json reconstructions.png codebook_usage.png
+    W/codes/     meta.json *.tfrecord                   (vqvae_tf.data.codes)
+    W/prior/     config.json flags.txt checkpoints/ tensorboard/ metrics.json samples.png
+    W/export/    vqvae/N/ prior/N/ models.config batching_parameters.txt tflite/   (vqvae_tf.serving)
+    W/REPORT.md  W/pipeline_flags.txt
+
+A new trained stage is a new `StageDir` property here.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+
+class StageDir:
+    """The directory of one trained stage (``W/vqvae`` or ``W/prior``)."""
+
+    def __init__(self, path: str):
+        self.path = path
+        self.name = os.path.basename(path)
+
+    def file(self, name: str) -> str:
+        return os.path.join(self.path, name)
+
+    @property
+    def config(self) -> str:
+        """config.json: what the stage's model is rebuilt from."""
+        return self.file("config.json")
+
+    @property
+    def flags(self) -> str:
+        return self.file("flags.txt")
+
+    @property
+    def checkpoints(self) -> str:
+        return self.file("checkpoints")
+
+    @property
+    def tensorboard(self) -> str:
+        return self.file("tensorboard")
+
+    @property
+    def metrics(self) -> str:
+        return self.file("metrics.json")
+
+    def exists(self) -> bool:
+        """Whether the stage has been started (its config.json is written first)."""
+        return os.path.exists(self.config)
+
+    def read_json(self, name: str) -> dict | None:
+        """A JSON file of this stage, or None when it is missing or unreadable."""
+        try:
+            with open(self.file(name)) as f:
+                return json.load(f)
+        except (OSError, ValueError):
+            return None
+
+
+class Workdir:
+    """Paths of a run directory ``W`` (see the module docstring)."""
+
+    def __init__(self, root: str):
+        self.root = root
+        self.vqvae = StageDir(os.path.join(root, "vqvae"))
+        self.prior = StageDir(os.path.join(root, "prior"))
+        self.codes = os.path.join(root, "codes")
+        self.export = os.path.join(root, "export")
+        self.report = os.path.join(root, "REPORT.md")
+        self.reconstructions_png = self.vqvae.file("reconstructions.png")
+        self.codebook_usage_png = self.vqvae.file("codebook_usage.png")
+        self.samples_png = self.prior.file("samples.png")
+        self.pipeline_flags = os.path.join(root, "pipeline_flags.txt")
