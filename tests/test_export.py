@@ -7,7 +7,7 @@ import textwrap
 import numpy as np
 import pytest
 import tensorflow as tf
-from test_data import fake_mnist_dir
+from helpers import REPO_ROOT, fake_mnist_dir
 
 from vqvae_tf import PriorConfig, get_config, sample_codes
 from vqvae_tf.serving import export_savedmodel_lib, export_tflite_lib, savedmodel, tflite
@@ -267,7 +267,6 @@ def _python(script, cwd):
 
 
 def test_loads_without_the_package(exported, tmp_path):
-    from conftest import REPO_ROOT
 
     codes = exported["vqvae"].encode(images()).numpy()
     np.save(tmp_path / "codes.npy", codes)
@@ -279,7 +278,6 @@ def test_loads_without_the_package(exported, tmp_path):
 
 
 def test_tf1_session_loader(exported, tmp_path):
-    from conftest import REPO_ROOT
 
     x = images()
     codes = exported["vqvae"].encode(x).numpy()

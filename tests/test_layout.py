@@ -5,7 +5,7 @@ import os
 import pathlib
 
 import pytest
-from conftest import REPO_ROOT
+from helpers import REPO_ROOT
 
 # README "Architecture": a module never imports from a later line of this map.
 ORDER = ["utils", "data", "layers", "models", "configs", "training", "serving", "pipeline", "cli"]

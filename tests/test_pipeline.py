@@ -4,7 +4,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import REPO_ROOT
+from helpers import REPO_ROOT
 
 from vqvae_tf import get_recipe
 from vqvae_tf.serving import tflite

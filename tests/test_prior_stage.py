@@ -5,8 +5,7 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import REPO_ROOT
-from test_data import fake_mnist_dir
+from helpers import REPO_ROOT, fake_mnist_dir
 
 from vqvae_tf import PriorConfig, data, get_config, read_codes
 from vqvae_tf.data import codes

@@ -12,10 +12,9 @@ import time
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import REPO_ROOT
+from helpers import REPO_ROOT, fake_mnist_dir
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from test_data import fake_mnist_dir
 
 from vqvae_tf import PriorConfig, get_config
 from vqvae_tf.data import codes

@@ -6,8 +6,7 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import REPO_ROOT
-from test_data import fake_mnist_dir
+from helpers import REPO_ROOT, fake_mnist_dir
 
 from vqvae_tf import get_config
 from vqvae_tf.training import train_vqvae_lib

@@ -132,12 +132,7 @@ class PriorConfig(TrainingConfig):
     conditional: bool = False
 
     def validate(self) -> "PriorConfig":
-        checks.positive_int("num_filters", self.num_filters)
-        checks.positive_int("num_layers", self.num_layers)
-        if self.kernel_size < 3 or self.kernel_size % 2 == 0:
-            raise ValueError(f"kernel_size must be odd and >= 3, got {self.kernel_size}.")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}.")
+        PixelCNN.validate_stack(self.num_filters, self.num_layers, self.kernel_size, self.dropout)
         self.validate_training()
         return self
 

@@ -55,14 +55,9 @@ class PixelCNN(keras.Model):
     ):
         super().__init__(**kwargs)
         checks.positive_int("num_embeddings", num_embeddings)
-        checks.positive_int("num_filters", num_filters)
-        checks.positive_int("num_layers", num_layers)
-        if kernel_size % 2 == 0 or kernel_size < 3:
-            raise ValueError(f"kernel_size must be odd and >= 3, got {kernel_size}.")
         if num_classes < 0:
             raise ValueError(f"num_classes must be >= 0, got {num_classes}.")
-        if not 0.0 <= dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {dropout}.")
+        self.validate_stack(num_filters, num_layers, kernel_size, dropout)
         self.num_embeddings = num_embeddings
         self.latent_shape = tuple(int(s) for s in latent_shape)
         self.num_filters = num_filters
@@ -88,6 +83,16 @@ class PixelCNN(keras.Model):
         self._loss_tracker = keras.metrics.Mean(name="loss")
         self._bits_tracker = keras.metrics.Mean(name="bits_per_code")
         self._build_all()
+
+    @staticmethod
+    def validate_stack(num_filters, num_layers, kernel_size, dropout) -> None:
+        """Raises ValueError naming the first bad argument of the gated stack."""
+        checks.positive_int("num_filters", num_filters)
+        checks.positive_int("num_layers", num_layers)
+        if kernel_size % 2 == 0 or kernel_size < 3:
+            raise ValueError(f"kernel_size must be odd and >= 3, got {kernel_size}.")
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {dropout}.")
 
     def _build_all(self):
         h, w = self.latent_shape

@@ -120,12 +120,6 @@ class VQVAE(keras.Model):
         # the model saves and checkpoints completely even if only train_step ever ran.
         self.build()
 
-    @classmethod
-    def network_defaults(cls) -> dict:
-        """{argument: default} of the constructor arguments that describe the network (all but
-        `RUN_ARGS`), in signature order."""
-        return {name: p.default for name, p in _PARAMETERS.items() if name not in RUN_ARGS}
-
     @staticmethod
     def validate_arguments(arguments: dict) -> None:
         """Raises ValueError naming the first bad network argument in `arguments`."""
@@ -265,7 +259,5 @@ class VQVAE(keras.Model):
         return config
 
 
-_PARAMETERS = {
-    name: p for name, p in inspect.signature(VQVAE.__init__).parameters.items() if name not in ("self", "kwargs")
-}
-_ARGUMENTS = frozenset(_PARAMETERS)
+# The constructor's own arguments: what `get_config` records.
+_ARGUMENTS = frozenset(inspect.signature(VQVAE.__init__).parameters) - {"self", "kwargs"}

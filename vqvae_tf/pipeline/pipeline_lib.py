@@ -8,7 +8,6 @@ stopped (training stages resume from their checkpoints).
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import time
 
@@ -20,21 +19,13 @@ from vqvae_tf.pipeline.report import write_report
 from vqvae_tf.serving import export_savedmodel_lib, export_tflite_lib, tflite
 from vqvae_tf.training import export_codes_lib, train_prior_lib, train_vqvae_lib
 from vqvae_tf.training.options import RunOptions
-from vqvae_tf.training.workdir import StageDir, Workdir
+from vqvae_tf.training.workdir import StageDir, Workdir, read_json
 from vqvae_tf.utils import files, progress
 
 STAGES = ("train VQ-VAE", "export codes", "train prior", "export SavedModels", "convert to TFLite", "write report")
 # The pipeline's own markers: which checkpoints the exports were made from.
 SAVEDMODEL_MARKER = "savedmodel_export.json"  # in W/export
 TFLITE_MARKER = "source.json"  # in W/export/tflite
-
-
-def _read(path: str) -> dict:
-    try:
-        with open(path) as f:
-            return json.load(f)
-    except (OSError, ValueError):
-        return {}
 
 
 def _latest(stage: StageDir) -> str | None:
@@ -63,7 +54,7 @@ def run_pipeline(recipe: Recipe, options: RunOptions) -> dict:
         )
 
     banner(0)
-    if (w.vqvae.read_json("metrics.json") or {}).get("steps") == recipe.vqvae.steps:
+    if (w.vqvae.read_metrics() or {}).get("steps") == recipe.vqvae.steps:
         progress.log(f"Done already ({w.vqvae.metrics}); skipping.")
     else:
         train_vqvae_lib.train_and_evaluate(recipe.vqvae, stage_options)
@@ -74,7 +65,7 @@ def run_pipeline(recipe: Recipe, options: RunOptions) -> dict:
     banner(2)
     # Class-conditional only where the dataset has labels.
     recipe.prior.conditional = recipe.prior.conditional and bool(codes.load_meta(w.codes)["num_classes"])
-    if (w.prior.read_json("metrics.json") or {}).get("steps") == recipe.prior.steps:
+    if (w.prior.read_metrics() or {}).get("steps") == recipe.prior.steps:
         progress.log(f"Done already ({w.prior.metrics}); skipping.")
     else:
         train_prior_lib.train_prior(recipe.prior, stage_options)
@@ -82,7 +73,7 @@ def run_pipeline(recipe: Recipe, options: RunOptions) -> dict:
     sources = {"vqvae": _latest(w.vqvae), "prior": _latest(w.prior)}
     banner(3)
     saved_marker = os.path.join(w.export, SAVEDMODEL_MARKER)
-    done = _read(saved_marker)
+    done = read_json(saved_marker) or {}
     if done.get("sources") == sources:
         progress.log("SavedModels of these checkpoints exist already; skipping.")
         paths = done["paths"]
@@ -92,7 +83,10 @@ def run_pipeline(recipe: Recipe, options: RunOptions) -> dict:
 
     banner(4)
     tflite_marker = os.path.join(w.export, tflite.SUBDIR, TFLITE_MARKER)
-    if os.path.exists(tflite.report_path(w.export)) and _read(tflite_marker).get("vqvae") == sources["vqvae"]:
+    if (
+        os.path.exists(tflite.report_path(w.export))
+        and (read_json(tflite_marker) or {}).get("vqvae") == sources["vqvae"]
+    ):
         progress.log("TFLite files of this checkpoint exist already; skipping.")
     else:
         export_tflite_lib.export_tflite_stage(w.root, w.export, tflite.QUANTIZATIONS, options.data_dir)

@@ -23,8 +23,8 @@ def write_report(workdir: str, paths: dict, seconds: float) -> str:
 
     recon, usage, samples = rel(w.reconstructions_png), rel(w.codebook_usage_png), rel(w.samples_png)
     tflite_dir = rel(os.path.join(w.export, tflite.SUBDIR))
-    vq = w.vqvae.read_json("metrics.json")
-    prior = w.prior.read_json("metrics.json")
+    vq = w.vqvae.read_metrics()
+    prior = w.prior.read_metrics()
     tfl = tflite.read_report(w.export)
     vq_rows = "\n".join(f"| {k} | {_fmt(vq[k])} |" for k in QUALITY_KEYS + ("steps", "images_per_second"))
     prior_rows = "\n".join(

@@ -56,7 +56,7 @@ def check_batch_size(batch_size: int, strategy: tf.distribute.Strategy) -> None:
 
 def check_saved_architecture(stage: StageDir, architecture: dict) -> None:
     """Raises WorkdirError if the stage's config.json holds other values of `architecture`'s fields."""
-    saved = stage.read_json("config.json")
+    saved = stage.read_config()
     if saved is None:
         return
     saved = saved.get("config", {})

@@ -103,7 +103,7 @@ def _evaluate_and_write(run: loop.StageRun, prior: PixelCNN, options: RunOptions
         "steps": int(prior.optimizer.iterations.numpy()),
         "conditional": bool(prior.num_classes),
     }
-    vq_metrics = workdir.vqvae.read_json("metrics.json")
+    vq_metrics = workdir.vqvae.read_metrics()
     if vq_metrics is not None:
         # Section 3.3: -log p(x) <= -log p(x|z_q) - log p(z_q), in bits per image dimension.
         metrics["bits_per_dim"] = bits_per_code * h * w / dims + vq_metrics["bits_per_dim_reconstruction"]

@@ -56,7 +56,7 @@ def load_trained_model_and_path(workdir: str):
 
 def trained_dataset(workdir: str) -> str:
     """The dataset the VQ-VAE of `workdir` was trained on."""
-    return Workdir(workdir).vqvae.read_json("config.json")["config"]["dataset"]
+    return Workdir(workdir).vqvae.read_config()["config"]["dataset"]
 
 
 def evaluate(model: VQVAE, dataset: tf.data.Dataset) -> dict:
@@ -179,7 +179,7 @@ def _evaluate_and_write(run, model, config, options, images_per_second) -> dict:
     metrics = evaluate(model, test)
     counts = metrics.pop("_code_counts")
     if images_per_second is None:  # nothing trained in this run: keep the speed measured before
-        images_per_second = (stage.read_json("metrics.json") or {}).get("images_per_second")
+        images_per_second = (stage.read_metrics() or {}).get("images_per_second")
     metrics.update(
         steps=int(model.optimizer.iterations.numpy()),
         images_per_second=images_per_second,

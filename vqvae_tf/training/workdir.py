@@ -50,13 +50,22 @@ class StageDir:
         """Whether the stage has been started (its config.json is written first)."""
         return os.path.exists(self.config)
 
-    def read_json(self, name: str) -> dict | None:
-        """A JSON file of this stage, or None when it is missing or unreadable."""
-        try:
-            with open(self.file(name)) as f:
-                return json.load(f)
-        except (OSError, ValueError):
-            return None
+    def read_config(self) -> dict | None:
+        """config.json, or None when it is missing or unreadable."""
+        return read_json(self.config)
+
+    def read_metrics(self) -> dict | None:
+        """metrics.json, or None when it is missing or unreadable (the stage has not finished)."""
+        return read_json(self.metrics)
+
+
+def read_json(path: str) -> dict | None:
+    """A JSON file of the run directory, or None when it is missing or unreadable."""
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
 
 
 class Workdir:
