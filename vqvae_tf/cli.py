@@ -23,7 +23,10 @@ def positive_float(name: str) -> None:
     flags.register_validator(name, lambda v: v is None or v > 0, message=f"--{name} must be > 0.")
 
 
-def define_workdir(help_text: str = "Run directory (checkpoints, logs, metrics, pictures).") -> flags.FlagHolder:
+_WORKDIR_HELP = "Run directory (checkpoints, logs, metrics, pictures)."
+
+
+def define_workdir(help_text: str = _WORKDIR_HELP) -> flags.FlagHolder:
     return flags.DEFINE_string("workdir", None, help_text, required=True)
 
 
@@ -50,16 +53,15 @@ class RunFlags:
 
     def options(self, **fields) -> RunOptions:
         """The `RunOptions` of the parsed flags (plus `fields`); flags.txt gets every flag's value."""
-        holders = dict(self.cadence, workdir=self.workdir, data_dir=self.data_dir, strategy=self.strategy)
-        holders.update(mixed_precision=self.mixed_precision, seed=self.seed)
-        values = {name: holder.value for name, holder in holders.items()}
+        holders = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "cadence"}
+        values = {name: holder.value for name, holder in {**holders, **self.cadence}.items()}
         return RunOptions(**values, flags_text=FLAGS.flags_into_string(), **fields)
 
 
-def define_run_flags(workdir_help: str | None = None, cadence: dict | None = None) -> RunFlags:
+def define_run_flags(workdir_help: str = _WORKDIR_HELP, cadence: dict | None = None) -> RunFlags:
     """--workdir, --data_dir, --strategy, --mixed_precision, --seed (+ `cadence` holders)."""
     return RunFlags(
-        workdir=define_workdir(workdir_help) if workdir_help else define_workdir(),
+        workdir=define_workdir(workdir_help),
         data_dir=define_data_dir(),
         strategy=flags.DEFINE_enum("strategy", "default", list(STRATEGIES), "tf.distribute strategy."),
         mixed_precision=flags.DEFINE_enum("mixed_precision", "none", list(MIXED_PRECISION), "Keras dtype policy."),

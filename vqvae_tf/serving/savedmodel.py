@@ -65,8 +65,7 @@ def resolve_version(model_dir: str, version: int | None, overwrite: bool) -> int
     versions = existing_versions(model_dir)
     if version is None:
         return (versions[-1] + 1) if versions else 1
-    if version <= 0:
-        raise ValueError(f"version must be a positive integer, got {version}.")
+    checks.positive_int("version", version)
     if version in versions and not overwrite:
         raise FileExistsError(
             f"{os.path.join(model_dir, str(version))} already exists; pass --overwrite or another --version."

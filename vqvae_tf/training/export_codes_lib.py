@@ -15,7 +15,7 @@ from vqvae_tf import data
 from vqvae_tf.data import codes
 from vqvae_tf.training import train_vqvae_lib
 from vqvae_tf.training.workdir import Workdir
-from vqvae_tf.utils import files, progress
+from vqvae_tf.utils import checks, files, progress
 
 
 def export_codes(
@@ -32,8 +32,8 @@ def export_codes(
 
     Returns the metadata written to meta.json. Deterministic: file order, no shuffling.
     """
-    if batch_size <= 0 or shard_size <= 0:
-        raise ValueError(f"batch_size and shard_size must be positive, got {batch_size}, {shard_size}.")
+    checks.positive_int("batch_size", batch_size)
+    checks.positive_int("shard_size", shard_size)
     info = data.dataset_info(dataset, data_dir)
     encode = tf.function(model.encode)
     counts = {}
