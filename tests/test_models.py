@@ -196,3 +196,102 @@ def test_mirrored_train_step_equals_single_replica(mirrored):
     for a, b in zip(single.weights, multi.weights):
         for local in mirrored.experimental_local_results(b.value):
             np.testing.assert_allclose(local.numpy(), a.numpy(), rtol=2e-4, atol=2e-5, err_msg=a.path)
+
+
+def optimizer_state_of(model, variable):
+    prefix = variable.path.replace("/", "_") + "_"
+    slots = [v for v in model.optimizer.variables if v.name.startswith(prefix)]
+    assert len(slots) == 2  # Adam: momentum and velocity
+    return slots
+
+
+def test_reseeded_codebook_rows_get_no_stale_optimizer_step():
+    keras.utils.set_random_seed(0)
+    model = tiny_model(quantizer="vq", kmeans_init=True, dead_code_threshold=1.0)
+    model.optimizer.build(model.trainable_variables)
+    images = tf.random.stateless_uniform([16, 28, 28, 1], seed=[3, 4])
+    step = tf.function(model.train_step)
+    codebook = model.quantizer._codebook
+    for _ in range(3):
+        step(images)
+    # Code 3 is judged dead at the next step: it must become an encoder output of that step's
+    # batch exactly, with no optimizer step applied and its Adam moments reset.
+    codebook.assign(tf.tensor_scatter_nd_update(codebook, [[3]], tf.fill([1, model.embedding_dim], 1e3)))
+    model.quantizer.code_usage.assign(tf.tensor_scatter_nd_update(model.quantizer.code_usage, [[3]], [0.0]))
+    model.quantizer.restarted_at.assign(-np.ones(model.num_embeddings, np.int64))
+    z_e = model.encoder_outputs(images).numpy().reshape(-1, model.embedding_dim)
+    before = codebook.numpy()
+    step(images)
+    reseeded = model.quantizer.reseeded.numpy() > 0
+    assert reseeded[3]
+    after = codebook.numpy()
+    for i in np.flatnonzero(reseeded):
+        assert np.min(np.abs(z_e - after[i]).max(axis=1)) < 1e-6, f"code {i} is not an encoder output"
+    for slot in optimizer_state_of(model, codebook):
+        np.testing.assert_array_equal(slot.numpy()[reseeded], 0.0)
+        assert np.all(np.any(slot.numpy()[~reseeded] != 0.0, axis=1))
+    # The other rows had their usual Adam step.
+    assert np.all(np.any(after[~reseeded] != before[~reseeded], axis=1))
+
+
+def test_kmeans_install_step_leaves_the_centroids_untouched_by_adam():
+    model = tiny_model(quantizer="vq", kmeans_init=True, dead_code_threshold=0.0)
+    model.optimizer.build(model.trainable_variables)
+    images = tf.random.stateless_uniform([16, 28, 28, 1], seed=[5, 6])
+    z_e = model.encoder_outputs(images)
+    # The same quantizer on the same encoder outputs, with no optimizer: the centroids installed.
+    quantizer = type(model.quantizer).from_config(model.quantizer.get_config())
+    quantizer(z_e, training=True)
+    tf.function(model.train_step)(images)
+    np.testing.assert_allclose(model.quantizer.codebook.numpy(), quantizer.codebook.numpy(), atol=1e-6)
+    for slot in optimizer_state_of(model, model.quantizer._codebook):
+        np.testing.assert_array_equal(slot.numpy(), 0.0)
+
+
+def test_training_logs_restarts_per_step():
+    model = tiny_model(dead_code_threshold=60.0)  # of 784 vectors per step: some codes are dead
+    images = tf.random.stateless_uniform([16, 28, 28, 1], seed=[7, 8])
+    step = tf.function(model.train_step)
+    restarted = []
+    for _ in range(3):
+        before = int(model.quantizer.num_restarts.numpy())
+        logs = step(images)
+        restarted.append(int(model.quantizer.num_restarts.numpy()) - before)
+    assert sum(restarted) > 0
+    assert float(logs["restarts"]) == pytest.approx(np.mean(restarted))
+    assert "restarts" in [m.name for m in model.metrics]
+
+
+@pytest.mark.parametrize("quantizer", ["vq", "ema"])
+def test_mirrored_train_steps_equal_single_replica(mirrored, quantizer):
+    """The default quantizer configuration (k-means init, dead-code restarts) and the optimizer,
+    trained on two replicas, reach the weights one replica reaches on the same global batches."""
+    batches = [tf.random.stateless_uniform([8, 28, 28, 1], seed=[9, i]) for i in range(3)]
+
+    def build():
+        keras.utils.set_random_seed(0)
+        # 392 vectors per step for 16 codes: some fall below 30 and are restarted.
+        model = tiny_model(quantizer=quantizer, kmeans_init=True, dead_code_threshold=30.0)
+        model.optimizer.build(model.trainable_variables)
+        return model
+
+    single = build()
+    step = tf.function(single.train_step)
+    for b in batches:
+        step(b)
+    with mirrored.scope():
+        multi = build()
+
+    @tf.function
+    def multi_step(x):
+        mirrored.run(multi.train_step, args=(x,))
+
+    for b in batches:
+        halves = mirrored.experimental_distribute_values_from_function(
+            lambda ctx, b=b: b[ctx.replica_id_in_sync_group * 4 : (ctx.replica_id_in_sync_group + 1) * 4]
+        )
+        multi_step(halves)
+    assert int(single.quantizer.num_restarts.numpy()) > 0
+    for want, got in zip(single.weights + single.optimizer.variables, multi.weights + multi.optimizer.variables):
+        for value in mirrored.experimental_local_results(got.value):
+            np.testing.assert_allclose(value.numpy(), want.numpy(), rtol=1e-4, atol=1e-5, err_msg=got.path)

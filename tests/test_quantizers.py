@@ -303,3 +303,152 @@ def test_codebook_usage_metric():
     result = metric.result()
     np.testing.assert_allclose(result["perplexity"].numpy(), np.exp(-(p * np.log(p)).sum()), rtol=1e-5)
     assert float(result["codebook_usage"]) == pytest.approx((counts > 0).mean())
+
+
+# ---------------------------------------------------------------- restarts and k-means (issue 11)
+
+
+def far_codebook(vq):
+    """Code 0 at the origin, every other code far away (never nearest to data near 0)."""
+    far = np.full((K, D), 100.0, np.float32)
+    far[0] = 0.0
+    vq._set_codes(tf.ones([K], tf.bool), tf.constant(far), tf.ones([K]))
+    return far
+
+
+@pytest.mark.parametrize("cls", LAYERS)
+@pytest.mark.parametrize("rows", [5, 40])
+def test_restart_draws_distinct_rows_and_only_as_many_as_there_are(cls, rows):
+    data = np.random.default_rng(7).normal(size=(rows, D)).astype(np.float32)
+    vq = make(cls, dead_code_threshold=1.0)
+    far = far_codebook(vq)
+    vq(data, training=True)
+    codebook = vq.codebook.numpy()
+    restarted = np.flatnonzero(vq.reseeded.numpy())
+    # 11 codes are dead: all are restarted when the batch has >= 11 rows, else one per row.
+    assert len(restarted) == min(K - 1, rows) == int(vq.num_restarts.numpy())
+    np.testing.assert_array_equal(restarted, np.arange(1, len(restarted) + 1))  # lowest-numbered first
+    np.testing.assert_allclose(codebook[len(restarted) + 1 :], far[len(restarted) + 1 :], rtol=1e-6)
+    # Each restarted code is a row of the batch, and no two are the same row.
+    match = [np.flatnonzero(np.all(np.isclose(data, codebook[i], atol=1e-5), axis=1)) for i in restarted]
+    assert all(len(m) == 1 for m in match)
+    assert len({int(m[0]) for m in match}) == len(restarted)
+
+
+def test_restart_draw_is_uniform_over_rows():
+    # 2000 draws of 11 codes from a batch of 22 rows: each row should be picked about half the time.
+    data = np.repeat(np.arange(22, dtype=np.float32)[:, None] * 0.5, D, axis=1)
+    vq = make(VectorQuantizer, dead_code_threshold=1.0)
+    picks = np.zeros(22)
+    step = tf.function(lambda z: vq(z, training=True))
+    for _ in range(300):
+        far_codebook(vq)
+        vq.restarted_at.assign(-np.ones(K, np.int64))
+        vq.code_usage.assign(np.zeros(K, np.float32))
+        step(data)
+        picks[np.round(vq.codebook.numpy()[1:, 0] / 0.5).astype(int)] += 1
+    frequency = picks / 300
+    assert np.all(np.abs(frequency - 0.5) < 0.12), frequency
+
+
+@pytest.mark.parametrize("cls", LAYERS)
+def test_restarted_code_has_a_grace_period(cls):
+    vq = make(cls, dead_code_threshold=1.0, usage_decay=0.5, restart_grace_steps=3)
+    far_codebook(vq)
+    step = tf.function(lambda z: vq(z, training=True))
+    step(np.random.default_rng(0).normal(size=(30, D)).astype(np.float32) + 20.0)
+    assert int(vq.num_restarts.numpy()) == K - 1  # codes 1..11 take rows near 20; code 0 wins nothing
+    restarted_at = vq.restarted_at.numpy().copy()
+    np.testing.assert_array_equal(restarted_at[1:], 1)
+    zeros = np.zeros((30, D), np.float32)  # only code 0 (at the origin) wins from now on
+    for expected_step in (2, 3):
+        step(zeros)
+        # Codes 1..11 won nothing, but are within their grace period: not restarted again.
+        np.testing.assert_array_equal(vq.restarted_at.numpy()[1:], 1, err_msg=f"step {expected_step}")
+    step(zeros)  # step 4 = 1 + grace: now they may be judged dead again
+    np.testing.assert_array_equal(vq.restarted_at.numpy()[1:], 4)
+
+
+def test_default_grace_period_is_the_usage_time_constant():
+    assert make(VectorQuantizer, dead_code_threshold=1.0).grace_steps == 100
+    assert make(VectorQuantizer, dead_code_threshold=1.0, usage_decay=0.9).grace_steps == 10
+    assert make(VectorQuantizer, dead_code_threshold=1.0, usage_decay=0.0).grace_steps == 1
+    with pytest.raises(ValueError, match="restart_grace_steps"):
+        make(VectorQuantizer, restart_grace_steps=0)
+
+
+def test_kmeans_install_initialises_the_ema_statistics():
+    rng = np.random.default_rng(3)
+    centres = rng.normal(size=(K, D)).astype(np.float32) * 10
+    data = (centres[rng.integers(0, K, 360)] + 0.01 * rng.normal(size=(360, D))).astype(np.float32)
+    vq = make(VectorQuantizerEMA, kmeans_init=True, kmeans_iterations=20, decay=0.99)
+    assert vq.kmeans_sample_size >= len(data)  # k-means sees the whole batch
+    vq(data, training=True)
+    codebook = vq.codebook.numpy()
+    # (The layer's assignment, checked against NumPy above: some rows here are float32 ties.)
+    sizes = np.bincount(vq(data)["indices"].numpy(), minlength=K).astype(np.float32)
+    np.testing.assert_allclose(vq.ema_cluster_size.numpy(), sizes, atol=1e-3)
+    np.testing.assert_allclose(vq.code_usage.numpy(), 0.01 * sizes, rtol=1e-5, atol=1e-6)
+    smoothed = (sizes + 1e-5) / (sizes.sum() + K * 1e-5) * sizes.sum()
+    np.testing.assert_allclose(vq.ema_dw.numpy(), codebook * smoothed[:, None], rtol=1e-4, atol=1e-4)
+    # The next step (a batch shifted by 1) moves each centroid by about (1 - decay) of the shift,
+    # as for a code that has seen many batches, not halfway toward one batch.
+    vq(data + 1.0, training=True)
+    # (Seeding every code at N = 1 instead moves a code of 28 rows by 0.22.)
+    moved = vq.codebook.numpy() - codebook
+    assert np.abs(moved).max() < 0.03
+    assert np.mean(moved[sizes > 0]) == pytest.approx(0.01, abs=2e-3)
+
+
+def test_training_perplexity_is_of_the_global_batch(mirrored):
+    with mirrored.scope():
+        vq = make(VectorQuantizerEMA, decay=0.5)
+    codebook = np.eye(K, D, dtype=np.float32) * 10
+    vq._codebook.assign(codebook)
+    vq.ema_dw.assign(codebook)
+
+    @tf.function
+    def step(x):
+        return mirrored.run(lambda v: vq(v, training=True)["perplexity"], args=(x,))
+
+    # Replica 0 sees only code 0, replica 1 only code 1: each local batch has perplexity 1, the
+    # global batch 2.
+    x = mirrored.experimental_distribute_values_from_function(
+        lambda ctx: tf.tile(tf.constant(codebook)[ctx.replica_id_in_sync_group][None], [4, 1])
+    )
+    for value in mirrored.experimental_local_results(step(x)):
+        assert float(value) == pytest.approx(2.0, rel=1e-5)
+
+
+def mirrored_split(mirrored, batch, sizes):
+    """A distributed value whose replica i holds rows [sum(sizes[:i]), sum(sizes[:i+1])) of batch."""
+    bounds = np.cumsum([0, *sizes])
+    return mirrored.experimental_distribute_values_from_function(
+        lambda ctx: tf.constant(batch[bounds[ctx.replica_id_in_sync_group] : bounds[ctx.replica_id_in_sync_group + 1]])
+    )
+
+
+@pytest.mark.parametrize("cls", LAYERS)
+@pytest.mark.parametrize("sizes", [(4, 4), (6, 2), (0, 8), (8, 0)])
+def test_mirrored_default_configuration_equals_single_replica(mirrored, cls, sizes):
+    """k-means init + dead-code restart (+ EMA statistics), with even, uneven and empty replica
+    batches: every replica ends with the state one replica reaches on the whole batch."""
+    rng = np.random.default_rng(11)
+    batches = [rng.normal(size=(8, D)).astype(np.float32) + 3.0 * i for i in range(4)]
+    kwargs = dict(dead_code_threshold=2.0, kmeans_init=True, usage_decay=0.5, restart_grace_steps=2)
+    single = make(cls, **kwargs)
+    for b in batches:
+        single(b, training=True)
+    with mirrored.scope():
+        multi = make(cls, **kwargs)
+
+    @tf.function
+    def step(x):
+        mirrored.run(lambda v: multi(v, training=True), args=(x,))
+
+    for b in batches:
+        step(mirrored_split(mirrored, b, sizes))
+    assert int(single.num_restarts.numpy()) > 0
+    for want, got in zip(single.weights, multi.weights):
+        for value in mirrored.experimental_local_results(got.value):
+            np.testing.assert_allclose(value.numpy(), want.numpy(), rtol=1e-5, atol=1e-5, err_msg=got.name)

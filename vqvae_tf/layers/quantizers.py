@@ -10,6 +10,8 @@ statistics under `tf.distribute`, float32 distances under mixed precision.
 
 from __future__ import annotations
 
+import math
+
 import keras
 import tensorflow as tf
 
@@ -24,26 +26,53 @@ def _replica_context():
     return ctx
 
 
-def _sync(summed: dict, from_first: dict | None = None) -> tuple[dict, dict]:
-    """Sums `summed` over replicas and broadcasts the first replica's `from_first`, in ONE
-    all-reduce. Separate collectives in one step may run in different orders on different
-    replicas (a shape-mismatch abort), so each phase packs its tensors together.
-    Identity outside a multi-replica step."""
-    from_first = from_first or {}
+def _sync(summed: dict, gathered: dict | None = None) -> tuple[dict, dict]:
+    """In ONE all-reduce: sums `summed` over replicas and stacks every replica's `gathered` value
+    into ``[num_replicas, ...]`` (each replica writes its own slot of a zero tensor, so the sum is
+    a gather; the replicas' values must have equal shapes). Separate collectives in one step may
+    run in different orders on different replicas (a shape-mismatch abort), so a phase packs its
+    tensors together. Outside a multi-replica step: identity (gathered values get a leading axis
+    of 1). Values travel as float32: integers must stay below 2**24."""
+    gathered = gathered or {}
     ctx = _replica_context()
     if ctx is None:
-        return dict(summed), dict(from_first)
-    is_first = tf.cast(tf.equal(ctx.replica_id_in_sync_group, 0), tf.float32)
+        return dict(summed), {k: v[tf.newaxis] for k, v in gathered.items()}
+    slot = tf.one_hot(ctx.replica_id_in_sync_group, ctx.num_replicas_in_sync, dtype=tf.float32)
     items = [(k, tf.cast(v, tf.float32), False) for k, v in summed.items()]
-    items += [(k, tf.cast(v, tf.float32) * is_first, True) for k, v in from_first.items()]
+    items += [
+        (k, tf.reshape(slot, [-1] + [1] * v.shape.rank) * tf.cast(v, tf.float32)[tf.newaxis], True)
+        for k, v in gathered.items()
+    ]
     packed = ctx.all_reduce(tf.distribute.ReduceOp.SUM, tf.concat([tf.reshape(v, [-1]) for _, v, _ in items], 0))
-    sizes = [tf.size(v) for _, v, _ in items]
-    parts = tf.split(packed, tf.stack(sizes), num=len(items))
-    out_sum, out_first = {}, {}
-    for (key, value, first), part in zip(items, parts):
-        restored = tf.cast(tf.reshape(part, tf.shape(value)), (from_first if first else summed)[key].dtype)
-        (out_first if first else out_sum)[key] = restored
-    return out_sum, out_first
+    parts = tf.split(packed, tf.stack([tf.size(v) for _, v, _ in items]), num=len(items))
+    out_sum, out_gathered = {}, {}
+    for (key, value, is_gathered), part in zip(items, parts):
+        source, out = (gathered, out_gathered) if is_gathered else (summed, out_sum)
+        out[key] = tf.cast(tf.reshape(part, tf.shape(value)), source[key].dtype)
+    return out_sum, out_gathered
+
+
+def _replica_offset(num_vectors):
+    """(Rows of the global batch before this replica's, rows of the global batch). MirroredStrategy
+    splits a global batch into consecutive chunks in replica order, so offset + i is row i's
+    index in the global batch. A small all-reduce of its own, which every later one depends on."""
+    ctx = _replica_context()
+    if ctx is None:
+        return tf.zeros([], tf.int32), num_vectors
+    replica = ctx.replica_id_in_sync_group
+    slot = tf.one_hot(replica, ctx.num_replicas_in_sync, dtype=tf.float32)
+    per_replica = tf.cast(ctx.all_reduce(tf.distribute.ReduceOp.SUM, slot * tf.cast(num_vectors, tf.float32)), tf.int32)
+    before = tf.range(ctx.num_replicas_in_sync) < replica
+    return tf.reduce_sum(tf.where(before, per_replica, 0)), tf.reduce_sum(per_replica)
+
+
+def _mix32(x):
+    """A bijection of uint32 with good avalanche (the "lowbias32" integer hash)."""
+    x = tf.bitwise.bitwise_xor(x, tf.bitwise.right_shift(x, tf.constant(16, tf.uint32)))
+    x = x * tf.constant(0x7FEB352D, tf.uint32)
+    x = tf.bitwise.bitwise_xor(x, tf.bitwise.right_shift(x, tf.constant(15, tf.uint32)))
+    x = x * tf.constant(0x846CA68B, tf.uint32)
+    return tf.bitwise.bitwise_xor(x, tf.bitwise.right_shift(x, tf.constant(16, tf.uint32)))
 
 
 def _squared_distances(flat, codebook):
@@ -79,8 +108,13 @@ class VectorQuantizer(keras.layers.Layer):
       commitment_cost: beta in eq. 3 (0.25 in the paper).
       dead_code_threshold: 0 disables restarts. Otherwise, during training a code whose
         (bias-corrected) EMA of assignments per step falls below this value is re-seeded with an
-        encoder output drawn from the current batch.
+        encoder output of the current (global) batch. The replacements are distinct rows drawn
+        uniformly without replacement; when the batch has fewer rows than there are dead codes,
+        only that many codes (the lowest-numbered dead ones) are restarted.
       usage_decay: decay of that usage EMA.
+      restart_grace_steps: steps after a restart during which that code cannot be judged dead
+        again (its usage EMA needs time to reflect its new position). None: the usage EMA's time
+        constant, ``ceil(1 / (1 - usage_decay))`` (100 steps at 0.99).
       kmeans_init: if True, the first training call runs `kmeans_iterations` Lloyd iterations on
         its batch of encoder outputs (the first replica's) and, at the end of that call, makes
         the centroids the codebook.
@@ -98,9 +132,13 @@ class VectorQuantizer(keras.layers.Layer):
       ``indices``: int32 ``inputs.shape[:-1]``.
       ``codebook_loss``: float32 scalar, mean ||sg[z_e] - e||^2 (reaches the codebook only).
       ``commitment_loss``: float32 scalar, beta * mean ||z_e - sg[e]||^2 (reaches z_e only).
-      ``perplexity``: float32 scalar, exp(entropy) of the code usage in this batch.
+      ``perplexity``: float32 scalar, exp(entropy) of the code usage in this batch (in training
+        under `tf.distribute`: of the global batch, from the all-reduced counts).
 
-    Distances are computed in float32 even under a mixed-precision policy.
+    Distances are computed in float32 even under a mixed-precision policy. After each training
+    call, ``reseeded`` (float32 ``[K]``, 1 for a row replaced in that call by a restart or the
+    k-means install) tells an optimizer which rows' moments are stale (`VQVAE.train_step` resets
+    them), and ``num_restarts`` counts the restarts so far.
 
     Example:
     >>> vq = VectorQuantizer(num_embeddings=16, embedding_dim=4)
@@ -121,6 +159,7 @@ class VectorQuantizer(keras.layers.Layer):
         kmeans_init: bool = False,
         kmeans_iterations: int = 10,
         seed: int = 0,
+        restart_grace_steps: int | None = None,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -133,6 +172,8 @@ class VectorQuantizer(keras.layers.Layer):
         if not 0.0 <= usage_decay < 1.0:
             raise ValueError(f"usage_decay must be in [0, 1), got {usage_decay}.")
         checks.positive_int("kmeans_iterations", kmeans_iterations)
+        if restart_grace_steps is not None:
+            checks.positive_int("restart_grace_steps", restart_grace_steps)
         self.num_embeddings = int(num_embeddings)
         self.embedding_dim = int(embedding_dim)
         self.commitment_cost = float(commitment_cost)
@@ -141,6 +182,14 @@ class VectorQuantizer(keras.layers.Layer):
         self.kmeans_init = bool(kmeans_init)
         self.kmeans_iterations = int(kmeans_iterations)
         self.seed = int(seed)
+        self.restart_grace_steps = None if restart_grace_steps is None else int(restart_grace_steps)
+
+    @property
+    def grace_steps(self) -> int:
+        """The restart grace period in force (see `restart_grace_steps`)."""
+        if self.restart_grace_steps is not None:
+            return self.restart_grace_steps
+        return max(1, math.ceil(1.0 / (1.0 - self.usage_decay) - 1e-9))
 
     # ---------------------------------------------------------------- state
 
@@ -162,24 +211,24 @@ class VectorQuantizer(keras.layers.Layer):
             autocast=False,
             aggregation="only_first_replica",
         )
-        self.code_usage = self.add_weight(
-            name="code_usage",
-            shape=(self.num_embeddings,),
-            initializer="zeros",
-            trainable=False,
-            autocast=False,
-            aggregation="only_first_replica",
-        )
-        self.num_updates = self.add_weight(
-            name="num_updates",
-            shape=(),
-            initializer="zeros",
-            dtype="int64",
-            trainable=False,
-            autocast=False,
-            aggregation="only_first_replica",
-        )
+        self.code_usage = self._state("code_usage", (self.num_embeddings,), "float32")
+        self.num_updates = self._state("num_updates", (), "int64")
+        # Step (num_updates) of each code's last restart; -1: never restarted.
+        self.restarted_at = self._state("restarted_at", (self.num_embeddings,), "int64", initializer=-1)
+        self.reseeded = self._state("reseeded", (self.num_embeddings,), "float32")
+        self.num_restarts = self._state("num_restarts", (), "int64")
         self._build_extra_state()
+
+    def _state(self, name, shape, dtype, initializer=0):
+        return self.add_weight(
+            name=name,
+            shape=shape,
+            initializer=keras.initializers.Constant(initializer),
+            dtype=dtype,
+            trainable=False,
+            autocast=False,
+            aggregation="only_first_replica",
+        )
 
     def _build_extra_state(self):
         pass
@@ -220,7 +269,7 @@ class VectorQuantizer(keras.layers.Layer):
         quantized_st = flat + tf.stop_gradient(quantized_flat - flat)
 
         if training:
-            self._update_state(flat, indices_flat, counts, num_vectors)
+            counts = self._update_state(flat, indices_flat, counts, num_vectors)
 
         return {
             "quantized": tf.cast(tf.reshape(quantized_st, dims), self.compute_dtype),
@@ -258,62 +307,120 @@ class VectorQuantizer(keras.layers.Layer):
 
     # ---------------------------------------------------------------- training-time state
 
-    def _random_rows(self, flat, num_vectors, salt):
-        """`num_embeddings` rows of `flat` drawn with replacement (zeros for an empty batch)."""
-        seed = tf.stack([tf.cast(self.seed, tf.int64), self.num_updates * 4 + salt])
-        picks = tf.random.stateless_uniform(
-            [self.num_embeddings], seed=seed, minval=0, maxval=tf.maximum(num_vectors, 1), dtype=tf.int32
-        )
-        padded = tf.concat([flat, tf.zeros([1, self.embedding_dim], flat.dtype)], axis=0)
-        return tf.gather(padded, picks)
+    def _row_keys(self, global_index, salt):
+        """Pseudo-random, distinct keys (float64 in [0, 2**32)) of rows by their index in the
+        global batch: a bijective hash of the index, seeded by (seed, step, salt). Every replica
+        split of a batch gives every row the same key, so draws do not depend on the split."""
+        step = tf.cast(self.num_updates * 4 + salt, tf.uint32)
+        mix = _mix32(tf.bitwise.bitwise_xor(_mix32(tf.constant(self.seed % 2**32, tf.uint32)), step))
+        other = _mix32(mix + tf.constant(0x9E3779B9, tf.uint32))
+        keys = _mix32(tf.bitwise.bitwise_xor(_mix32(tf.cast(global_index, tf.uint32) + mix), other))
+        return tf.cast(keys, tf.float64)
 
-    def _local_kmeans(self, flat, num_vectors):
-        """Lloyd iterations on this replica's batch -> (centroids [K,D], cluster sizes [K])."""
-        centroids = self._random_rows(flat, num_vectors, salt=1)
-        ones = tf.ones([num_vectors], tf.float32)
-        counts = tf.zeros([self.num_embeddings])
+    def _local_draw(self, flat, keys, size):
+        """This replica's `size` rows of largest key (padding rows: key -1), as gathered fields."""
+        rows = tf.concat([flat, tf.zeros([size, self.embedding_dim], flat.dtype)], axis=0)
+        top, picks = tf.math.top_k(tf.concat([keys, -tf.ones([size], tf.float64)], axis=0), k=size)
+        # Keys travel in two exact float32 halves (the all-reduce is float32).
+        high = tf.floor(top / 65536.0)
+        return {"rows": tf.gather(rows, picks), "key_high": high, "key_low": top - high * 65536.0}
+
+    def _global_draw(self, gathered, size):
+        """The `size` rows of largest key over all replicas ([size, D], sorted by key) and the
+        number of real rows among them: a uniform draw without replacement from the global batch."""
+        keys = tf.cast(gathered["key_high"], tf.float64) * 65536.0 + tf.cast(gathered["key_low"], tf.float64)
+        top, picks = tf.math.top_k(tf.reshape(keys, [-1]), k=size)
+        rows = tf.gather(tf.reshape(gathered["rows"], [-1, self.embedding_dim]), picks)
+        return rows, tf.reduce_sum(tf.cast(top >= 0.0, tf.int32))
+
+    @property
+    def kmeans_sample_size(self) -> int:
+        """Rows of the first global batch the k-means init runs on (at most): 32 per code."""
+        return 32 * self.num_embeddings
+
+    def _kmeans(self, sample, num_valid):
+        """Lloyd iterations on the first `num_valid` rows of `sample` (which starts with distinct
+        rows in random order) -> (centroids [K,D], their cluster sizes [K] in the sample). Codes
+        that get no row keep their current codebook vector."""
+        k = self.num_embeddings
+        valid = tf.range(tf.shape(sample)[0]) < num_valid
+        seeded = tf.range(k) < num_valid
+        centroids = tf.where(seeded[:, None], sample[:k], self._codebook)
+
+        def assign_and_count(centroids):
+            assign = tf.argmin(_squared_distances(sample, centroids), axis=1, output_type=tf.int32)
+            assign = tf.where(valid, assign, k)  # padding rows go to a discarded segment
+            counts = tf.math.unsorted_segment_sum(tf.cast(valid, tf.float32), assign, k + 1)[:k]
+            return assign, counts
+
         for _ in range(self.kmeans_iterations):
-            assign = tf.argmin(_squared_distances(flat, centroids), axis=1, output_type=tf.int32)
-            sums = tf.math.unsorted_segment_sum(flat, assign, self.num_embeddings)
-            counts = tf.math.unsorted_segment_sum(ones, assign, self.num_embeddings)
+            assign, counts = assign_and_count(centroids)
+            sums = tf.math.unsorted_segment_sum(sample, assign, k + 1)[:k]
             centroids = tf.where(counts[:, None] > 0, sums / tf.maximum(counts, 1.0)[:, None], centroids)
-        return centroids, counts
+        # The sizes of the clusters of the centroids returned (the rows each one is nearest to).
+        return centroids, assign_and_count(centroids)[1]
 
-    def _set_codes(self, mask, vectors):
-        """Replaces the codebook rows where `mask` [K] is True with `vectors` [K, D]."""
+    def _set_codes(self, mask, vectors, sizes):
+        """Replaces the codebook rows where `mask` [K] is True with `vectors` [K, D]; `sizes` [K]
+        is how many vectors per step each new row stands for (used by the EMA codebook)."""
         self._codebook.assign(tf.where(mask[:, None], vectors, self._codebook))
 
     def _update_state(self, flat, indices_flat, counts, num_vectors):
-        # Everything that crosses replicas travels in ONE packed all-reduce per step (see _sync),
-        # and every write is an unconditional masked assign: under MirroredStrategy neither
-        # collectives nor writes to mirrored variables may sit inside tf.cond.
-        summed = {"counts": counts, "num_vectors": num_vectors, **self._extra_statistics(flat, indices_flat)}
-        first = {}
-        if self.dead_code_threshold > 0:
-            first["candidates"] = self._random_rows(flat, num_vectors, salt=2)
+        """Training-time state updates; returns the code counts of the global batch.
+
+        Under `tf.distribute` the result equals that of one replica given the whole global
+        batch: statistics are all-reduced, and the rows drawn for restarts and k-means are keyed
+        by their index in the global batch."""
+        # Every write is an unconditional masked assign, and the all-reduces sit outside tf.cond:
+        # under MirroredStrategy neither may be conditional.
+        summed = {"counts": counts, **self._extra_statistics(flat, indices_flat)}
+        gathered = {}
         first_call = tf.equal(self.num_updates, 0)
-        if self.kmeans_init:
-            first["centroids"], first["kmeans_counts"] = tf.cond(
-                tf.logical_and(first_call, num_vectors > 0),
-                lambda: self._local_kmeans(flat, num_vectors),
-                lambda: (tf.convert_to_tensor(self._codebook), tf.zeros([self.num_embeddings])),
-            )
-        summed, first = _sync(summed, first)
+        restarts, kmeans = self.dead_code_threshold > 0, self.kmeans_init
+        kmeans_size = self.kmeans_sample_size
+        if restarts or kmeans:
+            offset, total = _replica_offset(num_vectors)
+        if restarts:
+            draw = self._local_draw(flat, self._row_keys(offset + tf.range(num_vectors), 2), self.num_embeddings)
+            gathered.update({f"restart_{k}": v for k, v in draw.items()})
+        if kmeans:
+            draw = self._local_draw(flat, self._row_keys(offset + tf.range(num_vectors), 1), kmeans_size)
+            if _replica_context() is not None:
+                # Only the first call needs the sample: later all-reduces carry none of it.
+                kmeans_size = tf.where(first_call, kmeans_size, 0)
+                draw = {k: v[:kmeans_size] for k, v in draw.items()}
+            gathered.update({f"kmeans_{k}": v for k, v in draw.items()})
+        summed, gathered = _sync(summed, gathered)
         self.num_updates.assign_add(1)
         decay = self.usage_decay
         self.code_usage.assign(decay * self.code_usage + (1.0 - decay) * summed["counts"])
         self._ema_update(summed)
-        if self.kmeans_init:
-            # k-means on the first batch (of the first replica) replaces the codebook after the
-            # first step; usage restarts from the k-means cluster sizes, scaled to all replicas.
-            install = tf.logical_and(first_call, summed["num_vectors"] > 0)
-            self._set_codes(tf.fill([self.num_embeddings], install), first["centroids"])
-            replicas = tf.cast(summed["num_vectors"], tf.float32) / tf.maximum(tf.cast(num_vectors, tf.float32), 1.0)
-            self.code_usage.assign(
-                tf.where(install, (1.0 - decay) * first["kmeans_counts"] * replicas, self.code_usage)
+        reseeded = tf.zeros([self.num_embeddings], tf.bool)
+        if kmeans:
+            # k-means on a sample of the first global batch replaces the codebook after the
+            # first step; usage and the EMA statistics start from the cluster sizes, scaled from
+            # the sample to the global batch.
+            sample, num_valid = self._global_draw(
+                {k[len("kmeans_") :]: v for k, v in gathered.items() if k.startswith("kmeans_")}, kmeans_size
             )
-        if self.dead_code_threshold > 0:
-            self._restart_dead_codes(first["candidates"], summed["num_vectors"])
+            install = tf.logical_and(first_call, total > 0)
+            centroids, sample_counts = tf.cond(
+                install,
+                lambda: self._kmeans(sample, num_valid),
+                lambda: (tf.convert_to_tensor(self._codebook), tf.zeros([self.num_embeddings])),
+            )
+            sizes = sample_counts * tf.cast(total, tf.float32) / tf.maximum(tf.cast(num_valid, tf.float32), 1.0)
+            reseeded = tf.fill([self.num_embeddings], install)
+            self._set_codes(reseeded, centroids, sizes)
+            self.code_usage.assign(tf.where(install, (1.0 - decay) * sizes, self.code_usage))
+        if restarts:
+            candidates, num_candidates = self._global_draw(
+                {k[len("restart_") :]: v for k, v in gathered.items() if k.startswith("restart_")},
+                self.num_embeddings,
+            )
+            reseeded = tf.logical_or(reseeded, self._restart_dead_codes(candidates, num_candidates))
+        self.reseeded.assign(tf.cast(reseeded, tf.float32))
+        return summed["counts"]
 
     def _extra_statistics(self, flat, indices_flat) -> dict:
         """Per-step statistics (summed over replicas) a subclass needs in `_ema_update`."""
@@ -322,12 +429,21 @@ class VectorQuantizer(keras.layers.Layer):
     def _ema_update(self, summed):
         pass
 
-    def _restart_dead_codes(self, candidates, total_vectors):
-        bias_correction = 1.0 - tf.pow(self.usage_decay, tf.cast(self.num_updates, tf.float32))
-        dead = self.code_usage / bias_correction < self.dead_code_threshold
-        restart = tf.logical_and(dead, total_vectors > 0)
-        self._set_codes(restart, candidates)
+    def _restart_dead_codes(self, candidates, num_candidates):
+        """candidates [K, D]: distinct rows of the global batch in random order, the first
+        `num_candidates` real. Returns the bool [K] mask of the codes restarted."""
+        step = self.num_updates
+        bias_correction = 1.0 - tf.pow(self.usage_decay, tf.cast(step, tf.float32))
+        judged = tf.logical_or(self.restarted_at < 0, step - self.restarted_at >= self.grace_steps)
+        dead = tf.logical_and(self.code_usage / bias_correction < self.dead_code_threshold, judged)
+        rank = tf.cumsum(tf.cast(dead, tf.int32)) - 1  # the i-th dead code takes the i-th candidate
+        restart = tf.logical_and(dead, rank < num_candidates)
+        vectors = tf.gather(candidates, tf.clip_by_value(rank, 0, self.num_embeddings - 1))
+        self._set_codes(restart, vectors, tf.fill([self.num_embeddings], max(1.0, self.dead_code_threshold)))
         self.code_usage.assign(tf.where(restart, self.dead_code_threshold * bias_correction, self.code_usage))
+        self.restarted_at.assign(tf.where(restart, step, self.restarted_at))
+        self.num_restarts.assign_add(tf.reduce_sum(tf.cast(restart, tf.int64)))
+        return restart
 
     def get_config(self):
         config = super().get_config()
@@ -340,6 +456,7 @@ class VectorQuantizer(keras.layers.Layer):
             kmeans_init=self.kmeans_init,
             kmeans_iterations=self.kmeans_iterations,
             seed=self.seed,
+            restart_grace_steps=self.restart_grace_steps,
         )
         return config
 
@@ -423,11 +540,11 @@ class VectorQuantizerEMA(VectorQuantizer):
         k_eps = self.num_embeddings * self.epsilon
         return (cluster_size + self.epsilon) / (n + k_eps) * n
 
-    def _set_codes(self, mask, vectors):
-        # Keep the EMA state consistent with the new rows: N_i = 1 (or the restart threshold),
-        # m_i = e_i * N~_i, so that the next update starts from the new vector.
-        restart_size = max(1.0, self.dead_code_threshold)
-        cluster_size = tf.where(mask, restart_size, self.ema_cluster_size)
+    def _set_codes(self, mask, vectors, sizes):
+        # Keep the EMA state consistent with the new rows: N_i = the vectors per step each new row
+        # stands for (its k-means cluster size, or max(1, threshold) for a restart), m_i = e_i N~_i,
+        # so that the codebook is exactly `vectors` and the next update starts from there.
+        cluster_size = tf.where(mask, sizes, self.ema_cluster_size)
         self.ema_cluster_size.assign(cluster_size)
         self.ema_dw.assign(
             tf.where(mask[:, None], vectors * self._smoothed_cluster_size(cluster_size)[:, None], self.ema_dw)

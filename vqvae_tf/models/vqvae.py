@@ -19,6 +19,8 @@ from vqvae_tf.layers.quantizers import VectorQuantizer, VectorQuantizerEMA
 from vqvae_tf.utils import checks, distribute
 
 LOSS_KEYS = ("loss", "reconstruction_loss", "codebook_loss", "commitment_loss", "perplexity")
+# Logged in training besides LOSS_KEYS: codes restarted per step (mean over the logging window).
+RESTARTS_KEY = "restarts"
 QUANTIZERS = {"vq": VectorQuantizer, "ema": VectorQuantizerEMA}
 LIKELIHOODS = ("mse", "logistic")
 # Constructor arguments that shape the variables: a checkpoint made with one value cannot be
@@ -116,6 +118,7 @@ class VQVAE(keras.Model):
             out_channels, num_hiddens, num_residual_hiddens, num_residual_layers, downsample, name="decoder"
         )
         self._trackers = {k: keras.metrics.Mean(name=k) for k in LOSS_KEYS}
+        self._restarts = keras.metrics.Mean(name=RESTARTS_KEY)
         # The input shape is known, so all state is created now (as in functional backbones):
         # the model saves and checkpoints completely even if only train_step ever ran.
         self.build()
@@ -220,7 +223,7 @@ class VQVAE(keras.Model):
 
     @property
     def metrics(self):
-        return list(self._trackers.values())
+        return [*self._trackers.values(), self._restarts]
 
     def compute_losses(self, images, training):
         out = self.forward(images, training=training)
@@ -241,13 +244,54 @@ class VQVAE(keras.Model):
 
     def train_step(self, data):
         images = data[0] if isinstance(data, (tuple, list)) else data
+        restarts_before = tf.convert_to_tensor(self.quantizer.num_restarts)  # read now
         with tf.GradientTape() as tape:
             losses = self.compute_losses(images, training=True)
             scaled = self.optimizer.scale_loss(distribute.replica_scaled(losses["loss"]))
         variables = self.trainable_variables
         grads = tape.gradient(scaled, variables)
+        grads = self._forget_reseeded_rows(grads, variables)
         self.optimizer.apply_gradients(zip(grads, variables))
-        return self._update_trackers(losses)
+        self._restarts.update_state(
+            tf.cast(tf.convert_to_tensor(self.quantizer.num_restarts) - restarts_before, tf.float32)
+        )
+        return dict(self._update_trackers(losses), **{RESTARTS_KEY: self._restarts.result()})
+
+    def _forget_reseeded_rows(self, grads, variables):
+        """For a gradient-trained codebook: rows that this step's restart or k-means install
+        replaced get no gradient (it was taken at the old vectors) and their optimizer state
+        (Adam's moments, momentum, ...) is reset to zero, so stale moments cannot move them."""
+        codebook = self.quantizer._codebook
+        if not codebook.trainable:
+            return grads
+        keys = [id(v) for v in variables]
+        if id(codebook) not in keys:
+            return grads
+        reseeded = self.quantizer.reseeded.value > 0
+        i = keys.index(id(codebook))
+        grads = list(grads)
+        grad = grads[i]
+        if isinstance(grad, tf.IndexedSlices):  # the gather's gradient: keep it sparse
+            kept = tf.cast(~tf.gather(reseeded, grad.indices), grad.values.dtype)
+            grads[i] = tf.IndexedSlices(grad.values * kept[:, None], grad.indices, grad.dense_shape)
+        else:
+            grads[i] = tf.where(reseeded[:, None], tf.zeros_like(grad), grad)
+        # Keras names a variable's optimizer state after the variable's path.
+        prefix = codebook.path.replace("/", "_") + "_"
+        slots = [v for v in self.optimizer.variables if v.name.startswith(prefix) and v.shape == codebook.shape]
+
+        def reset(strategy, mask):
+            for slot in slots:
+                strategy.extended.update(
+                    slot.value,
+                    lambda v, m: v.assign(tf.where(m[:, None], tf.zeros_like(v), v)),
+                    args=(mask,),
+                    group=False,
+                )
+
+        # Optimizer variables are updated in cross-replica context (as the optimizer does).
+        tf.distribute.get_replica_context().merge_call(reset, args=(reseeded,))
+        return grads
 
     def test_step(self, data):
         images = data[0] if isinstance(data, (tuple, list)) else data

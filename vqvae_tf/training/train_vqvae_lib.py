@@ -162,7 +162,8 @@ def _train(run: loop.StageRun, model: VQVAE, config: VQVAEConfig, options: RunOp
     def line(logs):
         return (
             f"loss {logs['loss']:.4f}  recon {logs['reconstruction_loss']:.4f}  "
-            f"commit {logs['commitment_loss']:.4f}  perplexity {logs['perplexity']:.1f}"
+            f"commit {logs['commitment_loss']:.4f}  perplexity {logs['perplexity']:.1f}  "
+            f"restarts/step {logs['restarts']:.2f}"
         )
 
     progress.log(
