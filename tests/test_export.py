@@ -28,7 +28,7 @@ def exported(tmp_path_factory):
     config.steps, config.batch_size = 3, 8
     train_vqvae_lib.train_and_evaluate(config, RunOptions(workdir=workdir, data_dir=data_dir, log_every=3))
     export_codes_lib.export_codes_stage(workdir, data_dir)
-    prior_config = PriorConfig(num_filters=8, num_layers=2, kernel_size=3, steps=2, batch_size=8, conditional=True)
+    prior_config = PriorConfig(num_filters=8, num_layers=2, kernel_size=7, steps=2, batch_size=8, conditional=True)
     train_prior_lib.train_prior(prior_config, RunOptions(workdir=workdir, log_every=2, num_sample_columns=2))
     export_dir = str(root / "serving")
     paths = export_savedmodel_lib.export_savedmodel_stage(workdir, export_dir)

@@ -4,7 +4,7 @@ import pytest
 import tensorflow as tf
 
 from vqvae_tf import MaskedConv2D, PixelCNN, sample_codes
-from vqvae_tf.layers.masked_conv import causal_mask
+from vqvae_tf.layers.masked_conv import causal_mask, shift_down
 
 K = 10
 
@@ -68,10 +68,62 @@ def test_causality_and_no_blind_spot(num_classes):
         assert np.all(dep[p, :p] > 0.0), f"position {p} has a blind spot at {np.where(dep[p, :p] == 0)[0]}"
 
 
-def test_shallow_stack_has_limited_reach():
-    # The reach grows by kernel_size // 2 per layer: one 3x3 layer cannot see 2 rows up.
-    dep = _dependency(small_prior(layers=1))
-    assert dep[12, 0] == 0.0 and dep[12, 7] > 0.0
+def _stack_dependency(prior, blocks, labels=None):
+    """seen[p, q]: whether the last horizontal stack's output at position p (before the head,
+    whose ReLU could hide a dependency) has a non-zero gradient w.r.t. the input at q."""
+    h, w = prior.latent_shape
+    n = h * w
+    # One copy of the input per output position p: batch element p answers for position p.
+    x = tf.tile(tf.random.normal([1, h, w, prior.num_filters], seed=1), [n, 1, 1, 1])
+    labels = None if labels is None else tf.repeat(labels, n)
+    weights = tf.random.normal([n, prior.num_filters], seed=2)
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        out, v = x, x
+        for block in blocks:
+            v_pre, v = block.vertical(v, labels)
+            out = block.horizontal(out, shift_down(v_pre), labels)
+        at_p = tf.gather(tf.reshape(out, [n, n, -1]), tf.range(n), axis=1, batch_dims=1)
+        total = tf.reduce_sum(at_p * weights)
+    return np.abs(tape.gradient(total, x).numpy()).sum(-1).reshape(n, n) > 0
+
+
+@pytest.mark.parametrize(
+    "shape,kernel", [((7, 7), 3), ((5, 9), 3), ((9, 5), 3), ((7, 7), 5), ((6, 11), 5), ((11, 4), 5), ((2, 2), 3)]
+)
+@pytest.mark.parametrize("num_classes", [0, 3])
+def test_reach_of_the_smallest_allowed_stack(shape, kernel, num_classes):
+    """With `layers_to_reach` blocks every position sees every earlier one, and never a later
+    one; with one block fewer some earlier position is unseen (so the bound is tight) and the
+    constructor refuses it."""
+    layers = PixelCNN.layers_to_reach(shape, kernel)
+    prior = small_prior(num_classes, layers=None, kernel=kernel, shape=shape)
+    assert prior.num_layers == layers
+    labels = tf.constant([1]) if num_classes else None
+    seen = _stack_dependency(prior, prior.blocks, labels)
+    earlier = np.tril(np.ones_like(seen), k=-1)
+    np.testing.assert_array_equal(seen, earlier)
+    if layers > 1:
+        assert not np.all(_stack_dependency(prior, prior.blocks[:-1], labels)[earlier])
+        h, w = shape
+        with pytest.raises(
+            ValueError, match=rf"num_layers={layers - 1} with kernel_size={kernel} .* {h}x{w} code grid"
+        ):
+            small_prior(num_classes, layers=layers - 1, kernel=kernel, shape=shape)
+
+
+def test_every_prior_preset_reaches_its_grids():
+    from vqvae_tf.configs import CONFIG_NAMES, get_config, get_prior_config
+
+    pairs = {"default": ("fashion_mnist", "cifar10", "tiny"), "quick": CONFIG_NAMES, "imagenet128": ("imagenet128",)}
+    for prior_name, vq_names in pairs.items():
+        prior = get_prior_config(prior_name)
+        for vq_name in vq_names:
+            grid = get_config(vq_name).latent_shape
+            needed = PixelCNN.layers_to_reach(grid, prior.kernel_size)
+            assert prior.num_layers is None or prior.num_layers >= needed, (prior_name, vq_name)
+    with pytest.raises(ValueError, match="32x32 code grid"):
+        PixelCNN(512, get_config("imagenet128").latent_shape)  # the default stack is 8 blocks of 3x3
 
 
 def test_class_conditioning_changes_logits():
@@ -146,7 +198,7 @@ def test_train_step_lowers_nll():
 
 @pytest.mark.parametrize("num_classes", [0, 4])
 def test_fast_sampler_equals_plain(num_classes):
-    prior = small_prior(num_classes, shape=(4, 6))
+    prior = small_prior(num_classes, layers=5, shape=(4, 6))
     labels = np.arange(6) % 4 if num_classes else None
     for seed in (0, 1, 7):
         plain = sample_codes(prior, 6, seed=seed, labels=labels, fast=False)
@@ -228,7 +280,7 @@ def test_cached_sampler_under_mixed_precision():
     # compute dtype and still give the plain sampler's codes.
     keras.mixed_precision.set_global_policy("mixed_bfloat16")
     try:
-        prior = PixelCNN(16, (5, 5), 8, 3, num_classes=3)
+        prior = PixelCNN(16, (5, 5), 8, 4, num_classes=3)
         labels = np.array([0, 1, 2, 0], np.int32)
         fast = sample_codes(prior, 4, seed=1, labels=labels, fast=True).numpy()
         plain = sample_codes(prior, 4, seed=1, labels=labels, fast=False).numpy()

@@ -83,7 +83,7 @@ def test_missing_shard_is_reported(trained, tmp_path):
 def test_train_prior_metrics_and_resume(trained, capsys):
     workdir, data_dir = trained
     export_codes_lib.export_codes_stage(workdir, data_dir)
-    config = PriorConfig(num_filters=8, num_layers=2, kernel_size=3, steps=4, batch_size=8, conditional=True)
+    config = PriorConfig(num_filters=8, num_layers=2, kernel_size=7, steps=4, batch_size=8, conditional=True)
     options = RunOptions(workdir=workdir, log_every=2, checkpoint_every=2, num_sample_columns=2)
     metrics = train_prior_lib.train_prior(config, options)
     assert metrics["steps"] == 4 and metrics["conditional"] is True
@@ -121,6 +121,7 @@ def test_scripts_end_to_end_on_real_fashion_mnist(tmp_path):
         "--steps=20",
         "--num_filters=16",
         "--num_layers=3",
+        "--kernel_size=5",
         "--batch_size=32",
         "--conditional",
         "--log_every=10",
@@ -145,8 +146,18 @@ def test_scripts_end_to_end_on_real_fashion_mnist(tmp_path):
         assert res.returncode == 0, res.stderr[-3000:]
         outs.append(open(out, "rb").read())
     assert outs[0] == outs[1] and outs[0] != outs[2]
-    res = _run("train.sample", f"--workdir={w}", "--num_samples=2", f"--output={tmp_path / 'x.png'}")
-    assert res.returncode != 0 and "pass --labels" in res.stderr
+    # No --labels on a conditional prior: labels drawn from the training class frequencies, printed.
+    class_counts = json.load(open(os.path.join(w, "codes", "meta.json")))["class_counts"]
+    assert len(class_counts) == 10 and sum(class_counts) == 60000
+    drawn = []
+    for name in ("y.png", "z.png"):
+        res = _run("train.sample", f"--workdir={w}", "--num_samples=8", "--seed=3", f"--output={tmp_path / name}")
+        assert res.returncode == 0, res.stderr[-3000:]
+        line = [x for x in res.stdout.splitlines() if "No --labels" in x]
+        assert len(line) == 1 and "training class frequencies with seed 3" in line[0], res.stdout
+        drawn.append([int(v) for v in line[0].rsplit(": ", 1)[1].split(",")])
+    assert drawn[0] == drawn[1] and len(drawn[0]) == 8 and all(0 <= y < 10 for y in drawn[0])
+    assert open(tmp_path / "y.png", "rb").read() == open(tmp_path / "z.png", "rb").read()
     res = _run(
         "train.sample",
         f"--workdir={w}",
@@ -156,3 +167,18 @@ def test_scripts_end_to_end_on_real_fashion_mnist(tmp_path):
         f"--output={tmp_path / 'x.png'}",
     )
     assert res.returncode != 0 and "--temperature must be > 0" in res.stderr
+
+
+def test_labels_drawn_from_class_frequencies():
+    from vqvae_tf.training.sample_lib import LabelsError, resolve_labels
+
+    labels = resolve_labels(None, 20000, 3, class_counts=[1, 0, 3], seed=5)
+    assert labels.dtype == np.int32 and set(np.unique(labels)) == {0, 2}
+    assert np.mean(labels == 2) == pytest.approx(0.75, abs=0.02)
+    np.testing.assert_array_equal(labels, resolve_labels(None, 20000, 3, class_counts=[1, 0, 3], seed=5))
+    uniform = resolve_labels(None, 30000, 3, class_counts=None, seed=1)
+    np.testing.assert_allclose(np.bincount(uniform) / 30000, 1 / 3, atol=0.02)
+    assert resolve_labels(None, 4, 0) is None
+    np.testing.assert_array_equal(resolve_labels(["2"], 3, 3), [2, 2, 2])
+    with pytest.raises(LabelsError, match="unconditional"):
+        resolve_labels(["1"], 2, 0)

@@ -291,7 +291,7 @@ def served(tmp_path_factory, data_dir):
     run(workdir, data_dir, steps=2)
     export_codes_lib.export_codes_stage(workdir, data_dir)
     train_prior_lib.train_prior(
-        PriorConfig(num_filters=8, num_layers=2, kernel_size=3, steps=1, batch_size=8, conditional=True),
+        PriorConfig(num_filters=8, num_layers=2, kernel_size=7, steps=1, batch_size=8, conditional=True),
         RunOptions(workdir=workdir, log_every=1, num_sample_columns=2),
     )
     paths = export_savedmodel_lib.export_savedmodel_stage(workdir, str(root / "e"))

@@ -5,7 +5,8 @@ vqvae_tf.training.sample_lib).
         --output=/tmp/samples.png [--labels=0,1,2] [--top_k=20]
 
 The same seed gives the same file. For a conditional prior, --labels lists one label per sample,
-or a single label used for all of them.
+or a single label used for all of them; without it, labels are drawn with --seed from the training
+class frequencies (and printed).
 """
 
 from absl import app, flags
@@ -17,7 +18,11 @@ _WORKDIR = cli.define_workdir("Workdir with vqvae/ and prior/.")
 _NUM_SAMPLES = flags.DEFINE_integer("num_samples", 64, "Number of samples.", lower_bound=1)
 _TEMPERATURE = flags.DEFINE_float("temperature", 1.0, "Softmax temperature (> 0).")
 _SEED = flags.DEFINE_integer("seed", 0, "Random seed.")
-_LABELS = flags.DEFINE_list("labels", None, "Class labels for a conditional prior (one per sample, or one for all).")
+_LABELS = flags.DEFINE_list(
+    "labels",
+    None,
+    "Class labels for a conditional prior (one per sample, or one for all; default: drawn from the training class frequencies).",
+)
 _TOP_K = flags.DEFINE_integer("top_k", None, "Sample only among the k most likely codes.", lower_bound=1)
 _COLUMNS = flags.DEFINE_integer("columns", 8, "Columns of the PNG grid.", lower_bound=1)
 _OUTPUT = flags.DEFINE_string("output", None, "PNG file to write.", required=True)

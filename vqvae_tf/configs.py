@@ -126,7 +126,7 @@ class PriorConfig(TrainingConfig):
     a class-conditional prior (the class count comes from the codes)."""
 
     num_filters: int = _default(PixelCNN, "num_filters")
-    num_layers: int = _default(PixelCNN, "num_layers")
+    num_layers: int | None = _default(PixelCNN, "num_layers")
     kernel_size: int = _default(PixelCNN, "kernel_size")
     dropout: float = _default(PixelCNN, "dropout")
     conditional: bool = False
@@ -189,8 +189,11 @@ _CONFIGS = {
 }
 _PRIOR_CONFIGS = {
     "default": dict(),
-    # A first look: a shallower, shorter prior.
-    "quick": dict(num_layers=4, steps=600),
+    # A first look: a shallower, shorter prior; 5x5 kernels and the fewest blocks that see the
+    # whole grid (3 on 7x7 codes, 4 on 8x8).
+    "quick": dict(kernel_size=5, num_layers=None, steps=600),
+    # For 32x32 code grids (the imagenet128 VQ-VAE): 16 blocks of 5x5, 128 filters.
+    "imagenet128": dict(num_filters=128, kernel_size=5, num_layers=None, learning_rate=2e-4, batch_size=64),
 }
 _RECIPES = {
     "default": dict(vqvae={}, prior="default"),

@@ -28,8 +28,9 @@ class PixelCNN(keras.Model):
       num_embeddings: K, the number of codes (the VQ-VAE's codebook size).
       latent_shape: (h, w) of the code grid.
       num_filters: channels of the stacks.
-      num_layers: gated blocks. Without a blind spot, every earlier position is seen once
-        num_layers * (kernel_size // 2) >= max(h, w) - 1.
+      num_layers: gated blocks. The stack must see every earlier position of the grid, which
+        takes ``num_layers * (kernel_size // 2) >= max(h - 2, w - 1)`` (`layers_to_reach`); fewer
+        raise ValueError. None: exactly `layers_to_reach(latent_shape, kernel_size)`.
       kernel_size: odd.
       num_classes: 0 for an unconditional prior, else the number of class labels.
       dropout: dropout rate inside the gated blocks.
@@ -37,7 +38,7 @@ class PixelCNN(keras.Model):
     The defaults are the prior the pipeline trains on Fashion-MNIST codes (`configs.PriorConfig`).
 
     Example:
-    >>> prior = PixelCNN(num_embeddings=16, latent_shape=(7, 7), num_filters=8, num_layers=2)
+    >>> prior = PixelCNN(num_embeddings=16, latent_shape=(7, 7), num_filters=8, num_layers=3, kernel_size=5)
     >>> prior(tf.zeros([2, 7, 7], tf.int32)).shape
     TensorShape([2, 7, 7, 16])
     """
@@ -47,7 +48,7 @@ class PixelCNN(keras.Model):
         num_embeddings: int,
         latent_shape=(7, 7),
         num_filters: int = 32,
-        num_layers: int = 8,
+        num_layers: int | None = 8,
         kernel_size: int = 3,
         num_classes: int = 0,
         dropout: float = 0.0,
@@ -58,8 +59,11 @@ class PixelCNN(keras.Model):
         if num_classes < 0:
             raise ValueError(f"num_classes must be >= 0, got {num_classes}.")
         self.validate_stack(num_filters, num_layers, kernel_size, dropout)
-        self.num_embeddings = num_embeddings
         self.latent_shape = tuple(int(s) for s in latent_shape)
+        if len(self.latent_shape) != 2 or min(self.latent_shape) < 1:
+            raise ValueError(f"latent_shape must be (h, w) with positive sizes, got {latent_shape}.")
+        num_layers = self.resolve_layers(self.latent_shape, num_layers, kernel_size)
+        self.num_embeddings = num_embeddings
         self.num_filters = num_filters
         self.num_layers = num_layers
         self.kernel_size = kernel_size
@@ -85,10 +89,41 @@ class PixelCNN(keras.Model):
         self._build_all()
 
     @staticmethod
+    def layers_to_reach(latent_shape, kernel_size: int) -> int:
+        """The fewest gated blocks whose prediction at every position depends on every earlier
+        position (raster order) of an (h, w) grid. Each block widens the vertical stack's view by
+        k // 2 rows up and columns either side, and the horizontal stack's by k // 2 columns left;
+        the link from the vertical stack adds the row just above. So the row above's far end
+        needs L (k // 2) >= w - 1 and the top row L (k // 2) >= h - 2 (tests/test_pixelcnn.py
+        checks this bound and its tightness by gradients)."""
+        h, w = latent_shape
+        p = kernel_size // 2
+        return max(1, -(-max(h - 2, w - 1) // p))
+
+    @classmethod
+    def resolve_layers(cls, latent_shape, num_layers: int | None, kernel_size: int) -> int:
+        """`num_layers`, or the `layers_to_reach` for None; ValueError (naming the grid, the
+        layers and the kernel) when the stack would not see every earlier position."""
+        needed = cls.layers_to_reach(latent_shape, kernel_size)
+        if num_layers is None:
+            return needed
+        if num_layers < needed:
+            h, w = latent_shape
+            raise ValueError(
+                f"A PixelCNN of num_layers={num_layers} with kernel_size={kernel_size} cannot see every "
+                f"earlier position of a {h}x{w} code grid: it needs num_layers >= {needed} for that kernel "
+                f"(num_layers * (kernel_size // 2) >= max(h - 2, w - 1)). Use more layers, a larger "
+                "kernel_size, or num_layers=None to size the stack from the grid."
+            )
+        return num_layers
+
+    @staticmethod
     def validate_stack(num_filters, num_layers, kernel_size, dropout) -> None:
-        """Raises ValueError naming the first bad argument of the gated stack."""
+        """Raises ValueError naming the first bad argument of the gated stack (num_layers may
+        be None: sized from the grid)."""
         checks.positive_int("num_filters", num_filters)
-        checks.positive_int("num_layers", num_layers)
+        if num_layers is not None:
+            checks.positive_int("num_layers", num_layers)
         if kernel_size % 2 == 0 or kernel_size < 3:
             raise ValueError(f"kernel_size must be odd and >= 3, got {kernel_size}.")
         if not 0.0 <= dropout < 1.0:

@@ -15,6 +15,7 @@ import tensorflow as tf
 
 from vqvae_tf.configs import Recipe
 from vqvae_tf.data import codes
+from vqvae_tf.models.pixelcnn import PixelCNN
 from vqvae_tf.pipeline.report import write_report
 from vqvae_tf.serving import export_savedmodel_lib, export_tflite_lib, tflite
 from vqvae_tf.training import export_codes_lib, train_prior_lib, train_vqvae_lib
@@ -38,6 +39,8 @@ def run_pipeline(recipe: Recipe, options: RunOptions) -> dict:
     recipe.vqvae.dataset = options.dataset or recipe.vqvae.dataset
     recipe.vqvae.validate()
     recipe.prior.validate()
+    # Refuse a prior that cannot see the whole code grid now, not after the VQ-VAE has trained.
+    PixelCNN.resolve_layers(recipe.vqvae.latent_shape, recipe.prior.num_layers, recipe.prior.kernel_size)
     w = Workdir(options.workdir)
     files.ensure_writable_dir(w.root)
     if options.flags_text is not None:

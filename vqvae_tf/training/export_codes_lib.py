@@ -9,6 +9,7 @@ import math
 import os
 import time
 
+import numpy as np
 import tensorflow as tf
 
 from vqvae_tf import data
@@ -37,6 +38,7 @@ def export_codes(
     info = data.dataset_info(dataset, data_dir)
     encode = tf.function(model.encode)
     counts = {}
+    class_counts = np.zeros(max(int(info.num_classes), 1), np.int64)
     start = time.time()
     with files.atomic_directory(out_dir, overwrite=overwrite) as tmp:
         for split in codes.SPLITS:
@@ -48,6 +50,8 @@ def export_codes(
                 writers = [tf.io.TFRecordWriter(p) for p in shard_paths]
                 for images, labels in data.batched(data.load(dataset, split, data_dir), batch_size, training=False):
                     batch_codes = encode(images).numpy()
+                    if split == "train" and info.num_classes:
+                        class_counts += np.bincount(labels.numpy(), minlength=len(class_counts))[: len(class_counts)]
                     for c, y in zip(batch_codes, labels.numpy()):
                         writers[min(written // shard_size, num_shards - 1)].write(codes.serialize_example(c, y))
                         written += 1
@@ -66,6 +70,8 @@ def export_codes(
             "num_classes": int(info.num_classes),
             "dataset": dataset,
             "counts": counts,
+            # Training examples per class (what train.sample draws labels from).
+            "class_counts": [int(c) for c in class_counts] if info.num_classes else [],
             "shards": {s: sorted(f for f in os.listdir(tmp) if f.startswith(s + "-")) for s in codes.SPLITS},
             "source_checkpoint": source_checkpoint,
         }

@@ -6,6 +6,7 @@ import numpy as np
 
 from vqvae_tf.models.pixelcnn_sampling import sample_images
 from vqvae_tf.training import train_prior_lib, train_vqvae_lib
+from vqvae_tf.training.workdir import Workdir
 from vqvae_tf.utils import images, progress
 
 
@@ -13,13 +14,19 @@ class LabelsError(ValueError):
     """--labels that do not fit the prior or the number of samples."""
 
 
-def resolve_labels(values, num_samples: int, num_classes: int):
+def resolve_labels(values, num_samples: int, num_classes: int, class_counts=None, seed: int = 0):
     """Labels int32 [num_samples] from `values` (strings or ints: one per sample, or one for all),
-    or None for an unconditional prior. Raises LabelsError naming the problem."""
+    or None for an unconditional prior. Without `values`, a conditional prior's labels are drawn
+    with `seed` from the training class frequencies `class_counts` (uniform when unknown).
+    Raises LabelsError naming the problem."""
     if values is None:
-        if num_classes:
-            raise LabelsError(f"The prior is class-conditional ({num_classes} classes): pass --labels.")
-        return None
+        if not num_classes:
+            return None
+        counts = np.asarray(class_counts if class_counts is not None and len(class_counts) else np.ones(num_classes))
+        if len(counts) != num_classes or counts.sum() <= 0:
+            counts = np.ones(num_classes)
+        rng = np.random.default_rng(seed)
+        return rng.choice(num_classes, size=num_samples, p=counts / counts.sum()).astype(np.int32)
     if not num_classes:
         raise LabelsError("The prior is unconditional: drop --labels.")
     try:
@@ -37,12 +44,19 @@ def resolve_labels(values, num_samples: int, num_classes: int):
 
 def write_samples(
     workdir: str, output: str, num_samples: int, temperature=1.0, seed=0, labels=None, top_k=None, columns=8
-) -> None:
+) -> np.ndarray | None:
     """Samples `num_samples` images from the prior and VQ-VAE of `workdir` into the PNG `output`.
-    `labels` as for `resolve_labels`. The same seed gives the same file."""
+    `labels` as for `resolve_labels` (drawn from the training class frequencies when None for a
+    conditional prior). The same seed gives the same file. Returns the labels used (or None)."""
     prior = train_prior_lib.load_trained_prior(workdir)
-    labels = resolve_labels(labels, num_samples, prior.num_classes)
+    class_counts = (Workdir(workdir).prior.read_config().get("codes_meta") or {}).get("class_counts")
+    drawn = labels is None and prior.num_classes > 0
+    labels = resolve_labels(labels, num_samples, prior.num_classes, class_counts, seed)
+    if drawn:
+        source = "training class frequencies" if class_counts else "uniformly (no class counts in codes/meta.json)"
+        progress.log(f"No --labels: drew labels from the {source} with seed {seed}: {','.join(map(str, labels))}")
     vqvae = train_vqvae_lib.load_trained_model(workdir)
     samples = sample_images(prior, vqvae, num_samples, temperature, seed, labels, top_k)
     images.write_png(output, images.grid(samples, columns, scale=2))
     progress.log(f"Wrote {num_samples} samples to {output}.")
+    return labels

@@ -64,6 +64,7 @@ def train_prior(config: PriorConfig, options: RunOptions) -> dict:
     meta = codes.load_meta(workdir.codes)
     if config.conditional and not meta["num_classes"]:
         raise ValueError(f"--conditional needs class labels, but {meta['dataset']} has none.")
+    PixelCNN.resolve_layers(tuple(meta["latent_shape"]), config.num_layers, config.kernel_size)
     record = {"config": dataclasses.asdict(config), "codes_meta": meta, "seed": options.seed}
     with loop.stage_run(options, workdir.prior, record, config.architecture(), config.batch_size) as run:
         prior = run.build(lambda: build_prior(config, meta), config.steps)
@@ -105,11 +106,18 @@ def _evaluate_and_write(run: loop.StageRun, prior: PixelCNN, options: RunOptions
     }
     vq_metrics = workdir.vqvae.read_metrics()
     if vq_metrics is not None:
-        # Section 3.3: -log p(x) <= -log p(x|z_q) - log p(z_q), in bits per image dimension.
-        metrics["bits_per_dim"] = bits_per_code * h * w / dims + vq_metrics["bits_per_dim_reconstruction"]
+        # Section 3.3: -log p(x) <= -log p(x|z_q) - log p(z_q), in bits per image dimension; the
+        # paper's own figure takes a uniform prior, -log p(z_q) = h w log K, during VQ-VAE training.
+        reconstruction = vq_metrics["bits_per_dim_reconstruction"]
+        metrics["bits_per_dim"] = bits_per_code * h * w / dims + reconstruction
+        metrics["bits_per_dim_uniform_prior"] = math.log2(meta["num_embeddings"]) * h * w / dims + reconstruction
+        target = "-log2 p(x|y), y the class label," if prior.num_classes else "-log2 p(x)"
         metrics["bits_per_dim_note"] = (
-            "upper bound (-log2 p(z_q) - log2 p(x|z_q)) / (H*W*C) on the test split; p(x|z_q): "
+            f"upper bound on {target} per image dimension: (-log2 p(z_q) - log2 p(x|z_q)) / (H*W*C) on the "
+            "test split; p(x|z_q): "
             + vq_metrics.get("reconstruction_likelihood", "decoder likelihood")
+            + "; "
+            + vq_metrics.get("reconstruction_likelihood_fit", "")
         )
     vqvae = train_vqvae_lib.load_trained_model(options.workdir)
     grid = sample_grid(prior, vqvae, columns=options.num_sample_columns, seed=options.seed)

@@ -59,10 +59,17 @@ def trained_dataset(workdir: str) -> str:
     return Workdir(workdir).vqvae.read_config()["config"]["dataset"]
 
 
-def evaluate(model: VQVAE, dataset: tf.data.Dataset) -> dict:
+# Training images the Gaussian p(x|z)'s std is fitted on (the first ones, in file order).
+LIKELIHOOD_FIT_EXAMPLES = 10_000
+
+
+def evaluate(model: VQVAE, dataset: tf.data.Dataset, fit_dataset: tf.data.Dataset | None = None) -> dict:
     """Full pass over `dataset` (batches of (images, labels)). Returns the metrics.json fields
     that depend on the data: test_mse, test_normalized_mse, test_psnr, perplexity,
-    codebook_usage, bits_per_dim_reconstruction (+ the likelihood used for it)."""
+    codebook_usage, bits_per_dim_reconstruction (+ the likelihood used for it and where it was
+    fitted). With the MSE loss, p(x|z) is a discretized Gaussian whose std is fitted (maximum
+    likelihood) on `fit_dataset`, training images held apart from `dataset`; without one it is
+    fitted on `dataset` itself (which flatters the figure)."""
     usage = CodebookUsage(model.num_embeddings)
     dims = float(np.prod(model.image_shape))
 
@@ -86,14 +93,21 @@ def evaluate(model: VQVAE, dataset: tf.data.Dataset) -> dict:
         nlls.append(nll.numpy())
     errs, clipped, nlls = map(np.concatenate, (errs, clipped, nlls))
     mse = float(clipped.mean())
+    fit = "none (the decoder's own head)"
     if model.likelihood == "logistic":
         nll_per_image = nlls
         likelihood = "discretized logistic (decoder's own head)"
     else:
         # A discretized Gaussian around the decoder mean whose std is the maximum-likelihood
-        # global value, sqrt(MSE), in pixel units. Its scale needs the first pass, so the
-        # decoder runs again rather than holding every mean in memory (large datasets).
-        scale = max(math.sqrt(float(errs.mean())) * 255.0, 1e-3)
+        # global value, sqrt(MSE), in pixel units, fitted on training images. The test pass
+        # runs the decoder again rather than holding every mean in memory (large datasets).
+        if fit_dataset is not None:
+            fit_errs = np.concatenate([first_pass(x)[0].numpy() for x, _ in fit_dataset])
+            fit = f"std fitted on {len(fit_errs)} training images, evaluated on {len(errs)} test images"
+        else:
+            fit_errs = errs
+            fit = f"std fitted on the {len(errs)} evaluated images themselves"
+        scale = max(math.sqrt(float(fit_errs.mean())) * 255.0, 1e-3)
 
         @tf.function
         def gaussian_nll(x):
@@ -101,7 +115,7 @@ def evaluate(model: VQVAE, dataset: tf.data.Dataset) -> dict:
             return -likelihoods.log_prob_per_image(model.decoder_distribution(mean, scale=scale), x)
 
         nll_per_image = np.concatenate([gaussian_nll(x).numpy() for x, _ in dataset])
-        likelihood = f"discretized Gaussian, std {scale:.2f}/255 (MLE from the test MSE)"
+        likelihood = f"discretized Gaussian, std {scale:.2f}/255 (maximum likelihood)"
     result = usage.result()
     return {
         "test_mse": mse,
@@ -111,6 +125,7 @@ def evaluate(model: VQVAE, dataset: tf.data.Dataset) -> dict:
         "codebook_usage": float(result["codebook_usage"]),
         "bits_per_dim_reconstruction": float(nll_per_image.mean() / dims / math.log(2.0)),
         "reconstruction_likelihood": likelihood,
+        "reconstruction_likelihood_fit": fit,
         "test_examples": int(len(errs)),
         "_code_counts": usage.counts().numpy(),
     }
@@ -177,7 +192,12 @@ def _evaluate_and_write(run, model, config, options, images_per_second) -> dict:
     stage = run.stage
     test = data.batched(data.load(config.dataset, "test", options.data_dir), options.eval_batch_size, training=False)
     progress.log("Evaluating on the full test split...")
-    metrics = evaluate(model, test)
+    fit = data.batched(
+        data.load(config.dataset, "train", options.data_dir).take(LIKELIHOOD_FIT_EXAMPLES),
+        options.eval_batch_size,
+        training=False,
+    )
+    metrics = evaluate(model, test, fit if model.likelihood == "mse" else None)
     counts = metrics.pop("_code_counts")
     if images_per_second is None:  # nothing trained in this run: keep the speed measured before
         images_per_second = (stage.read_metrics() or {}).get("images_per_second")
