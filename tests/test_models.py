@@ -83,10 +83,29 @@ def test_fit_reports_separate_metrics():
     assert set(LOSS_KEYS) <= set(history.history)
     logs = model.evaluate(images, batch_size=16, verbose=0, return_dict=True)
     assert set(LOSS_KEYS) <= set(logs)
-    h = history.history
-    np.testing.assert_allclose(
-        h["loss"][0], h["reconstruction_loss"][0] + h["codebook_loss"][0] + h["commitment_loss"][0], rtol=1e-4
-    )
+
+
+@pytest.mark.parametrize("quantizer", ["vq", "ema"])
+def test_losses_match_an_independent_numpy_computation(quantizer):
+    """Paper eq. 3: MSE / variance + ||sg[z_e] - e||^2 + beta ||z_e - sg[e]||^2 (the codebook term
+    is 0 for the EMA codebook), each a mean over elements."""
+    model = tiny_model(quantizer=quantizer, commitment_cost=0.3)
+    x = tf.random.stateless_uniform([4, 28, 28, 1], seed=[1, 1])
+    losses = model.compute_losses(x, training=False)
+    z = model.encoder_outputs(x).numpy().astype(np.float64).reshape(-1, model.embedding_dim)
+    codebook = model.quantizer.codebook.numpy().astype(np.float64)
+    e = codebook[((z[:, None] - codebook[None]) ** 2).sum(-1).argmin(1)]
+    decoded = model.decoder(tf.constant(e.reshape(4, 7, 7, -1), tf.float32)).numpy().astype(np.float64) + 0.5
+    reconstruction = ((decoded - x.numpy()) ** 2).mean() / 0.1
+    vq_term = ((z - e) ** 2).mean()
+    want = {
+        "reconstruction_loss": reconstruction,
+        "codebook_loss": vq_term if quantizer == "vq" else 0.0,
+        "commitment_loss": 0.3 * vq_term,
+    }
+    want["loss"] = sum(want.values())
+    for key, value in want.items():
+        assert float(losses[key]) == pytest.approx(value, rel=1e-4, abs=1e-7), key
 
 
 def test_reconstruction_loss_is_mse_over_variance():
@@ -114,11 +133,22 @@ def test_discretized_logistic_matches_numpy_and_normalises():
     np.testing.assert_allclose(np.exp(log_p).sum(), 1.0, rtol=1e-4)
 
 
-def test_discretized_gaussian_normalises():
-    dist = likelihoods.discretized_gaussian(tf.fill([256], 0.8), tf.fill([256], 7.0))
-    p = np.exp(dist.log_prob(tf.range(256, dtype=tf.float32)).numpy())
+@pytest.mark.parametrize("mean,std", [(0.8, 7.0), (0.0, 3.0), (1.0, 0.5), (0.5, 40.0), (0.003, 1.2)])
+def test_discretized_gaussian_matches_numpy_including_edge_bins(mean, std):
+    from math import erf, sqrt
+
+    dist = likelihoods.discretized_gaussian(tf.fill([256], mean), tf.fill([256], std))
+    k = np.arange(256, dtype=np.float64)
+    p = np.exp(dist.log_prob(tf.constant(k, tf.float32)).numpy().astype(np.float64))
+    cdf = np.vectorize(lambda t: 0.5 * (1.0 + erf(t / sqrt(2.0))))
+    # Bin k is (k - 0.5, k + 0.5] around the mean 255 * mean; bin 0 and bin 255 take the tails.
+    upper = np.where(k == 255, 1.0, cdf((k + 0.5 - 255 * mean) / std))
+    lower = np.where(k == 0, 0.0, cdf((k - 0.5 - 255 * mean) / std))
+    want = upper - lower
+    big = want > 1e-6
+    np.testing.assert_allclose(p[big], want[big], rtol=2e-3)
+    np.testing.assert_allclose(p[[0, 255]], want[[0, 255]], rtol=2e-3, atol=1e-7)
     np.testing.assert_allclose(p.sum(), 1.0, rtol=1e-4)
-    assert p.argmax() == 204  # 0.8 * 255
 
 
 def test_bad_images_and_codes():

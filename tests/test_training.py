@@ -4,11 +4,13 @@ import socket
 import subprocess
 import sys
 
+import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 from helpers import REPO_ROOT, fake_mnist_dir
 
-from vqvae_tf import get_config
+from vqvae_tf import VQVAE, get_config
 from vqvae_tf.training import train_vqvae_lib
 from vqvae_tf.training.options import RunOptions
 from vqvae_tf.utils import files
@@ -210,3 +212,42 @@ def test_multi_worker_two_local_processes(tmp_path, small_data):
     metrics = json.load(open(tmp_path / "vqvae" / "metrics.json"))
     assert metrics["steps"] == 4
     assert "ckpt-4.index" in os.listdir(tmp_path / "vqvae" / "checkpoints")
+
+
+def _np_discretized_gaussian_log_prob(x_pixels, mean_pixels, std):
+    """log P(pixel = x) for a Gaussian(mean, std) binned on the integers 0..255, tails in the ends."""
+    from math import erf, sqrt
+
+    cdf = np.vectorize(lambda t: 0.5 * (1.0 + erf(t / sqrt(2.0))))
+    upper = np.where(x_pixels >= 255, 1.0, cdf((x_pixels + 0.5 - mean_pixels) / std))
+    lower = np.where(x_pixels <= 0, 0.0, cdf((x_pixels - 0.5 - mean_pixels) / std))
+    return np.log(np.maximum(upper - lower, 1e-300))
+
+
+def test_evaluate_matches_numpy_on_a_known_batch():
+    keras.utils.set_random_seed(1)
+    model = VQVAE.from_preset(get_config("tiny"), data_variance=0.05)
+    rng = np.random.default_rng(0)
+    test_x = rng.uniform(size=(12, 28, 28, 1)).astype(np.float32)
+    fit_x = np.clip(test_x[:6] + 0.2, 0, 1).astype(np.float32)  # a different fit set
+    as_ds = lambda x: tf.data.Dataset.from_tensor_slices((x, np.zeros(len(x), np.int32))).batch(5)  # noqa: E731
+    metrics = train_vqvae_lib.evaluate(model, as_ds(test_x), as_ds(fit_x))
+
+    mean = model.forward(test_x)["mean"].numpy().astype(np.float64)
+    recon = np.clip(mean, 0, 1)
+    per_image = ((recon - test_x) ** 2).mean(axis=(1, 2, 3))
+    assert metrics["test_mse"] == pytest.approx(per_image.mean(), rel=1e-5)
+    assert metrics["test_normalized_mse"] == pytest.approx(per_image.mean() / 0.05, rel=1e-5)
+    assert metrics["test_psnr"] == pytest.approx(np.mean(10 * np.log10(1 / per_image)), rel=1e-5)
+    counts = np.bincount(model.encode(test_x).numpy().ravel(), minlength=model.num_embeddings)
+    p = counts[counts > 0] / counts.sum()
+    assert metrics["perplexity"] == pytest.approx(np.exp(-(p * np.log(p)).sum()), rel=1e-5)
+    assert metrics["codebook_usage"] == pytest.approx((counts > 0).mean())
+    # p(x|z): std = sqrt(mean squared error of the unclipped mean on the FIT set), in pixels.
+    fit_mean = model.forward(fit_x)["mean"].numpy().astype(np.float64)
+    std = np.sqrt(((fit_mean - fit_x) ** 2).mean()) * 255
+    assert f"std {std:.2f}/255" in metrics["reconstruction_likelihood"]
+    assert "fitted on 6 training images, evaluated on 12 test images" in metrics["reconstruction_likelihood_fit"]
+    log_p = _np_discretized_gaussian_log_prob(np.round(test_x * 255.0), 255.0 * mean, std)
+    bits = -log_p.sum() / test_x.size / np.log(2)
+    assert metrics["bits_per_dim_reconstruction"] == pytest.approx(bits, rel=1e-4)

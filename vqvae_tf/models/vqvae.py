@@ -210,14 +210,22 @@ class VQVAE(keras.Model):
 
     def encode(self, images):
         """images float32 [B,H,W,C] in [0,1] -> codes int32 [B,h,w]."""
-        return self.quantizer(self.encoder_outputs(images), training=False)["indices"]
+        images = self._check_images(images)
+        return _unless_empty(
+            images,
+            lambda: self.quantizer(self.encoder_outputs(images), training=False)["indices"],
+            (0, *self.latent_shape),
+            tf.int32,
+        )
 
     def decode(self, codes):
         """codes int [B,h,w] in [0,K) -> images float32 [B,H,W,C] in [0,1]."""
         codes = tf.convert_to_tensor(codes)
         if codes.shape.rank is not None and codes.shape.rank != 3:
             raise ValueError(f"codes must have shape [B, h, w], got {codes.shape}.")
-        return self.images_from_vectors(self.quantizer.lookup(codes))
+        return _unless_empty(
+            codes, lambda: self.images_from_vectors(self.quantizer.lookup(codes)), (0, *self.image_shape), tf.float32
+        )
 
     # ------------------------------------------------------------------ training
 
@@ -305,3 +313,9 @@ class VQVAE(keras.Model):
 
 # The constructor's own arguments: what `get_config` records.
 _ARGUMENTS = frozenset(inspect.signature(VQVAE.__init__).parameters) - {"self", "kwargs"}
+
+
+def _unless_empty(batch, fn, empty_shape, dtype):
+    """`fn()`, or an empty result for a batch of 0 (e.g. an empty TF Serving request): TF's fused
+    CPU Conv2D + ReLU kernel rejects a batch of 0 with a misleading error."""
+    return tf.cond(tf.shape(batch)[0] > 0, fn, lambda: tf.zeros(empty_shape, dtype))
