@@ -251,3 +251,18 @@ def test_evaluate_matches_numpy_on_a_known_batch():
     log_p = _np_discretized_gaussian_log_prob(np.round(test_x * 255.0), 255.0 * mean, std)
     bits = -log_p.sum() / test_x.size / np.log(2)
     assert metrics["bits_per_dim_reconstruction"] == pytest.approx(bits, rel=1e-4)
+
+
+def test_code_usage_chart_shows_the_sorted_usage_and_dead_codes():
+    from vqvae_tf.utils import images
+
+    counts = np.array([0, 5, 100, 0, 20, 1] + [0] * 10, np.float64)
+    fraction, used, perplexity = images.usage_profile(counts)
+    np.testing.assert_allclose(fraction[:4], np.array([100, 20, 5, 1]) / 126)
+    np.testing.assert_array_equal(fraction[4:], 0.0)
+    assert used == 4
+    p = np.array([100, 20, 5, 1]) / 126
+    assert perplexity == pytest.approx(np.exp(-(p * np.log(p)).sum()))
+    chart = images.code_usage_chart(counts)
+    assert chart.dtype == np.uint8 and chart.ndim == 3 and chart.shape[2] == 3 and chart.shape[1] >= 600
+    assert (chart < 100).mean() > 0.005  # axes, text and bars drawn on the white background

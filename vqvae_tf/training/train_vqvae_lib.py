@@ -215,7 +215,7 @@ def _evaluate_and_write(run, model, config, options, images_per_second) -> dict:
     images.write_png(Workdir(options.workdir).reconstructions_png, grid)
     images.write_png(
         Workdir(options.workdir).codebook_usage_png,
-        images.bar_chart(counts, bar_width=max(1, 512 // config.num_embeddings)),
+        images.code_usage_chart(counts, title=f"Code usage on the {config.dataset} test split"),
     )
     with run.writer.as_default(step=metrics["steps"]):
         for k in QUALITY_KEYS:

@@ -40,18 +40,44 @@ def comparison_grid(originals, reconstructions, columns: int = 8, scale: int = 2
     return grid(np.concatenate(rows), columns, scale=scale)
 
 
-def bar_chart(values, height: int = 160, bar_width: int = 3) -> np.ndarray:
-    """A plain bar chart (white background, dark bars, grey baseline) of non-negative values."""
-    v = np.asarray(values, dtype=np.float64)
-    top = v.max() if v.size and v.max() > 0 else 1.0
-    width = max(1, len(v)) * bar_width + 2
-    img = np.full((height + 2, width, 3), 255, np.uint8)
-    for i, value in enumerate(v):
-        bar = int(round((height - 1) * value / top))
-        if bar:
-            img[height - bar : height, 1 + i * bar_width : 1 + (i + 1) * bar_width - (bar_width > 2)] = (40, 70, 160)
-    img[height, :] = (128, 128, 128)
-    return img
+def usage_profile(counts) -> tuple[np.ndarray, int, float]:
+    """What `code_usage_chart` draws: (fraction of vectors per code, sorted descending; number of
+    codes used; perplexity exp(entropy))."""
+    counts = np.asarray(counts, np.float64)
+    fraction = np.sort(counts)[::-1] / max(counts.sum(), 1.0)
+    p = fraction[fraction > 0]
+    return fraction, int((counts > 0).sum()), float(np.exp(-(p * np.log(p)).sum())) if p.size else 0.0
+
+
+def code_usage_chart(counts, title: str = "Code usage") -> np.ndarray:
+    """uint8 [H,W,3] chart of a codebook's usage: codes sorted by how often they are used (x: code
+    rank), the fraction of vectors each one takes (y, log scale), the uniform level 1/K, the dead
+    codes (never used) shaded at the right, and the perplexity and usage in the title."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    fraction, used, perplexity = usage_profile(counts)
+    k = len(fraction)
+    fig, ax = plt.subplots(figsize=(7, 3.5), dpi=100)
+    try:
+        ranks = np.arange(1, k + 1)
+        ax.bar(ranks[:used], fraction[:used], width=1.0, color="#2d5aa0", label="fraction of vectors")
+        ax.axhline(1.0 / k, color="#888888", linestyle="--", linewidth=1, label=f"uniform (1/K = 1/{k})")
+        if used < k:
+            ax.axvspan(used + 0.5, k + 0.5, color="#d62728", alpha=0.15, label=f"{k - used} dead codes (never used)")
+        ax.set_yscale("log")
+        ax.set_xlim(0.5, k + 0.5)
+        ax.set_xlabel("code rank (most used first)")
+        ax.set_ylabel("fraction of vectors (log)")
+        ax.set_title(f"{title}\nperplexity {perplexity:.1f} of K = {k}; {used}/{k} codes used", fontsize=10)
+        ax.legend(loc="upper right", fontsize=8)
+        fig.tight_layout()
+        fig.canvas.draw()
+        return np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()
+    finally:
+        plt.close(fig)
 
 
 def write_png(path: str, image: np.ndarray) -> None:
