@@ -216,9 +216,11 @@ def test_warmup_records_parse_and_replay(exported):
             for key, value in out.items():
                 assert value.dtype == signature.structured_outputs[key].dtype, key
                 assert signature.structured_outputs[key].shape.is_compatible_with(value.shape), key
-                batch = next(iter(inputs.values())).shape[0] if inputs else None
                 if key in ("codes", "images", "reconstructions") and "num_samples" not in inputs:
+                    batch = next(iter(inputs.values())).shape[0]
                     assert value.shape[0] == batch, (key, value.shape, batch)
+                elif "num_samples" in inputs and key in ("codes", "images"):
+                    assert value.shape[0] == int(inputs["num_samples"]), (key, value.shape)
                 if key == "images":
                     assert 0.0 <= float(tf.reduce_min(value)) and float(tf.reduce_max(value)) <= 1.0
 
