@@ -87,10 +87,21 @@ def test_train_prior_metrics_and_resume(trained, capsys):
     options = RunOptions(workdir=workdir, log_every=2, checkpoint_every=2, num_sample_columns=2)
     metrics = train_prior_lib.train_prior(config, options)
     assert metrics["steps"] == 4 and metrics["conditional"] is True
-    assert 0 < metrics["test_bits_per_code"] < 10
+    # Independently: a NumPy log-softmax of the trained prior's logits at every test code.
+    prior = train_prior_lib.load_trained_prior(workdir)
+    nll = []
+    for grid, label in read_codes(os.path.join(workdir, "codes"), "test").batch(16):
+        logits = prior(grid, label).numpy().astype(np.float64)
+        log_softmax = logits - logits.max(-1, keepdims=True)
+        log_softmax -= np.log(np.exp(log_softmax).sum(-1, keepdims=True))
+        nll.append(-np.take_along_axis(log_softmax, grid.numpy()[..., None], -1)[..., 0].mean(axis=(1, 2)))
+    bits_per_code = np.concatenate(nll).mean() / np.log(2)
+    assert metrics["test_bits_per_code"] == pytest.approx(bits_per_code, rel=1e-5)
     vq = json.load(open(os.path.join(workdir, "vqvae", "metrics.json")))
-    want = metrics["test_bits_per_code"] * 49 / 784 + vq["bits_per_dim_reconstruction"]
-    assert metrics["bits_per_dim"] == pytest.approx(want)
+    # 7x7 codes of 28x28 images: 49/784 codes per dimension; K = 16 codes, 4 bits each (uniform).
+    assert metrics["bits_per_dim"] == pytest.approx(bits_per_code / 16 + vq["bits_per_dim_reconstruction"], rel=1e-5)
+    assert metrics["bits_per_dim_uniform_prior"] == pytest.approx(4 / 16 + vq["bits_per_dim_reconstruction"])
+    assert "-log2 p(x|y)" in metrics["bits_per_dim_note"] and "training images" in metrics["bits_per_dim_note"]
     assert os.path.isfile(os.path.join(workdir, "prior", "samples.png"))
     config.steps = 6
     capsys.readouterr()

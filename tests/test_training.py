@@ -55,8 +55,7 @@ def test_train_writes_metrics_and_resumes(tmp_path, small_data, capsys):
     assert metrics["steps"] == 6 and metrics["test_examples"] == 24
     for key in METRIC_KEYS:
         assert key in metrics
-    assert 0 < metrics["codebook_usage"] <= 1 and 1 <= metrics["perplexity"] <= 16
-    np.testing.assert_allclose(metrics["test_psnr"] > 0, True)
+    # (The figures themselves are checked against NumPy in test_evaluate_matches_numpy_on_a_known_batch.)
     saved = json.load(open(tmp_path / "vqvae" / "metrics.json"))
     assert saved["steps"] == 6
     ckpts = sorted(os.listdir(tmp_path / "vqvae" / "checkpoints"))
