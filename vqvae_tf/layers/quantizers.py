@@ -335,8 +335,9 @@ class VectorQuantizer(keras.layers.Layer):
 
     @property
     def kmeans_sample_size(self) -> int:
-        """Rows of the first global batch the k-means init runs on (at most): 32 per code."""
-        return 32 * self.num_embeddings
+        """Rows of the first global batch the k-means init runs on (at most): 8 per code. Under
+        `tf.distribute` each step's all-reduce carries this many rows per replica."""
+        return 8 * self.num_embeddings
 
     def _kmeans(self, sample, num_valid):
         """Lloyd iterations on the first `num_valid` rows of `sample` (which starts with distinct
@@ -385,10 +386,8 @@ class VectorQuantizer(keras.layers.Layer):
             gathered.update({f"restart_{k}": v for k, v in draw.items()})
         if kmeans:
             draw = self._local_draw(flat, self._row_keys(offset + tf.range(num_vectors), 1), kmeans_size)
-            if _replica_context() is not None:
-                # Only the first call needs the sample: later all-reduces carry none of it.
-                kmeans_size = tf.where(first_call, kmeans_size, 0)
-                draw = {k: v[:kmeans_size] for k, v in draw.items()}
+            # Every step carries the sample (only the first uses it): a collective's shape must
+            # not change from step to step inside a compiled training loop.
             gathered.update({f"kmeans_{k}": v for k, v in draw.items()})
         summed, gathered = _sync(summed, gathered)
         self.num_updates.assign_add(1)
