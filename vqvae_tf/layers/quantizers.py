@@ -26,6 +26,11 @@ def _replica_context():
     return ctx
 
 
+def _own_slot(ctx):
+    """One-hot float32 [num_replicas] of this replica: its slot in an all-reduce used as a gather."""
+    return tf.one_hot(ctx.replica_id_in_sync_group, ctx.num_replicas_in_sync, dtype=tf.float32)
+
+
 def _sync(summed: dict, gathered: dict | None = None) -> tuple[dict, dict]:
     """In ONE all-reduce: sums `summed` over replicas and stacks every replica's `gathered` value
     into ``[num_replicas, ...]`` (each replica writes its own slot of a zero tensor, so the sum is
@@ -37,7 +42,7 @@ def _sync(summed: dict, gathered: dict | None = None) -> tuple[dict, dict]:
     ctx = _replica_context()
     if ctx is None:
         return dict(summed), {k: v[tf.newaxis] for k, v in gathered.items()}
-    slot = tf.one_hot(ctx.replica_id_in_sync_group, ctx.num_replicas_in_sync, dtype=tf.float32)
+    slot = _own_slot(ctx)
     items = [(k, tf.cast(v, tf.float32), False) for k, v in summed.items()]
     items += [
         (k, tf.reshape(slot, [-1] + [1] * v.shape.rank) * tf.cast(v, tf.float32)[tf.newaxis], True)
@@ -59,10 +64,9 @@ def _replica_offset(num_vectors):
     ctx = _replica_context()
     if ctx is None:
         return tf.zeros([], tf.int32), num_vectors
-    replica = ctx.replica_id_in_sync_group
-    slot = tf.one_hot(replica, ctx.num_replicas_in_sync, dtype=tf.float32)
+    slot = _own_slot(ctx)
     per_replica = tf.cast(ctx.all_reduce(tf.distribute.ReduceOp.SUM, slot * tf.cast(num_vectors, tf.float32)), tf.int32)
-    before = tf.range(ctx.num_replicas_in_sync) < replica
+    before = tf.range(ctx.num_replicas_in_sync) < ctx.replica_id_in_sync_group
     return tf.reduce_sum(tf.where(before, per_replica, 0)), tf.reduce_sum(per_replica)
 
 
@@ -116,8 +120,8 @@ class VectorQuantizer(keras.layers.Layer):
         again (its usage EMA needs time to reflect its new position). None: the usage EMA's time
         constant, ``ceil(1 / (1 - usage_decay))`` (100 steps at 0.99).
       kmeans_init: if True, the first training call runs `kmeans_iterations` Lloyd iterations on
-        its batch of encoder outputs (the first replica's) and, at the end of that call, makes
-        the centroids the codebook.
+        a sample of up to `kmeans_sample_size` rows of its (global) batch of encoder outputs and,
+        at the end of that call, makes the centroids the codebook.
       kmeans_iterations: Lloyd iterations for `kmeans_init`.
       seed: integer seed of the random draws (restarts, k-means seeding).
       **kwargs: passed to `keras.layers.Layer` (name, dtype policy, ...).
@@ -307,11 +311,11 @@ class VectorQuantizer(keras.layers.Layer):
 
     # ---------------------------------------------------------------- training-time state
 
-    def _row_keys(self, global_index, salt):
+    def _row_keys(self, global_index, step, salt):
         """Pseudo-random, distinct keys (float64 in [0, 2**32)) of rows by their index in the
         global batch: a bijective hash of the index, seeded by (seed, step, salt). Every replica
         split of a batch gives every row the same key, so draws do not depend on the split."""
-        step = tf.cast(self.num_updates * 4 + salt, tf.uint32)
+        step = tf.cast(step * 4 + salt, tf.uint32)
         mix = _mix32(tf.bitwise.bitwise_xor(_mix32(tf.constant(self.seed % 2**32, tf.uint32)), step))
         other = _mix32(mix + tf.constant(0x9E3779B9, tf.uint32))
         keys = _mix32(tf.bitwise.bitwise_xor(_mix32(tf.cast(global_index, tf.uint32) + mix), other))
@@ -376,19 +380,24 @@ class VectorQuantizer(keras.layers.Layer):
         # under MirroredStrategy neither may be conditional.
         summed = {"counts": counts, **self._extra_statistics(flat, indices_flat)}
         gathered = {}
-        first_call = tf.equal(self.num_updates, 0)
+        step = tf.convert_to_tensor(self.num_updates)  # read before this call increments it
+        first_call = tf.equal(step, 0)
         restarts, kmeans = self.dead_code_threshold > 0, self.kmeans_init
         kmeans_size = self.kmeans_sample_size
         if restarts or kmeans:
             offset, total = _replica_offset(num_vectors)
         if restarts:
-            draw = self._local_draw(flat, self._row_keys(offset + tf.range(num_vectors), 2), self.num_embeddings)
+            draw = self._local_draw(flat, self._row_keys(offset + tf.range(num_vectors), step, 2), self.num_embeddings)
             gathered.update({f"restart_{k}": v for k, v in draw.items()})
-        if kmeans:
-            draw = self._local_draw(flat, self._row_keys(offset + tf.range(num_vectors), 1), kmeans_size)
+        distributed = _replica_context() is not None
+
+        def kmeans_draw():
+            return self._local_draw(flat, self._row_keys(offset + tf.range(num_vectors), step, 1), kmeans_size)
+
+        if kmeans and distributed:
             # Every step carries the sample (only the first uses it): a collective's shape must
             # not change from step to step inside a compiled training loop.
-            gathered.update({f"kmeans_{k}": v for k, v in draw.items()})
+            gathered.update({f"kmeans_{k}": v for k, v in kmeans_draw().items()})
         summed, gathered = _sync(summed, gathered)
         self.num_updates.assign_add(1)
         decay = self.usage_decay
@@ -398,17 +407,23 @@ class VectorQuantizer(keras.layers.Layer):
         if kmeans:
             # k-means on a sample of the first global batch replaces the codebook after the
             # first step; usage and the EMA statistics start from the cluster sizes, scaled from
-            # the sample to the global batch.
-            sample, num_valid = self._global_draw(
-                {k[len("kmeans_") :]: v for k, v in gathered.items() if k.startswith("kmeans_")}, kmeans_size
-            )
+            # the sample to the global batch. On one replica the sample is drawn only then.
+            def install_kmeans():
+                if distributed:
+                    draw = {k[len("kmeans_") :]: v for k, v in gathered.items() if k.startswith("kmeans_")}
+                else:
+                    draw = {k: v[tf.newaxis] for k, v in kmeans_draw().items()}
+                sample, num_valid = self._global_draw(draw, kmeans_size)
+                centroids, sample_counts = self._kmeans(sample, num_valid)
+                scale = tf.cast(total, tf.float32) / tf.maximum(tf.cast(num_valid, tf.float32), 1.0)
+                return centroids, sample_counts * scale
+
             install = tf.logical_and(first_call, total > 0)
-            centroids, sample_counts = tf.cond(
+            centroids, sizes = tf.cond(
                 install,
-                lambda: self._kmeans(sample, num_valid),
+                install_kmeans,
                 lambda: (tf.convert_to_tensor(self._codebook), tf.zeros([self.num_embeddings])),
             )
-            sizes = sample_counts * tf.cast(total, tf.float32) / tf.maximum(tf.cast(num_valid, tf.float32), 1.0)
             reseeded = tf.fill([self.num_embeddings], install)
             self._set_codes(reseeded, centroids, sizes)
             self.code_usage.assign(tf.where(install, (1.0 - decay) * sizes, self.code_usage))

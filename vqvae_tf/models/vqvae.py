@@ -163,6 +163,10 @@ class VQVAE(keras.Model):
     def _check_images(self, images):
         return checks.batch_of(images, "images", self.image_shape, integer=False, kind="float in [0,1]")
 
+    def _z_e(self, images, training=False):
+        """The encoder on checked images in [0, 1]."""
+        return self.encoder(tf.cast(images, self.compute_dtype) - 0.5, training=training)
+
     def _decoder_head(self, decoded):
         """Splits the decoder output into (mean in [0,1] units, log-scale or None)."""
         decoded = tf.cast(decoded, tf.float32)
@@ -175,7 +179,7 @@ class VQVAE(keras.Model):
         """Everything a step needs: dict with ``mean`` (unclipped decoder mean), ``log_scale``
         (or None), ``reconstructions`` (clipped to [0,1]) and the quantiser outputs."""
         images = self._check_images(images)
-        z_e = self.encoder(tf.cast(images, self.compute_dtype) - 0.5, training=training)
+        z_e = self._z_e(images, training)
         vq = self.quantizer(z_e, training=training)
         mean, log_scale = self._decoder_head(self.decoder(vq["quantized"], training=training))
         return dict(vq, mean=mean, log_scale=log_scale, reconstructions=tf.clip_by_value(mean, 0.0, 1.0))
@@ -200,8 +204,7 @@ class VQVAE(keras.Model):
 
     def encoder_outputs(self, images):
         """images float32 [B,H,W,C] in [0,1] -> z_e [B,h,w,D]."""
-        images = self._check_images(images)
-        return self.encoder(tf.cast(images, self.compute_dtype) - 0.5)
+        return self._z_e(self._check_images(images))
 
     def images_from_vectors(self, z_q):
         """Codebook vectors [B,h,w,D] -> images float32 [B,H,W,C] in [0,1] (the decoder mean)."""
@@ -213,7 +216,7 @@ class VQVAE(keras.Model):
         images = self._check_images(images)
         return _unless_empty(
             images,
-            lambda: self.quantizer(self.encoder_outputs(images), training=False)["indices"],
+            lambda: self.quantizer(self._z_e(images), training=False)["indices"],
             (0, *self.latent_shape),
             tf.int32,
         )
