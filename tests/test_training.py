@@ -250,6 +250,13 @@ def test_evaluate_matches_numpy_on_a_known_batch():
     log_p = _np_discretized_gaussian_log_prob(np.round(test_x * 255.0), 255.0 * mean, std)
     bits = -log_p.sum() / test_x.size / np.log(2)
     assert metrics["bits_per_dim_reconstruction"] == pytest.approx(bits, rel=1e-4)
+    # Without a fit set the std is fitted on the evaluated images themselves (and says so).
+    own = train_vqvae_lib.evaluate(model, as_ds(test_x))
+    own_std = np.sqrt(((mean - test_x) ** 2).mean()) * 255
+    assert f"std {own_std:.2f}/255" in own["reconstruction_likelihood"]
+    assert "fitted on the 12 evaluated images themselves" in own["reconstruction_likelihood_fit"]
+    own_bits = -_np_discretized_gaussian_log_prob(np.round(test_x * 255.0), 255.0 * mean, own_std).sum()
+    assert own["bits_per_dim_reconstruction"] == pytest.approx(own_bits / test_x.size / np.log(2), rel=1e-4)
 
 
 def test_code_usage_chart_shows_the_sorted_usage_and_dead_codes():

@@ -38,7 +38,7 @@ def export_codes(
     info = data.dataset_info(dataset, data_dir)
     encode = tf.function(model.encode)
     counts = {}
-    class_counts = np.zeros(max(int(info.num_classes), 1), np.int64)
+    class_counts = np.zeros(int(info.num_classes), np.int64)
     start = time.time()
     with files.atomic_directory(out_dir, overwrite=overwrite) as tmp:
         for split in codes.SPLITS:
@@ -71,7 +71,7 @@ def export_codes(
             "dataset": dataset,
             "counts": counts,
             # Training examples per class (what train.sample draws labels from).
-            "class_counts": [int(c) for c in class_counts] if info.num_classes else [],
+            "class_counts": [int(c) for c in class_counts],
             "shards": {s: sorted(f for f in os.listdir(tmp) if f.startswith(s + "-")) for s in codes.SPLITS},
             "source_checkpoint": source_checkpoint,
         }

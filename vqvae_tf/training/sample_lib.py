@@ -22,7 +22,7 @@ def resolve_labels(values, num_samples: int, num_classes: int, class_counts=None
     if values is None:
         if not num_classes:
             return None
-        counts = np.asarray(class_counts if class_counts is not None and len(class_counts) else np.ones(num_classes))
+        counts = np.asarray(class_counts if class_counts is not None else [], np.float64)
         if len(counts) != num_classes or counts.sum() <= 0:
             counts = np.ones(num_classes)
         rng = np.random.default_rng(seed)

@@ -72,50 +72,50 @@ def evaluate(model: VQVAE, dataset: tf.data.Dataset, fit_dataset: tf.data.Datase
     fitted on `dataset` itself (which flatters the figure)."""
     usage = CodebookUsage(model.num_embeddings)
     dims = float(np.prod(model.image_shape))
+    gaussian = model.likelihood != "logistic"
 
     @tf.function
-    def first_pass(x):
+    def one_pass(x, scale, with_nll=True):
+        """Per image: squared error of the unclipped and clipped mean, -log p(x|z) (logistic head,
+        or a discretized Gaussian of std `scale` pixels; zeros without `with_nll`), and the codes."""
         out = model.forward(x, training=False)
         err = tf.reduce_mean(tf.square(out["mean"] - x), axis=[1, 2, 3])
         clipped_err = tf.reduce_mean(tf.square(out["reconstructions"] - x), axis=[1, 2, 3])
         nll = tf.zeros_like(err)
-        if model.likelihood == "logistic":
-            distribution = model.decoder_distribution(out["mean"], out["log_scale"])
-            nll = -likelihoods.log_prob_per_image(distribution, x)
+        if with_nll:
+            log_scale = None if gaussian else out["log_scale"]
+            nll = -likelihoods.log_prob_per_image(model.decoder_distribution(out["mean"], log_scale, scale=scale), x)
         return err, clipped_err, nll, out["indices"]
 
+    def std_of(errs):  # the maximum-likelihood global std, sqrt(MSE), in pixels
+        return max(math.sqrt(float(errs.mean())) * 255.0, 1e-3)
+
+    scale, fit = 1.0, "none (the decoder's own head)"
+    if gaussian and fit_dataset is not None:
+        fit_errs = np.concatenate([one_pass(x, tf.constant(1.0), with_nll=False)[0].numpy() for x, _ in fit_dataset])
+        scale = std_of(fit_errs)
+        fit = f"std fitted on {len(fit_errs)} training images"
     errs, clipped, nlls = [], [], []
     for x, _ in dataset:
-        err, cerr, nll, codes = first_pass(x)
+        err, cerr, nll, codes = one_pass(x, tf.constant(scale))
         usage.update_state(codes)
         errs.append(err.numpy())
         clipped.append(cerr.numpy())
         nlls.append(nll.numpy())
-    errs, clipped, nlls = map(np.concatenate, (errs, clipped, nlls))
+    errs, clipped, nll_per_image = map(np.concatenate, (errs, clipped, nlls))
     mse = float(clipped.mean())
-    fit = "none (the decoder's own head)"
-    if model.likelihood == "logistic":
-        nll_per_image = nlls
-        likelihood = "discretized logistic (decoder's own head)"
-    else:
-        # A discretized Gaussian around the decoder mean whose std is the maximum-likelihood
-        # global value, sqrt(MSE), in pixel units, fitted on training images. The test pass
-        # runs the decoder again rather than holding every mean in memory (large datasets).
-        if fit_dataset is not None:
-            fit_errs = np.concatenate([first_pass(x)[0].numpy() for x, _ in fit_dataset])
-            fit = f"std fitted on {len(fit_errs)} training images, evaluated on {len(errs)} test images"
-        else:
-            fit_errs = errs
+    if gaussian:
+        if fit_dataset is None:
+            # Fitted on the evaluated images themselves: the likelihood needs a second pass
+            # (rather than holding every mean in memory).
+            scale = std_of(errs)
+            nll_per_image = np.concatenate([one_pass(x, tf.constant(scale))[2].numpy() for x, _ in dataset])
             fit = f"std fitted on the {len(errs)} evaluated images themselves"
-        scale = max(math.sqrt(float(fit_errs.mean())) * 255.0, 1e-3)
-
-        @tf.function
-        def gaussian_nll(x):
-            mean = model.forward(x, training=False)["mean"]
-            return -likelihoods.log_prob_per_image(model.decoder_distribution(mean, scale=scale), x)
-
-        nll_per_image = np.concatenate([gaussian_nll(x).numpy() for x, _ in dataset])
+        else:
+            fit += f", evaluated on {len(errs)} test images"
         likelihood = f"discretized Gaussian, std {scale:.2f}/255 (maximum likelihood)"
+    else:
+        likelihood = "discretized logistic (decoder's own head)"
     result = usage.result()
     return {
         "test_mse": mse,
