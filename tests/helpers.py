@@ -32,3 +32,42 @@ def fake_mnist_dir(root, n_train=12, n_test=5, compress=True, seed=0):
         write_idx(os.path.join(root, f"{prefix}-labels-idx1-ubyte{ext}"), labels, compress=compress)
         arrays[prefix] = (imgs, labels)
     return arrays
+
+
+def fashion_mnist_arrays(split="train", n=None):
+    """Real Fashion-MNIST images uint8 [N,28,28] and labels of `split` (the first `n`)."""
+    from vqvae_tf.data import idx
+
+    images, labels = idx.load_arrays(idx.find_idx_dir("fashion_mnist"), split)
+    return images[:n, ..., 0], labels[:n]
+
+
+def write_image(path, array, fmt=None, **save_args):
+    """Writes uint8 [H,W] (grey), [H,W,3] (RGB), [H,W,2] (grey+alpha) or [H,W,4] (RGBA) with
+    Pillow in `fmt` (PNG, JPEG, BMP, GIF, WEBP; default from the extension)."""
+    from PIL import Image
+
+    array = np.asarray(array, np.uint8)
+    mode = {2: "L", 3: {2: "LA", 3: "RGB", 4: "RGBA"}.get(array.shape[-1])}[array.ndim]
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    Image.fromarray(array, mode).save(path, format=fmt, **save_args)
+    return path
+
+
+def image_folder(root, images, labels=None, fmt="png", rgb=False, splits=None, start=0, **save_args):
+    """Writes `images` (uint8 [N,H,W]) as files ROOT/[SPLIT/][cLABEL/]NNNNN.FMT: class folders
+    when `labels` is given, split folders train/ and test/ when `splits` (a list of split names per
+    image) is. RGB images get a distinct tint per channel. Returns the relative paths."""
+    paths = []
+    for i, image in enumerate(images):
+        if rgb:
+            image = np.stack([image, image // 2, 255 - image], axis=-1)
+        parts = [root]
+        if splits is not None:
+            parts.append(splits[i])
+        if labels is not None:
+            parts.append(f"c{int(labels[i])}")
+        parts.append(f"{start + i:05d}.{fmt}")
+        write_image(os.path.join(*parts), image, fmt={"jpg": "JPEG"}.get(fmt, fmt.upper()), **save_args)
+        paths.append(os.path.relpath(os.path.join(*parts), root).replace(os.sep, "/"))
+    return paths

@@ -163,7 +163,7 @@ def test_bad_images_and_codes():
         model.decode(tf.fill([1, 7, 7], 16))
     with pytest.raises(ValueError, match="not divisible by downsample"):
         VQVAE(image_shape=(30, 30, 1))
-    with pytest.raises(ValueError, match="Unknown config preset 'nope'"):
+    with pytest.raises(ValueError, match="Unknown config 'nope'"):
         get_config("nope")
 
 

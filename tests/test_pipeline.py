@@ -4,13 +4,14 @@ import subprocess
 import sys
 
 import pytest
-from helpers import REPO_ROOT
+import tensorflow as tf
+from helpers import REPO_ROOT, fashion_mnist_arrays, image_folder
 
 from vqvae_tf import get_recipe
 from vqvae_tf.serving import tflite
 
 
-def _pipeline(workdir, *extra):
+def _pipeline(workdir, *extra, env=None):
     return subprocess.run(
         [
             sys.executable,
@@ -26,6 +27,7 @@ def _pipeline(workdir, *extra):
         capture_output=True,
         text=True,
         timeout=900,
+        env={**os.environ, **(env or {})},
     )
 
 
@@ -69,6 +71,47 @@ def test_pipeline_end_to_end_then_resumes(tmp_path):
     assert res.returncode == 0, res.stderr[-3000:]
     assert res.stdout.count("skipping") == 5
     assert sorted(os.listdir(w / "export" / "vqvae")) == ["1"]  # nothing exported twice
+
+
+@pytest.mark.slow
+def test_quick_pipeline_on_an_image_folder(tmp_path):
+    # A user's folder: colour JPEGs in class folders, no split folders, one corrupt file, one text file.
+    x, y = fashion_mnist_arrays("train", 1200)
+    root = tmp_path / "photos"
+    image_folder(root, x, y, fmt="jpg", rgb=True, quality=95)
+    (root / "c0" / "broken.jpg").write_bytes(b"\xff\xd8\xff" + bytes(100))
+    (root / "LICENSE.txt").write_text("CC-BY")
+    w = tmp_path / "run"
+    env_cache = {"VQVAE_CACHE_DIR": str(tmp_path / "cache")}
+    res = _pipeline(w, "--dataset=image_folder", f"--data_dir={root}", "--skip_corrupt_images", env=env_cache)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "Skipping 1 corrupt image(s)" in res.stdout and "c0/broken.jpg" in res.stdout
+    assert "Ignored 1 file(s)" in res.stdout and "LICENSE.txt" in res.stdout
+    meta = json.load(open(w / "codes" / "meta.json"))
+    assert meta["class_names"] == [f"c{i}" for i in range(10)]
+    assert meta["image_shape"] == [28, 28, 3] and sum(meta["counts"].values()) == 1200
+    assert meta["data"]["name"] == "image_folder" and meta["data"]["data_dir"] == str(root)
+    decode = tf.saved_model.load(str(w / "export" / "vqvae" / "1")).signatures["decode"]
+    assert decode.structured_outputs["images"].shape.as_list()[1:] == [28, 28, 3]
+    out = tmp_path / "samples.png"
+    res = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "train.sample",
+            f"--workdir={w}",
+            "--labels=c3,c7",
+            "--num_samples=2",
+            f"--output={out}",
+        ],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, **env_cache},
+    )
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert out.is_file()
 
 
 def test_recipes():

@@ -309,7 +309,15 @@ def _call(fn, **inputs):
         return fn(**inputs), None
     except OK_ERRORS as e:
         # Our messages say what "must" hold; TF's own name the expected dtype / shape / format.
-        clear = ("must", "not compatible", "image file format", "expected to be a", "Input is empty")
+        # ("Invalid JPEG data": libjpeg on a JPEG header with nothing after it, b"\xff\xd8\xff".)
+        clear = (
+            "must",
+            "not compatible",
+            "image file format",
+            "expected to be a",
+            "Input is empty",
+            "Invalid JPEG data",
+        )
         assert any(c in str(e) for c in clear), str(e)[:500]
         return None, e
     except BINDING_ERRORS as e:

@@ -3,6 +3,8 @@ SavedModels and TFLite files, and write WORKDIR/REPORT.md (library: vqvae_tf.pip
 
     python -m train.pipeline --workdir=runs/demo               # default (about 17 min on 2 CPU cores)
     python -m train.pipeline --workdir=runs/quick --preset=quick  # a first look (under 5 min)
+    python -m train.pipeline --workdir=runs/mine --dataset=image_folder --data_dir=photos/ \
+        --image_size=64 --channels=3 --config=vqvae_64         # your own images
 
 Every stage skips what is already done; re-running after an interruption continues.
 """
@@ -12,17 +14,22 @@ from absl import flags
 from vqvae_tf import cli, configs
 from vqvae_tf.pipeline import pipeline_lib
 
-_RUN = cli.define_run_flags()
+_RUN = cli.define_run_flags(dataset_help="Dataset: fashion_mnist (default), mnist, image_folder or a TFDS name.")
 _PRESET = flags.DEFINE_enum(
     "preset", "default", list(configs.RECIPE_NAMES), "default: the quality run; quick: a first look."
 )
-_DATASET = flags.DEFINE_string("dataset", None, "Dataset (default: fashion_mnist).")
+_CONFIG = flags.DEFINE_enum(
+    "config",
+    None,
+    list(configs.CONFIG_NAMES),
+    "VQ-VAE config (default: the dataset's own if it has one, else fashion_mnist).",
+)
 _VQVAE_STEPS = flags.DEFINE_integer("vqvae_steps", None, "Override the VQ-VAE training steps.", lower_bound=1)
 _PRIOR_STEPS = flags.DEFINE_integer("prior_steps", None, "Override the prior training steps.", lower_bound=1)
 
 
 def main():
-    recipe = configs.get_recipe(_PRESET.value, _DATASET.value)
+    recipe = configs.get_recipe(_PRESET.value, _RUN.data["dataset"].value, _CONFIG.value)
     recipe.vqvae.steps = _VQVAE_STEPS.value or recipe.vqvae.steps
     recipe.prior.steps = _PRIOR_STEPS.value or recipe.prior.steps
     pipeline_lib.run_pipeline(recipe, _RUN.options())

@@ -5,7 +5,8 @@ vqvae_tf.training.sample_lib).
         --output=/tmp/samples.png [--labels=0,1,2] [--top_k=20]
 
 The same seed gives the same file. For a conditional prior, --labels lists one label per sample,
-or a single label used for all of them; without it, labels are drawn with --seed from the training
+or a single label used for all of them, each a class name (an image folder's class sub-folder,
+Fashion-MNIST's "Sneaker", ...) or a class number; without it, labels are drawn with --seed from the training
 class frequencies (and printed).
 """
 
@@ -21,7 +22,8 @@ _SEED = flags.DEFINE_integer("seed", 0, "Random seed.")
 _LABELS = flags.DEFINE_list(
     "labels",
     None,
-    "Class labels for a conditional prior (one per sample, or one for all; default: drawn from the training class frequencies).",
+    "Class names or numbers for a conditional prior (one per sample, or one for all; default: drawn from "
+    "the training class frequencies).",
 )
 _TOP_K = flags.DEFINE_integer("top_k", None, "Sample only among the k most likely codes.", lower_bound=1)
 _COLUMNS = flags.DEFINE_integer("columns", 8, "Columns of the PNG grid.", lower_bound=1)

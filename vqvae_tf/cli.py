@@ -13,6 +13,7 @@ import dataclasses
 from absl import app, flags, logging
 
 from vqvae_tf.configs import LR_SCHEDULES
+from vqvae_tf.data import DataError, parse_image_size
 from vqvae_tf.training.options import MIXED_PRECISION, STRATEGIES, RunOptions
 
 FLAGS = flags.FLAGS
@@ -34,9 +35,50 @@ def define_data_dir() -> flags.FlagHolder:
     return flags.DEFINE_string(
         "data_dir",
         None,
-        "Directory with IDX files or a TFDS data_dir (default: $VQVAE_DATA_DIR, "
-        "then /usr/share/datasets/fashion-mnist, then TFDS's default).",
+        "The image folder (--dataset=image_folder), a directory with IDX files, or a TFDS data_dir "
+        "(default: $VQVAE_DATA_DIR, then /usr/share/datasets/fashion-mnist, then TFDS's default).",
     )
+
+
+def define_data_flags(dataset_help: str = "Dataset: fashion_mnist, mnist, image_folder or a TFDS name.") -> dict:
+    """--dataset, --data_dir, --image_size, --channels, --test_fraction, --skip_corrupt_images:
+    the `RunOptions` fields that make its `DataSource`. Unset ones keep the data's own values."""
+    holders = {
+        "dataset": flags.DEFINE_string("dataset", None, dataset_help),
+        "data_dir": define_data_dir(),
+        "image_size": flags.DEFINE_string(
+            "image_size", None, "Resize (centre crop to the aspect ratio) to N or H,W pixels (default: the data's)."
+        ),
+        "channels": flags.DEFINE_enum("channels", None, ["1", "3"], "1: grey, 3: RGB (default: the data's)."),
+        "test_fraction": flags.DEFINE_float(
+            "test_fraction", 0.1, "Image folders without train/ and test/: the held-out fraction (by file path hash)."
+        ),
+        "skip_corrupt_images": flags.DEFINE_bool(
+            "skip_corrupt_images", False, "Image folders: skip (and count) corrupt images instead of failing."
+        ),
+    }
+
+    def image_size_ok(value):
+        try:
+            parse_image_size(value)
+        except DataError:
+            return False
+        return True
+
+    flags.register_validator(
+        "image_size", image_size_ok, message="--image_size must be N or H,W with positive integers."
+    )
+    flags.register_validator("test_fraction", lambda v: 0.0 < v < 1.0, message="--test_fraction must be in (0, 1).")
+    return holders
+
+
+def data_values(holders: dict, only_present: bool = False) -> dict:
+    """The `RunOptions` data fields of parsed `define_data_flags` holders (`only_present`: only
+    those given on the command line)."""
+    values = {name: holder.value for name, holder in holders.items() if holder.present or not only_present}
+    if values.get("channels") is not None:
+        values["channels"] = int(values["channels"])
+    return values
 
 
 @dataclasses.dataclass
@@ -45,24 +87,27 @@ class RunFlags:
     the scripts that train: see `define_cadence_flags`)."""
 
     workdir: flags.FlagHolder
-    data_dir: flags.FlagHolder
     strategy: flags.FlagHolder
     mixed_precision: flags.FlagHolder
     seed: flags.FlagHolder
+    data: dict
     cadence: dict = dataclasses.field(default_factory=dict)
 
     def options(self, **fields) -> RunOptions:
         """The `RunOptions` of the parsed flags (plus `fields`); flags.txt gets every flag's value."""
-        holders = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "cadence"}
+        holders = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in ("data", "cadence")}
         values = {name: holder.value for name, holder in {**holders, **self.cadence}.items()}
-        return RunOptions(**values, flags_text=FLAGS.flags_into_string(), **fields)
+        return RunOptions(**values, **data_values(self.data), flags_text=FLAGS.flags_into_string(), **fields)
 
 
-def define_run_flags(workdir_help: str = _WORKDIR_HELP, cadence: dict | None = None) -> RunFlags:
-    """--workdir, --data_dir, --strategy, --mixed_precision, --seed (+ `cadence` holders)."""
+def define_run_flags(
+    workdir_help: str = _WORKDIR_HELP, cadence: dict | None = None, dataset_help: str | None = None
+) -> RunFlags:
+    """--workdir, the data flags (`define_data_flags`), --strategy, --mixed_precision, --seed
+    (+ `cadence` holders)."""
     return RunFlags(
         workdir=define_workdir(workdir_help),
-        data_dir=define_data_dir(),
+        data=define_data_flags(*([dataset_help] if dataset_help else [])),
         strategy=flags.DEFINE_enum("strategy", "default", list(STRATEGIES), "tf.distribute strategy."),
         mixed_precision=flags.DEFINE_enum("mixed_precision", "none", list(MIXED_PRECISION), "Keras dtype policy."),
         seed=flags.DEFINE_integer("seed", 0, "Random seed."),

@@ -1,12 +1,18 @@
 """Every configuration in one place: the models', the priors' and the pipeline's run recipes.
 
-    get_config("fashion_mnist")     -> VQVAEConfig   (CONFIG_NAMES: fashion_mnist, cifar10, imagenet128, tiny)
-    get_prior_config("default")     -> PriorConfig   (PRIOR_CONFIG_NAMES: default, quick)
+    get_config("fashion_mnist")     -> VQVAEConfig   (CONFIG_NAMES: fashion_mnist, cifar10, vqvae_64,
+                                                      imagenet128, vqvae_256, tiny)
+    get_prior_config("default")     -> PriorConfig   (PRIOR_CONFIG_NAMES: default, quick, imagenet128)
     get_recipe("quick")             -> Recipe        (RECIPE_NAMES: default, quick): what train.pipeline runs
 
     python -m train.train_vqvae --workdir=/tmp/vq --config=fashion_mnist
     python -m train.train_vqvae --workdir=/tmp/vq --config=cifar10 --dataset=cifar10
+    python -m train.train_vqvae --workdir=/tmp/vq --config=vqvae_64 --dataset=image_folder --data_dir=photos/
     python -m train.pipeline --workdir=/tmp/run --preset=quick
+
+The colour configs by image size: cifar10 (32 px), vqvae_64, imagenet128 (128 px), vqvae_256. A
+config's `image_shape` is a default: training takes the shape from the data (``--image_size``,
+``--channels``) and refuses one that the config's `downsample` does not divide.
 
 A config's network fields are the model's constructor arguments, read from the model's signature
 (`VQVAE.__init__`, `PixelCNN.__init__`), so a field and its default are written once, in the model.
@@ -104,6 +110,7 @@ _NETWORK_FIELDS = _constructor_fields(VQVAE, exclude=RUN_ARGS)
 VQVAEConfig = dataclasses.make_dataclass(
     "VQVAEConfig",
     [
+        ("name", str, dataclasses.field(default="custom")),
         ("dataset", str, dataclasses.field(default="fashion_mnist")),
         *_NETWORK_FIELDS,
         ("steps", int, dataclasses.field(default=6000)),
@@ -112,7 +119,7 @@ VQVAEConfig = dataclasses.make_dataclass(
     bases=(_VQVAEConfigMethods,),
 )
 VQVAEConfig.__module__ = __name__
-VQVAEConfig.__doc__ = """A VQ-VAE training configuration: the dataset, the network (VQVAE's constructor
+VQVAEConfig.__doc__ = """A VQ-VAE training configuration: its name, the dataset, the network (VQVAE's constructor
 arguments, with VQVAE's defaults: the `fashion_mnist` network), and the optimisation
 (`TrainingConfig`'s fields, 6000 steps, plus `jit_compile`)."""
 
@@ -154,7 +161,7 @@ class Recipe:
     checkpoint_every: int = 1000
 
 
-def _colour(dataset: str, size: int, hiddens: int, residual_hiddens: int, **optimisation) -> dict:
+def _colour(dataset: str, size: int, hiddens: int, residual_hiddens: int, **fields) -> dict:
     """A colour config: size x size x 3 images, K=512 codes of D=64 (the paper's and Sonnet's)."""
     return dict(
         dataset=dataset,
@@ -163,7 +170,7 @@ def _colour(dataset: str, size: int, hiddens: int, residual_hiddens: int, **opti
         embedding_dim=64,
         num_hiddens=hiddens,
         num_residual_hiddens=residual_hiddens,
-        **optimisation,
+        **fields,
     )
 
 
@@ -173,8 +180,12 @@ _CONFIGS = {
     "fashion_mnist": dict(),
     # Sonnet's CIFAR-10 example: 32x32x3 -> 8x8, 128 hidden, 32 residual hidden, Adam 3e-4, batch 32.
     "cifar10": _colour("cifar10", 32, 128, 32, learning_rate=3e-4, batch_size=32, steps=10_000),
+    # 64x64x3 -> 16x16: Sonnet's network on 4x the pixels, batch 64.
+    "vqvae_64": _colour("image_folder", 64, 128, 32, learning_rate=3e-4, batch_size=64, steps=50_000),
     # The paper's ImageNet setting: 128x128x3 -> 32x32, 256 hidden, Adam 2e-4, batch 128.
     "imagenet128": _colour("imagenet2012", 128, 256, 256, learning_rate=2e-4, batch_size=128, steps=250_000),
+    # 256x256x3 -> 32x32 (one more halving, so the prior sees the imagenet128 grid), batch 32.
+    "vqvae_256": _colour("image_folder", 256, 256, 256, downsample=8, learning_rate=2e-4, batch_size=32, steps=250_000),
     # For tests: seconds on a CPU.
     "tiny": dict(
         num_embeddings=16,
@@ -213,7 +224,7 @@ def _lookup(table: dict, name: str, what: str) -> dict:
 
 def get_config(name: str) -> VQVAEConfig:
     """A fresh VQ-VAE config `name` (one of `CONFIG_NAMES`)."""
-    return VQVAEConfig(**_lookup(_CONFIGS, name, "config preset")).validate()
+    return VQVAEConfig(name=name, **_lookup(_CONFIGS, name, "config")).validate()
 
 
 def get_prior_config(name: str = "default") -> PriorConfig:
@@ -221,12 +232,13 @@ def get_prior_config(name: str = "default") -> PriorConfig:
     return PriorConfig(**_lookup(_PRIOR_CONFIGS, name, "prior config")).validate()
 
 
-def get_recipe(name: str, dataset: str | None = None) -> Recipe:
-    """A pipeline recipe (one of `RECIPE_NAMES`) for `dataset` (default fashion_mnist). The VQ-VAE
-    config is the dataset's own when there is one (`cifar10`), else the Fashion-MNIST one."""
+def get_recipe(name: str, dataset: str | None = None, config: str | None = None) -> Recipe:
+    """A pipeline recipe (one of `RECIPE_NAMES`) for `dataset` (default fashion_mnist) with the
+    VQ-VAE config `config`: by default the dataset's own when there is one (`cifar10`), else the
+    Fashion-MNIST one."""
     recipe = _lookup(_RECIPES, name, "pipeline recipe")
     dataset = dataset or "fashion_mnist"
-    vqvae = get_config(dataset if dataset in _CONFIGS else "fashion_mnist")
+    vqvae = get_config(config or (dataset if dataset in _CONFIGS else "fashion_mnist"))
     vqvae = dataclasses.replace(vqvae, dataset=dataset, **recipe["vqvae"]).validate()
     prior = dataclasses.replace(get_prior_config(recipe["prior"]), conditional=True)
     return Recipe(vqvae=vqvae, prior=prior)

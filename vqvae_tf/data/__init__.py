@@ -1,12 +1,23 @@
-"""Data: image datasets by name (IDX files, TFDS) and the exported codes the prior trains on.
+"""Data: image datasets by name (IDX files, TFDS, image folders) and the exported codes the prior
+trains on.
 
 from vqvae_tf import data
 ds = data.load("fashion_mnist", "train")        # (image float32 [H,W,C] in [0,1], label int32)
+ds = data.load("image_folder", "train", data_dir="photos/", image_size=64, channels=3)
 train = data.batched(ds, 128, training=True)
 """
 
 from vqvae_tf.data.codes import CodesError, load_meta, read_codes
-from vqvae_tf.data.datasets import DatasetInfo, batched, dataset_info, load, pixel_variance
+from vqvae_tf.data.datasets import (
+    DatasetInfo,
+    DataSource,
+    batched,
+    clear_caches,
+    dataset_info,
+    load,
+    parse_image_size,
+    pixel_variance,
+)
 from vqvae_tf.data.errors import DataError
 from vqvae_tf.data.idx import DEBIAN_FASHION_MNIST_DIR, IDX_DATASETS, read_idx
 
@@ -14,12 +25,15 @@ __all__ = [
     "CodesError",
     "DEBIAN_FASHION_MNIST_DIR",
     "DataError",
+    "DataSource",
     "DatasetInfo",
     "IDX_DATASETS",
     "batched",
+    "clear_caches",
     "dataset_info",
     "load",
     "load_meta",
+    "parse_image_size",
     "pixel_variance",
     "read_codes",
     "read_idx",

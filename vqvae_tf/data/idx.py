@@ -23,6 +23,21 @@ SPLIT_PREFIX = {"train": "train", "test": "t10k"}
 # IDX magic: two zero bytes, a type code (0x08 = unsigned byte) and the number of dimensions.
 _IDX_UBYTE = 0x08
 NUM_CLASSES = 10
+CLASS_NAMES = {
+    "fashion_mnist": (
+        "T-shirt/top",
+        "Trouser",
+        "Pullover",
+        "Dress",
+        "Coat",
+        "Sandal",
+        "Shirt",
+        "Sneaker",
+        "Bag",
+        "Ankle boot",
+    ),
+    "mnist": tuple(str(i) for i in range(10)),
+}
 
 
 def read_idx(path: str) -> np.ndarray:

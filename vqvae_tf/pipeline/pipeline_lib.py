@@ -36,8 +36,9 @@ def _latest(stage: StageDir) -> str | None:
 def run_pipeline(recipe: Recipe, options: RunOptions) -> dict:
     """Runs every stage of `recipe` in `options.workdir`. Returns {"report": path, "paths": {...}}."""
     options.validate()
-    recipe.vqvae.dataset = options.dataset or recipe.vqvae.dataset
-    recipe.vqvae.validate()
+    source = options.data_source(recipe.vqvae.dataset)
+    recipe.vqvae.dataset = source.name
+    train_vqvae_lib.fit_to_data(recipe.vqvae, source.info().image_shape, source)
     recipe.prior.validate()
     # Refuse a prior that cannot see the whole code grid now, not after the VQ-VAE has trained.
     PixelCNN.resolve_layers(recipe.vqvae.latent_shape, recipe.prior.num_layers, recipe.prior.kernel_size)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from vqvae_tf import data
 from vqvae_tf.serving import tflite
 from vqvae_tf.training import train_prior_lib, train_vqvae_lib
 from vqvae_tf.training.workdir import Workdir
@@ -19,7 +18,8 @@ def export_tflite_stage(
     images = np.concatenate(
         [
             x
-            for x, _ in data.load(train_vqvae_lib.trained_dataset(workdir), "test", data_dir)
+            for x, _ in train_vqvae_lib.trained_data_source(workdir, data_dir=data_dir)
+            .load("test")
             .batch(500)
             .take(-(-num_test_images // 500))
             .as_numpy_iterator()

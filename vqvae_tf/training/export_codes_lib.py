@@ -21,7 +21,7 @@ from vqvae_tf.utils import checks, files, progress
 
 def export_codes(
     model,
-    dataset: str,
+    dataset: str | data.DataSource,
     out_dir: str,
     data_dir: str | None = None,
     source_checkpoint: str | None = None,
@@ -29,13 +29,23 @@ def export_codes(
     shard_size: int = 25_000,
     overwrite: bool = True,
 ) -> dict:
-    """Encodes the train and test splits of `dataset` with `model` (a `VQVAE`) into `out_dir`.
+    """Encodes the train and test splits of `dataset` (a name, read from `data_dir`, or a
+    `DataSource`) with `model` (a `VQVAE`) into `out_dir`.
 
     Returns the metadata written to meta.json. Deterministic: file order, no shuffling.
+
+    Raises:
+      ValueError: the data's image shape is not the model's.
     """
     checks.positive_int("batch_size", batch_size)
     checks.positive_int("shard_size", shard_size)
-    info = data.dataset_info(dataset, data_dir)
+    source = dataset if isinstance(dataset, data.DataSource) else data.DataSource(dataset, data_dir)
+    info = source.info()
+    if tuple(info.image_shape) != tuple(model.image_shape):
+        raise ValueError(
+            f"{source.describe()} gives images of shape {tuple(info.image_shape)}, but the VQ-VAE takes "
+            f"{tuple(model.image_shape)}: pass --image_size / --channels to match."
+        )
     encode = tf.function(model.encode)
     counts = {}
     class_counts = np.zeros(int(info.num_classes), np.int64)
@@ -48,7 +58,7 @@ def export_codes(
             shard_paths = [os.path.join(tmp, name) for name in codes.shard_names(split, num_shards)]
             try:
                 writers = [tf.io.TFRecordWriter(p) for p in shard_paths]
-                for images, labels in data.batched(data.load(dataset, split, data_dir), batch_size, training=False):
+                for images, labels in data.batched(source.load(split), batch_size, training=False):
                     batch_codes = encode(images).numpy()
                     if split == "train" and info.num_classes:
                         class_counts += np.bincount(labels.numpy(), minlength=len(class_counts))[: len(class_counts)]
@@ -68,7 +78,10 @@ def export_codes(
             "num_embeddings": int(model.num_embeddings),
             "image_shape": list(model.image_shape),
             "num_classes": int(info.num_classes),
-            "dataset": dataset,
+            "class_names": list(info.class_names),
+            "dataset": source.name,
+            "data": source.to_dict(),
+            "data_fingerprint": source.fingerprint(),
             "counts": counts,
             # Training examples per class (what train.sample draws labels from).
             "class_counts": [int(c) for c in class_counts],
@@ -81,26 +94,28 @@ def export_codes(
 
 
 def export_codes_stage(
-    workdir: str, data_dir: str | None = None, batch_size: int = 500, overwrite: bool = False
+    workdir: str, data_dir: str | None = None, batch_size: int = 500, overwrite: bool = False, **data_overrides
 ) -> dict:
-    """Encodes train/test with the latest VQ-VAE checkpoint of `workdir` into ``W/codes``.
-    Skips the work when the codes there come from that same checkpoint (unless `overwrite`)."""
+    """Encodes train/test with the latest VQ-VAE checkpoint of `workdir` into ``W/codes``: the
+    data it was trained on, with `data_dir` and `data_overrides` (`DataSource` fields) that are
+    not None. Skips the work when the codes there come from that same checkpoint and data
+    (unless `overwrite`)."""
     model, checkpoint = train_vqvae_lib.load_trained_model_and_path(workdir)
-    dataset = train_vqvae_lib.trained_dataset(workdir)
+    source = train_vqvae_lib.trained_data_source(workdir, data_dir=data_dir, **data_overrides)
     out_dir = Workdir(workdir).codes
     if not overwrite and os.path.exists(os.path.join(out_dir, codes.META)):
         try:
             meta = codes.load_meta(out_dir)
         except codes.CodesError:
             meta = None
-        if meta and meta.get("source_checkpoint") == os.path.basename(checkpoint):
+        same_data = meta and meta.get("data_fingerprint", source.fingerprint()) == source.fingerprint()
+        if meta and same_data and meta.get("source_checkpoint") == os.path.basename(checkpoint):
             progress.log(f"Codes in {out_dir} already come from {meta['source_checkpoint']}; skipping.")
             return meta
     return export_codes(
         model,
-        dataset,
+        source,
         out_dir,
-        data_dir=data_dir,
         source_checkpoint=os.path.basename(checkpoint),
         batch_size=batch_size,
         overwrite=True,

@@ -14,11 +14,12 @@ class LabelsError(ValueError):
     """--labels that do not fit the prior or the number of samples."""
 
 
-def resolve_labels(values, num_samples: int, num_classes: int, class_counts=None, seed: int = 0):
-    """Labels int32 [num_samples] from `values` (strings or ints: one per sample, or one for all),
-    or None for an unconditional prior. Without `values`, a conditional prior's labels are drawn
-    with `seed` from the training class frequencies `class_counts` (uniform when unknown).
-    Raises LabelsError naming the problem."""
+def resolve_labels(values, num_samples: int, num_classes: int, class_counts=None, seed: int = 0, class_names=()):
+    """Labels int32 [num_samples] from `values` (class names or numbers, as strings or ints: one
+    per sample, or one for all), or None for an unconditional prior. A value that is one of
+    `class_names` means that class; any other must be a number. Without `values`, a conditional
+    prior's labels are drawn with `seed` from the training class frequencies `class_counts`
+    (uniform when unknown). Raises LabelsError naming the problem."""
     if values is None:
         if not num_classes:
             return None
@@ -29,10 +30,17 @@ def resolve_labels(values, num_samples: int, num_classes: int, class_counts=None
         return rng.choice(num_classes, size=num_samples, p=counts / counts.sum()).astype(np.int32)
     if not num_classes:
         raise LabelsError("The prior is unconditional: drop --labels.")
-    try:
-        labels = [int(v) for v in values]
-    except ValueError as e:
-        raise LabelsError(f"--labels must be integers, got {values}") from e
+    names = {str(n): i for i, n in enumerate(class_names or ())}
+    labels = []
+    for v in values:
+        if str(v).strip() in names:
+            labels.append(names[str(v).strip()])
+            continue
+        try:
+            labels.append(int(v))
+        except ValueError as e:
+            known = f"one of the class names ({', '.join(names)}) or " if names else ""
+            raise LabelsError(f"--labels value {v!r} is not {known}an integer class number.") from e
     if len(labels) == 1:
         labels = labels * num_samples
     if len(labels) != num_samples:
@@ -49,9 +57,10 @@ def write_samples(
     `labels` as for `resolve_labels` (drawn from the training class frequencies when None for a
     conditional prior). The same seed gives the same file. Returns the labels used (or None)."""
     prior = train_prior_lib.load_trained_prior(workdir)
-    class_counts = (Workdir(workdir).prior.read_config().get("codes_meta") or {}).get("class_counts")
+    codes_meta = Workdir(workdir).prior.read_config().get("codes_meta") or {}
+    class_counts = codes_meta.get("class_counts")
     drawn = labels is None and prior.num_classes > 0
-    labels = resolve_labels(labels, num_samples, prior.num_classes, class_counts, seed)
+    labels = resolve_labels(labels, num_samples, prior.num_classes, class_counts, seed, codes_meta.get("class_names"))
     if drawn:
         source = "training class frequencies" if class_counts else "uniformly (no class counts in codes/meta.json)"
         progress.log(f"No --labels: drew labels from the {source} with seed {seed}: {','.join(map(str, labels))}")

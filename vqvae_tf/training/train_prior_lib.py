@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 
 import numpy as np
 import tensorflow as tf
@@ -55,6 +56,26 @@ def sample_grid(prior: PixelCNN, vqvae, columns: int = 10, seed: int = 0, temper
     return images.grid(sample_images(prior, vqvae, num_samples, temperature, seed, labels), columns, scale=2)
 
 
+def check_codes_data(meta: dict, options: RunOptions) -> None:
+    """Raises ValueError when the data flags of `options` (--dataset, --data_dir) name other data
+    than the codes were exported from: the prior trains on the codes, so the flags only guard."""
+    saved = meta.get("data") or {"name": meta["dataset"]}
+    if options.dataset is not None and options.dataset != saved["name"]:
+        raise ValueError(
+            f"--dataset={options.dataset}, but the codes in {Workdir(options.workdir).codes} were exported from "
+            f"{saved['name']}: re-run train.export_codes with that dataset, or drop --dataset."
+        )
+    if (
+        options.data_dir
+        and saved.get("data_dir")
+        and os.path.realpath(options.data_dir) != os.path.realpath(saved["data_dir"])
+    ):
+        raise ValueError(
+            f"--data_dir={options.data_dir}, but the codes were exported from {saved['data_dir']}: re-run "
+            "train.export_codes with it, or drop --data_dir."
+        )
+
+
 def train_prior(config: PriorConfig, options: RunOptions) -> dict:
     """Trains (or resumes) the prior to `config.steps`, evaluates it on the test codes and writes
     metrics.json and samples.png. Returns the metrics."""
@@ -62,6 +83,7 @@ def train_prior(config: PriorConfig, options: RunOptions) -> dict:
     config.validate()
     workdir = Workdir(options.workdir)
     meta = codes.load_meta(workdir.codes)
+    check_codes_data(meta, options)
     if config.conditional and not meta["num_classes"]:
         raise ValueError(f"--conditional needs class labels, but {meta['dataset']} has none.")
     PixelCNN.resolve_layers(tuple(meta["latent_shape"]), config.num_layers, config.kernel_size)

@@ -56,7 +56,17 @@ def load_trained_model_and_path(workdir: str):
 
 def trained_dataset(workdir: str) -> str:
     """The dataset the VQ-VAE of `workdir` was trained on."""
-    return Workdir(workdir).vqvae.read_config()["config"]["dataset"]
+    return trained_data_source(workdir).name
+
+
+def trained_data_source(workdir: str, **overrides) -> data.DataSource:
+    """The `DataSource` the VQ-VAE of `workdir` was trained on (its directory, image size and
+    channels), with the `overrides` that are not None (e.g. ``data_dir`` after moving the data)."""
+    record = Workdir(workdir).vqvae.read_config()
+    if record is None:
+        raise FileNotFoundError(f"No trained VQ-VAE in {workdir}. Run train.train_vqvae first.")
+    saved = record.get("data") or {"name": record["config"]["dataset"]}
+    return data.DataSource.from_dict(saved).replace(**{"name": overrides.pop("dataset", None), **overrides})
 
 
 # Training images the Gaussian p(x|z)'s std is fitted on (the first ones, in file order).
@@ -135,37 +145,68 @@ def train_and_evaluate(config: VQVAEConfig, options: RunOptions) -> dict:
     """Trains (or resumes) to `config.steps`, evaluates on the full test split and writes the
     artifacts. Returns the metrics dict written to metrics.json."""
     options.validate()
-    config.dataset = options.dataset or config.dataset
-    config.validate()
-    info = data.dataset_info(config.dataset, options.data_dir)
-    if tuple(info.image_shape) != tuple(config.image_shape):
-        raise ValueError(
-            f"Dataset {config.dataset!r} has images of shape {info.image_shape}, but the config expects "
-            f"{tuple(config.image_shape)}; pick the matching --config preset."
+    source = options.data_source(config.dataset)
+    config.dataset = source.name
+    info = source.info()
+    source = source.resolved()
+    fit_to_data(config, info.image_shape, source)
+    if info.num_examples.get("train", 0) < config.batch_size:
+        raise data.DataError(
+            f"{source.describe()} has {info.num_examples.get('train', 0)} training images, fewer than one "
+            f"batch of {config.batch_size}: add images or lower --batch_size."
         )
-    variance = data.pixel_variance(config.dataset, options.data_dir)
+    stage = Workdir(options.workdir).vqvae
+    fingerprint = source.fingerprint()
+    saved = stage.read_config() if tf.train.latest_checkpoint(stage.checkpoints) else None
+    if saved and saved.get("data_fingerprint") not in (None, fingerprint):
+        progress.log(
+            f"Note: the data of {source.describe()} changed since this run started (fingerprint "
+            f"{saved['data_fingerprint']} -> {fingerprint}); training continues on the new contents, "
+            f"keeping the run's pixel variance {saved['data_variance']:.5f}."
+        )
+    variance = saved["data_variance"] if saved and "data_variance" in saved else source.pixel_variance()
     record = {
         "config": config.to_dict(),
+        "data": source.to_dict(),
+        "data_fingerprint": fingerprint,
         "data_variance": variance,
         "seed": options.seed,
         "strategy": str(options.strategy),
         "mixed_precision": options.mixed_precision,
     }
-    stage = Workdir(options.workdir).vqvae
     with loop.stage_run(options, stage, record, config.architecture(), config.batch_size) as run:
         model = run.build(lambda: build_vqvae(config, variance, options.seed), config.steps)
         images_per_second = None
         if run.step < config.steps:
-            images_per_second = _train(run, model, config, options)
+            images_per_second = _train(run, model, config, options, source)
         if not run.chief:
             return {}
-        return _evaluate_and_write(run, model, config, options, images_per_second)
+        return _evaluate_and_write(run, model, config, options, images_per_second, source)
 
 
-def _train(run: loop.StageRun, model: VQVAE, config: VQVAEConfig, options: RunOptions):
+def fit_to_data(config: VQVAEConfig, image_shape, source: data.DataSource | None = None) -> VQVAEConfig:
+    """Sets `config.image_shape` to the data's `image_shape` (H, W, C), validated.
+
+    Raises:
+      ValueError: the config's downsampling does not divide the image size (naming both).
+    """
+    h, w, c = (int(s) for s in image_shape)
+    d = config.downsample
+    if h % d or w % d:
+        where = f" of {source.describe()}" if source else ""
+        raise ValueError(
+            f"Images{where} are {h}x{w}, which config {config.name!r} (downsample={d}) cannot divide into "
+            f"codes. Pass --image_size with multiples of {d} (e.g. --image_size={max(d, h // d * d)},"
+            f"{max(d, w // d * d)}) or pick another --config."
+        )
+    config.image_shape = (h, w, c)
+    return config.validate()
+
+
+def _train(run: loop.StageRun, model: VQVAE, config: VQVAEConfig, options: RunOptions, source: data.DataSource):
     # Shuffle differently after a resume rather than replaying the first batches.
     train = data.batched(
-        data.load(config.dataset, "train", options.data_dir),
+        source.load("train"),
         config.batch_size,
         training=True,
         seed=options.seed * 1_000_003 + run.step,
@@ -188,12 +229,12 @@ def _train(run: loop.StageRun, model: VQVAE, config: VQVAEConfig, options: RunOp
     return run.train(model, train, config.steps, config.batch_size, config.jit_compile, line, summaries)
 
 
-def _evaluate_and_write(run, model, config, options, images_per_second) -> dict:
+def _evaluate_and_write(run, model, config, options, images_per_second, source: data.DataSource) -> dict:
     stage = run.stage
-    test = data.batched(data.load(config.dataset, "test", options.data_dir), options.eval_batch_size, training=False)
+    test = data.batched(source.load("test"), options.eval_batch_size, training=False)
     progress.log("Evaluating on the full test split...")
     fit = data.batched(
-        data.load(config.dataset, "train", options.data_dir).take(LIKELIHOOD_FIT_EXAMPLES),
+        source.load("train").take(LIKELIHOOD_FIT_EXAMPLES),
         options.eval_batch_size,
         training=False,
     )

@@ -1,0 +1,236 @@
+"""Image folders (vqvae_tf.data.image_folder): layouts, formats by content, decoding against NumPy
+references, the hash split, the decoded cache, bad input, and the stages reading a folder. The
+folders are real Fashion-MNIST images written out as files."""
+
+import os
+import shutil
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from helpers import fashion_mnist_arrays, image_folder, write_image
+
+from vqvae_tf import configs, data
+from vqvae_tf.data import image_folder as folder_lib
+from vqvae_tf.training import sample_lib, train_vqvae_lib
+from vqvae_tf.training.options import RunOptions
+
+
+@pytest.fixture(autouse=True)
+def _fresh(monkeypatch, tmp_path):
+    monkeypatch.setenv("VQVAE_CACHE_DIR", str(tmp_path / "cache"))
+    data.clear_caches()
+    yield
+    data.clear_caches()
+
+
+def _arrays(ds):
+    images, labels = zip(*ds.as_numpy_iterator())
+    return np.stack(images), np.array(labels)
+
+
+def test_split_folders_with_classes_give_the_pixels_and_labels(tmp_path):
+    x, y = fashion_mnist_arrays("train", 60)
+    splits = ["train"] * 40 + ["test"] * 20
+    image_folder(tmp_path / "f", x, y, splits=splits)
+    info = data.dataset_info("image_folder", str(tmp_path / "f"))
+    present = sorted(set(y.tolist()))
+    assert info.image_shape == (28, 28, 1)
+    assert info.num_examples == {"train": 40, "test": 20}
+    assert info.class_names == tuple(f"c{c}" for c in present)
+    images, labels = _arrays(data.load("image_folder", "train", data_dir=str(tmp_path / "f")))
+    # Files are read in sorted order: class folder, then name; within a class, the original order.
+    order = sorted(range(40), key=lambda i: (f"c{y[i]}", i))
+    np.testing.assert_array_equal(images[..., 0], x[order].astype(np.float32) / 255.0)
+    np.testing.assert_array_equal(labels, [present.index(y[i]) for i in order])
+    assert images.dtype == np.float32 and labels.dtype == np.int32
+
+
+def test_formats_are_recognised_by_content(tmp_path):
+    x, _ = fashion_mnist_arrays("test", 5)
+    rgb = np.stack([x, x // 2, 255 - x], axis=-1)
+    root = tmp_path / "f" / "train"
+    write_image(str(root / "a.png"), rgb[0], "PNG")
+    write_image(str(root / "b"), rgb[1], "BMP")  # no extension
+    write_image(str(root / "c.jpg"), rgb[2], "WEBP", lossless=True)  # misleading extension
+    write_image(str(root / "d.gif"), x[3], "GIF")
+    write_image(str(root / "e.jpeg"), rgb[4], "JPEG", quality=95)
+    write_image(str(tmp_path / "f" / "test" / "z.png"), rgb[0], "PNG")
+    (root / "readme.txt").write_text("not an image")
+    images, _ = _arrays(data.load("image_folder", "train", data_dir=str(tmp_path / "f"), channels=3))
+    ref = rgb.astype(np.float32) / 255.0
+    np.testing.assert_array_equal(images[:3], ref[:3])  # PNG, BMP, lossless WebP: exact
+    np.testing.assert_array_equal(images[3], np.repeat(x[3][..., None], 3, -1) / np.float32(255.0))  # GIF
+    from PIL import Image
+
+    pil = np.asarray(Image.open(root / "e.jpeg").convert("RGB"), np.float32) / 255.0  # JPEG: lossy,
+    assert np.abs(images[4] - pil).mean() < 2 / 255  # so against Pillow's decoding of the same file
+    assert np.abs(images[4] - ref[4]).mean() > 4 * np.abs(images[4] - pil).mean()  # (which is not the PNG)
+    assert len(images) == 5  # readme.txt ignored
+
+
+def test_alpha_is_composited_over_white_and_channels_convert(tmp_path):
+    x, _ = fashion_mnist_arrays("test", 2)
+    alpha = np.tile(np.linspace(0, 255, 28).astype(np.uint8), (28, 1))
+    rgb = np.stack([x[0], x[0] // 2, 255 - x[0]], axis=-1)
+    write_image(str(tmp_path / "f" / "train" / "a.png"), np.concatenate([rgb, alpha[..., None]], -1))
+    write_image(str(tmp_path / "f" / "train" / "b.png"), np.stack([x[1], alpha], -1))  # grey + alpha
+    write_image(str(tmp_path / "f" / "test" / "c.png"), x[1])
+    root = str(tmp_path / "f")
+    got, _ = _arrays(data.load("image_folder", "train", data_dir=root, channels=3))
+    a = alpha[..., None] / 255.0
+    want_a = np.round((rgb / 255.0 * a + (1 - a)) * 255) / 255
+    want_b = np.round((x[1][..., None] / 255.0 * a + (1 - a)) * 255) / 255
+    np.testing.assert_allclose(got[0], want_a, atol=1 / 255 + 1e-6)
+    np.testing.assert_allclose(got[1], np.repeat(want_b, 3, -1), atol=1 / 255 + 1e-6)
+    grey, _ = _arrays(data.load("image_folder", "train", data_dir=root, channels=1))
+    weights = np.array([0.2989, 0.5870, 0.1140])
+    np.testing.assert_allclose(
+        grey[0], np.round((want_a * weights).sum(-1, keepdims=True) * 255) / 255, atol=1.01 / 255
+    )
+
+
+def test_centre_crop_keeps_the_aspect_ratio(tmp_path):
+    x, _ = fashion_mnist_arrays("test", 2)
+    tall = np.concatenate([np.full((6, 28), 255, np.uint8), x[0], np.zeros((6, 28), np.uint8)])  # 40x28
+    write_image(str(tmp_path / "f" / "train" / "tall.png"), tall)
+    write_image(str(tmp_path / "f" / "test" / "t.png"), x[1])
+    root = str(tmp_path / "f")
+    same, _ = _arrays(data.load("image_folder", "train", data_dir=root, image_size=28))
+    np.testing.assert_array_equal(same[0, ..., 0], x[0] / np.float32(255.0))  # the bands are cropped away
+    small, _ = _arrays(data.load("image_folder", "train", data_dir=root, image_size="14,7"))
+    crop = tall[:, 4:24].astype(np.float32)[..., None] / 255.0  # 40x20: the largest 2:1 crop, centred
+    ref = tf.image.resize(crop, [14, 7], method="bilinear", antialias=True).numpy()
+    np.testing.assert_allclose(small[0], np.round(np.clip(ref, 0, 1) * 255) / 255, atol=1e-6)
+
+
+def test_hash_split_is_stable_when_files_are_added(tmp_path):
+    x, y = fashion_mnist_arrays("train", 500)
+    root = tmp_path / "f"
+    paths = image_folder(root, x[:400], y[:400])
+    before = folder_lib.scan(str(root), 0.1)
+    test_before = {p for p, _ in before.files["test"]}
+    assert test_before == {p for p in paths if folder_lib.in_test_split(p, 0.1)}
+    assert 20 <= len(test_before) <= 65  # 400 draws at 0.1: mean 40, sd 6
+    image_folder(root, x[400:], y[400:], start=400)
+    after = folder_lib.scan(str(root), 0.1)
+    assert {p for p, _ in after.files["test"]} & set(paths) == test_before  # no old file moved
+    assert {p for p, _ in after.files["test"]} - set(paths)  # some new ones are held out
+    assert {p for p, _ in before.files["train"]} <= {p for p, _ in after.files["train"]}
+    assert len(folder_lib.scan(str(root), 0.5).files["test"]) > 2 * len(after.files["test"])
+
+
+def test_corrupt_and_non_image_files(tmp_path, capsys):
+    x, y = fashion_mnist_arrays("train", 30)
+    root = tmp_path / "f"
+    image_folder(root, x, y)
+    good = open(root / f"c{y[0]}" / "00000.png", "rb").read()
+    (root / f"c{y[0]}" / "truncated.png").write_bytes(good[: len(good) // 2])
+    (root / f"c{y[1]}" / "fake.jpg").write_text("not a jpeg")
+    (root / "notes.txt").write_text("hello")
+    with pytest.raises(data.DataError, match="2 corrupt or truncated image.*fake.jpg.*truncated.png.*--skip_corrupt"):
+        data.load("image_folder", "train", data_dir=str(root))
+    info = data.dataset_info("image_folder", str(root), skip_corrupt_images=True)
+    assert sum(info.num_examples.values()) == 30
+    out = capsys.readouterr().out
+    assert "Ignored 1 file(s)" in out and "notes.txt" in out
+    assert "Skipping 2 corrupt image(s)" in out
+
+
+def test_cache_is_made_once_per_fingerprint(tmp_path, capsys):
+    x, y = fashion_mnist_arrays("train", 50)
+    root = tmp_path / "f"
+    image_folder(root, x, y, rgb=True)
+    source = data.DataSource("image_folder", str(root))
+    images, _ = _arrays(source.load("train"))
+    assert images.shape[1:] == (28, 28, 3)  # channels from the first image
+    assert source.pixel_variance() == pytest.approx(float(np.var(images.astype(np.float64))), rel=1e-6)
+    data.clear_caches()
+    first = source.fingerprint()
+    np.testing.assert_array_equal(_arrays(source.load("train"))[0], images)
+    assert capsys.readouterr().out.count("Decoding") == 1  # the second process-fresh load read the cache
+    data.clear_caches()
+    image_folder(root, x[:1], y[:1], start=50, rgb=True)
+    assert source.fingerprint() != first
+    assert "Decoding 51 images" in capsys.readouterr().out
+    assert data.DataSource("image_folder", str(root), image_size=14).fingerprint() != source.fingerprint()
+
+
+def test_bad_input_is_named(tmp_path):
+    with pytest.raises(data.DataError, match="does not exist"):
+        data.load("image_folder", "train", data_dir=str(tmp_path / "missing"))
+    with pytest.raises(data.DataError, match="needs --data_dir"):
+        data.load("image_folder", "train")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(data.DataError, match="holds no PNG, JPEG"):
+        data.load("image_folder", "train", data_dir=str(tmp_path / "empty"))
+    x, _ = fashion_mnist_arrays("train", 3)
+    image_folder(tmp_path / "s", x, splits=["train"] * 3)
+    (tmp_path / "s" / "test").mkdir()
+    with pytest.raises(data.DataError, match="Split folder .*test holds no images"):
+        data.load("image_folder", "train", data_dir=str(tmp_path / "s"))
+    shutil.rmtree(tmp_path / "s" / "test")
+    with pytest.raises(data.DataError, match="no test/ folder"):
+        data.load("image_folder", "test", data_dir=str(tmp_path / "s"))
+    for bad in ("abc", "0", "1,2,3", "-4", (1.5, 2), True):
+        with pytest.raises(data.DataError, match="image_size must be N or H,W"):
+            data.DataSource("fashion_mnist", image_size=bad)
+    assert data.parse_image_size("64") == (64, 64) and data.parse_image_size("32,48") == (32, 48)
+    with pytest.raises(data.DataError, match="channels must be 1"):
+        data.DataSource("fashion_mnist", channels=2)
+    with pytest.raises(data.DataError, match="test_fraction must be in"):
+        data.DataSource("image_folder", "x", test_fraction=1.0)
+
+
+def test_image_size_and_channels_apply_to_idx_data():
+    x, _ = fashion_mnist_arrays("test", 4)
+    info = data.dataset_info("fashion_mnist", image_size=56, channels=3)
+    assert info.image_shape == (56, 56, 3)
+    images, _ = _arrays(data.load("fashion_mnist", "test", image_size=56, channels=3).take(4))
+    ref = tf.image.resize(x[..., None] / 255.0, [56, 56], antialias=True).numpy()
+    np.testing.assert_allclose(images, np.repeat(np.round(np.clip(ref, 0, 1) * 255) / 255, 3, -1), atol=1e-6)
+
+
+def test_training_refuses_undividable_size_and_too_few_images(tmp_path):
+    config = configs.get_config("tiny")
+    with pytest.raises(ValueError, match=r"Images of fashion_mnist are 30x30, which config 'tiny' \(downsample=4\)"):
+        train_vqvae_lib.train_and_evaluate(config, RunOptions(str(tmp_path / "w"), image_size=30))
+    x, y = fashion_mnist_arrays("train", 12)
+    image_folder(tmp_path / "f", x, y)
+    with pytest.raises(data.DataError, match="training images, fewer than one batch of 16"):
+        train_vqvae_lib.train_and_evaluate(
+            configs.get_config("tiny"),
+            RunOptions(str(tmp_path / "w"), dataset="image_folder", data_dir=str(tmp_path / "f")),
+        )
+
+
+def test_labels_by_class_name():
+    names = ("Bag", "Coat", "10")
+    labels = sample_lib.resolve_labels(["Coat", "0", "10"], 3, 3, class_names=names)
+    np.testing.assert_array_equal(labels, [1, 0, 2])  # a name wins over the number it spells
+    with pytest.raises(sample_lib.LabelsError, match=r"'Hat' is not one of the class names \(Bag, Coat, 10\)"):
+        sample_lib.resolve_labels(["Hat"], 2, 3, class_names=names)
+
+
+def test_resumed_run_on_a_changed_folder_says_so(tmp_path, capsys):
+    x, y = fashion_mnist_arrays("train", 80)
+    root = tmp_path / "f"
+    image_folder(root, x[:60], y[:60])
+    w = str(tmp_path / "w")
+    opts = dict(dataset="image_folder", data_dir=str(root), log_every=2, checkpoint_every=2)
+    config = configs.get_config("tiny")
+    config.steps = 2
+    train_vqvae_lib.train_and_evaluate(config, RunOptions(w, **opts))
+    saved = train_vqvae_lib.trained_data_source(w)
+    assert saved.image_size == (28, 28) and saved.channels == 1 and saved.data_dir == str(root)
+    variance = train_vqvae_lib.Workdir(w).vqvae.read_config()["data_variance"]
+    image_folder(root, x[60:], y[60:], start=60)
+    data.clear_caches()
+    capsys.readouterr()
+    config = configs.get_config("tiny")
+    config.steps = 4
+    metrics = train_vqvae_lib.train_and_evaluate(config, RunOptions(w, **opts))
+    assert "changed since this run started" in capsys.readouterr().out
+    assert metrics["steps"] == 4
+    assert train_vqvae_lib.Workdir(w).vqvae.read_config()["data_variance"] == variance
+    assert os.path.exists(os.path.join(w, "vqvae", "reconstructions.png"))
