@@ -4,15 +4,17 @@ folders are real Fashion-MNIST images written out as files."""
 
 import os
 import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 import tensorflow as tf
-from helpers import fashion_mnist_arrays, image_folder, write_image
+from helpers import REPO_ROOT, fashion_mnist_arrays, image_folder, write_image
 
 from vqvae_tf import configs, data
 from vqvae_tf.data import image_folder as folder_lib
-from vqvae_tf.training import sample_lib, train_vqvae_lib
+from vqvae_tf.training import export_codes_lib, sample_lib, train_prior_lib, train_vqvae_lib
 from vqvae_tf.training.options import RunOptions
 
 
@@ -156,6 +158,17 @@ def test_cache_is_made_once_per_fingerprint(tmp_path, capsys):
     assert data.DataSource("image_folder", str(root), image_size=14).fingerprint() != source.fingerprint()
 
 
+def test_a_split_is_held_in_memory_only_when_it_fits(tmp_path, monkeypatch):
+    x, y = fashion_mnist_arrays("train", 20)
+    image_folder(tmp_path / "f", x, y)
+    meta = data.DataSource("image_folder", str(tmp_path / "f"))._folder_meta()
+    assert type(folder_lib.read_cache(meta, "train")).__name__ == "CacheDataset"
+    monkeypatch.setenv("VQVAE_MEMORY_CACHE_BYTES", str(28 * 28 - 1))  # less than one image
+    ds = folder_lib.read_cache(meta, "train")
+    assert type(ds).__name__ != "CacheDataset"
+    assert len(list(ds)) == meta["counts"]["train"]  # read from the disk cache all the same
+
+
 def test_bad_input_is_named(tmp_path):
     with pytest.raises(data.DataError, match="does not exist"):
         data.load("image_folder", "train", data_dir=str(tmp_path / "missing"))
@@ -212,7 +225,7 @@ def test_labels_by_class_name():
         sample_lib.resolve_labels(["Hat"], 2, 3, class_names=names)
 
 
-def test_resumed_run_on_a_changed_folder_says_so(tmp_path, capsys):
+def test_resumed_run_on_a_changed_folder_and_later_stages(tmp_path, capsys):
     x, y = fashion_mnist_arrays("train", 80)
     root = tmp_path / "f"
     image_folder(root, x[:60], y[:60])
@@ -234,3 +247,52 @@ def test_resumed_run_on_a_changed_folder_says_so(tmp_path, capsys):
     assert metrics["steps"] == 4
     assert train_vqvae_lib.Workdir(w).vqvae.read_config()["data_variance"] == variance
     assert os.path.exists(os.path.join(w, "vqvae", "reconstructions.png"))
+
+    # Later stages read the recorded data; --data_dir replaces the folder after a move.
+    moved = tmp_path / "moved"
+    shutil.move(str(root), str(moved))
+    data.clear_caches()
+    with pytest.raises(data.DataError, match="does not exist"):
+        export_codes_lib.export_codes_stage(w)
+    meta = export_codes_lib.export_codes_stage(w, data_dir=str(moved))
+    assert meta["data"]["data_dir"] == str(moved) and sum(meta["counts"].values()) == 80
+    assert meta["class_names"] == [f"c{c}" for c in sorted(set(y.tolist()))]
+    with pytest.raises(ValueError, match=r"gives images of shape \(14, 14, 1\), but the VQ-VAE takes \(28, 28, 1\)"):
+        export_codes_lib.export_codes_stage(w, data_dir=str(moved), image_size=14)
+    # The prior trains on those codes: data flags naming other data are refused.
+    prior = configs.get_prior_config("quick")
+    with pytest.raises(ValueError, match="--dataset=mnist, but the codes .* were exported from image_folder"):
+        train_prior_lib.train_prior(prior, RunOptions(w, dataset="mnist"))
+    with pytest.raises(ValueError, match="--data_dir=.*, but the codes were exported from"):
+        train_prior_lib.train_prior(prior, RunOptions(w, data_dir=str(root)))
+
+
+def test_configs_cover_colour_sizes():
+    for name, size, grid in (
+        ("cifar10", 32, 8),
+        ("vqvae_64", 64, 16),
+        ("imagenet128", 128, 32),
+        ("vqvae_256", 256, 32),
+    ):
+        config = configs.get_config(name)
+        assert config.image_shape == (size, size, 3) and config.latent_shape == (grid, grid), name
+
+
+@pytest.mark.parametrize(
+    "flag, message",
+    [
+        ("--image_size=abc", "--image_size must be N or H,W"),
+        ("--channels=2", "--channels"),
+        ("--test_fraction=1.5", "--test_fraction must be in (0, 1)"),
+    ],
+)
+def test_bad_data_flags(tmp_path, flag, message):
+    res = subprocess.run(
+        [sys.executable, "-m", "train.train_vqvae", f"--workdir={tmp_path / 'w'}", flag],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert res.returncode != 0 and message in res.stderr, res.stderr[-2000:]
+    assert not (tmp_path / "w").exists()

@@ -91,6 +91,7 @@ def test_quick_pipeline_on_an_image_folder(tmp_path):
     assert meta["class_names"] == [f"c{i}" for i in range(10)]
     assert meta["image_shape"] == [28, 28, 3] and sum(meta["counts"].values()) == 1200
     assert meta["data"]["name"] == "image_folder" and meta["data"]["data_dir"] == str(root)
+    assert f"dataset `image_folder` (`{root}`), images 28x28x3" in (w / "REPORT.md").read_text()
     decode = tf.saved_model.load(str(w / "export" / "vqvae" / "1")).signatures["decode"]
     assert decode.structured_outputs["images"].shape.as_list()[1:] == [28, 28, 3]
     out = tmp_path / "samples.png"

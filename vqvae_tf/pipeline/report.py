@@ -25,6 +25,12 @@ def write_report(workdir: str, paths: dict, seconds: float) -> str:
     tflite_dir = rel(os.path.join(w.export, tflite.SUBDIR))
     vq = w.vqvae.read_metrics()
     prior = w.prior.read_metrics()
+    source = (w.vqvae.read_config() or {}).get("data") or {"name": vq.get("dataset")}
+    shape = "x".join(str(s) for s in (source.get("image_size") or [])) + (
+        f"x{source['channels']}" if source.get("channels") else ""
+    )
+    dataset = f"`{source['name']}`" + (f" (`{source['data_dir']}`)" if source.get("data_dir") else "")
+    dataset += f", images {shape}" if shape else ""
     tfl = tflite.read_report(w.export)
     vq_rows = "\n".join(f"| {k} | {_fmt(vq[k])} |" for k in QUALITY_KEYS + ("steps", "images_per_second"))
     prior_rows = "\n".join(
@@ -50,7 +56,7 @@ def write_report(workdir: str, paths: dict, seconds: float) -> str:
     )
     text = f"""# VQ-VAE + PixelCNN prior: run report
 
-Workdir `{os.path.abspath(workdir)}`, dataset `{vq.get("dataset")}`, total time {seconds / 60:.1f} min (this run).
+Workdir `{os.path.abspath(workdir)}`, dataset {dataset}, total time {seconds / 60:.1f} min (this run).
 
 ## VQ-VAE (test split, {vq.get("test_examples")} images)
 
