@@ -155,3 +155,13 @@ def test_real_fashion_mnist():
         assert np.bincount(labels).tolist() == [n // 10] * 10  # Fashion-MNIST is balanced
     variance = data.pixel_variance("fashion_mnist")
     assert 0.1 < variance < 0.15
+
+
+def test_tfds_images_of_varying_size_need_image_size():
+    with tfds.testing.mock_data(num_examples=3):
+        with pytest.raises(data.DataError, match=r"'oxford_flowers102' has images of varying size \(None, None, 3\)"):
+            data.dataset_info("oxford_flowers102")
+        info = data.dataset_info("oxford_flowers102", image_size="24,32")
+        assert info.image_shape == (24, 32, 3) and info.num_classes == 102
+        images = [x for x, _ in data.load("oxford_flowers102", "train", image_size="24,32").as_numpy_iterator()]
+    assert len(images) == 3 and all(x.shape == (24, 32, 3) for x in images)

@@ -55,7 +55,10 @@ def test_formats_are_recognised_by_content(tmp_path):
     write_image(str(root / "a.png"), rgb[0], "PNG")
     write_image(str(root / "b"), rgb[1], "BMP")  # no extension
     write_image(str(root / "c.jpg"), rgb[2], "WEBP", lossless=True)  # misleading extension
-    write_image(str(root / "d.gif"), x[3], "GIF")
+    from PIL import Image
+
+    frames = [Image.fromarray(x[3], "L"), Image.fromarray(255 - x[3], "L")]
+    frames[0].save(root / "d.gif", save_all=True, append_images=frames[1:])  # animated: the first frame
     write_image(str(root / "e.jpeg"), rgb[4], "JPEG", quality=95)
     write_image(str(tmp_path / "f" / "test" / "z.png"), rgb[0], "PNG")
     (root / "readme.txt").write_text("not an image")
@@ -63,12 +66,11 @@ def test_formats_are_recognised_by_content(tmp_path):
     ref = rgb.astype(np.float32) / 255.0
     np.testing.assert_array_equal(images[:3], ref[:3])  # PNG, BMP, lossless WebP: exact
     np.testing.assert_array_equal(images[3], np.repeat(x[3][..., None], 3, -1) / np.float32(255.0))  # GIF
-    from PIL import Image
-
     pil = np.asarray(Image.open(root / "e.jpeg").convert("RGB"), np.float32) / 255.0  # JPEG: lossy,
     assert np.abs(images[4] - pil).mean() < 2 / 255  # so against Pillow's decoding of the same file
     assert np.abs(images[4] - ref[4]).mean() > 4 * np.abs(images[4] - pil).mean()  # (which is not the PNG)
     assert len(images) == 5  # readme.txt ignored
+    assert Image.open(root / "d.gif").n_frames == 2
 
 
 def test_alpha_is_composited_over_white_and_channels_convert(tmp_path):

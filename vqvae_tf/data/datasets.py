@@ -178,11 +178,16 @@ class DataSource:
                 self.name, tuple(meta["image_shape"]), len(names), f"image_folder:{meta['root']}", counts, names
             )
         info = _native_info(self.name, self.data_dir)
-        return dataclasses.replace(info, image_shape=self._shape_from(info.image_shape))
+        shape = self._shape_from(info.image_shape)
+        if None in shape:
+            raise DataError(
+                f"{self.name!r} has images of varying size {info.image_shape}: pass --image_size (and --channels)."
+            )
+        return dataclasses.replace(info, image_shape=shape)
 
     def _shape_from(self, native: tuple) -> tuple:
         h, w, c = native
-        return tuple(int(s) for s in (*(self.image_size or (h, w)), self.channels or c))
+        return tuple(None if s is None else int(s) for s in (*(self.image_size or (h, w)), self.channels or c))
 
     def _resizes(self) -> bool:
         """Whether an IDX / TFDS source's images are brought to another size or channel count."""
@@ -298,9 +303,7 @@ def _native_info(name: str, data_dir: str | None) -> DatasetInfo:
     features = builder.info.features
     if "image" not in features:
         raise DataError(f"TFDS dataset {name!r} has no 'image' feature; it is not an image dataset.")
-    shape = tuple(features["image"].shape)
-    if None in shape:
-        raise DataError(f"TFDS dataset {name!r} has images of varying size {shape}; pass --image_size.")
+    shape = tuple(features["image"].shape)  # None where the size varies: DataSource.info checks
     has_label = "label" in features
     num_classes = features["label"].num_classes if has_label else 0
     names = tuple(features["label"].names) if has_label else ()
