@@ -5,7 +5,7 @@
 PYTHON ?= python3
 VENV ?= .venv
 WORKDIR ?= runs/demo
-PRESET ?= default
+RECIPE ?= default
 FASHION_MNIST_DIR = /usr/share/datasets/fashion-mnist
 PY = $(VENV)/bin/python
 
@@ -31,7 +31,7 @@ data:
 	fi
 
 demo: install data
-	$(PY) -m train.pipeline --workdir=$(WORKDIR) --preset=$(PRESET)
+	$(PY) -m train.pipeline --workdir=$(WORKDIR) --recipe=$(RECIPE)
 
 test: install data
 	$(PY) -m pytest -q

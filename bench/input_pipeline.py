@@ -47,7 +47,7 @@ def write_folder(root: str, n: int) -> None:
 
 def main(argv):
     del argv
-    from vqvae_tf import VQVAE, data, get_config
+    from vqvae_tf import data, get_config
 
     tmp = tempfile.mkdtemp(prefix="bench-input-")
     os.environ["VQVAE_CACHE_DIR"] = os.path.join(tmp, "cache")
@@ -74,7 +74,7 @@ def main(argv):
 
         keras.utils.set_random_seed(0)
         train_vars = dict(data_variance=source.pixel_variance())
-        model = VQVAE.from_preset(config, **train_vars)
+        model = config.build(**train_vars)
         model.compile(optimizer=config.make_optimizer())
         step = tf.function(model.train_step)
         for _ in range(3):

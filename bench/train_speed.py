@@ -14,11 +14,11 @@ import tensorflow as tf
 from absl import app, flags
 
 from bench.common import machine, write_json
-from vqvae_tf import VQVAE, get_config
+from vqvae_tf import get_config
 
 flags.DEFINE_bool("quick", False, "Fewer steps.")
 flags.DEFINE_string("output", None, "JSON file for the results.")
-flags.DEFINE_multi_string("preset", ["fashion_mnist", "cifar10"], "Presets to measure.")
+flags.DEFINE_multi_string("preset", ["fashion_mnist", "cifar10"], "Configs to measure.")
 flags.DEFINE_integer("batch_size", 128, "Batch size.")
 FLAGS = flags.FLAGS
 
@@ -57,7 +57,7 @@ def step_flops(model, images) -> float:
 def measure(preset: str, batch: int, jit: bool, steps: int) -> dict:
     config = get_config(preset)
     keras.utils.set_random_seed(0)
-    model = VQVAE.from_preset(config, data_variance=0.1)
+    model = config.build(data_variance=0.1)
     model.compile(optimizer=keras.optimizers.Adam(1e-4))
     images = tf.constant(np.random.default_rng(0).uniform(size=(batch,) + config.image_shape).astype(np.float32))
     step = tf.function(model.train_step, jit_compile=jit)

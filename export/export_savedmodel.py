@@ -1,6 +1,7 @@
 r"""Exports SavedModels for TF Serving (library: vqvae_tf.serving.export_savedmodel_lib).
 
     python -m export.export_savedmodel --workdir=/tmp/run --export_dir=/tmp/serving [--version=N]
+    python -m export.export_savedmodel --preset=fashion_mnist --export_dir=/tmp/serving
 
 Writes E/vqvae/N/ (and E/prior/N/ when a prior is trained), E/models.config and
 E/batching_parameters.txt. Without --version the next free number is used; an existing version is
@@ -12,14 +13,16 @@ from absl import flags
 from vqvae_tf import cli
 from vqvae_tf.serving import export_savedmodel_lib
 
-_WORKDIR = cli.define_workdir("Workdir with a trained VQ-VAE (and optionally a prior).")
+_WORKDIR, _PRESET = cli.define_model_source("Workdir with a trained VQ-VAE (and optionally a prior).")
 _EXPORT_DIR = flags.DEFINE_string("export_dir", None, "Base directory TF Serving watches.", required=True)
 _VERSION = flags.DEFINE_integer("version", None, "Version number (default: next free).", lower_bound=1)
 _OVERWRITE = flags.DEFINE_bool("overwrite", False, "Replace an existing version.")
 
 
 def main():
-    export_savedmodel_lib.export_savedmodel_stage(_WORKDIR.value, _EXPORT_DIR.value, _VERSION.value, _OVERWRITE.value)
+    export_savedmodel_lib.export_savedmodel_stage(
+        _WORKDIR.value, _EXPORT_DIR.value, _VERSION.value, _OVERWRITE.value, preset=_PRESET.value
+    )
 
 
 if __name__ == "__main__":

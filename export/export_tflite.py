@@ -2,6 +2,7 @@ r"""Converts the VQ-VAE encoder and decoder (and the on-device generator when a 
 to TFLite, builtin ops only, and checks them (library: vqvae_tf.serving.export_tflite_lib).
 
     python -m export.export_tflite --workdir=/tmp/run --export_dir=/tmp/serving --quantization=all
+    python -m export.export_tflite --preset=fashion_mnist --export_dir=/tmp/phone --quantization=float16
 
 Writes E/tflite/{decoder,encoder}_<q>.tflite and E/tflite/tflite_report.json.
 """
@@ -11,7 +12,7 @@ from absl import flags
 from vqvae_tf import cli
 from vqvae_tf.serving import export_tflite_lib, tflite
 
-_WORKDIR = cli.define_workdir("Workdir with a trained VQ-VAE.")
+_WORKDIR, _PRESET = cli.define_model_source("Workdir with a trained VQ-VAE.")
 _EXPORT_DIR = flags.DEFINE_string(
     "export_dir", None, "Output base directory (files go to EXPORT_DIR/tflite).", required=True
 )
@@ -32,7 +33,7 @@ flags.register_validator(
 def main():
     qs = tflite.QUANTIZATIONS if "all" in _QUANTIZATION.value else tuple(dict.fromkeys(_QUANTIZATION.value))
     export_tflite_lib.export_tflite_stage(
-        _WORKDIR.value, _EXPORT_DIR.value, qs, _DATA_DIR.value, _NUM_TEST_IMAGES.value
+        _WORKDIR.value, _EXPORT_DIR.value, qs, _DATA_DIR.value, _NUM_TEST_IMAGES.value, preset=_PRESET.value
     )
 
 

@@ -14,7 +14,7 @@ def tiny_model(**overrides):
     config = get_config("tiny")
     for k, v in overrides.items():
         setattr(config, k, v)
-    model = VQVAE.from_preset(config.validate(), data_variance=0.1)
+    model = config.validate().build(data_variance=0.1)
     model.compile(optimizer=keras.optimizers.Adam(3e-3))
     return model
 
@@ -22,7 +22,7 @@ def tiny_model(**overrides):
 @pytest.mark.parametrize("preset", CONFIG_NAMES)
 def test_encode_decode_shapes_per_preset(preset):
     config = get_config(preset)
-    model = VQVAE.from_preset(config)
+    model = config.build()
     images = tf.random.uniform((2,) + config.image_shape)
     codes = model.encode(images)
     h, w = config.latent_shape

@@ -18,7 +18,7 @@ def _pipeline(workdir, *extra, env=None):
             "-m",
             "train.pipeline",
             f"--workdir={workdir}",
-            "--preset=quick",
+            "--recipe=quick",
             "--vqvae_steps=20",
             "--prior_steps=10",
             *extra,
@@ -51,6 +51,8 @@ def test_pipeline_end_to_end_then_resumes(tmp_path):
         "export/tflite/tflite_report.json",
         "pipeline_flags.txt",
         "REPORT.md",
+        "presets/vqvae/model.weights.h5",
+        "presets/prior/metadata.json",
     ):
         assert (w / path).is_file(), path
     for q in tflite.QUANTIZATIONS:
@@ -65,11 +67,14 @@ def test_pipeline_end_to_end_then_resumes(tmp_path):
     for picture in ("vqvae/reconstructions.png", "prior/samples.png", "vqvae/codebook_usage.png"):
         assert f"]({picture})" in report
     assert (w / "export" / "tflite" / "generator_float32.tflite").is_file()
+    assert "`vqvae`: `presets/vqvae`, `prior`: `presets/prior`" in report
+    meta = json.load(open(w / "presets" / "vqvae" / "metadata.json"))
+    assert meta["command"].startswith("python -m train.pipeline --workdir=") and "--recipe=quick" in meta["command"]
     assert "| float32 |" in report.split("On-device generator")[1]
 
     res = _pipeline(w)
     assert res.returncode == 0, res.stderr[-3000:]
-    assert res.stdout.count("skipping") == 5
+    assert res.stdout.count("skipping") == 6
     assert sorted(os.listdir(w / "export" / "vqvae")) == ["1"]  # nothing exported twice
 
 

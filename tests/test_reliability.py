@@ -438,7 +438,7 @@ BAD_FLAGS = [
         "flag --version=0: 0 is not a positive integer",
     ),
     ("export.export_tflite", ["--export_dir=/tmp/x", "--quantization=int4"], "--quantization must be from"),
-    ("train.pipeline", ["--preset=huge"], "huge"),
+    ("train.pipeline", ["--recipe=huge"], "huge"),
 ]
 
 

@@ -10,7 +10,7 @@ import pytest
 import tensorflow as tf
 from helpers import REPO_ROOT, fake_mnist_dir
 
-from vqvae_tf import VQVAE, get_config
+from vqvae_tf import get_config
 from vqvae_tf.training import train_vqvae_lib
 from vqvae_tf.training.options import RunOptions
 from vqvae_tf.utils import files
@@ -225,7 +225,7 @@ def _np_discretized_gaussian_log_prob(x_pixels, mean_pixels, std):
 
 def test_evaluate_matches_numpy_on_a_known_batch():
     keras.utils.set_random_seed(1)
-    model = VQVAE.from_preset(get_config("tiny"), data_variance=0.05)
+    model = get_config("tiny").build(data_variance=0.05)
     rng = np.random.default_rng(0)
     test_x = rng.uniform(size=(12, 28, 28, 1)).astype(np.float32)
     fit_x = np.clip(test_x[:6] + 0.2, 0, 1).astype(np.float32)  # a different fit set

@@ -2,7 +2,7 @@ r"""The whole pipeline on one dataset: train the VQ-VAE, export codes, train the
 SavedModels and TFLite files, and write WORKDIR/REPORT.md (library: vqvae_tf.pipeline.pipeline_lib).
 
     python -m train.pipeline --workdir=runs/demo               # default (about 17 min on 2 CPU cores)
-    python -m train.pipeline --workdir=runs/quick --preset=quick  # a first look (under 5 min)
+    python -m train.pipeline --workdir=runs/quick --recipe=quick  # a first look (under 5 min)
     python -m train.pipeline --workdir=runs/mine --dataset=image_folder --data_dir=photos/ \
         --image_size=64 --channels=3 --config=vqvae_64         # your own images
 
@@ -15,8 +15,8 @@ from vqvae_tf import cli, configs
 from vqvae_tf.pipeline import pipeline_lib
 
 _RUN = cli.define_run_flags(dataset_help="Dataset: fashion_mnist (default), mnist, image_folder or a TFDS name.")
-_PRESET = flags.DEFINE_enum(
-    "preset", "default", list(configs.RECIPE_NAMES), "default: the quality run; quick: a first look."
+_RECIPE = flags.DEFINE_enum(
+    "recipe", "default", list(configs.RECIPE_NAMES), "default: the quality run; quick: a first look."
 )
 _CONFIG = flags.DEFINE_enum(
     "config",
@@ -29,7 +29,7 @@ _PRIOR_STEPS = flags.DEFINE_integer("prior_steps", None, "Override the prior tra
 
 
 def main():
-    recipe = configs.get_recipe(_PRESET.value, _RUN.data["dataset"].value, _CONFIG.value)
+    recipe = configs.get_recipe(_RECIPE.value, _RUN.data["dataset"].value, _CONFIG.value)
     recipe.vqvae.steps = _VQVAE_STEPS.value or recipe.vqvae.steps
     recipe.prior.steps = _PRIOR_STEPS.value or recipe.prior.steps
     pipeline_lib.run_pipeline(recipe, _RUN.options())

@@ -3,6 +3,7 @@ vqvae_tf.training.sample_lib).
 
     python -m train.sample --workdir=/tmp/run --num_samples=64 --temperature=1.0 --seed=0 \
         --output=/tmp/samples.png [--labels=0,1,2] [--top_k=20]
+    python -m train.sample --preset=fashion_mnist --labels=Sneaker,Bag --num_samples=2 --output=/tmp/s.png
 
 The same seed gives the same file. For a conditional prior, --labels lists one label per sample,
 or a single label used for all of them, each a class name (an image folder's class sub-folder,
@@ -15,7 +16,7 @@ from absl import app, flags
 from vqvae_tf import cli
 from vqvae_tf.training import sample_lib
 
-_WORKDIR = cli.define_workdir("Workdir with vqvae/ and prior/.")
+_WORKDIR, _PRESET = cli.define_model_source("Workdir with vqvae/ and prior/.")
 _NUM_SAMPLES = flags.DEFINE_integer("num_samples", 64, "Number of samples.", lower_bound=1)
 _TEMPERATURE = flags.DEFINE_float("temperature", 1.0, "Softmax temperature (> 0).")
 _SEED = flags.DEFINE_integer("seed", 0, "Random seed.")
@@ -42,6 +43,7 @@ def main():
             _LABELS.value,
             _TOP_K.value,
             _COLUMNS.value,
+            preset=_PRESET.value,
         )
     except sample_lib.LabelsError as e:
         raise app.UsageError(str(e)) from e

@@ -30,9 +30,14 @@ flags.register_validator(
 )
 
 
+_INIT_FROM = flags.DEFINE_string(
+    "init_from", None, "Fine-tune from a pretrained preset's prior (a name or a preset directory)."
+)
+
+
 def main():
     config = cli.override(configs.get_prior_config(_CONFIG.value), _OVERRIDES)
-    train_prior_lib.train_prior(config, _RUN.options())
+    train_prior_lib.train_prior(config, _RUN.options(), _INIT_FROM.value)
 
 
 if __name__ == "__main__":

@@ -4,6 +4,9 @@ r"""Trains a VQ-VAE (library: vqvae_tf.training.train_vqvae_lib).
     python -m train.train_vqvae --workdir=/tmp/mine --config=vqvae_64 --dataset=image_folder \
         --data_dir=photos/ --image_size=64 --channels=3
 
+    python -m train.train_vqvae --workdir=/tmp/ft --init_from=fashion_mnist --reinit_codebook \
+        --dataset=image_folder --data_dir=photos/ --image_size=28 --channels=1 --steps=1000
+
 Re-running the same command resumes from the latest checkpoint up to --steps in total.
 """
 
@@ -30,9 +33,22 @@ _OVERRIDES = dict(
 )
 
 
+_INIT_FROM = flags.DEFINE_string(
+    "init_from", None, "Fine-tune from a pretrained preset (a name or a preset directory): its network and weights."
+)
+_REINIT_CODEBOOK = flags.DEFINE_bool(
+    "reinit_codebook", False, "With --init_from: re-initialise the codebook by k-means on the first batch."
+)
+flags.register_multi_flags_validator(
+    ["init_from", "reinit_codebook"],
+    lambda v: v["init_from"] or not v["reinit_codebook"],
+    message="--reinit_codebook needs --init_from.",
+)
+
+
 def main():
     config = cli.override(configs.get_config(_CONFIG.value), _OVERRIDES)
-    train_vqvae_lib.train_and_evaluate(config, _RUN.options())
+    train_vqvae_lib.train_and_evaluate(config, _RUN.options(), _INIT_FROM.value, _REINIT_CODEBOOK.value)
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ The package map (data flows one way; a module never imports from a later line):
     data/       datasets by name, the codes format
     layers/     quantizers, masked convolutions, encoder/decoder, likelihoods
     models/     VQVAE, PixelCNN and its samplers                    (one model per file)
+                presets: pretrained presets (keras-hub style directories; shipped ones in weights/)
     configs     get_config / get_prior_config / get_recipe
     training/   the loop, RunOptions, Workdir, checkpoints, one *_lib per stage script
     serving/    SavedModel and TFLite export, one *_lib per export script
@@ -20,6 +21,7 @@ from vqvae_tf.layers.masked_conv import GatedBlock, MaskedConv2D
 from vqvae_tf.layers.quantizers import CodebookUsage, VectorQuantizer, VectorQuantizerEMA
 from vqvae_tf.models.pixelcnn import PixelCNN
 from vqvae_tf.models.pixelcnn_sampling import sample_codes
+from vqvae_tf.models.presets import PresetError, list_presets
 from vqvae_tf.models.vqvae import VQVAE
 
 __all__ = [
@@ -30,6 +32,7 @@ __all__ = [
     "GatedBlock",
     "MaskedConv2D",
     "PixelCNN",
+    "PresetError",
     "PriorConfig",
     "ResidualStack",
     "VQVAE",
@@ -39,6 +42,7 @@ __all__ = [
     "get_config",
     "get_prior_config",
     "get_recipe",
+    "list_presets",
     "read_codes",
     "sample_codes",
 ]

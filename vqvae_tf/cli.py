@@ -14,6 +14,7 @@ from absl import app, flags, logging
 
 from vqvae_tf.configs import LR_SCHEDULES
 from vqvae_tf.data import DataError, parse_image_size
+from vqvae_tf.models.presets import PRESETS, PresetError
 from vqvae_tf.training.options import MIXED_PRECISION, STRATEGIES, RunOptions
 
 FLAGS = flags.FLAGS
@@ -29,6 +30,21 @@ _WORKDIR_HELP = "Run directory (checkpoints, logs, metrics, pictures)."
 
 def define_workdir(help_text: str = _WORKDIR_HELP) -> flags.FlagHolder:
     return flags.DEFINE_string("workdir", None, help_text, required=True)
+
+
+def define_model_source(workdir_help: str) -> tuple:
+    """--workdir (a trained run) and --preset (a pretrained preset: a shipped name or a preset
+    directory), exactly one of them. Returns the two holders."""
+    workdir = flags.DEFINE_string("workdir", None, workdir_help)
+    preset = flags.DEFINE_string(
+        "preset", None, f"A pretrained preset instead of --workdir: {', '.join(PRESETS)} or a preset directory."
+    )
+    flags.register_multi_flags_validator(
+        ["workdir", "preset"],
+        lambda values: bool(values["workdir"]) != bool(values["preset"]),
+        message="Give exactly one of --workdir (a trained run) and --preset (a pretrained preset).",
+    )
+    return workdir, preset
 
 
 def define_data_dir() -> flags.FlagHolder:
@@ -159,6 +175,9 @@ def run(main) -> None:
         logging.set_verbosity(logging.WARNING)
         if len(argv) > 1:
             raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-        main()
+        try:
+            main()
+        except PresetError as e:  # a name or directory given on the command line
+            raise app.UsageError(str(e)) from e
 
     app.run(absl_main)

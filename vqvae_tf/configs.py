@@ -8,7 +8,7 @@
     python -m train.train_vqvae --workdir=/tmp/vq --config=fashion_mnist
     python -m train.train_vqvae --workdir=/tmp/vq --config=cifar10 --dataset=cifar10
     python -m train.train_vqvae --workdir=/tmp/vq --config=vqvae_64 --dataset=image_folder --data_dir=photos/
-    python -m train.pipeline --workdir=/tmp/run --preset=quick
+    python -m train.pipeline --workdir=/tmp/run --recipe=quick
 
 The colour configs by image size: cifar10 (32 px), vqvae_64, imagenet128 (128 px), vqvae_256. A
 config's `image_shape` is a default: training takes the shape from the data (``--image_size``,
@@ -77,6 +77,12 @@ class _VQVAEConfigMethods(TrainingConfig):
     def latent_shape(self):
         h, w, _ = self.image_shape
         return (h // self.downsample, w // self.downsample)
+
+    def build(self, data_variance: float = 1.0, seed: int = 0) -> VQVAE:
+        """A new, untrained `VQVAE` of this config's network (the one way to build from a named
+        config: ``get_config("cifar10").build(data_variance=...)``; pretrained models come from
+        `VQVAE.from_preset`)."""
+        return VQVAE(**self.network_kwargs(), data_variance=data_variance, seed=seed)
 
     def network_kwargs(self) -> dict:
         """The VQVAE constructor arguments of this config (all but the data variance and seed)."""

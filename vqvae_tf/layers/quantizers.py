@@ -237,6 +237,23 @@ class VectorQuantizer(keras.layers.Layer):
     def _build_extra_state(self):
         pass
 
+    def reinitialize(self) -> None:
+        """Forgets what the codes were fitted to, keeping nothing but the layer's configuration:
+        the next training call runs the k-means install on its batch (the new codebook and, for
+        EMA, its statistics), and usage, restarts and their grace periods start afresh. For
+        fine-tuning on other data (`train.train_vqvae --init_from=... --reinit_codebook`).
+
+        Raises:
+          ValueError: the layer was made without `kmeans_init`.
+        """
+        if not self.kmeans_init:
+            raise ValueError(f"{self.name}: re-initialising the codebook needs kmeans_init=True.")
+        self.num_updates.assign(0)
+        self.code_usage.assign(tf.zeros_like(self.code_usage))
+        self.restarted_at.assign(tf.fill(tf.shape(self.restarted_at), tf.constant(-1, tf.int64)))
+        self.reseeded.assign(tf.zeros_like(self.reseeded))
+        self.num_restarts.assign(0)
+
     @property
     def codebook(self):
         """The codebook, float32 ``[num_embeddings, embedding_dim]``."""

@@ -243,6 +243,20 @@ class PixelCNN(keras.Model):
     def test_step(self, data):
         return self._track(self._nll(data, training=False))
 
+    @classmethod
+    def from_preset(cls, preset: str, load_weights: bool = True) -> "PixelCNN":
+        """The prior of a pretrained preset: a shipped name (`vqvae_tf.list_presets()`) or a
+        preset directory, with its weights unless `load_weights` is False."""
+        from vqvae_tf.models import presets
+
+        return presets.load(cls, preset, load_weights)
+
+    def save_to_preset(self, directory: str, metadata: dict | None = None) -> str:
+        """Writes this prior as a preset directory (config.json, model.weights.h5, metadata.json)."""
+        from vqvae_tf.models import presets
+
+        return presets.save(self, directory, metadata)
+
     def get_config(self):
         config = super().get_config()
         config.update(

@@ -54,13 +54,14 @@ class VQVAE(keras.Model):
       data_variance: training-set pixel variance (normaliser of the MSE loss).
       seed: seed of the quantiser's random draws.
 
-    The defaults are the `fashion_mnist` preset's network. This signature is the one list of the
+    The defaults are the `fashion_mnist` config's network. This signature is the one list of the
     model's fields: `get_config` and `vqvae_tf.configs.VQVAEConfig` are derived from it.
     Images are float32 ``[B,H,W,C]`` in [0,1]; codes are int32 ``[B, H/downsample, W/downsample]``.
 
     Example:
     >>> from vqvae_tf import VQVAE, get_config
-    >>> model = VQVAE.from_preset(get_config("tiny"))
+    >>> model = get_config("tiny").build()                 # untrained, from a named config
+    >>> model = VQVAE.from_preset("fashion_mnist")        # pretrained (a name or a directory)
     >>> model.encode(tf.zeros([2, 28, 28, 1])).shape
     TensorShape([2, 7, 7])
     """
@@ -140,13 +141,23 @@ class VQVAE(keras.Model):
         if h % downsample or w % downsample:
             raise ValueError(
                 f"image size {h}x{w} is not divisible by downsample={downsample}; "
-                "choose a preset whose image_shape fits the dataset."
+                "choose a config whose downsampling fits the images, or another --image_size."
             )
 
     @classmethod
-    def from_preset(cls, config, data_variance: float = 1.0, seed: int = 0, **kwargs):
-        """A new model with the network of `config` (a `vqvae_tf.configs.VQVAEConfig`)."""
-        return cls(**config.network_kwargs(), data_variance=data_variance, seed=seed, **kwargs)
+    def from_preset(cls, preset: str, load_weights: bool = True) -> "VQVAE":
+        """The VQ-VAE of a pretrained preset: a shipped name (`vqvae_tf.list_presets()`) or a
+        preset directory (`save_to_preset`'s, or a pipeline's ``W/presets``), with its weights
+        unless `load_weights` is False. Raises `PresetError` naming the problem."""
+        from vqvae_tf.models import presets
+
+        return presets.load(cls, preset, load_weights)
+
+    def save_to_preset(self, directory: str, metadata: dict | None = None) -> str:
+        """Writes this model as a preset directory (config.json, model.weights.h5, metadata.json)."""
+        from vqvae_tf.models import presets
+
+        return presets.save(self, directory, metadata)
 
     # ------------------------------------------------------------------ building blocks
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import shlex
+import sys
 import time
 
 import tensorflow as tf
@@ -17,16 +19,27 @@ from vqvae_tf.configs import Recipe
 from vqvae_tf.data import codes
 from vqvae_tf.models.pixelcnn import PixelCNN
 from vqvae_tf.pipeline.report import write_report
-from vqvae_tf.serving import export_savedmodel_lib, export_tflite_lib, tflite
+from vqvae_tf.serving import export_presets_lib, export_savedmodel_lib, export_tflite_lib, tflite
 from vqvae_tf.training import export_codes_lib, train_prior_lib, train_vqvae_lib
 from vqvae_tf.training.options import RunOptions
 from vqvae_tf.training.workdir import StageDir, Workdir, read_json
 from vqvae_tf.utils import files, progress
 
-STAGES = ("train VQ-VAE", "export codes", "train prior", "export SavedModels", "convert to TFLite", "write report")
+STAGES = (
+    "train VQ-VAE",
+    "export codes",
+    "train prior",
+    "export SavedModels",
+    "convert to TFLite",
+    "write presets and report",
+)
 # The pipeline's own markers: which checkpoints the exports were made from.
 SAVEDMODEL_MARKER = "savedmodel_export.json"  # in W/export
 TFLITE_MARKER = "source.json"  # in W/export/tflite
+
+
+def _from_pipeline_script() -> bool:
+    return bool(sys.argv) and sys.argv[0].replace(os.sep, "/").endswith("train/pipeline.py")
 
 
 def _latest(stage: StageDir) -> str | None:
@@ -97,6 +110,8 @@ def run_pipeline(recipe: Recipe, options: RunOptions) -> dict:
         files.atomic_write_json(tflite_marker, {"vqvae": sources["vqvae"]})
 
     banner(5)
-    report = write_report(w.root, paths, time.time() - start)
+    command = shlex.join(["python", "-m", "train.pipeline", *sys.argv[1:]]) if _from_pipeline_script() else None
+    preset_paths = export_presets_lib.export_presets_stage(w.root, command=command)
+    report = write_report(w.root, paths, time.time() - start, preset_paths)
     progress.log(f"Done in {progress.format_duration(time.time() - start)}. Report: {report}")
     return {"report": report, "paths": paths}

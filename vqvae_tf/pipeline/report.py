@@ -14,8 +14,8 @@ def _fmt(value, digits=4):
     return f"{value:.{digits}g}" if isinstance(value, (int, float)) else str(value)
 
 
-def write_report(workdir: str, paths: dict, seconds: float) -> str:
-    """W/REPORT.md: the metrics, the pictures and where the exports are."""
+def write_report(workdir: str, paths: dict, seconds: float, preset_paths: dict | None = None) -> str:
+    """W/REPORT.md: the metrics, the pictures and where the exports and presets are."""
     w = Workdir(workdir)
 
     def rel(path):  # links relative to REPORT.md
@@ -52,6 +52,13 @@ def write_report(workdir: str, paths: dict, seconds: float) -> str:
         f"\nOn-device generator (`{tflite_dir}/generator_<q>.tflite`: prior sampling + decoding):\n\n"
         "| quantization | KiB | ms per sample | codes equal to TF |\n|---|---|---|---|\n" + generator_rows + "\n"
         if generator_rows
+        else ""
+    )
+    presets_line = (
+        "- Presets (load with `VQVAE.from_preset` / `PixelCNN.from_preset`, or `--preset` on the export and "
+        f"sample scripts): {', '.join(f'`{k}`: `{rel(v)}`' for k, v in preset_paths.items())}; both at once: "
+        f"`{rel(w.presets)}`\n"
+        if preset_paths
         else ""
     )
     text = f"""# VQ-VAE + PixelCNN prior: run report
@@ -93,7 +100,7 @@ Samples ([{samples}]({samples})){": one row per class" if prior.get("conditional
 - SavedModels (TF Serving base paths): {", ".join(f"`{k}`: `{v}`" for k, v in paths.items())}
 - TF Serving config: `{rel(os.path.join(w.export, savedmodel.MODELS_CONFIG_FILE))}`, batching example `{rel(os.path.join(w.export, savedmodel.BATCHING_FILE))}`
 - TFLite: `{tflite_dir}/` (report `{rel(tflite.report_path(w.export))}`)
-
+{presets_line}
 | TFLite quantization | decoder KiB | max abs error | PSNR vs float (dB) | encoder code agreement | decoder latency (ms, batch {tfl["latency_batch"]}) |
 |---|---|---|---|---|---|
 {tfl_rows}

@@ -1,24 +1,30 @@
-"""TFLite files of a workdir's trained models (the library behind `python -m export.export_tflite`)."""
+"""TFLite files of a workdir's trained models or of a preset (the library behind
+`python -m export.export_tflite`)."""
 
 from __future__ import annotations
 
 import numpy as np
 
 from vqvae_tf.serving import tflite
-from vqvae_tf.training import train_prior_lib, train_vqvae_lib
-from vqvae_tf.training.workdir import Workdir
+from vqvae_tf.training import models_lib
 from vqvae_tf.utils import progress
 
 
 def export_tflite_stage(
-    workdir: str, export_dir: str, quantizations, data_dir: str | None = None, num_test_images: int = 1000
+    workdir: str | None,
+    export_dir: str,
+    quantizations,
+    data_dir: str | None = None,
+    num_test_images: int = 1000,
+    preset: str | None = None,
 ) -> dict:
-    """TFLite encoder/decoder files and tflite_report.json, checked on real test images."""
-    model = train_vqvae_lib.load_trained_model(workdir)
+    """TFLite encoder/decoder files and tflite_report.json of `workdir`'s models or `preset`'s,
+    checked on real test images of the data they were trained on."""
+    model = models_lib.load_vqvae(workdir, preset)
     images = np.concatenate(
         [
             x
-            for x, _ in train_vqvae_lib.trained_data_source(workdir, data_dir=data_dir)
+            for x, _ in models_lib.data_source(workdir, preset, data_dir)
             .load("test")
             .batch(500)
             .take(-(-num_test_images // 500))
@@ -31,8 +37,8 @@ def export_tflite_stage(
             f"[tflite] {q}: decoder {r['decoder_bytes'] / 1024:.0f} KiB, max abs error {r['decoder_max_abs_error']:.2e}, "
             f"PSNR vs float {r['decoder_psnr_vs_float_db']:.1f} dB, encoder code agreement {r['encoder_code_agreement']:.4f}"
         )
-    if Workdir(workdir).prior.exists():
-        prior = train_prior_lib.load_trained_prior(workdir)
+    if models_lib.has_prior(workdir, preset):
+        prior = models_lib.load_prior(workdir, preset)
         generator_qs = [q for q in quantizations if q != "int8"]  # int8 calibration of a sampler loop: not offered
         report["generator"] = tflite.export_generator(prior, model, export_dir, generator_qs)
         for q, r in report["generator"].items():

@@ -5,8 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from vqvae_tf.models.pixelcnn_sampling import sample_images
-from vqvae_tf.training import train_prior_lib, train_vqvae_lib
-from vqvae_tf.training.workdir import Workdir
+from vqvae_tf.training import models_lib
 from vqvae_tf.utils import images, progress
 
 
@@ -51,20 +50,29 @@ def resolve_labels(values, num_samples: int, num_classes: int, class_counts=None
 
 
 def write_samples(
-    workdir: str, output: str, num_samples: int, temperature=1.0, seed=0, labels=None, top_k=None, columns=8
+    workdir: str | None,
+    output: str,
+    num_samples: int,
+    temperature=1.0,
+    seed=0,
+    labels=None,
+    top_k=None,
+    columns=8,
+    preset: str | None = None,
 ) -> np.ndarray | None:
-    """Samples `num_samples` images from the prior and VQ-VAE of `workdir` into the PNG `output`.
-    `labels` as for `resolve_labels` (drawn from the training class frequencies when None for a
-    conditional prior). The same seed gives the same file. Returns the labels used (or None)."""
-    prior = train_prior_lib.load_trained_prior(workdir)
-    codes_meta = Workdir(workdir).prior.read_config().get("codes_meta") or {}
-    class_counts = codes_meta.get("class_counts")
+    """Samples `num_samples` images from the prior and VQ-VAE of `workdir` (or of `preset`) into
+    the PNG `output`. `labels` as for `resolve_labels` (drawn from the training class frequencies
+    when None for a conditional prior). The same seed gives the same file. Returns the labels
+    used (or None)."""
+    prior = models_lib.load_prior(workdir, preset)
+    classes = models_lib.prior_classes(workdir, preset)
+    class_counts = classes["class_counts"] or None
     drawn = labels is None and prior.num_classes > 0
-    labels = resolve_labels(labels, num_samples, prior.num_classes, class_counts, seed, codes_meta.get("class_names"))
+    labels = resolve_labels(labels, num_samples, prior.num_classes, class_counts, seed, classes["class_names"])
     if drawn:
-        source = "training class frequencies" if class_counts else "uniformly (no class counts in codes/meta.json)"
+        source = "training class frequencies" if class_counts else "uniformly (no class counts recorded)"
         progress.log(f"No --labels: drew labels from the {source} with seed {seed}: {','.join(map(str, labels))}")
-    vqvae = train_vqvae_lib.load_trained_model(workdir)
+    vqvae = models_lib.load_vqvae(workdir, preset)
     samples = sample_images(prior, vqvae, num_samples, temperature, seed, labels, top_k)
     images.write_png(output, images.grid(samples, columns, scale=2))
     progress.log(f"Wrote {num_samples} samples to {output}.")

@@ -76,20 +76,39 @@ def check_codes_data(meta: dict, options: RunOptions) -> None:
         )
 
 
-def train_prior(config: PriorConfig, options: RunOptions) -> dict:
+def train_prior(config: PriorConfig, options: RunOptions, init_from: str | None = None) -> dict:
     """Trains (or resumes) the prior to `config.steps`, evaluates it on the test codes and writes
-    metrics.json and samples.png. Returns the metrics."""
+    metrics.json and samples.png. Returns the metrics. `init_from` (a preset name or directory)
+    fine-tunes: the preset prior's network (and class conditioning) replaces the config's, and its
+    weights start the run; its code grid, K and class count must be those of the codes."""
     options.validate()
     config.validate()
     workdir = Workdir(options.workdir)
     meta = codes.load_meta(workdir.codes)
     check_codes_data(meta, options)
+    init = None
+    if init_from:
+        init = PixelCNN.from_preset(init_from)
+        want = (tuple(meta["latent_shape"]), meta["num_embeddings"])
+        if (tuple(init.latent_shape), init.num_embeddings) != want or init.num_classes not in (0, meta["num_classes"]):
+            raise ValueError(
+                f"Preset prior {init_from} models {init.latent_shape[0]}x{init.latent_shape[1]} grids of "
+                f"K={init.num_embeddings} codes with {init.num_classes} classes; the codes in {workdir.codes} are "
+                f"{want[0][0]}x{want[0][1]} grids of K={want[1]} with {meta['num_classes']} classes."
+            )
+        for name in ("num_filters", "num_layers", "kernel_size", "dropout"):
+            setattr(config, name, getattr(init, name))
+        config.conditional = init.num_classes > 0
+        progress.log(f"Fine-tuning the prior from preset {init_from}.")
     if config.conditional and not meta["num_classes"]:
         raise ValueError(f"--conditional needs class labels, but {meta['dataset']} has none.")
     PixelCNN.resolve_layers(tuple(meta["latent_shape"]), config.num_layers, config.kernel_size)
-    record = {"config": dataclasses.asdict(config), "codes_meta": meta, "seed": options.seed}
+    record = {"config": dataclasses.asdict(config), "codes_meta": meta, "seed": options.seed, "init_from": init_from}
     with loop.stage_run(options, workdir.prior, record, config.architecture(), config.batch_size) as run:
         prior = run.build(lambda: build_prior(config, meta), config.steps)
+        if init is not None and run.step == 0:
+            for target, value in zip(prior.weights, init.weights, strict=True):
+                target.assign(value)
         if run.step < config.steps:
             train = (
                 codes.read_codes(workdir.codes, "train")

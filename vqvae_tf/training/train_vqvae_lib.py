@@ -33,7 +33,7 @@ QUALITY_KEYS = (
 
 def build_vqvae(config: VQVAEConfig, data_variance: float, seed: int) -> VQVAE:
     """A new VQ-VAE of `config`, compiled with its optimizer, all state created (for checkpoints)."""
-    model = VQVAE.from_preset(config, data_variance=data_variance, seed=seed)
+    model = config.build(data_variance=data_variance, seed=seed)
     model.compile(optimizer=config.make_optimizer())
     model.optimizer.build(model.trainable_variables)
     return model
@@ -141,15 +141,48 @@ def evaluate(model: VQVAE, dataset: tf.data.Dataset, fit_dataset: tf.data.Datase
     }
 
 
-def train_and_evaluate(config: VQVAEConfig, options: RunOptions) -> dict:
+def adopt_network(config, preset_model, fields) -> list:
+    """Sets `fields` of `config` to `preset_model`'s constructor values; returns those changed."""
+    saved = preset_model.get_config()
+    changed = []
+    for name in fields:
+        value = tuple(saved[name]) if isinstance(saved.get(name), list) else saved.get(name)
+        if name in saved and value != getattr(config, name):
+            changed.append(f"{name}={value!r}")
+            setattr(config, name, value)
+    return changed
+
+
+def train_and_evaluate(
+    config: VQVAEConfig, options: RunOptions, init_from: str | None = None, reinit_codebook: bool = False
+) -> dict:
     """Trains (or resumes) to `config.steps`, evaluates on the full test split and writes the
-    artifacts. Returns the metrics dict written to metrics.json."""
+    artifacts. Returns the metrics dict written to metrics.json.
+
+    `init_from` (a preset name or directory) fine-tunes: the preset's network replaces the
+    config's, and its weights start the run (a resumed run continues from its checkpoints);
+    `reinit_codebook` then re-runs the k-means install of the codebook on the first batch."""
     options.validate()
+    if reinit_codebook and not init_from:
+        raise ValueError("--reinit_codebook re-initialises a preset's codebook: it needs --init_from.")
+    init = None
+    if init_from:
+        init = VQVAE.from_preset(init_from)
+        changed = adopt_network(config, init, [f for f in config.network_kwargs() if f != "image_shape"])
+        progress.log(
+            f"Fine-tuning from preset {init_from}" + (f" (its network: {', '.join(changed)})." if changed else ".")
+        )
     source = options.data_source(config.dataset)
     config.dataset = source.name
     info = source.info()
     source = source.resolved()
     fit_to_data(config, info.image_shape, source)
+    if init is not None and tuple(init.image_shape) != tuple(config.image_shape):
+        raise ValueError(
+            f"Preset {init_from} takes {'x'.join(map(str, init.image_shape))} images, but "
+            f"{source.describe()} gives {'x'.join(map(str, config.image_shape))}: pass --image_size and "
+            "--channels to match."
+        )
     if info.num_examples.get("train", 0) < config.batch_size:
         raise data.DataError(
             f"{source.describe()} has {info.num_examples.get('train', 0)} training images, fewer than one "
@@ -173,9 +206,16 @@ def train_and_evaluate(config: VQVAEConfig, options: RunOptions) -> dict:
         "seed": options.seed,
         "strategy": str(options.strategy),
         "mixed_precision": options.mixed_precision,
+        "init_from": init_from,
+        "reinit_codebook": reinit_codebook,
     }
     with loop.stage_run(options, stage, record, config.architecture(), config.batch_size) as run:
         model = run.build(lambda: build_vqvae(config, variance, options.seed), config.steps)
+        if init is not None and run.step == 0:
+            for target, value in zip(model.weights, init.weights, strict=True):
+                target.assign(value)
+            if reinit_codebook:
+                model.quantizer.reinitialize()
         images_per_second = None
         if run.step < config.steps:
             images_per_second = _train(run, model, config, options, source)

@@ -4,6 +4,7 @@
     W/codes/     meta.json *.tfrecord                   (vqvae_tf.data.codes)
     W/prior/     config.json flags.txt checkpoints/ tensorboard/ metrics.json samples.png
     W/export/    vqvae/N/ prior/N/ models.config batching_parameters.txt tflite/   (vqvae_tf.serving)
+    W/presets/   vqvae/ prior/: config.json model.weights.h5 metadata.json        (vqvae_tf.models.presets)
     W/REPORT.md  W/pipeline_flags.txt
 
 A new trained stage is a new `StageDir` property here.
@@ -77,6 +78,7 @@ class Workdir:
         self.prior = StageDir(os.path.join(root, "prior"))
         self.codes = os.path.join(root, "codes")
         self.export = os.path.join(root, "export")
+        self.presets = os.path.join(root, "presets")  # vqvae/ and prior/ (vqvae_tf.models.presets)
         self.report = os.path.join(root, "REPORT.md")
         self.reconstructions_png = self.vqvae.file("reconstructions.png")
         self.codebook_usage_png = self.vqvae.file("codebook_usage.png")
