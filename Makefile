@@ -6,10 +6,13 @@ PYTHON ?= python3
 VENV ?= .venv
 WORKDIR ?= runs/demo
 RECIPE ?= default
+PRESET ?= fashion_mnist
+EXPORT_DIR ?= exports/$(PRESET)
+QUANTIZATION ?= float32,float16
 FASHION_MNIST_DIR = /usr/share/datasets/fashion-mnist
 PY = $(VENV)/bin/python
 
-.PHONY: demo test test-fast install data lint format clean
+.PHONY: demo preset-export test test-fast install data lint format clean
 
 $(VENV)/.installed: requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +36,11 @@ data:
 demo: install data
 	$(PY) -m train.pipeline --workdir=$(WORKDIR) --recipe=$(RECIPE)
 
+# A pretrained preset as a TF Serving model directory and TFLite files, no training.
+preset-export: install data
+	$(PY) -m export.export_savedmodel --preset=$(PRESET) --export_dir=$(EXPORT_DIR)
+	$(PY) -m export.export_tflite --preset=$(PRESET) --export_dir=$(EXPORT_DIR) --quantization=$(QUANTIZATION)
+
 test: install data
 	$(PY) -m pytest -q
 
@@ -47,4 +55,4 @@ format: install
 	$(PY) -m ruff format vqvae_tf train export tests bench
 
 clean:
-	rm -rf $(VENV) runs .pytest_cache
+	rm -rf $(VENV) runs exports .pytest_cache
