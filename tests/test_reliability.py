@@ -5,6 +5,7 @@ import glob
 import os
 import random
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -470,3 +471,18 @@ def test_atomic_write_keeps_old_content_on_failure(tmp_path, monkeypatch):
     assert path.read_text().strip().startswith("{") and '"v": 1' in path.read_text()
     assert os.listdir(tmp_path) == ["a.json"]
     assert savedmodel.existing_versions(str(tmp_path)) == []
+
+
+def test_atomic_outputs_get_the_umask_permissions(tmp_path):
+    # Temp files are 0600 and temp directories 0700; what is renamed into place must be readable
+    # as if written with open() / mkdir() (TF Serving may run as another user, presets are shared).
+    old = os.umask(0o022)
+    try:
+        files.atomic_write_json(str(tmp_path / "a.json"), {"v": 1})
+        with files.atomic_directory(str(tmp_path / "d")) as tmp:
+            files.atomic_write_text(os.path.join(tmp, "x.txt"), "x")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(os.stat(tmp_path / "a.json").st_mode) == 0o644
+    assert stat.S_IMODE(os.stat(tmp_path / "d").st_mode) == 0o755
+    assert stat.S_IMODE(os.stat(tmp_path / "d" / "x.txt").st_mode) == 0o644

@@ -28,6 +28,19 @@ def _fsync_dir(path: str) -> None:
         os.close(fd)
 
 
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def default_mode(directory: bool = False) -> int:
+    """The permissions `open` / `mkdir` would give under the process umask. Temp files and
+    directories are created 0600 / 0700; what we rename into place gets these instead, so that
+    TF Serving running as another user, or a copied preset, can read it."""
+    return (0o777 if directory else 0o666) & ~_umask()
+
+
 def atomic_write_bytes(path: str, data: bytes) -> None:
     """Writes `data` to `path` via a temp file + fsync + rename: readers see old or new, never half."""
     directory = os.path.dirname(os.path.abspath(path))
@@ -38,6 +51,7 @@ def atomic_write_bytes(path: str, data: bytes) -> None:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, default_mode())
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
@@ -68,6 +82,7 @@ def atomic_directory(final_path: str, overwrite: bool = False):
         raise FileExistsError(f"{final_path} already exists (pass overwrite=True / --overwrite).")
     tmp = tempfile.mkdtemp(prefix=".tmp-" + os.path.basename(final_path) + "-", dir=parent)
     try:
+        os.chmod(tmp, default_mode(directory=True))
         yield tmp
         if os.path.exists(final_path):
             old = tempfile.mkdtemp(prefix=".old-" + os.path.basename(final_path) + "-", dir=parent)
