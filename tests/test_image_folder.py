@@ -132,12 +132,13 @@ def test_corrupt_and_non_image_files(tmp_path, capsys):
     (root / f"c{y[0]}" / "truncated.png").write_bytes(good[: len(good) // 2])
     (root / f"c{y[1]}" / "fake.jpg").write_text("not a jpeg")
     (root / "notes.txt").write_text("hello")
+    os.symlink(root / "missing.png", root / "dangling.png")  # a broken link: ignored, not a crash
     with pytest.raises(data.DataError, match="2 corrupt or truncated image.*fake.jpg.*truncated.png.*--skip_corrupt"):
         data.load("image_folder", "train", data_dir=str(root))
     info = data.dataset_info("image_folder", str(root), skip_corrupt_images=True)
     assert sum(info.num_examples.values()) == 30
     out = capsys.readouterr().out
-    assert "Ignored 1 file(s)" in out and "notes.txt" in out
+    assert "Ignored 2 file(s)" in out and "notes.txt" in out and "dangling.png" in out
     assert "Skipping 2 corrupt image(s)" in out
 
 

@@ -125,7 +125,11 @@ def scan(root: str, test_fraction: float = 0.1) -> Scan:
         found = []
         for rel in _walk(top):
             path = os.path.join(top, rel)
-            st = os.stat(path)
+            try:
+                st = os.stat(path)
+            except OSError:  # a broken link, or a file removed while we walked
+                ignored.append(prefix + rel)
+                continue
             class_name = rel.split("/", 1)[0] if "/" in rel else None
             kind = _kind_of(path, st.st_size, st.st_mtime_ns) if st.st_size else None
             if kind is None:
