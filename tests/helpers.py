@@ -71,3 +71,21 @@ def image_folder(root, images, labels=None, fmt="png", rgb=False, splits=None, s
         write_image(os.path.join(*parts), image, fmt={"jpg": "JPEG"}.get(fmt, fmt.upper()), **save_args)
         paths.append(os.path.relpath(os.path.join(*parts), root).replace(os.sep, "/"))
     return paths
+
+
+def train_tiny_vqvae(root):
+    """The `tiny` VQ-VAE trained for 4 steps of 8 on fake IDX data (40 train, 12 test images)
+    under `root`: (workdir, data_dir)."""
+    from vqvae_tf import get_config
+    from vqvae_tf.training import train_vqvae_lib
+    from vqvae_tf.training.options import RunOptions
+
+    data_dir = os.path.join(root, "idx")
+    fake_mnist_dir(data_dir, n_train=40, n_test=12)
+    config = get_config("tiny")
+    config.steps, config.batch_size = 4, 8
+    workdir = os.path.join(root, "work")
+    train_vqvae_lib.train_and_evaluate(
+        config, RunOptions(workdir=workdir, data_dir=data_dir, log_every=2, checkpoint_every=2)
+    )
+    return workdir, data_dir

@@ -11,7 +11,7 @@ import sys
 import numpy as np
 import pytest
 import tensorflow as tf
-from helpers import REPO_ROOT, fake_mnist_dir, fashion_mnist_arrays
+from helpers import REPO_ROOT, fashion_mnist_arrays, train_tiny_vqvae
 
 from vqvae_tf import VQVAE, PixelCNN, PresetError, PriorConfig, data, get_config, list_presets
 from vqvae_tf.models import presets
@@ -24,15 +24,7 @@ from vqvae_tf.training.options import RunOptions
 def run(tmp_path_factory):
     """A tiny trained VQ-VAE + conditional prior on fake IDX data and its W/presets:
     (workdir, data_dir, presets dir)."""
-    root = tmp_path_factory.mktemp("presets")
-    data_dir = str(root / "idx")
-    fake_mnist_dir(data_dir, n_train=40, n_test=12)
-    config = get_config("tiny")
-    config.steps, config.batch_size = 4, 8
-    workdir = str(root / "work")
-    train_vqvae_lib.train_and_evaluate(
-        config, RunOptions(workdir=workdir, data_dir=data_dir, log_every=2, checkpoint_every=2)
-    )
+    workdir, data_dir = train_tiny_vqvae(str(tmp_path_factory.mktemp("presets")))
     export_codes_lib.export_codes_stage(workdir)
     train_prior_lib.train_prior(
         PriorConfig(num_filters=8, num_layers=None, kernel_size=5, steps=2, batch_size=8, conditional=True),

@@ -5,9 +5,9 @@ import sys
 
 import numpy as np
 import pytest
-from helpers import REPO_ROOT, fake_mnist_dir
+from helpers import REPO_ROOT, train_tiny_vqvae
 
-from vqvae_tf import PriorConfig, data, get_config, read_codes
+from vqvae_tf import PriorConfig, data, read_codes
 from vqvae_tf.data import codes
 from vqvae_tf.training import export_codes_lib, train_prior_lib, train_vqvae_lib
 from vqvae_tf.training.options import RunOptions
@@ -16,16 +16,7 @@ from vqvae_tf.training.options import RunOptions
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """A tiny VQ-VAE trained for a few steps on fake IDX data: (workdir, data_dir)."""
-    root = tmp_path_factory.mktemp("prior")
-    data_dir = str(root / "idx")
-    fake_mnist_dir(data_dir, n_train=40, n_test=12)
-    config = get_config("tiny")
-    config.steps, config.batch_size = 4, 8
-    workdir = str(root / "work")
-    train_vqvae_lib.train_and_evaluate(
-        config, RunOptions(workdir=workdir, data_dir=data_dir, log_every=2, checkpoint_every=2)
-    )
-    return workdir, data_dir
+    return train_tiny_vqvae(str(tmp_path_factory.mktemp("prior")))
 
 
 def test_codes_round_trip_equals_encode(trained, capsys):

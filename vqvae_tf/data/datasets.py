@@ -267,9 +267,12 @@ def _log_once(message: str) -> None:
 _LOGGED: set = set()
 
 
+_scan = functools.lru_cache(maxsize=8)(image_folder.scan)  # one walk per folder and process
+
+
 @functools.lru_cache(maxsize=32)
 def _prepared_folder(root, image_size, channels, test_fraction) -> dict:
-    folder = image_folder.scan(root, test_fraction)
+    folder = _scan(root, test_fraction)
     if folder.ignored:
         shown = ", ".join(folder.ignored[:5]) + (", ..." if len(folder.ignored) > 5 else "")
         _log_once(f"Ignored {len(folder.ignored)} file(s) in {folder.root} that are not images: {shown}")
@@ -282,6 +285,7 @@ def _prepared_folder(root, image_size, channels, test_fraction) -> dict:
 
 def clear_caches() -> None:
     """Forgets what this process memoised about the data (after files changed under it)."""
+    _scan.cache_clear()
     _prepared_folder.cache_clear()
     _pixel_variance.cache_clear()
     idx.load_arrays.cache_clear()
@@ -386,10 +390,6 @@ def batched(
     return ds.prefetch(tf.data.AUTOTUNE)
 
 
-def _cache_dir() -> str:
-    return os.environ.get("VQVAE_CACHE_DIR") or os.path.join(os.path.expanduser("~"), ".cache", "vqvae_tf")
-
-
 @functools.lru_cache(maxsize=16)
 def _pixel_variance(source: DataSource) -> float:
     if source.name == image_folder.NAME:
@@ -397,7 +397,7 @@ def _pixel_variance(source: DataSource) -> float:
         if "pixel_variance" not in meta:
             raise DataError(f"Image folder {source.data_dir} has no training images that decode.")
         return float(meta["pixel_variance"])
-    cache_path = os.path.join(_cache_dir(), f"variance-{source.name}-{source.fingerprint()}.json")
+    cache_path = os.path.join(files.cache_dir(), f"variance-{source.name}-{source.fingerprint()}.json")
     try:
         with open(cache_path) as f:
             return float(json.load(f)["variance"])

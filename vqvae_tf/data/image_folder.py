@@ -237,8 +237,7 @@ def first_image_shape(folder: Scan) -> tuple:
 
 
 def cache_root() -> str:
-    base = os.environ.get("VQVAE_CACHE_DIR") or os.path.join(os.path.expanduser("~"), ".cache", "vqvae_tf")
-    return os.path.join(base, NAME)
+    return os.path.join(files.cache_dir(), NAME)
 
 
 def memory_budget_bytes() -> int:

@@ -208,6 +208,11 @@ class PixelCNN(keras.Model):
         """log p(codes) in nats, float32 [B]."""
         return self.distribution(codes, labels).log_prob(self.check_codes(codes))
 
+    def bits_per_code(self, log_prob):
+        """`log_prob` of whole code grids (nats, as `log_prob` gives) as bits per code."""
+        h, w = self.latent_shape
+        return -log_prob / float(h * w * np.log(2.0))
+
     # ---------------------------------------------------------------- training
 
     @property

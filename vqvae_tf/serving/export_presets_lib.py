@@ -9,10 +9,10 @@ the test metrics of the run, and *check metrics* on a fixed subset of the test s
 from __future__ import annotations
 
 import datetime
-import math
 import os
 import subprocess
 
+import numpy as np
 import tensorflow as tf
 
 from vqvae_tf import data
@@ -69,13 +69,11 @@ def prior_check_metrics(prior, codes_dir: str, examples: int = CHECK_EXAMPLES) -
 
 def prior_bits_per_code(prior, codes_and_labels) -> float:
     """Mean bits per code of `prior` over a dataset of (codes, labels)."""
-    h, w = prior.latent_shape
-    total = count = 0.0
-    for c, y in codes_and_labels.batch(500):
-        log_prob = prior.log_prob(c, y if prior.num_classes else None).numpy()
-        total += float(-log_prob.sum())
-        count += len(log_prob)
-    return total / (count * h * w * math.log(2.0))
+    bits = [
+        prior.bits_per_code(prior.log_prob(c, y if prior.num_classes else None)).numpy()
+        for c, y in codes_and_labels.batch(500)
+    ]
+    return float(np.concatenate(bits).mean())
 
 
 def export_presets_stage(workdir: str, out_dir: str | None = None, command: str | None = None) -> dict:

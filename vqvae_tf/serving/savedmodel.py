@@ -28,7 +28,6 @@ place and renamed when complete, so TF Serving never sees a half-written version
 
 from __future__ import annotations
 
-import math
 import os
 import re
 
@@ -185,7 +184,7 @@ def prior_endpoints(prior, vqvae) -> dict:
                 tf.size(labels),
             )
         lp = prior.log_prob(codes, labels)
-        return {"log_prob": lp, "bits_per_code": -lp / (h * w) / math.log(2.0)}
+        return {"log_prob": lp, "bits_per_code": prior.bits_per_code(lp)}
 
     if prior.num_classes:
         return {

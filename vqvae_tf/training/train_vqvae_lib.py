@@ -54,11 +54,6 @@ def load_trained_model_and_path(workdir: str):
     )
 
 
-def trained_dataset(workdir: str) -> str:
-    """The dataset the VQ-VAE of `workdir` was trained on."""
-    return trained_data_source(workdir).name
-
-
 def trained_data_source(workdir: str, **overrides) -> data.DataSource:
     """The `DataSource` the VQ-VAE of `workdir` was trained on (its directory, image size and
     channels), with the `overrides` that are not None (e.g. ``data_dir`` after moving the data)."""

@@ -28,6 +28,11 @@ def _fsync_dir(path: str) -> None:
         os.close(fd)
 
 
+def cache_dir() -> str:
+    """Where computed data is cached: ``$VQVAE_CACHE_DIR``, else ``~/.cache/vqvae_tf``."""
+    return os.environ.get("VQVAE_CACHE_DIR") or os.path.join(os.path.expanduser("~"), ".cache", "vqvae_tf")
+
+
 def _umask() -> int:
     mask = os.umask(0o022)
     os.umask(mask)
