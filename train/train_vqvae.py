@@ -4,6 +4,9 @@ r"""Trains a VQ-VAE (library: vqvae_tf.training.train_vqvae_lib).
     python -m train.train_vqvae --workdir=/tmp/mine --config=vqvae_64 --dataset=image_folder \
         --data_dir=photos/ --image_size=64 --channels=3
 
+    python -m train.train_vqvae --workdir=/tmp/fsq --quantizer=fsq --fsq_levels=8,6,5
+    python -m train.train_vqvae --workdir=/tmp/rvq --quantizer=rvq --num_quantizers=4 --gradient=rotation
+
     python -m train.train_vqvae --workdir=/tmp/ft --init_from=fashion_mnist --reinit_codebook \
         --dataset=image_folder --data_dir=photos/ --image_size=28 --channels=1 --steps=1000
 
@@ -13,7 +16,7 @@ Re-running the same command resumes from the latest checkpoint up to --steps in 
 from absl import flags
 
 from vqvae_tf import cli, configs
-from vqvae_tf.models.vqvae import LIKELIHOODS, QUANTIZERS
+from vqvae_tf.models.vqvae import LIKELIHOODS
 from vqvae_tf.training import train_vqvae_lib
 
 _RUN = cli.define_run_flags(
@@ -25,9 +28,7 @@ _CONFIG = flags.DEFINE_enum(
 )
 _OVERRIDES = dict(
     cli.define_optimization_flags(),
-    quantizer=flags.DEFINE_enum(
-        "quantizer", None, list(QUANTIZERS), "vq: gradient codebook; ema: EMA codebook (default: the config's)."
-    ),
+    **cli.define_quantizer_flags(),
     likelihood=flags.DEFINE_enum("likelihood", None, list(LIKELIHOODS), "Reconstruction loss (default: the config's)."),
     jit_compile=flags.DEFINE_bool("jit_compile", None, "XLA-compile the train step (default: the config's)."),
 )

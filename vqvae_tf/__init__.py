@@ -17,8 +17,10 @@ The package map (data flows one way; a module never imports from a later line):
 from vqvae_tf.configs import CONFIG_NAMES, PriorConfig, VQVAEConfig, get_config, get_prior_config, get_recipe
 from vqvae_tf.data.codes import read_codes
 from vqvae_tf.layers.encoder_decoder import Decoder, Encoder, ResidualStack
+from vqvae_tf.layers.fsq import FiniteScalarQuantizer
 from vqvae_tf.layers.masked_conv import GatedBlock, MaskedConv2D
 from vqvae_tf.layers.quantizers import CodebookUsage, VectorQuantizer, VectorQuantizerEMA
+from vqvae_tf.layers.residual_vq import ResidualVectorQuantizer
 from vqvae_tf.models.pixelcnn import PixelCNN
 from vqvae_tf.models.pixelcnn_sampling import sample_codes
 from vqvae_tf.models.presets import PresetError, list_presets
@@ -29,12 +31,14 @@ __all__ = [
     "CodebookUsage",
     "Decoder",
     "Encoder",
+    "FiniteScalarQuantizer",
     "GatedBlock",
     "MaskedConv2D",
     "PixelCNN",
     "PresetError",
     "PriorConfig",
     "ResidualStack",
+    "ResidualVectorQuantizer",
     "VQVAE",
     "VQVAEConfig",
     "VectorQuantizer",

@@ -14,7 +14,9 @@ from absl import app, flags, logging
 
 from vqvae_tf.configs import LR_SCHEDULES
 from vqvae_tf.data import DataError, parse_image_size
+from vqvae_tf.layers.quantizers import DISTANCES, GRADIENTS
 from vqvae_tf.models.presets import PRESETS, PresetError
+from vqvae_tf.models.vqvae import QUANTIZERS
 from vqvae_tf.training.options import MIXED_PRECISION, STRATEGIES, RunOptions
 
 FLAGS = flags.FLAGS
@@ -156,6 +158,65 @@ def define_optimization_flags() -> dict:
         ),
     }
     positive_float("learning_rate")
+    return holders
+
+
+class _IntListParser(flags.ArgumentParser):
+    """A comma-separated list of integers ("8,5,5,5") -> tuple of ints."""
+
+    syntactic_help = "a comma-separated list of integers"
+
+    def parse(self, argument):
+        if isinstance(argument, (list, tuple)):
+            return tuple(int(v) for v in argument)
+        try:
+            return tuple(int(v) for v in str(argument).split(",") if v.strip())
+        except ValueError:
+            raise ValueError(f"expected integers separated by commas, got {argument!r}") from None
+
+    def flag_type(self):
+        return "int list"
+
+
+def define_quantizer_flags() -> dict:
+    """--quantizer, --fsq_levels, --num_quantizers, --quantizer_dropout, --distance, --gradient:
+    the quantizer fields of a VQ-VAE config; unset ones keep the config's value."""
+    holders = {
+        "quantizer": flags.DEFINE_enum(
+            "quantizer",
+            None,
+            list(QUANTIZERS),
+            "vq: gradient codebook; ema: EMA codebook; fsq: finite scalar quantization (--fsq_levels); "
+            "rvq: residual VQ (--num_quantizers). Default: the config's.",
+        ),
+        "fsq_levels": flags.DEFINE(
+            _IntListParser(),
+            "fsq_levels",
+            None,
+            "FSQ levels per channel, e.g. 8,5,5,5 (1000 codes) or 8,6,5 (240); each >= 2.",
+            serializer=flags.CsvListSerializer(","),
+        ),
+        "num_quantizers": flags.DEFINE_integer(
+            "num_quantizers", None, "Residual VQ: stages (codes per position).", lower_bound=1
+        ),
+        "quantizer_dropout": flags.DEFINE_float(
+            "quantizer_dropout", None, "Residual VQ: probability of training a step on the first n stages only."
+        ),
+        "distance": flags.DEFINE_enum(
+            "distance", None, list(DISTANCES), "vq/ema: euclidean, or cosine (l2-normalised codes)."
+        ),
+        "gradient": flags.DEFINE_enum(
+            "gradient", None, list(GRADIENTS), "vq/ema/rvq: straight_through, or rotation (the rotation trick)."
+        ),
+    }
+    flags.register_validator(
+        "fsq_levels",
+        lambda v: v is None or (len(v) > 0 and min(v) >= 2),
+        message="--fsq_levels must be a non-empty list of integers >= 2, e.g. 8,5,5,5.",
+    )
+    flags.register_validator(
+        "quantizer_dropout", lambda v: v is None or 0.0 <= v <= 1.0, message="--quantizer_dropout must be in [0, 1]."
+    )
     return holders
 
 

@@ -23,9 +23,11 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import math
 
 import keras
 
+from vqvae_tf.layers.fsq import validate_levels
 from vqvae_tf.models.pixelcnn import PixelCNN
 from vqvae_tf.models.vqvae import ARCHITECTURE_ARGS, RUN_ARGS, VQVAE
 from vqvae_tf.utils import checks
@@ -78,6 +80,12 @@ class _VQVAEConfigMethods(TrainingConfig):
         h, w, _ = self.image_shape
         return (h // self.downsample, w // self.downsample)
 
+    @property
+    def prior_grid_shape(self):
+        """The grid its prior models (`VQVAE.prior_grid_shape`): (h, w * depth) for residual VQ."""
+        h, w = self.latent_shape
+        return (h, w * (self.num_quantizers if self.quantizer == "rvq" else 1))
+
     def build(self, data_variance: float = 1.0, seed: int = 0) -> VQVAE:
         """A new, untrained `VQVAE` of this config's network (the one way to build from a named
         config: ``get_config("cifar10").build(data_variance=...)``; pretrained models come from
@@ -94,6 +102,10 @@ class _VQVAEConfigMethods(TrainingConfig):
 
     def validate(self):
         self.image_shape = tuple(int(s) for s in self.image_shape)
+        self.fsq_levels = tuple(self.fsq_levels)
+        if self.quantizer == "fsq":  # FSQ's channels and code count follow from its levels
+            self.fsq_levels = validate_levels(self.fsq_levels)
+            self.embedding_dim, self.num_embeddings = len(self.fsq_levels), math.prod(self.fsq_levels)
         VQVAE.validate_arguments(self.network_kwargs())
         self.validate_training()
         return self
@@ -101,6 +113,7 @@ class _VQVAEConfigMethods(TrainingConfig):
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
         d["image_shape"] = list(self.image_shape)
+        d["fsq_levels"] = list(self.fsq_levels)
         return d
 
     @classmethod

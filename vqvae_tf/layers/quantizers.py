@@ -5,7 +5,23 @@ arXiv:1711.00937: section 3.1 (nearest-neighbour quantisation, eq. 1-2), eq. 3 (
 reconstruction + ||sg[z_e] - e||^2 + beta ||z_e - sg[e]||^2) and appendix A.1 (EMA codebook).
 
 Beyond the paper: dead-code restart, k-means initialisation from data, cross-replica
-statistics under `tf.distribute`, float32 distances under mixed precision.
+statistics under `tf.distribute`, float32 distances under mixed precision, l2-normalised
+(cosine) codebooks (Yu et al. 2021, "Vector-quantized Image Modeling with Improved VQGAN",
+arXiv:2110.04627, section 3.2) and the rotation trick as the gradient (Fifty et al. 2024,
+"Restructuring Vector Quantization with the Rotation Trick", arXiv:2410.06424).
+
+Every quantizer of the zoo (these, `fsq.FiniteScalarQuantizer`, `residual_vq.ResidualVectorQuantizer`)
+keeps one contract, which `VQVAE`, the codes export and the exporters rely on:
+
+- ``call(z, training)`` -> dict of ``quantized``, ``indices``, ``codebook_loss``,
+  ``commitment_loss``, ``perplexity``;
+- ``num_embeddings`` (index range per code), ``embedding_dim``, ``codes_per_position`` (1, or the
+  depth of a residual quantizer, whose ``indices`` have a last axis of that size);
+- ``lookup(indices, codebook=None, check=True)`` and ``indices_of(z, codebook=None)``: indices <->
+  vectors, on the layer's variables or on a constant copy of ``codebook`` (for graphs that must not
+  read variables, e.g. TFLite, which also cannot run the range check: ``check=False``);
+- ``num_restarts``, ``reinitialize()`` and ``reseedable_codebooks()`` (gradient-trained codebook
+  variables with their ``reseeded`` masks) for the training step.
 """
 
 from __future__ import annotations
@@ -31,7 +47,7 @@ def _own_slot(ctx):
     return tf.one_hot(ctx.replica_id_in_sync_group, ctx.num_replicas_in_sync, dtype=tf.float32)
 
 
-def _sync(summed: dict, gathered: dict | None = None) -> tuple[dict, dict]:
+def sync_across_replicas(summed: dict, gathered: dict | None = None) -> tuple[dict, dict]:
     """In ONE all-reduce: sums `summed` over replicas and stacks every replica's `gathered` value
     into ``[num_replicas, ...]`` (each replica writes its own slot of a zero tensor, so the sum is
     a gather; the replicas' values must have equal shapes). Separate collectives in one step may
@@ -95,11 +111,53 @@ def nearest_codes(z, codebook):
     return tf.reshape(indices, tf.shape(z)[:-1])
 
 
+DISTANCES = ("euclidean", "cosine")
+GRADIENTS = ("straight_through", "rotation")
+
+
+def straight_through(z, q):
+    """Forward: `q`; backward: the identity to `z` (section 3.1 of the VQ-VAE paper)."""
+    return z + tf.stop_gradient(q - z)
+
+
+def rotation_trick(z, q, eps: float = 1e-6):
+    """Forward: `q` exactly; backward: d/dz = (lambda R)^T, rows [N, D] float32.
+
+    R is the rotation that takes the direction of z to that of q (and is the identity on the
+    plane's complement) and lambda = ||q|| / ||z||, both treated as constants (Fifty et al. 2024,
+    section 4.2: ``R = I - 2 w w^T + 2 q^ z^T`` with ``w = (z^ + q^) / ||z^ + q^||``, applied
+    without forming R). So the gradient that reaches z is the decoder's gradient at q rotated
+    back into z's frame, carrying the angle between them, instead of copied unchanged."""
+    z_norm = tf.norm(z, axis=-1, keepdims=True)
+    q_norm = tf.norm(q, axis=-1, keepdims=True)
+    u = tf.stop_gradient(tf.math.divide_no_nan(z, z_norm))
+    v = tf.stop_gradient(tf.math.divide_no_nan(q, q_norm))
+    w = tf.stop_gradient(tf.math.l2_normalize(u + v, axis=-1, epsilon=1e-12))
+    rotated = (
+        z
+        - 2.0 * tf.reduce_sum(z * w, axis=-1, keepdims=True) * w
+        + 2.0 * tf.reduce_sum(z * u, axis=-1, keepdims=True) * v
+    )
+    scale = tf.stop_gradient(tf.where(z_norm > eps, q_norm / tf.maximum(z_norm, eps), tf.ones_like(z_norm)))
+    out = rotated * scale
+    return out + tf.stop_gradient(q - out)  # exact forward value; the gradient is out's
+
+
 def perplexity_from_counts(counts):
     """exp(entropy) of the code distribution given by `counts` [K] (0 counts allowed)."""
     counts = tf.cast(counts, tf.float32)
     probs = tf.math.divide_no_nan(counts, tf.reduce_sum(counts))
     return tf.exp(-tf.reduce_sum(tf.math.xlogy(probs, probs)))
+
+
+def check_indices(layer, indices, check: bool = True):
+    """Integer `indices` of `layer` as int32, checked in graph to be in [0, num_embeddings) unless
+    not `check` (TypeError / InvalidArgument naming the problem otherwise)."""
+    indices = tf.convert_to_tensor(indices)
+    if not indices.dtype.is_integer:
+        raise TypeError(f"{layer.name}.lookup: indices must be integers, got dtype {indices.dtype.name}.")
+    indices = tf.cast(indices, tf.int32)
+    return checks.in_range(indices, 0, layer.num_embeddings, "codes") if check else indices
 
 
 @keras.saving.register_keras_serializable(package=SERIALIZATION_PACKAGE)
@@ -124,6 +182,12 @@ class VectorQuantizer(keras.layers.Layer):
         at the end of that call, makes the centroids the codebook.
       kmeans_iterations: Lloyd iterations for `kmeans_init`.
       seed: integer seed of the random draws (restarts, k-means seeding).
+      distance: "euclidean", or "cosine": inputs and codes are l2-normalised before the nearest
+        code is chosen, so codes compete on direction only and ``quantized`` is a unit vector
+        (ViT-VQGAN's l2-normalised codebook; the EMA statistics and k-means then run on the
+        normalised inputs).
+      gradient: "straight_through" (the paper's: the decoder's gradient copied to z_e), or
+        "rotation" (the rotation trick, `rotation_trick`).
       **kwargs: passed to `keras.layers.Layer` (name, dtype policy, ...).
 
     Call args:
@@ -132,7 +196,8 @@ class VectorQuantizer(keras.layers.Layer):
 
     Returns a dict:
       ``quantized``: same shape as the input, in the layer's compute dtype; forward value is the
-        nearest codebook vector, gradient w.r.t. the input is the identity (straight-through).
+        nearest codebook vector, gradient w.r.t. the input is the identity (straight-through) or
+        the rotation trick's (`gradient`).
       ``indices``: int32 ``inputs.shape[:-1]``.
       ``codebook_loss``: float32 scalar, mean ||sg[z_e] - e||^2 (reaches the codebook only).
       ``commitment_loss``: float32 scalar, beta * mean ||z_e - sg[e]||^2 (reaches z_e only).
@@ -152,6 +217,7 @@ class VectorQuantizer(keras.layers.Layer):
     """
 
     _codebook_trainable = True
+    codes_per_position = 1
 
     def __init__(
         self,
@@ -164,10 +230,14 @@ class VectorQuantizer(keras.layers.Layer):
         kmeans_iterations: int = 10,
         seed: int = 0,
         restart_grace_steps: int | None = None,
+        distance: str = "euclidean",
+        gradient: str = "straight_through",
         **kwargs,
     ):
         super().__init__(**kwargs)
         checks.positive_int("num_embeddings", num_embeddings)
+        checks.one_of("distance", distance, DISTANCES)
+        checks.one_of("gradient", gradient, GRADIENTS)
         checks.positive_int("embedding_dim", embedding_dim)
         if not commitment_cost >= 0:
             raise ValueError(f"commitment_cost must be >= 0, got {commitment_cost}.")
@@ -187,6 +257,8 @@ class VectorQuantizer(keras.layers.Layer):
         self.kmeans_iterations = int(kmeans_iterations)
         self.seed = int(seed)
         self.restart_grace_steps = None if restart_grace_steps is None else int(restart_grace_steps)
+        self.distance = distance
+        self.gradient = gradient
 
     @property
     def grace_steps(self) -> int:
@@ -256,8 +328,26 @@ class VectorQuantizer(keras.layers.Layer):
 
     @property
     def codebook(self):
-        """The codebook, float32 ``[num_embeddings, embedding_dim]``."""
-        return tf.convert_to_tensor(self._codebook)
+        """The codebook as the layer uses it (l2-normalised rows with ``distance="cosine"``),
+        float32 ``[num_embeddings, embedding_dim]``."""
+        return self._effective(tf.convert_to_tensor(self._codebook))
+
+    def _effective(self, vectors):
+        """Vectors as the distance sees them: l2-normalised rows for the cosine distance."""
+        if self.distance == "cosine":
+            return tf.math.l2_normalize(vectors, axis=-1, epsilon=1e-12)
+        return vectors
+
+    def reseedable_codebooks(self) -> list:
+        """[(codebook variable, reseeded variable)] for a gradient-trained codebook, else []:
+        what `VQVAE.train_step` clears the stale optimizer state of after a restart."""
+        return [(self._codebook, self.reseeded)] if self._codebook.trainable else []
+
+    def indices_of(self, z, codebook=None):
+        """Nearest codes of float z ``[..., D]`` -> int32 ``[...]`` without touching state;
+        `codebook`: a constant copy of `self.codebook` to use instead of the variables."""
+        codebook = self.codebook if codebook is None else codebook
+        return nearest_codes(self._effective(tf.cast(z, tf.float32)), codebook)
 
     # ---------------------------------------------------------------- forward
 
@@ -273,10 +363,10 @@ class VectorQuantizer(keras.layers.Layer):
                 f"{self.name}: last dimension of the input must be embedding_dim={self.embedding_dim}, got",
                 dims[-1],
             )
-        flat = tf.reshape(tf.cast(x, tf.float32), [-1, self.embedding_dim])
+        flat = self._effective(tf.reshape(tf.cast(x, tf.float32), [-1, self.embedding_dim]))
         num_vectors = tf.shape(flat)[0]
 
-        codebook = tf.convert_to_tensor(self._codebook)
+        codebook = self.codebook
         indices_flat = tf.argmin(_squared_distances(flat, codebook), axis=1, output_type=tf.int32)
         quantized_flat = tf.gather(codebook, indices_flat)
         counts = tf.math.unsorted_segment_sum(tf.ones_like(indices_flat, tf.float32), indices_flat, self.num_embeddings)
@@ -286,8 +376,8 @@ class VectorQuantizer(keras.layers.Layer):
             tf.reduce_sum(tf.square(flat - tf.stop_gradient(quantized_flat))), num_elements
         )
         codebook_loss = self._codebook_loss(flat, quantized_flat, num_elements)
-        # Straight-through estimator (section 3.1): forward = e, backward = identity to z_e.
-        quantized_st = flat + tf.stop_gradient(quantized_flat - flat)
+        # Forward = e; backward: the identity to z_e (section 3.1) or the rotation trick.
+        quantized_st = (rotation_trick if self.gradient == "rotation" else straight_through)(flat, quantized_flat)
 
         if training:
             counts = self._update_state(flat, indices_flat, counts, num_vectors)
@@ -314,17 +404,17 @@ class VectorQuantizer(keras.layers.Layer):
             "perplexity": scalar,
         }
 
-    def lookup(self, indices):
+    def lookup(self, indices, codebook=None, check: bool = True):
         """Codebook vectors for `indices` (int ``[...]`` in ``[0, num_embeddings)``) ->
-        float32 ``[..., embedding_dim]``. Out-of-range indices raise InvalidArgumentError (a GPU
-        gather would silently return zeros)."""
-        indices = tf.convert_to_tensor(indices)
-        if not indices.dtype.is_integer:
-            raise TypeError(f"{self.name}.lookup: indices must be integers, got dtype {indices.dtype.name}.")
-        if not self.built:
-            self.build((None, self.embedding_dim))
-        indices = checks.in_range(tf.cast(indices, tf.int32), 0, self.num_embeddings, "codes")
-        return tf.gather(tf.convert_to_tensor(self._codebook), indices)
+        float32 ``[..., embedding_dim]`` (`codebook`: a constant copy of `self.codebook` to use
+        instead of the variables). Out-of-range indices raise InvalidArgumentError (a GPU
+        gather would silently return zeros) unless not `check`."""
+        indices = check_indices(self, indices, check)
+        if codebook is None:
+            if not self.built:
+                self.build((None, self.embedding_dim))
+            codebook = self.codebook
+        return tf.gather(codebook, indices)
 
     # ---------------------------------------------------------------- training-time state
 
@@ -415,7 +505,7 @@ class VectorQuantizer(keras.layers.Layer):
             # Every step carries the sample (only the first uses it): a collective's shape must
             # not change from step to step inside a compiled training loop.
             gathered.update({f"kmeans_{k}": v for k, v in kmeans_draw().items()})
-        summed, gathered = _sync(summed, gathered)
+        summed, gathered = sync_across_replicas(summed, gathered)
         self.num_updates.assign_add(1)
         decay = self.usage_decay
         self.code_usage.assign(decay * self.code_usage + (1.0 - decay) * summed["counts"])
@@ -488,6 +578,8 @@ class VectorQuantizer(keras.layers.Layer):
             kmeans_iterations=self.kmeans_iterations,
             seed=self.seed,
             restart_grace_steps=self.restart_grace_steps,
+            distance=self.distance,
+            gradient=self.gradient,
         )
         return config
 
@@ -592,32 +684,47 @@ class VectorQuantizerEMA(VectorQuantizer):
 class CodebookUsage(keras.metrics.Metric):
     """Code counts accumulated over many batches (a whole dataset), summed across replicas.
 
-    `update_state(indices)` takes int codes of any shape; `result()` returns a dict with
+    `update_state(indices)` takes int codes of any shape (with ``num_codebooks > 1``, e.g. a
+    residual quantizer's, the last axis is the codebook); `result()` returns a dict with
     ``perplexity`` (exp entropy of the accumulated usage) and ``codebook_usage`` (fraction of
-    the K codes used at least once). `counts()` gives the raw float32 ``[K]`` counts.
+    the K codes used at least once), each the mean over the codebooks. `counts()` gives the raw
+    float32 ``[K]`` counts (``[num_codebooks, K]`` for several codebooks).
     """
 
-    def __init__(self, num_embeddings: int, name: str = "codebook_usage", **kwargs):
+    def __init__(self, num_embeddings: int, num_codebooks: int = 1, name: str = "codebook_usage", **kwargs):
         super().__init__(name=name, **kwargs)
         checks.positive_int("num_embeddings", num_embeddings)
+        checks.positive_int("num_codebooks", num_codebooks)
         self.num_embeddings = int(num_embeddings)
+        self.num_codebooks = int(num_codebooks)
         self._counts = self.add_variable(
-            shape=(self.num_embeddings,), initializer="zeros", dtype="float32", name="counts"
+            shape=(self.num_codebooks * self.num_embeddings,), initializer="zeros", dtype="float32", name="counts"
         )
 
     def update_state(self, indices, sample_weight=None):
-        flat = tf.reshape(tf.cast(indices, tf.int32), [-1])
-        self._counts.assign_add(tf.math.unsorted_segment_sum(tf.ones_like(flat, tf.float32), flat, self.num_embeddings))
+        indices = tf.cast(indices, tf.int32)
+        if self.num_codebooks > 1:  # codebook c's codes count in [c K, (c + 1) K)
+            indices = indices + tf.range(self.num_codebooks) * self.num_embeddings
+        flat = tf.reshape(indices, [-1])
+        size = self.num_codebooks * self.num_embeddings
+        self._counts.assign_add(tf.math.unsorted_segment_sum(tf.ones_like(flat, tf.float32), flat, size))
 
     def counts(self):
-        return tf.convert_to_tensor(self._counts)
+        counts = tf.convert_to_tensor(self._counts)
+        return counts if self.num_codebooks == 1 else tf.reshape(counts, [self.num_codebooks, self.num_embeddings])
 
     def result(self):
-        counts = self.counts()
+        counts = tf.reshape(self.counts(), [self.num_codebooks, self.num_embeddings])
+        perplexities = tf.map_fn(perplexity_from_counts, counts) if self.num_codebooks > 1 else None
         return {
-            "perplexity": perplexity_from_counts(counts),
+            "perplexity": perplexity_from_counts(counts[0]) if perplexities is None else tf.reduce_mean(perplexities),
             "codebook_usage": tf.reduce_mean(tf.cast(counts > 0, tf.float32)),
         }
 
     def get_config(self):
-        return {"num_embeddings": self.num_embeddings, "name": self.name, "dtype": self.dtype}
+        return {
+            "num_embeddings": self.num_embeddings,
+            "num_codebooks": self.num_codebooks,
+            "name": self.name,
+            "dtype": self.dtype,
+        }

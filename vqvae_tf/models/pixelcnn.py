@@ -34,6 +34,10 @@ class PixelCNN(keras.Model):
       kernel_size: odd.
       num_classes: 0 for an unconditional prior, else the number of class labels.
       dropout: dropout rate inside the gated blocks.
+      depth: codes per position of a residual quantizer, laid out side by side along the row
+        (`VQVAE.prior_grid_shape`: column j holds depth j % depth), so that the raster order visits
+        the depths of a position in order, as PixelCNN orders the colour channels of a pixel.
+        Each depth has its own code embedding and output head (K codes each). 1: plain codes.
 
     The defaults are the prior the pipeline trains on Fashion-MNIST codes (`configs.PriorConfig`).
 
@@ -52,24 +56,32 @@ class PixelCNN(keras.Model):
         kernel_size: int = 3,
         num_classes: int = 0,
         dropout: float = 0.0,
+        depth: int = 1,
         **kwargs,
     ):
         super().__init__(**kwargs)
         checks.positive_int("num_embeddings", num_embeddings)
+        checks.positive_int("depth", depth)
         if num_classes < 0:
             raise ValueError(f"num_classes must be >= 0, got {num_classes}.")
         self.validate_stack(num_filters, num_layers, kernel_size, dropout)
         self.latent_shape = tuple(int(s) for s in latent_shape)
         if len(self.latent_shape) != 2 or min(self.latent_shape) < 1:
             raise ValueError(f"latent_shape must be (h, w) with positive sizes, got {latent_shape}.")
+        if self.latent_shape[1] % depth:
+            raise ValueError(
+                f"latent_shape {self.latent_shape} must have a width that is a multiple of depth={depth} "
+                "(each position's codes side by side)."
+            )
         num_layers = self.resolve_layers(self.latent_shape, num_layers, kernel_size)
+        self.depth = int(depth)
         self.num_embeddings = num_embeddings
         self.num_filters = num_filters
         self.num_layers = num_layers
         self.kernel_size = kernel_size
         self.num_classes = num_classes
         self.dropout = dropout
-        self.embedding = keras.layers.Embedding(num_embeddings, num_filters, name="code_embedding")
+        self.embedding = keras.layers.Embedding(num_embeddings * depth, num_filters, name="code_embedding")
         self.blocks = [
             GatedBlock(
                 num_filters,
@@ -83,7 +95,7 @@ class PixelCNN(keras.Model):
             for i in range(num_layers)
         ]
         self.head_hidden = keras.layers.Conv2D(2 * num_filters, 1, activation="relu", name="head_hidden")
-        self.head_logits = keras.layers.Conv2D(num_embeddings, 1, name="head_logits")
+        self.head_logits = keras.layers.Conv2D(num_embeddings * depth, 1, name="head_logits")
         self._loss_tracker = keras.metrics.Mean(name="loss")
         self._bits_tracker = keras.metrics.Mean(name="bits_per_code")
         self._build_all()
@@ -185,9 +197,25 @@ class PixelCNN(keras.Model):
             h = block.horizontal(h, link, labels, training)
         return self.head(h)
 
-    def head(self, h):
-        """Output of the last horizontal stack [..., F] -> logits [..., K] (float32)."""
-        return tf.cast(self.head_logits(self.head_hidden(tf.nn.relu(h))), tf.float32)
+    def embed(self, codes):
+        """Codes int32 ``[..., w]`` of whole rows -> embeddings ``[..., w, F]`` (each depth its own table)."""
+        if self.depth > 1:
+            codes = codes + (tf.range(tf.shape(codes)[-1]) % self.depth) * self.num_embeddings
+        return self.embedding(codes)
+
+    def head(self, h, column=None):
+        """Output of the last horizontal stack -> logits float32 [..., K]: `h` [B, r, w, F] of whole
+        rows, or, with `column` (the grid column of a single position), [B, 1, 1, F]."""
+        logits = tf.cast(self.head_logits(self.head_hidden(tf.nn.relu(h))), tf.float32)
+        if self.depth == 1:
+            return logits
+        # Each column's depth selects its own K logits out of depth * K.
+        logits = tf.reshape(logits, tf.concat([tf.shape(logits)[:-1], [self.depth, self.num_embeddings]], 0))
+        if column is None:
+            select = tf.one_hot(tf.range(tf.shape(logits)[-3]) % self.depth, self.depth)[:, :, None]
+        else:
+            select = tf.one_hot(column % self.depth, self.depth)[:, None]
+        return tf.reduce_sum(logits * select, axis=-2)
 
     def logits_from_embeddings(self, x, labels=None, training=False):
         return self.horizontal_logits(x, self.vertical_links(x, labels), labels, training)
@@ -197,7 +225,7 @@ class PixelCNN(keras.Model):
             codes, labels = codes
         codes = self.check_codes(codes)
         labels = self.check_labels(labels, tf.shape(codes)[0])
-        return self.logits_from_embeddings(self.embedding(codes), labels, training)
+        return self.logits_from_embeddings(self.embed(codes), labels, training)
 
     def distribution(self, codes, labels=None):
         """p(z): a `tfp.distributions.Independent(Categorical)` over the whole code grid."""
@@ -272,5 +300,6 @@ class PixelCNN(keras.Model):
             kernel_size=self.kernel_size,
             num_classes=self.num_classes,
             dropout=self.dropout,
+            depth=self.depth,
         )
         return config

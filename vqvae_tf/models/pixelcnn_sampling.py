@@ -66,7 +66,7 @@ def sample_codes_graph(prior, num_samples, temperature, seed, labels=None, top_k
     if not fast:
 
         def body(position, codes):
-            logits = prior.logits_from_embeddings(prior.embedding(codes), labels)
+            logits = prior.logits_from_embeddings(prior.embed(codes), labels)
             logits = tf.reshape(logits, [-1, h * w, prior.num_embeddings])[:, position]
             return position + 1, _place(codes, position, _pick(logits, temperature, seed, position, top_k))
 
@@ -115,7 +115,7 @@ def _cached_sampler(prior, codes, labels, pick):
 
         def col_body(j, codes, h_inputs):
             # Layer-0 input: the embedded row (columns >= j are masked by the "A" mask).
-            embedded = tf.pad(prior.embedding(codes[:, i])[:, None], [[0, 0], [0, 0], [p, p], [0, 0]])
+            embedded = tf.pad(prior.embed(codes[:, i])[:, None], [[0, 0], [0, 0], [p, p], [0, 0]])
             h_inputs = [embedded] + list(h_inputs[1:])
             for k, block in enumerate(blocks):
                 window = tf.slice(h_inputs[k], [0, 0, j, 0], [-1, 1, 2 * p + 1, -1])
@@ -124,13 +124,13 @@ def _cached_sampler(prior, codes, labels, pick):
                 h_inputs[k + 1] = _put(h_inputs[k + 1], j + p, 2, out)
             top = tf.slice(h_inputs[-1], [0, 0, j + p, 0], [-1, 1, 1, -1])
             position = i * w + j
-            return j + 1, _place(codes, position, pick(prior.head(top)[:, 0, 0], position)), h_inputs
+            return j + 1, _place(codes, position, pick(prior.head(top, column=j)[:, 0, 0], position)), h_inputs
 
         h_inputs = [zeros(1, w + 2 * p, f) for _ in range(len(blocks) + 1)]
         _, codes, _ = tf.while_loop(lambda j, *_: j < w, col_body, [tf.constant(0), codes, h_inputs])
 
         # Row i is complete: extend the vertical caches (zero-padded by p rows and columns) by row i.
-        v_inputs = [tf.pad(prior.embedding(codes), [[0, 0], [p, p], [p, p], [0, 0]])] + list(v_inputs[1:])
+        v_inputs = [tf.pad(prior.embed(codes), [[0, 0], [p, p], [p, p], [0, 0]])] + list(v_inputs[1:])
         links = list(links)
         for k, block in enumerate(blocks):
             window = tf.slice(v_inputs[k], [0, i, 0, 0], [-1, 2 * p + 1, -1, -1])
@@ -196,7 +196,7 @@ def sample_codes_from_uniforms_graph(prior, uniforms, temperature, labels=None):
     codes = tf.zeros(tf.stack([n, h, w]), tf.int32)
 
     def body(position, codes):
-        logits = tf.reshape(prior.logits_from_embeddings(prior.embedding(codes), labels), [n, h * w, k])
+        logits = tf.reshape(prior.logits_from_embeddings(prior.embed(codes), labels), [n, h * w, k])
         probs = tf.nn.softmax(tf.gather(logits, position, axis=1) / temperature, axis=-1)
         u = tf.gather(uniforms, position, axis=1)[:, None]
         code = tf.minimum(tf.reduce_sum(tf.cast(tf.cumsum(probs, axis=-1) < u, tf.int32), axis=-1), k - 1)
@@ -210,4 +210,4 @@ def sample_images(prior, vqvae, num_samples, temperature=1.0, seed=0, labels=Non
     """Images float32 [num_samples,H,W,C] in [0,1] (NumPy): codes sampled from `prior` (as
     `sample_codes`), decoded by `vqvae`."""
     codes = sample_codes(prior, num_samples, temperature=temperature, seed=seed, labels=labels, top_k=top_k)
-    return vqvae.decode(codes).numpy()
+    return vqvae.decode(vqvae.from_prior_grid(codes)).numpy()

@@ -9,19 +9,27 @@ dimension (nats) of a discretized logistic, which makes p(x|z) a proper discrete
 from __future__ import annotations
 
 import inspect
+import math
 
 import keras
 import tensorflow as tf
 
 from vqvae_tf.layers import SERIALIZATION_PACKAGE, likelihoods
 from vqvae_tf.layers.encoder_decoder import Decoder, Encoder
-from vqvae_tf.layers.quantizers import VectorQuantizer, VectorQuantizerEMA
+from vqvae_tf.layers.fsq import FiniteScalarQuantizer, validate_levels
+from vqvae_tf.layers.quantizers import DISTANCES, GRADIENTS, VectorQuantizer, VectorQuantizerEMA
+from vqvae_tf.layers.residual_vq import ResidualVectorQuantizer
 from vqvae_tf.utils import checks, distribute
 
 LOSS_KEYS = ("loss", "reconstruction_loss", "codebook_loss", "commitment_loss", "perplexity")
 # Logged in training besides LOSS_KEYS: codes restarted per step (mean over the logging window).
 RESTARTS_KEY = "restarts"
-QUANTIZERS = {"vq": VectorQuantizer, "ema": VectorQuantizerEMA}
+QUANTIZERS = {
+    "vq": VectorQuantizer,
+    "ema": VectorQuantizerEMA,
+    "fsq": FiniteScalarQuantizer,
+    "rvq": ResidualVectorQuantizer,
+}
 LIKELIHOODS = ("mse", "logistic")
 # Constructor arguments that shape the variables: a checkpoint made with one value cannot be
 # restored into a model built with another.
@@ -34,6 +42,9 @@ ARCHITECTURE_ARGS = (
     "num_residual_layers",
     "downsample",
     "quantizer",
+    "fsq_levels",
+    "num_quantizers",
+    "distance",
     "likelihood",
 )
 # Arguments that come from the data and the run rather than from a network configuration.
@@ -48,15 +59,23 @@ class VQVAE(keras.Model):
       image_shape: (H, W, C) of the images.
       num_embeddings, embedding_dim, commitment_cost: of the quantiser.
       num_hiddens, num_residual_hiddens, num_residual_layers, downsample: of encoder/decoder.
-      quantizer: "vq" (gradient-trained codebook) or "ema" (EMA codebook).
+      quantizer: "vq" (gradient-trained codebook), "ema" (EMA codebook), "fsq" (finite scalar
+        quantization: `fsq_levels`; then embedding_dim = len(fsq_levels) and num_embeddings =
+        prod(fsq_levels)) or "rvq" (residual VQ of `num_quantizers` EMA stages of K codes each:
+        codes ``[B, h, w, num_quantizers]``).
       decay, dead_code_threshold, kmeans_init: quantiser options (see `VectorQuantizer(EMA)`).
+      distance: "euclidean" or "cosine" (l2-normalised codes; vq and ema).
+      gradient: "straight_through" or "rotation" (the rotation trick; vq, ema and rvq).
+      fsq_levels: levels per channel of the "fsq" quantizer.
+      num_quantizers, quantizer_dropout: depth and quantizer dropout of the "rvq" quantizer.
       likelihood: "mse" or "logistic".
       data_variance: training-set pixel variance (normaliser of the MSE loss).
       seed: seed of the quantiser's random draws.
 
     The defaults are the `fashion_mnist` config's network. This signature is the one list of the
     model's fields: `get_config` and `vqvae_tf.configs.VQVAEConfig` are derived from it.
-    Images are float32 ``[B,H,W,C]`` in [0,1]; codes are int32 ``[B, H/downsample, W/downsample]``.
+    Images are float32 ``[B,H,W,C]`` in [0,1]; codes are int32 ``[B, H/downsample, W/downsample]``
+    (``codes_shape`` per image; residual VQ adds a last axis of its depth).
 
     Example:
     >>> from vqvae_tf import VQVAE, get_config
@@ -80,6 +99,11 @@ class VQVAE(keras.Model):
         decay: float = 0.99,
         dead_code_threshold: float = 1.0,
         kmeans_init: bool = True,
+        distance: str = "euclidean",
+        gradient: str = "straight_through",
+        fsq_levels=(8, 5, 5, 5),
+        num_quantizers: int = 2,
+        quantizer_dropout: float = 0.0,
         likelihood: str = "mse",
         data_variance: float = 1.0,
         seed: int = 0,
@@ -88,6 +112,7 @@ class VQVAE(keras.Model):
         super().__init__(**kwargs)
         arguments = {name: value for name, value in locals().items() if name in _ARGUMENTS}
         arguments["image_shape"] = tuple(int(s) for s in image_shape)
+        arguments["fsq_levels"] = tuple(fsq_levels)
         self.validate_arguments(arguments)
         if not data_variance > 0:
             raise ValueError(f"data_variance must be > 0, got {data_variance}.")
@@ -102,18 +127,7 @@ class VQVAE(keras.Model):
         self.encoder = Encoder(
             num_hiddens, num_residual_hiddens, num_residual_layers, embedding_dim, downsample, name="encoder"
         )
-        vq_args = dict(
-            num_embeddings=num_embeddings,
-            embedding_dim=embedding_dim,
-            commitment_cost=commitment_cost,
-            dead_code_threshold=dead_code_threshold,
-            kmeans_init=kmeans_init,
-            seed=seed,
-            name="quantizer",
-        )
-        if quantizer == "ema":
-            vq_args["decay"] = decay
-        self.quantizer = QUANTIZERS[quantizer](**vq_args)
+        self.quantizer = self._make_quantizer(arguments)
         out_channels = channels * (2 if likelihood == "logistic" else 1)
         self.decoder = Decoder(
             out_channels, num_hiddens, num_residual_hiddens, num_residual_layers, downsample, name="decoder"
@@ -123,6 +137,27 @@ class VQVAE(keras.Model):
         # The input shape is known, so all state is created now (as in functional backbones):
         # the model saves and checkpoints completely even if only train_step ever ran.
         self.build()
+
+    @staticmethod
+    def _make_quantizer(a: dict):
+        if a["quantizer"] == "fsq":
+            return FiniteScalarQuantizer(a["fsq_levels"], a["embedding_dim"], name="quantizer")
+        args = dict(
+            num_embeddings=a["num_embeddings"],
+            embedding_dim=a["embedding_dim"],
+            commitment_cost=a["commitment_cost"],
+            dead_code_threshold=a["dead_code_threshold"],
+            kmeans_init=a["kmeans_init"],
+            gradient=a["gradient"],
+            distance=a["distance"],
+            seed=a["seed"],
+            name="quantizer",
+        )
+        if a["quantizer"] in ("ema", "rvq"):
+            args["decay"] = a["decay"]
+        if a["quantizer"] == "rvq":
+            args.update(num_quantizers=a["num_quantizers"], quantizer_dropout=a["quantizer_dropout"])
+        return QUANTIZERS[a["quantizer"]](**args)
 
     @staticmethod
     def validate_arguments(arguments: dict) -> None:
@@ -136,6 +171,7 @@ class VQVAE(keras.Model):
             raise ValueError(f"num_residual_layers must be >= 0, got {arguments['num_residual_layers']}.")
         checks.one_of("quantizer", arguments["quantizer"], tuple(QUANTIZERS))
         checks.one_of("likelihood", arguments["likelihood"], LIKELIHOODS)
+        _validate_quantizer_options(arguments)
         h, w, _ = image_shape
         downsample = arguments["downsample"]
         if h % downsample or w % downsample:
@@ -158,6 +194,35 @@ class VQVAE(keras.Model):
         from vqvae_tf.models import presets
 
         return presets.save(self, directory, metadata)
+
+    # ------------------------------------------------------------------ code layouts
+
+    @property
+    def codes_per_position(self) -> int:
+        """Codes per grid position: 1, or the depth of a residual quantizer."""
+        return self.quantizer.codes_per_position
+
+    @property
+    def codes_shape(self) -> tuple:
+        """The codes of one image: (h, w), or (h, w, depth) for residual VQ."""
+        q = self.codes_per_position
+        return self.latent_shape if q == 1 else (*self.latent_shape, q)
+
+    @property
+    def prior_grid_shape(self) -> tuple:
+        """The grid a PixelCNN prior models: (h, w * depth), each position's codes side by side
+        in depth order, so that the raster order visits depth within a position (the prior's
+        ``depth`` tells it which column holds which depth)."""
+        h, w = self.latent_shape
+        return (h, w * self.codes_per_position)
+
+    def to_prior_grid(self, codes):
+        """codes ``[B, *codes_shape]`` -> ``[B, *prior_grid_shape]`` (identity for one code per position)."""
+        return tf.reshape(codes, [-1, *self.prior_grid_shape])
+
+    def from_prior_grid(self, grid):
+        """The inverse of `to_prior_grid`."""
+        return tf.reshape(grid, [-1, *self.codes_shape])
 
     # ------------------------------------------------------------------ building blocks
 
@@ -228,15 +293,19 @@ class VQVAE(keras.Model):
         return _unless_empty(
             images,
             lambda: self.quantizer(self._z_e(images), training=False)["indices"],
-            (0, *self.latent_shape),
+            (0, *self.codes_shape),
             tf.int32,
         )
 
     def decode(self, codes):
-        """codes int [B,h,w] in [0,K) -> images float32 [B,H,W,C] in [0,1]."""
+        """codes int [B, *codes_shape] in [0,K) -> images float32 [B,H,W,C] in [0,1]."""
         codes = tf.convert_to_tensor(codes)
-        if codes.shape.rank is not None and codes.shape.rank != 3:
-            raise ValueError(f"codes must have shape [B, h, w], got {codes.shape}.")
+        rank = len(self.codes_shape) + 1
+        if codes.shape.rank is not None and (
+            codes.shape.rank != rank or (rank == 4 and codes.shape[-1] not in (None, self.codes_per_position))
+        ):
+            want = "[B, h, w]" if rank == 3 else f"[B, h, w, {self.codes_per_position}]"
+            raise ValueError(f"codes must have shape {want}, got {codes.shape}.")
         return _unless_empty(
             codes, lambda: self.images_from_vectors(self.quantizer.lookup(codes)), (0, *self.image_shape), tf.float32
         )
@@ -283,21 +352,20 @@ class VQVAE(keras.Model):
         """For a gradient-trained codebook: rows that this step's restart or k-means install
         replaced get no gradient (it was taken at the old vectors) and their optimizer state
         (Adam's moments, momentum, ...) is reset to zero, so stale moments cannot move them."""
-        codebook = self.quantizer._codebook
-        if not codebook.trainable:
-            return grads
-        keys = [id(v) for v in variables]
-        if id(codebook) not in keys:
-            return grads
-        reseeded = self.quantizer.reseeded.value > 0
-        i = keys.index(id(codebook))
         grads = list(grads)
-        grad = grads[i]
+        keys = [id(v) for v in variables]
+        for codebook, reseeded in self.quantizer.reseedable_codebooks():
+            if id(codebook) in keys:
+                i = keys.index(id(codebook))
+                grads[i] = self._forget_rows(codebook, grads[i], reseeded.value > 0)
+        return grads
+
+    def _forget_rows(self, codebook, grad, reseeded):
         if isinstance(grad, tf.IndexedSlices):  # the gather's gradient: keep it sparse
             kept = tf.cast(~tf.gather(reseeded, grad.indices), grad.values.dtype)
-            grads[i] = tf.IndexedSlices(grad.values * kept[:, None], grad.indices, grad.dense_shape)
+            grad = tf.IndexedSlices(grad.values * kept[:, None], grad.indices, grad.dense_shape)
         else:
-            grads[i] = tf.where(reseeded[:, None], tf.zeros_like(grad), grad)
+            grad = tf.where(reseeded[:, None], tf.zeros_like(grad), grad)
         # Keras names a variable's optimizer state after the variable's path.
         prefix = codebook.path.replace("/", "_") + "_"
         slots = [v for v in self.optimizer.variables if v.name.startswith(prefix) and v.shape == codebook.shape]
@@ -313,7 +381,7 @@ class VQVAE(keras.Model):
 
         # Optimizer variables are updated in cross-replica context (as the optimizer does).
         tf.distribute.get_replica_context().merge_call(reset, args=(reseeded,))
-        return grads
+        return grad
 
     def test_step(self, data):
         images = data[0] if isinstance(data, (tuple, list)) else data
@@ -321,8 +389,33 @@ class VQVAE(keras.Model):
 
     def get_config(self):
         config = super().get_config()
-        config.update(self._arguments, image_shape=list(self.image_shape))
+        config.update(self._arguments, image_shape=list(self.image_shape), fsq_levels=list(self.fsq_levels))
         return config
+
+
+def _validate_quantizer_options(a: dict) -> None:
+    """ValueError naming the first quantizer option that does not fit the quantizer."""
+    kind = a["quantizer"]
+    checks.one_of("distance", a["distance"], DISTANCES)
+    checks.one_of("gradient", a["gradient"], GRADIENTS)
+    if a["distance"] == "cosine" and kind not in ("vq", "ema"):
+        raise ValueError(f"distance='cosine' applies to the vq and ema quantizers, not {kind!r}.")
+    if a["gradient"] == "rotation" and kind == "fsq":
+        raise ValueError(
+            "gradient='rotation' applies to the vq, ema and rvq quantizers: FSQ has no codebook vector to rotate to."
+        )
+    checks.positive_int("num_quantizers", a["num_quantizers"])
+    if not 0.0 <= a["quantizer_dropout"] <= 1.0:
+        raise ValueError(f"quantizer_dropout must be in [0, 1], got {a['quantizer_dropout']}.")
+    if kind == "fsq":
+        levels = validate_levels(a["fsq_levels"])
+        size = math.prod(levels)
+        if a["embedding_dim"] != len(levels) or a["num_embeddings"] != size:
+            raise ValueError(
+                f"quantizer='fsq' with fsq_levels={list(levels)} quantizes embedding_dim={len(levels)} channels "
+                f"into num_embeddings={size} codes, got embedding_dim={a['embedding_dim']} and "
+                f"num_embeddings={a['num_embeddings']} (a config derives both from fsq_levels)."
+            )
 
 
 # The constructor's own arguments: what `get_config` records.

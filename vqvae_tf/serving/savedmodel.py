@@ -20,6 +20,8 @@ Signatures (batch dimension always None; inputs and outputs named as below):
                                (+ labels int32 [B] if conditional) -> codes, images
            log_prob            codes (+ labels) -> log_prob float32 [B] (nats), bits_per_code
 
+Codes are int32 [B,h,w], or [B,h,w,Q] for a residual-VQ model of depth Q (`VQVAE.codes_shape`).
+
 Bad input raises InvalidArgument with a message naming the problem (codes outside [0, K),
 pixel values outside [0, 1] or not finite, undecodable bytes, wrong image size, num_samples
 outside [1, MAX_SAMPLES], temperature <= 0). Every version directory is written beside its final
@@ -100,13 +102,15 @@ def _check_images(images, image_shape):
     )
 
 
-def _check_codes(codes, latent_shape):
-    h, w = latent_shape
+def _check_codes(codes, codes_shape):
+    """`codes` checked to be ``[B, *codes_shape]`` (InvalidArgument naming the shapes otherwise)."""
     shape = tf.shape(codes)
     return checks.require(
         codes,
-        tf.logical_and(tf.equal(tf.size(shape), 3), tf.reduce_all(tf.equal(shape[1:], [h, w]))),
-        f"codes must have shape [B, {h}, {w}], got",
+        tf.logical_and(
+            tf.equal(tf.size(shape), len(codes_shape) + 1), tf.reduce_all(tf.equal(shape[1:], list(codes_shape)))
+        ),
+        f"codes must have shape [B, {', '.join(map(str, codes_shape))}], got",
         shape,
     )
 
@@ -127,9 +131,8 @@ def _decode_image_bytes(image_bytes, image_shape):
 def vqvae_endpoints(model) -> dict:
     """name -> (function, input signature) of the VQ-VAE SavedModel."""
     H, W, C = model.image_shape
-    h, w = model.latent_shape
     images_spec = tf.TensorSpec([None, H, W, C], tf.float32, name="images")
-    codes_spec = tf.TensorSpec([None, h, w], tf.int32, name="codes")
+    codes_spec = tf.TensorSpec([None, *model.codes_shape], tf.int32, name="codes")
     bytes_spec = tf.TensorSpec([None], tf.string, name="image_bytes")
 
     def reconstruct(images):
@@ -140,13 +143,13 @@ def vqvae_endpoints(model) -> dict:
         return {"codes": model.encode(_check_images(images, model.image_shape))}
 
     def decode(codes):
-        return {"images": model.decode(_check_codes(codes, model.latent_shape))}
+        return {"images": model.decode(_check_codes(codes, model.codes_shape))}
 
     def encode_image_bytes(image_bytes):
         return {"codes": model.encode(_decode_image_bytes(image_bytes, model.image_shape))}
 
     def decode_png(codes):
-        pixels = tf.cast(tf.round(model.decode(_check_codes(codes, model.latent_shape)) * 255.0), tf.uint8)
+        pixels = tf.cast(tf.round(model.decode(_check_codes(codes, model.codes_shape)) * 255.0), tf.uint8)
         png = tf.map_fn(tf.io.encode_png, pixels, fn_output_signature=tf.TensorSpec([], tf.string))
         return {"png_bytes": png}
 
@@ -160,10 +163,10 @@ def vqvae_endpoints(model) -> dict:
 
 
 def prior_endpoints(prior, vqvae) -> dict:
-    """name -> (function, input signature) of the prior SavedModel (prior + decoder)."""
-    h, w = prior.latent_shape
+    """name -> (function, input signature) of the prior SavedModel (prior + decoder). Its codes are
+    the VQ-VAE's (``[B, *vqvae.codes_shape]``); the prior's grid layout stays inside."""
     scalar = lambda dtype, name: tf.TensorSpec([], dtype, name=name)  # noqa: E731
-    codes_spec = tf.TensorSpec([None, h, w], tf.int32, name="codes")
+    codes_spec = tf.TensorSpec([None, *vqvae.codes_shape], tf.int32, name="codes")
     labels_spec = tf.TensorSpec([None], tf.int32, name="labels")
     sample_specs = [scalar(tf.int32, "num_samples"), scalar(tf.float32, "temperature"), scalar(tf.int32, "seed")]
 
@@ -171,11 +174,11 @@ def prior_endpoints(prior, vqvae) -> dict:
         num_samples = checks.require(
             num_samples, num_samples <= MAX_SAMPLES, f"num_samples must be in [1, {MAX_SAMPLES}], got", num_samples
         )
-        codes = sample_codes_graph(prior, num_samples, temperature, seed, labels, fast=True)
+        codes = vqvae.from_prior_grid(sample_codes_graph(prior, num_samples, temperature, seed, labels, fast=True))
         return {"codes": codes, "images": vqvae.decode(codes)}
 
     def log_prob(codes, labels=None):
-        codes = _check_codes(codes, prior.latent_shape)
+        codes = _check_codes(codes, vqvae.codes_shape)
         if labels is not None:
             labels = checks.require(
                 labels,
@@ -183,7 +186,7 @@ def prior_endpoints(prior, vqvae) -> dict:
                 "labels must be one per code grid: got",
                 tf.size(labels),
             )
-        lp = prior.log_prob(codes, labels)
+        lp = prior.log_prob(vqvae.to_prior_grid(codes), labels)
         return {"log_prob": lp, "bits_per_code": prior.bits_per_code(lp)}
 
     if prior.num_classes:
@@ -216,9 +219,8 @@ def warmup_records(model_name: str, requests: list[tuple[str, dict]]) -> list[by
 
 def _vqvae_warmup(model) -> list[tuple[str, dict]]:
     H, W, C = model.image_shape
-    h, w = model.latent_shape
     images = np.full((2, H, W, C), 0.5, np.float32)
-    codes = np.zeros((2, h, w), np.int32)
+    codes = np.zeros((2, *model.codes_shape), np.int32)
     png = tf.io.encode_png(np.zeros((H, W, C), np.uint8)).numpy()
     return [
         ("serving_default", {"images": images}),
@@ -229,10 +231,9 @@ def _vqvae_warmup(model) -> list[tuple[str, dict]]:
     ]
 
 
-def _prior_warmup(prior) -> list[tuple[str, dict]]:
-    h, w = prior.latent_shape
+def _prior_warmup(prior, vqvae) -> list[tuple[str, dict]]:
     sample_inputs = {"num_samples": np.int32(2), "temperature": np.float32(1.0), "seed": np.int32(0)}
-    log_prob_inputs = {"codes": np.zeros((2, h, w), np.int32)}
+    log_prob_inputs = {"codes": np.zeros((2, *vqvae.codes_shape), np.int32)}
     if prior.num_classes:
         sample_inputs["labels"] = np.zeros([2], np.int32)
         log_prob_inputs["labels"] = np.zeros([2], np.int32)
@@ -281,7 +282,7 @@ def export_prior(prior, vqvae, export_dir: str, version=None, overwrite=False) -
         "prior",
         [prior, vqvae],
         prior_endpoints(prior, vqvae),
-        _prior_warmup(prior),
+        _prior_warmup(prior, vqvae),
         version,
         overwrite,
     )

@@ -2,8 +2,8 @@
 
 `export_tflite_lib` converts a workdir's models with these (`python -m export.export_tflite`).
 
-Writes ``E/tflite/decoder_<q>.tflite`` (signature ``decode``: codes int32 [B,h,w] -> images
-float32 [B,H,W,C]) and ``E/tflite/encoder_<q>.tflite`` (signature ``encode``: images -> codes)
+Writes ``E/tflite/decoder_<q>.tflite`` (signature ``decode``: codes int32 [B,h,w] (or
+[B,h,w,Q] for residual VQ) -> images float32 [B,H,W,C]) and ``E/tflite/encoder_<q>.tflite`` (signature ``encode``: images -> codes)
 for q in float32, float16, dynamic_range, int8, plus ``tflite_report.json`` with each file's size,
 error against the float Keras model on real test data, PSNR and mean latency under the LiteRT
 interpreter. Conversion allows builtin ops only: anything that would need Flex (SELECT_TF_OPS),
@@ -21,7 +21,6 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from vqvae_tf.layers.quantizers import nearest_codes
 from vqvae_tf.models.pixelcnn_sampling import sample_codes_from_uniforms_graph
 from vqvae_tf.utils import files
 
@@ -130,9 +129,8 @@ def export_tflite(
     """Converts the encoder and decoder of `model` (a `VQVAE`) and checks them against it on
     `test_images` (float32 [N,H,W,C] in [0,1], real data). Returns the report (also written)."""
     H, W, C = model.image_shape
-    h, w = model.latent_shape
     images_spec = tf.TensorSpec([None, H, W, C], tf.float32, name="images")
-    codes_spec = tf.TensorSpec([None, h, w], tf.int32, name="codes")
+    codes_spec = tf.TensorSpec([None, *model.codes_shape], tf.int32, name="codes")
     test_images = np.asarray(test_images, np.float32)
     ref_codes = model.encode(test_images).numpy()
     ref_images = model.decode(ref_codes).numpy()
@@ -157,14 +155,14 @@ def export_tflite(
         codebook = tf.constant(model.quantizer.codebook.numpy())
         _save_signature(
             model,
-            lambda codes: {"images": model.images_from_vectors(tf.gather(codebook, codes))},
+            lambda codes: {"images": model.images_from_vectors(model.quantizer.lookup(codes, codebook, check=False))},
             codes_spec,
             "decode",
             dec_dir,
         )
         _save_signature(
             model,
-            lambda images: {"codes": nearest_codes(model.encoder_outputs(images), codebook)},
+            lambda images: {"codes": model.quantizer.indices_of(model.encoder_outputs(images), codebook)},
             images_spec,
             "encode",
             enc_dir,
@@ -201,9 +199,10 @@ def export_generator(
 ) -> dict:
     """``E/tflite/generator_<q>.tflite``: prior sampling + decoding in one builtin-only model.
 
-    Signature ``generate``: ``uniforms`` float32 [N, h*w] in [0, 1) (the random numbers, passed in
-    because random ops are not builtins), ``temperature`` float32 [] and, for a conditional prior,
-    ``labels`` int32 [N] -> ``codes`` int32 [N,h,w], ``images`` float32 [N,H,W,C]. Checked against
+    Signature ``generate``: ``uniforms`` float32 [N, h*w*Q] in [0, 1) (the random numbers, passed in
+    because random ops are not builtins; Q: codes per position), ``temperature`` float32 [] and, for a
+    conditional prior, ``labels`` int32 [N] -> ``codes`` int32 [N, *codes_shape], ``images`` float32
+    [N,H,W,C]. Checked against
     the same sampler in TensorFlow; a quantization the converter refuses is recorded, not fatal.
     Returns the report entries (also merged into tflite_report.json)."""
     h, w = prior.latent_shape
@@ -211,8 +210,11 @@ def export_generator(
     conditional = bool(prior.num_classes)
 
     def generate(uniforms, temperature, labels=None):
-        codes = sample_codes_from_uniforms_graph(prior, uniforms, temperature, labels)
-        return {"codes": codes, "images": model.images_from_vectors(tf.gather(codebook, codes))}
+        codes = model.from_prior_grid(sample_codes_from_uniforms_graph(prior, uniforms, temperature, labels))
+        return {
+            "codes": codes,
+            "images": model.images_from_vectors(model.quantizer.lookup(codes, codebook, check=False)),
+        }
 
     specs = [
         tf.TensorSpec([None, h * w], tf.float32, name="uniforms"),

@@ -74,7 +74,12 @@ def export_codes(
                     w.close()
             counts[split] = written
         meta = {
-            "latent_shape": list(model.latent_shape),
+            # The grid the prior models (`VQVAE.prior_grid_shape`): residual VQ's `depth` codes
+            # of a position lie side by side along the row.
+            "latent_shape": list(model.prior_grid_shape),
+            "depth": int(model.codes_per_position),
+            "codes_shape": list(model.codes_shape),
+            "quantizer": model.quantizer_type,
             "num_embeddings": int(model.num_embeddings),
             "image_shape": list(model.image_shape),
             "num_classes": int(info.num_classes),

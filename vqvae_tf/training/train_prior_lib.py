@@ -32,6 +32,7 @@ def build_prior(config: PriorConfig, meta: dict) -> PixelCNN:
         kernel_size=config.kernel_size,
         num_classes=meta["num_classes"] if config.conditional else 0,
         dropout=config.dropout,
+        depth=meta.get("depth", 1),
     )
     prior.compile(optimizer=config.make_optimizer())
     prior.optimizer.build(prior.trainable_variables)

@@ -75,7 +75,7 @@ def evaluate(model: VQVAE, dataset: tf.data.Dataset, fit_dataset: tf.data.Datase
     fitted). With the MSE loss, p(x|z) is a discretized Gaussian whose std is fitted (maximum
     likelihood) on `fit_dataset`, training images held apart from `dataset`; without one it is
     fitted on `dataset` itself (which flatters the figure)."""
-    usage = CodebookUsage(model.num_embeddings)
+    usage = CodebookUsage(model.num_embeddings, model.codes_per_position)
     dims = float(np.prod(model.image_shape))
     gaussian = model.likelihood != "logistic"
 
@@ -132,6 +132,8 @@ def evaluate(model: VQVAE, dataset: tf.data.Dataset, fit_dataset: tf.data.Datase
         "reconstruction_likelihood": likelihood,
         "reconstruction_likelihood_fit": fit,
         "test_examples": int(len(errs)),
+        # What the codes of one image take without a prior (log2 K per code).
+        "code_bits_per_image": float(np.prod(model.codes_shape) * math.log2(model.num_embeddings)),
         "_code_counts": usage.counts().numpy(),
     }
 
@@ -248,7 +250,8 @@ def _train(run: loop.StageRun, model: VQVAE, config: VQVAEConfig, options: RunOp
     )
 
     def summaries():
-        tf.summary.histogram("train/code_usage_ema", model.quantizer.code_usage)
+        if hasattr(model.quantizer, "code_usage"):  # FSQ keeps no usage statistics
+            tf.summary.histogram("train/code_usage_ema", model.quantizer.code_usage)
 
     def line(logs):
         return (
@@ -274,7 +277,7 @@ def _evaluate_and_write(run, model, config, options, images_per_second, source: 
         training=False,
     )
     metrics = evaluate(model, test, fit if model.likelihood == "mse" else None)
-    counts = metrics.pop("_code_counts")
+    counts = metrics.pop("_code_counts").reshape(-1)  # residual VQ: its stages' codes one after another
     if images_per_second is None:  # nothing trained in this run: keep the speed measured before
         images_per_second = (stage.read_metrics() or {}).get("images_per_second")
     metrics.update(

@@ -1,0 +1,108 @@
+r"""The quantizer zoo compared on one network, one training budget and Fashion-MNIST.
+
+Each variant trains the `fashion_mnist` VQ-VAE network (only the quantizer differs) with the
+library's own stages: `train_vqvae_lib.train_and_evaluate` (test split: normalized MSE, PSNR,
+codebook usage, perplexity, the bits/dim of p(x|z), training images/s), `export_codes_lib`, and a
+class-conditional PixelCNN prior (`train_prior_lib`: test bits per code and the bits/dim bound of
+the whole model). Runs live in `--workdir/<variant>/` and resume (a finished stage is skipped).
+
+    python -m bench.quantizers --workdir=runs/bench_quantizers [--quick] [--only=fsq_8_6_5,rvq_2]
+    python -m bench.quantizers --workdir=runs/bench_quantizers --steps=6000 --prior_steps=5000 --only=rotation
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+
+from absl import app, flags
+
+from bench.common import machine, write_json
+from vqvae_tf import configs
+from vqvae_tf.models.pixelcnn import PixelCNN
+from vqvae_tf.training import export_codes_lib, train_prior_lib, train_vqvae_lib
+from vqvae_tf.training.options import RunOptions
+from vqvae_tf.training.workdir import Workdir
+
+# name -> VQ-VAE config fields that differ from the fashion_mnist config (an EMA codebook with
+# k-means init and dead-code restart, K = 256, D = 32).
+VARIANTS = {
+    "vq": dict(quantizer="vq", kmeans_init=False, dead_code_threshold=0.0),
+    "ema": dict(quantizer="ema", kmeans_init=False, dead_code_threshold=0.0),
+    "ema_kmeans_restart": dict(),
+    "cosine": dict(distance="cosine"),
+    "rotation": dict(gradient="rotation"),
+    "fsq_8_6_5": dict(quantizer="fsq", fsq_levels=(8, 6, 5)),
+    "fsq_8_5_5_5": dict(quantizer="fsq", fsq_levels=(8, 5, 5, 5)),
+    "rvq_2x16": dict(quantizer="rvq", num_quantizers=2, num_embeddings=16),
+    "rvq_2": dict(quantizer="rvq", num_quantizers=2),
+    "rvq_4": dict(quantizer="rvq", num_quantizers=4),
+}
+
+flags.DEFINE_string("workdir", None, "Directory of the runs (one subdirectory per variant).", required=True)
+flags.DEFINE_list("only", None, f"Variants to run (default: all): {', '.join(VARIANTS)}.")
+flags.DEFINE_integer("steps", 2000, "VQ-VAE training steps per variant.")
+flags.DEFINE_integer("prior_steps", 800, "Prior training steps per variant.")
+flags.DEFINE_bool("quick", False, "200 + 100 steps: a smoke run of every variant.")
+flags.DEFINE_string("output", None, "JSON file for the results.")
+FLAGS = flags.FLAGS
+
+VQ_KEYS = (
+    "test_normalized_mse",
+    "test_psnr",
+    "codebook_usage",
+    "perplexity",
+    "code_bits_per_image",
+    "bits_per_dim_reconstruction",
+    "images_per_second",
+)
+PRIOR_KEYS = ("test_bits_per_code", "bits_per_dim", "bits_per_dim_uniform_prior")
+
+
+def run_variant(name: str, root: str, steps: int, prior_steps: int) -> dict:
+    """Trains and evaluates variant `name` in ``root/name``; returns its row of the table."""
+    config = dataclasses.replace(configs.get_config("fashion_mnist"), steps=steps, **VARIANTS[name]).validate()
+    options = RunOptions(os.path.join(root, name), log_every=500, checkpoint_every=max(steps, prior_steps))
+    w = Workdir(options.workdir)
+    start = time.time()
+    vq = w.vqvae.read_metrics() or {}
+    if vq.get("steps") != steps:
+        vq = train_vqvae_lib.train_and_evaluate(config, options)
+    export_codes_lib.export_codes_stage(options.workdir)
+    prior_config = dataclasses.replace(configs.get_prior_config("default"), steps=prior_steps, conditional=True)
+    if w.prior.read_metrics() is None or w.prior.read_metrics().get("steps") != prior_steps:
+        layers = PixelCNN.layers_to_reach(config.prior_grid_shape, prior_config.kernel_size)
+        prior_config.num_layers = max(prior_config.num_layers, layers)  # residual VQ: a wider grid
+        train_prior_lib.train_prior(prior_config, options)
+    prior = w.prior.read_metrics()
+    return {
+        "variant": name,
+        "config": {k: v for k, v in config.to_dict().items() if k in VARIANTS[name] or k == "quantizer"},
+        **{k: vq.get(k) for k in VQ_KEYS},
+        **{k: prior.get(k) for k in PRIOR_KEYS},
+        "prior_steps": prior.get("steps"),
+        "steps": vq.get("steps"),
+        "seconds": round(time.time() - start, 1),
+    }
+
+
+def main(argv):
+    del argv
+    steps, prior_steps = (200, 100) if FLAGS.quick else (FLAGS.steps, FLAGS.prior_steps)
+    names = FLAGS.only or list(VARIANTS)
+    unknown = sorted(set(names) - set(VARIANTS))
+    if unknown:
+        raise app.UsageError(f"Unknown variants {unknown}; known: {', '.join(VARIANTS)}.")
+    rows = []
+    for name in names:
+        rows.append(run_variant(name, FLAGS.workdir, steps, prior_steps))
+        print(f"| {name} | " + " | ".join(f"{rows[-1][k]}" for k in VQ_KEYS + PRIOR_KEYS) + " |", flush=True)
+    write_json(
+        FLAGS.output or os.path.join(FLAGS.workdir, "quantizers.json"),
+        {"machine": machine(), "steps": steps, "prior_steps": prior_steps, "results": rows},
+    )
+
+
+if __name__ == "__main__":
+    app.run(main)

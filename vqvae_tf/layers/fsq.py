@@ -1,0 +1,191 @@
+"""Finite scalar quantization (FSQ): a codebook-free quantizer.
+
+"Finite Scalar Quantization: VQ-VAE Made Simple", Mentzer, Minnen, Agustsson, Tschannen (2023),
+arXiv:2309.15505, section 3 and appendix A.1: each of d channels is bounded to L_i levels
+(``tanh``, shifted so that an even L_i rounds to L_i integers), rounded with a straight-through
+gradient and scaled to [-1, 1]; the code of a position is the mixed-radix number of its d
+digits, so the implicit codebook is the grid of prod(L_i) points and no code can collapse.
+"""
+
+from __future__ import annotations
+
+import math
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from vqvae_tf.layers import SERIALIZATION_PACKAGE
+from vqvae_tf.layers.quantizers import check_indices, perplexity_from_counts, sync_across_replicas
+
+# Largest implicit codebook: per-step counts of every code travel through an all-reduce.
+MAX_CODES = 2**20
+
+
+def validate_levels(levels) -> tuple:
+    """`levels` as a tuple of ints, each >= 2, whose product is at most `MAX_CODES`; ValueError
+    naming the problem otherwise."""
+    try:
+        values = tuple(levels)
+    except TypeError:
+        raise ValueError(f"levels must be a list of integers >= 2, got {levels!r}.") from None
+    if not values:
+        raise ValueError("levels must not be empty: FSQ needs one level count per channel, e.g. [8, 5, 5, 5].")
+    if any(isinstance(v, bool) or int(v) != v or v < 2 for v in values):
+        raise ValueError(f"every entry of levels must be an integer >= 2, got {list(values)}.")
+    values = tuple(int(v) for v in values)
+    if math.prod(values) > MAX_CODES:
+        raise ValueError(f"levels {list(values)} make {math.prod(values)} codes; at most {MAX_CODES} are supported.")
+    return values
+
+
+@keras.saving.register_keras_serializable(package=SERIALIZATION_PACKAGE)
+class FiniteScalarQuantizer(keras.layers.Layer):
+    """Finite scalar quantizer with `VectorQuantizer`'s contract.
+
+    Args:
+      levels: quantization levels per channel, e.g. [8, 5, 5, 5] (1000 codes, the paper's
+        2^10 setting) or [8, 6, 5] (240 codes, its 2^8 one). Each >= 2.
+      embedding_dim: the size of the input's last axis; must equal ``len(levels)`` (None: that).
+        The projection into ``len(levels)`` channels is the encoder's last layer.
+      **kwargs: passed to `keras.layers.Layer`.
+
+    Call args:
+      inputs: float tensor ``[..., len(levels)]``.
+      training: with ``tf.distribute``, makes ``perplexity`` that of the global batch.
+
+    Returns a dict:
+      ``quantized``: the grid point, each channel in [-1, 1], in the compute dtype; gradient w.r.t.
+        the input: the bounding function's (rounding is straight-through).
+      ``indices``: int32 ``inputs.shape[:-1]`` in ``[0, prod(levels))``.
+      ``codebook_loss``, ``commitment_loss``: float32 zeros (FSQ has no codebook to fit or commit
+        to; they are kept so that every quantizer reports the same keys).
+      ``perplexity``: exp(entropy) of the code usage in the batch.
+
+    Example:
+    >>> fsq = FiniteScalarQuantizer([8, 5, 5, 5])
+    >>> fsq.num_embeddings
+    1000
+    """
+
+    codes_per_position = 1
+
+    def __init__(self, levels=(8, 5, 5, 5), embedding_dim: int | None = None, **kwargs):
+        super().__init__(**kwargs)
+        self.levels = validate_levels(levels)
+        if embedding_dim is not None and embedding_dim != len(self.levels):
+            raise ValueError(
+                f"FiniteScalarQuantizer quantizes one channel per level: embedding_dim must be len(levels)="
+                f"{len(self.levels)} for levels {list(self.levels)}, got embedding_dim={embedding_dim}."
+            )
+        self.embedding_dim = len(self.levels)
+        self.num_embeddings = math.prod(self.levels)
+        levels_np = np.asarray(self.levels, np.float64)
+        eps = 1e-3
+        self._half_l = ((levels_np - 1.0) * (1.0 - eps) / 2.0).astype(np.float32)
+        self._offset = np.where(levels_np % 2 == 1, 0.0, 0.5).astype(np.float32)
+        # The shift makes bound(0) = 0 for even L; L = 2 cannot reach 0 (its levels are -1 and 0),
+        # so it keeps no shift: the boundary between its two levels sits at z = 0.
+        ratio = self._offset / self._half_l
+        self._shift = np.where(ratio < 1.0, np.arctanh(np.minimum(ratio, 0.999)), 0.0).astype(np.float32)
+        self._half_width = (np.asarray(self.levels) // 2).astype(np.float32)
+        self._basis = np.concatenate([[1], np.cumprod(self.levels[:-1])]).astype(np.int32)
+
+    def build(self, input_shape):
+        last = input_shape[-1] if input_shape else None
+        if last is not None and last != self.embedding_dim:
+            raise ValueError(
+                f"{self.name}: the last dimension of the input must be len(levels)={self.embedding_dim} "
+                f"(levels {list(self.levels)}), got input shape {tuple(input_shape)}."
+            )
+        self.built = True
+
+    # ---------------------------------------------------------------- the arithmetic
+
+    def bound(self, z):
+        """float32 z -> values in (-L/2, L/2) per channel (shifted for even L so that rounding
+        gives exactly L integers): ``tanh(z + shift) * half_l - offset``."""
+        return tf.tanh(z + self._shift) * self._half_l - self._offset
+
+    def _digits_to_values(self, digits):
+        return (tf.cast(digits, tf.float32) - self._half_width) / self._half_width
+
+    def indices_from_values(self, values):
+        """Grid points float ``[..., len(levels)]`` (`lookup`'s values, ``quantized``) -> their
+        codes int32 ``[...]``: the inverse of `lookup`."""
+        digits = tf.cast(tf.round(values * self._half_width + self._half_width), tf.int32)
+        return tf.reduce_sum(digits * self._basis, axis=-1)
+
+    def _quantize(self, z):
+        bounded = self.bound(z)
+        rounded = bounded + tf.stop_gradient(tf.round(bounded) - bounded)  # straight-through rounding
+        return rounded / self._half_width
+
+    # ---------------------------------------------------------------- the contract
+
+    def call(self, inputs, training=False):
+        x = tf.convert_to_tensor(inputs)
+        if not x.dtype.is_floating:
+            raise TypeError(f"{self.name}: inputs must be a float tensor, got dtype {x.dtype.name}.")
+        if x.shape[-1] is not None and x.shape[-1] != self.embedding_dim:
+            self.build(x.shape)  # raises, naming the shapes
+        values = self._quantize(tf.cast(x, tf.float32))
+        indices = self.indices_from_values(values)
+        flat = tf.reshape(indices, [-1])
+        counts = tf.math.unsorted_segment_sum(tf.ones_like(flat, tf.float32), flat, self.num_embeddings)
+        if training:
+            counts = sync_across_replicas({"counts": counts})[0]["counts"]
+        zero = tf.zeros([], tf.float32)
+        return {
+            "quantized": tf.cast(values, self.compute_dtype),
+            "indices": indices,
+            "codebook_loss": zero,
+            "commitment_loss": zero,
+            "perplexity": perplexity_from_counts(counts),
+        }
+
+    def compute_output_spec(self, inputs, training=False):
+        shape = tuple(inputs.shape)
+        scalar = keras.KerasTensor((), dtype="float32")
+        return {
+            "quantized": keras.KerasTensor(shape, dtype=self.compute_dtype),
+            "indices": keras.KerasTensor(shape[:-1], dtype="int32"),
+            "codebook_loss": scalar,
+            "commitment_loss": scalar,
+            "perplexity": scalar,
+        }
+
+    def indices_of(self, z, codebook=None):
+        """Codes of float z ``[..., len(levels)]`` -> int32 ``[...]`` (no state; `codebook` is
+        not needed and ignored)."""
+        return self.indices_from_values(self._quantize(tf.cast(z, tf.float32)))
+
+    def lookup(self, indices, codebook=None, check: bool = True):
+        """Codes int ``[...]`` in ``[0, prod(levels))`` -> grid points float32 ``[..., len(levels)]``
+        (computed; `codebook`, a copy of `self.codebook`, is used instead when given; `check`:
+        range-check the codes)."""
+        indices = check_indices(self, indices, check)
+        if codebook is not None:
+            return tf.gather(codebook, indices)
+        return self._digits_to_values((indices[..., None] // self._basis) % np.asarray(self.levels, np.int32))
+
+    @property
+    def codebook(self):
+        """The implicit codebook: every grid point, float32 ``[prod(levels), len(levels)]``."""
+        return self.lookup(tf.range(self.num_embeddings))
+
+    # No state to restart, re-initialise or protect from a stale optimizer step.
+    @property
+    def num_restarts(self):
+        return tf.zeros([], tf.int64)
+
+    def reinitialize(self) -> None:
+        raise ValueError(f"{self.name}: FSQ has no codebook to re-initialise (its grid is fixed by its levels).")
+
+    def reseedable_codebooks(self) -> list:
+        return []
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(levels=list(self.levels), embedding_dim=self.embedding_dim)
+        return config
