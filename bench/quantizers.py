@@ -8,18 +8,25 @@ the whole model). Runs live in `--workdir/<variant>/` and resume (a finished sta
 
     python -m bench.quantizers --workdir=runs/bench_quantizers [--quick] [--only=fsq_8_6_5,rvq_2]
     python -m bench.quantizers --workdir=runs/bench_quantizers --steps=6000 --prior_steps=5000 --only=rotation
+    python -m bench.quantizers --workdir=runs/bench_quantizers --speed   # training speed, side by side
+
+The table's images/s come from each run's own training (other load on a shared machine shows in
+them); `--speed` times every variant's `train_step` in one process instead, in alternating rounds
+on one real batch, as ratios to today's default (`ema_kmeans_restart`).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
+import statistics
 import time
 
+import tensorflow as tf
 from absl import app, flags
 
 from bench.common import machine, write_json
-from vqvae_tf import configs
+from vqvae_tf import configs, data
 from vqvae_tf.models.pixelcnn import PixelCNN
 from vqvae_tf.training import export_codes_lib, train_prior_lib, train_vqvae_lib
 from vqvae_tf.training.options import RunOptions
@@ -45,6 +52,7 @@ flags.DEFINE_list("only", None, f"Variants to run (default: all): {', '.join(VAR
 flags.DEFINE_integer("steps", 2000, "VQ-VAE training steps per variant.")
 flags.DEFINE_integer("prior_steps", 800, "Prior training steps per variant.")
 flags.DEFINE_bool("quick", False, "200 + 100 steps: a smoke run of every variant.")
+flags.DEFINE_bool("speed", False, "Only time each variant's train_step side by side (no training runs).")
 flags.DEFINE_string("output", None, "JSON file for the results.")
 FLAGS = flags.FLAGS
 
@@ -62,7 +70,7 @@ PRIOR_KEYS = ("test_bits_per_code", "bits_per_dim", "bits_per_dim_uniform_prior"
 
 def run_variant(name: str, root: str, steps: int, prior_steps: int) -> dict:
     """Trains and evaluates variant `name` in ``root/name``; returns its row of the table."""
-    config = dataclasses.replace(configs.get_config("fashion_mnist"), steps=steps, **VARIANTS[name]).validate()
+    config = variant_config(name, steps)
     options = RunOptions(os.path.join(root, name), log_every=500, checkpoint_every=max(steps, prior_steps))
     w = Workdir(options.workdir)
     start = time.time()
@@ -87,8 +95,48 @@ def run_variant(name: str, root: str, steps: int, prior_steps: int) -> dict:
     }
 
 
+def variant_config(name: str, steps: int = 6000):
+    return dataclasses.replace(configs.get_config("fashion_mnist"), steps=steps, **VARIANTS[name]).validate()
+
+
+def measure_speed(names, rounds: int = 3, steps: int = 15, batch: int = 128) -> dict:
+    """images/s of each variant's compiled `train_step` on one real batch: per variant the median
+    over `rounds` alternating rounds of `steps` steps (after warm-up)."""
+    images = next(iter(data.load("fashion_mnist", "train").batch(batch)))[0]
+    train_steps = {}
+    for name in names:
+        model = variant_config(name).build(data_variance=0.1246)
+        model.compile(optimizer=variant_config(name).make_optimizer())
+        step = tf.function(model.train_step)
+        for _ in range(3):
+            step(images)
+        train_steps[name] = step
+    timings = {name: [] for name in names}
+    for _ in range(rounds):
+        for name in names:
+            start = time.perf_counter()
+            for _ in range(steps):
+                logs = train_steps[name](images)
+            float(logs["loss"])
+            timings[name].append(batch * steps / (time.perf_counter() - start))
+    speed = {name: statistics.median(v) for name, v in timings.items()}
+    base = speed.get("ema_kmeans_restart") or next(iter(speed.values()))
+    return {
+        name: {"images_per_second": v, "vs_default": v / base, "rounds": timings[name]} for name, v in speed.items()
+    }
+
+
 def main(argv):
     del argv
+    if FLAGS.speed:
+        result = measure_speed(FLAGS.only or list(VARIANTS))
+        for name, r in result.items():
+            print(f"| {name} | {r['images_per_second']:.0f} | {r['vs_default']:.2f} |")
+        write_json(
+            FLAGS.output or os.path.join(FLAGS.workdir, "quantizers_speed.json"),
+            {"machine": machine(), "results": result},
+        )
+        return
     steps, prior_steps = (200, 100) if FLAGS.quick else (FLAGS.steps, FLAGS.prior_steps)
     names = FLAGS.only or list(VARIANTS)
     unknown = sorted(set(names) - set(VARIANTS))

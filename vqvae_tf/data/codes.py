@@ -8,6 +8,11 @@ Layout of ``WORKDIR/codes/``::
     train-00000-of-00003.tfrecord ...          tf.train.Example: codes int64 [h*w], label int64
     test-00000-of-00001.tfrecord
 
+``latent_shape`` in meta.json is the grid the prior models (`VQVAE.prior_grid_shape`): the
+VQ-VAE's (h, w), or, for residual VQ of depth Q (``depth``), (h, w*Q) with each position's Q
+codes side by side in depth order; ``codes_shape`` is the VQ-VAE's own layout ((h, w) or
+(h, w, Q); `VQVAE.from_prior_grid` converts).
+
 The writer fills a temp directory beside it and renames it when complete, so a killed export
 leaves no ``codes/`` that a later stage would read.
 """
