@@ -106,8 +106,53 @@ def test_fsq_bad_input():
         fsq(tf.zeros([2, 2], tf.int32))
     with pytest.raises(tf.errors.InvalidArgumentError, match="codes must be in \\[0, 40\\)"):
         fsq.lookup(tf.constant([0, 40]))
-    with pytest.raises(ValueError, match="no codebook"):
-        fsq.reinitialize()
+    with pytest.raises(ValueError, match="needs data_init=True"):
+        FiniteScalarQuantizer([8, 5], data_init=False).reinitialize()
+
+
+def test_fsq_data_init_spreads_small_inputs_over_the_levels():
+    """An encoder's small initial outputs would all round to the centre code; the first training
+    call scales each channel to unit RMS (then the scale stays until `reinitialize`)."""
+    rng = np.random.default_rng(12)
+    z = (rng.normal(size=(64, 3)) * [0.02, 0.05, 0.01]).astype(np.float32)
+    fsq = FiniteScalarQuantizer([8, 5, 5])
+    assert float(fsq(z)["perplexity"]) == 1.0  # before: one code
+    fsq(z, training=True)
+    np.testing.assert_allclose(fsq.input_scale.numpy(), 1.0 / np.sqrt((z.astype(np.float64) ** 2).mean(0)), rtol=1e-5)
+    assert float(fsq(z)["perplexity"]) > 10.0
+    values, indices, _ = np_fsq(z * fsq.input_scale.numpy(), [8, 5, 5])
+    np.testing.assert_array_equal(fsq(z)["indices"].numpy(), indices)
+    scale = fsq.input_scale.numpy()
+    fsq(z * 10, training=True)
+    np.testing.assert_array_equal(fsq.input_scale.numpy(), scale)  # set once
+    fsq.reinitialize()
+    fsq(z * 10, training=True)
+    np.testing.assert_allclose(fsq.input_scale.numpy(), scale / 10, rtol=1e-5)
+    fixed = FiniteScalarQuantizer([8, 5, 5], data_init=False)
+    fixed(z, training=True)
+    np.testing.assert_array_equal(fixed.input_scale.numpy(), np.ones(3))
+
+
+def test_fsq_mirrored_equals_single_replica(mirrored):
+    z = np.random.default_rng(13).normal(size=(8, 3)).astype(np.float32) * 0.1
+    single = FiniteScalarQuantizer([8, 5, 5])
+    single_out = single(z, training=True)
+    with mirrored.scope():
+        multi = FiniteScalarQuantizer([8, 5, 5])
+        multi.build((None, 3))
+
+    @tf.function
+    def step(x):
+        return mirrored.run(lambda v: multi(v, training=True)["perplexity"], args=(x,))
+
+    split = mirrored.experimental_distribute_values_from_function(
+        lambda ctx: tf.constant(z[ctx.replica_id_in_sync_group * 6 : 6 + ctx.replica_id_in_sync_group * 2])
+    )
+    perplexities = mirrored.experimental_local_results(step(split))
+    for p in perplexities:  # of the global batch
+        np.testing.assert_allclose(float(p), float(single_out["perplexity"]), rtol=1e-5)
+    for value in mirrored.experimental_local_results(multi.input_scale.value):
+        np.testing.assert_allclose(value.numpy(), single.input_scale.numpy(), rtol=1e-5)
 
 
 # ---------------------------------------------------------------------------------------- RVQ

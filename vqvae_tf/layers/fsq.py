@@ -48,6 +48,13 @@ class FiniteScalarQuantizer(keras.layers.Layer):
         2^10 setting) or [8, 6, 5] (240 codes, its 2^8 one). Each >= 2.
       embedding_dim: the size of the input's last axis; must equal ``len(levels)`` (None: that).
         The projection into ``len(levels)`` channels is the encoder's last layer.
+      data_init: if True (default), the first training call sets a fixed per-channel input scale
+        (``input_scale``, not trained) to 1 / RMS of that (global) batch's inputs, so that the
+        bounded values start spread over the levels. Without it an encoder whose outputs start
+        small (as ours do, ~0.03) maps every position to the centre code: the decoder then sees a
+        constant zero input, its ReLUs pass no gradient, and training never leaves that state
+        (measured: [8, 5, 5, 5] stays at perplexity 1). `reinitialize()` makes the next training
+        call set it again.
       **kwargs: passed to `keras.layers.Layer`.
 
     Call args:
@@ -70,8 +77,9 @@ class FiniteScalarQuantizer(keras.layers.Layer):
 
     codes_per_position = 1
 
-    def __init__(self, levels=(8, 5, 5, 5), embedding_dim: int | None = None, **kwargs):
+    def __init__(self, levels=(8, 5, 5, 5), embedding_dim: int | None = None, data_init: bool = True, **kwargs):
         super().__init__(**kwargs)
+        self.data_init = bool(data_init)
         self.levels = validate_levels(levels)
         if embedding_dim is not None and embedding_dim != len(self.levels):
             raise ValueError(
@@ -98,6 +106,12 @@ class FiniteScalarQuantizer(keras.layers.Layer):
                 f"{self.name}: the last dimension of the input must be len(levels)={self.embedding_dim} "
                 f"(levels {list(self.levels)}), got input shape {tuple(input_shape)}."
             )
+        self.input_scale = self.add_weight(
+            name="input_scale", shape=(self.embedding_dim,), initializer="ones", trainable=False, autocast=False
+        )
+        self.num_updates = self.add_weight(
+            name="num_updates", shape=(), initializer="zeros", dtype="int64", trainable=False, autocast=False
+        )
         self.built = True
 
     # ---------------------------------------------------------------- the arithmetic
@@ -116,8 +130,8 @@ class FiniteScalarQuantizer(keras.layers.Layer):
         digits = tf.cast(tf.round(values * self._half_width + self._half_width), tf.int32)
         return tf.reduce_sum(digits * self._basis, axis=-1)
 
-    def _quantize(self, z):
-        bounded = self.bound(z)
+    def _quantize(self, z, scale=None):
+        bounded = self.bound(z * (tf.convert_to_tensor(self.input_scale) if scale is None else scale))
         rounded = bounded + tf.stop_gradient(tf.round(bounded) - bounded)  # straight-through rounding
         return rounded / self._half_width
 
@@ -129,7 +143,10 @@ class FiniteScalarQuantizer(keras.layers.Layer):
             raise TypeError(f"{self.name}: inputs must be a float tensor, got dtype {x.dtype.name}.")
         if x.shape[-1] is not None and x.shape[-1] != self.embedding_dim:
             self.build(x.shape)  # raises, naming the shapes
-        values = self._quantize(tf.cast(x, tf.float32))
+        z = tf.cast(x, tf.float32)
+        if training:
+            self._data_init(z)
+        values = self._quantize(z)
         indices = self.indices_from_values(values)
         flat = tf.reshape(indices, [-1])
         counts = tf.math.unsorted_segment_sum(tf.ones_like(flat, tf.float32), flat, self.num_embeddings)
@@ -144,6 +161,20 @@ class FiniteScalarQuantizer(keras.layers.Layer):
             "perplexity": perplexity_from_counts(counts),
         }
 
+    def _data_init(self, z):
+        """On the first training call (with `data_init`): input_scale = 1 / RMS per channel of the
+        global batch (an unconditional masked assign: the all-reduce may not sit in a tf.cond)."""
+        flat = tf.reshape(z, [-1, self.embedding_dim])
+        summed = sync_across_replicas(
+            {"squares": tf.reduce_sum(tf.square(flat), axis=0), "count": tf.cast(tf.shape(flat)[0], tf.float32)}
+        )[0]
+        rms = tf.sqrt(tf.math.divide_no_nan(summed["squares"], summed["count"]))
+        first = tf.logical_and(tf.equal(self.num_updates, 0), summed["count"] > 0)
+        if self.data_init:
+            scale = tf.where(rms > 1e-12, 1.0 / tf.maximum(rms, 1e-12), 1.0)
+            self.input_scale.assign(tf.where(first, scale, self.input_scale))
+        self.num_updates.assign_add(1)
+
     def compute_output_spec(self, inputs, training=False):
         shape = tuple(inputs.shape)
         scalar = keras.KerasTensor((), dtype="float32")
@@ -156,8 +187,10 @@ class FiniteScalarQuantizer(keras.layers.Layer):
         }
 
     def indices_of(self, z, codebook=None):
-        """Codes of float z ``[..., len(levels)]`` -> int32 ``[...]`` (no state; `codebook` is
-        not needed and ignored)."""
+        """Codes of float z ``[..., len(levels)]`` -> int32 ``[...]`` without touching state
+        (`codebook`: ignored; the grid needs none)."""
+        if not self.built:
+            self.build((None, self.embedding_dim))
         return self.indices_from_values(self._quantize(tf.cast(z, tf.float32)))
 
     def lookup(self, indices, codebook=None, check: bool = True):
@@ -180,12 +213,15 @@ class FiniteScalarQuantizer(keras.layers.Layer):
         return tf.zeros([], tf.int64)
 
     def reinitialize(self) -> None:
-        raise ValueError(f"{self.name}: FSQ has no codebook to re-initialise (its grid is fixed by its levels).")
+        """The next training call sets `input_scale` from its batch again (with `data_init`)."""
+        if not self.data_init:
+            raise ValueError(f"{self.name}: re-initialising FSQ's input scale needs data_init=True.")
+        self.num_updates.assign(0)
 
     def reseedable_codebooks(self) -> list:
         return []
 
     def get_config(self):
         config = super().get_config()
-        config.update(levels=list(self.levels), embedding_dim=self.embedding_dim)
+        config.update(levels=list(self.levels), embedding_dim=self.embedding_dim, data_init=self.data_init)
         return config

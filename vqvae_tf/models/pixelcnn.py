@@ -197,10 +197,12 @@ class PixelCNN(keras.Model):
             h = block.horizontal(h, link, labels, training)
         return self.head(h)
 
-    def embed(self, codes):
-        """Codes int32 ``[..., w]`` of whole rows -> embeddings ``[..., w, F]`` (each depth its own table)."""
+    def embed(self, codes, column=None):
+        """Codes int32 ``[..., w]`` of whole rows -> embeddings ``[..., w, F]`` (each depth its own
+        table); with `column`, ``[..., 1]`` codes of that one grid column."""
         if self.depth > 1:
-            codes = codes + (tf.range(tf.shape(codes)[-1]) % self.depth) * self.num_embeddings
+            columns = tf.range(tf.shape(codes)[-1]) if column is None else column
+            codes = codes + (columns % self.depth) * self.num_embeddings
         return self.embedding(codes)
 
     def head(self, h, column=None):

@@ -91,43 +91,96 @@ def _put(tensor, index, axis, values):
     return tensor * (1.0 - mask) + tf.cast(values, tensor.dtype) * mask
 
 
-def _cached_sampler(prior, codes, labels, pick):
-    """Ancestral sampling with per-layer caches (Ramachandran et al. 2017).
+def _horizontal_weights(block, dtype):
+    """A gated block's horizontal stack as matrices (read once per sampling call, outside the
+    loops): the masked 1 x k kernel split into the columns before the current one [p, F, 2F] and
+    the current column [F, 2F] (zeros for the first block's "A" mask), the link's 1x1 kernel,
+    the output's 1x1 kernel, and the biases."""
+    p = block.kernel_size // 2
+    f = block.filters
+    kernel = tf.cast(block.h_conv.kernel, dtype)[0] * tf.cast(block.h_conv._mask[0], dtype)  # [k, F, 2F]
+    bias = tf.cast(block.h_conv.bias, dtype) + tf.cast(block.v_to_h.bias, dtype)
+    return {
+        "past": kernel[:p],
+        "current": kernel[p],
+        "link": tf.cast(block.v_to_h.kernel, dtype)[0, 0],
+        "bias": bias,
+        "out": tf.cast(block.h_out.kernel, dtype)[0, 0],
+        "out_bias": tf.cast(block.h_out.bias, dtype),
+        "f": f,
+    }
 
-    Every gated block is evaluated only where the new position needs it, from a k-wide window of
-    cached inputs: the horizontal stack at the new column of the current row, and, once a row is
-    complete, the vertical stack at that row. The blocks' own `vertical` / `horizontal` run in
-    window mode (VALID convolutions that compute the window's centre only), so the arithmetic is
-    the network's; the caches carry the same zero border as the grid's 'same' padding.
+
+def _gated(x):
+    a, b = tf.split(x, 2, axis=-1)
+    return tf.tanh(a) * tf.sigmoid(b)
+
+
+def _cached_sampler(prior, codes, labels, pick):
+    """Ancestral sampling with per-layer caches (Ramachandran et al. 2017), as matmuls.
+
+    The vertical stack runs once per completed row, on a k-row window of cached inputs (the blocks'
+    own `vertical` in window mode). The horizontal stack runs once per position and needs, per
+    block, only its inputs at the p = k // 2 columns before the current one (the masked 1 x k
+    kernel sees nothing else): those live in a shift register [N, L, p, F], and their contribution
+    to every block is one batched matmul; the current column's input, the row's links from the
+    vertical stack (one matmul per row) and the class embedding are added, and the gate and
+    output projection are two small matmuls per block. So a position costs the same whatever the
+    grid's width or height (no full-width caches are touched per position), and the arithmetic is
+    the network's: the same seed gives the same codes as the plain sampler.
     """
     h, w = prior.latent_shape
     p = prior.kernel_size // 2
     f = prior.num_filters
     n = tf.shape(codes)[0]
     blocks = prior.blocks
+    num_blocks = len(blocks)
+    dtype = prior.compute_dtype
+    weights = [_horizontal_weights(block, dtype) for block in blocks]
+    past_kernels = tf.stack([wt["past"] for wt in weights])  # [L, p, F, 2F]
+    # The class embedding's horizontal half, [N, 1, 2F] per block (0 without labels).
+    cond = [tf.zeros([], dtype) if labels is None else block._conditioning(labels)[1][:, 0] for block in blocks]
 
     def zeros(*shape):  # caches in the compute dtype (bfloat16 / float16 under mixed precision)
-        return tf.zeros(tf.concat([[n], shape], 0), prior.compute_dtype)
+        return tf.zeros(tf.concat([[n], shape], 0), dtype)
 
     def row_body(i, codes, v_inputs, links):
-        # Links of row i, padded by p columns: what the horizontal stack gets from the rows above.
-        link_rows = [tf.pad(link[:, i][:, None], [[0, 0], [0, 0], [p, p], [0, 0]]) for link in links]
+        # Per block, everything of row i that does not depend on the row's own codes: the link
+        # from the rows above through v_to_h, the biases and the class embedding: [N, w, L, 2F].
+        row_bias = tf.stack(
+            [
+                tf.einsum("nwc,cd->nwd", link[:, i], wt["link"]) + wt["bias"] + c
+                for link, wt, c in zip(links, weights, cond)
+            ],
+            axis=2,
+        )
 
-        def col_body(j, codes, h_inputs):
-            # Layer-0 input: the embedded row (columns >= j are masked by the "A" mask).
-            embedded = tf.pad(prior.embed(codes[:, i])[:, None], [[0, 0], [0, 0], [p, p], [0, 0]])
-            h_inputs = [embedded] + list(h_inputs[1:])
-            for k, block in enumerate(blocks):
-                window = tf.slice(h_inputs[k], [0, 0, j, 0], [-1, 1, 2 * p + 1, -1])
-                link = tf.slice(link_rows[k], [0, 0, j + p, 0], [-1, 1, 1, -1])
-                out = block.horizontal(window, link, labels, window=True)
-                h_inputs[k + 1] = _put(h_inputs[k + 1], j + p, 2, out)
-            top = tf.slice(h_inputs[-1], [0, 0, j + p, 0], [-1, 1, 1, -1])
+        def col_body(j, row_codes, history):
+            # history [N, L, p, F]: each block's inputs at columns j-p .. j-1 (zeros left of the row).
+            pre_all = tf.einsum("nlpf,lpfd->nld", history, past_kernels) + tf.gather(row_bias, j, axis=1)
+            x, inputs = None, []
+            for k, wt in enumerate(weights):
+                pre = pre_all[:, k]
+                if k > 0:  # the "B" mask also sees the current column; the first block's "A" mask does not
+                    inputs.append(x)
+                    pre += tf.matmul(x, wt["current"])
+                out = tf.matmul(_gated(pre), wt["out"]) + wt["out_bias"]
+                x = out if k == 0 else x + out
             position = i * w + j
-            return j + 1, _place(codes, position, pick(prior.head(top, column=j)[:, 0, 0], position)), h_inputs
+            code = pick(prior.head(x[:, None, None], column=j)[:, 0, 0], position)
+            # Shift the register by one column: block 0's input is the new code's embedding.
+            newest = tf.stack([prior.embed(code[:, None], column=j)[:, 0], *inputs], axis=1)[:, :, None]
+            history = (
+                tf.concat([history[:, :, 1:], tf.cast(newest, dtype)], axis=2) if p > 1 else tf.cast(newest, dtype)
+            )
+            return j + 1, row_codes + code[:, None] * tf.one_hot(j, w, dtype=tf.int32), history
 
-        h_inputs = [zeros(1, w + 2 * p, f) for _ in range(len(blocks) + 1)]
-        _, codes, _ = tf.while_loop(lambda j, *_: j < w, col_body, [tf.constant(0), codes, h_inputs])
+        _, row_codes, _ = tf.while_loop(
+            lambda j, *_: j < w,
+            col_body,
+            [tf.constant(0), tf.zeros(tf.stack([n, w]), tf.int32), zeros(num_blocks, p, f)],
+        )
+        codes = codes + row_codes[:, None, :] * tf.reshape(tf.one_hot(i, h, dtype=tf.int32), [1, h, 1])
 
         # Row i is complete: extend the vertical caches (zero-padded by p rows and columns) by row i.
         v_inputs = [tf.pad(prior.embed(codes), [[0, 0], [p, p], [p, p], [0, 0]])] + list(v_inputs[1:])
