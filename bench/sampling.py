@@ -1,8 +1,14 @@
-r"""Sampling 64 code grids from the prior: the compiled plain sampler, the compiled row-cached
-("fast") sampler, and a naive loop that calls the model once per position the way the keras.io
-example does (`predict` on the whole grid, then pick one position).
+r"""Sampling code grids from the prior against the keras.io example's sampler, side by side.
 
-    python -m bench.sampling --workdir=runs/demo [--quick] [--output=...]
+- baseline: the keras.io VQ-VAE example's PixelCNN and sampler (`bench/keras_io_pixelcnn.py`:
+  128 filters, one `predict` of the whole grid per position), at 64 grids and at one;
+- ours in Python: `sample_codes` (the cached sampler, default; the plain one; each with XLA);
+- ours served: the prior SavedModel's `serving_default` (codes and decoded images), loaded with
+  `tf.saved_model.load` as TF Serving would;
+- per-position cost of the cached sampler on 7x7, 14x14 and 32x32 grids (the prior's
+  architecture, its stack sized to reach each grid), one grid per call.
+
+    python -m bench.sampling [--workdir=runs/demo] [--quick] [--output=...]
 
 Without a workdir a freshly initialised prior of the default architecture is timed (speed does
 not depend on the weights).
@@ -10,90 +16,115 @@ not depend on the weights).
 
 from __future__ import annotations
 
+import tempfile
 import time
 
 import numpy as np
+import tensorflow as tf
 from absl import app, flags
 
+from bench import keras_io_pixelcnn
 from bench.common import machine, timeit, write_json
-from vqvae_tf import PixelCNN, sample_codes
-from vqvae_tf.training import train_prior_lib
+from vqvae_tf import PixelCNN, get_config, sample_codes
+from vqvae_tf.serving import savedmodel
+from vqvae_tf.training import train_prior_lib, train_vqvae_lib
 
-flags.DEFINE_string("workdir", None, "Workdir with a trained prior (optional).")
-flags.DEFINE_integer("num_samples", 64, "Samples per call.")
-flags.DEFINE_bool("quick", False, "Fewer repeats.")
+flags.DEFINE_string("workdir", None, "Workdir with a trained VQ-VAE and prior (optional).")
+flags.DEFINE_bool("quick", False, "Fewer repeats, no per-grid-size sweep.")
 flags.DEFINE_string("output", None, "JSON file for the results.")
 FLAGS = flags.FLAGS
 
 
-def naive_sample(prior, n, labels, seed=0):
-    """One full `predict` call per position, sampling with NumPy: the keras.io way."""
-    h, w = prior.latent_shape
-    rng = np.random.default_rng(seed)
-    codes = np.zeros((n, h, w), np.int32)
-    inputs = (codes, labels) if labels is not None else codes
-    for i in range(h):
-        for j in range(w):
-            logits = prior.predict(inputs, verbose=0, batch_size=n)[:, i, j]
-            p = np.exp(logits - logits.max(-1, keepdims=True))
-            p /= p.sum(-1, keepdims=True)
-            codes[:, i, j] = [rng.choice(len(q), p=q) for q in p]
-    return codes
+def baseline_seconds(prior, n: int) -> float:
+    """The keras.io sampler on a PixelCNN of the example's architecture for the same grid and K."""
+    model = keras_io_pixelcnn.build(prior.num_embeddings, prior.latent_shape)
+    model.predict(np.zeros((n, *prior.latent_shape), np.int32), verbose=0)  # built once, as a user would
+    start = time.perf_counter()
+    keras_io_pixelcnn.sample(model, n, prior.latent_shape)
+    return time.perf_counter() - start
+
+
+def served_sampler(prior, vqvae, directory):
+    path = savedmodel.export_prior(prior, vqvae, directory)
+    signature = tf.saved_model.load(path).signatures["serving_default"]
+
+    def run(n):
+        inputs = dict(num_samples=tf.constant(n), temperature=tf.constant(1.0), seed=tf.constant(1))
+        if prior.num_classes:
+            inputs["labels"] = tf.constant(np.arange(n) % prior.num_classes, tf.int32)
+        return signature(**inputs)["images"].numpy()
+
+    return run
+
+
+def per_position(shapes, repeats: int) -> list:
+    rows = []
+    for shape in shapes:
+        prior = PixelCNN(256, shape, num_layers=None, kernel_size=3)
+        seconds = timeit(lambda prior=prior: sample_codes(prior, 1, seed=1).numpy(), repeats)
+        positions = shape[0] * shape[1]
+        rows.append(
+            {
+                "latent_shape": list(shape),
+                "num_layers": prior.num_layers,
+                "seconds_per_sample": seconds,
+                "ms_per_position": seconds / positions * 1000,
+                "us_per_position_and_layer": seconds / positions / prior.num_layers * 1e6,
+            }
+        )
+    return rows
 
 
 def main(argv):
     del argv
     if FLAGS.workdir:
         prior = train_prior_lib.load_trained_prior(FLAGS.workdir)
+        vqvae = train_vqvae_lib.load_trained_model(FLAGS.workdir)
     else:
         prior = PixelCNN(256, (7, 7), num_classes=10)  # the default architecture
-    n = FLAGS.num_samples
-    labels = (np.arange(n) % prior.num_classes).astype(np.int32) if prior.num_classes else None
-    repeats = 2 if FLAGS.quick else 5
-    plain = timeit(lambda: sample_codes(prior, n, seed=1, labels=labels, fast=False).numpy(), repeats)
-    fast = timeit(lambda: sample_codes(prior, n, seed=1, labels=labels, fast=True).numpy(), repeats)
-    fast_xla = timeit(
-        lambda: sample_codes(prior, n, seed=1, labels=labels, fast=True, jit_compile=True).numpy(), repeats
-    )
+        vqvae = get_config("fashion_mnist").build()
+    repeats = 3 if FLAGS.quick else 10
+
+    def labels(n):
+        return (np.arange(n) % prior.num_classes).astype(np.int32) if prior.num_classes else None
+
+    results = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        served = served_sampler(prior, vqvae, tmp)
+        for n in (64, 1):
+            ours = {
+                "fast": timeit(lambda n=n: sample_codes(prior, n, seed=1, labels=labels(n)).numpy(), repeats),
+                "fast_xla": timeit(
+                    lambda n=n: sample_codes(prior, n, seed=1, labels=labels(n), jit_compile=True).numpy(), repeats
+                ),
+                "plain": timeit(lambda n=n: sample_codes(prior, n, seed=1, labels=labels(n), fast=False).numpy(), 2),
+                "savedmodel_serving_default": timeit(lambda n=n: served(n), repeats),
+            }
+            base = baseline_seconds(prior, n)
+            results[f"{n}_grids"] = {
+                "seconds": {"keras_io_sampler": base, **ours},
+                "speedup_vs_keras_io": {k: base / v for k, v in ours.items()},
+            }
     same = bool(
         np.array_equal(
-            sample_codes(prior, n, seed=1, labels=labels, fast=False).numpy(),
-            sample_codes(prior, n, seed=1, labels=labels, fast=True).numpy(),
+            sample_codes(prior, 16, seed=3, labels=labels(16), fast=False).numpy(),
+            sample_codes(prior, 16, seed=3, labels=labels(16), fast=True).numpy(),
         )
     )
-    keras_inputs = (
-        (np.zeros((n,) + prior.latent_shape, np.int32), labels)
-        if labels is not None
-        else np.zeros((n,) + prior.latent_shape, np.int32)
-    )
-    prior.predict(keras_inputs, verbose=0, batch_size=n)  # build the predict function once, as a user would
-    start = time.perf_counter()
-    naive_sample(prior, n, labels)
-    naive = time.perf_counter() - start
+    shapes = [(7, 7)] if FLAGS.quick else [(7, 7), (14, 14), (32, 32)]
     write_json(
         FLAGS.output,
         {
             "machine": machine(),
-            "num_samples": n,
             "latent_shape": list(prior.latent_shape),
             "prior": {
                 "num_filters": prior.num_filters,
                 "num_layers": prior.num_layers,
                 "kernel_size": prior.kernel_size,
             },
-            "seconds": {
-                "naive_predict_loop": naive,
-                "compiled_plain": plain,
-                "compiled_fast": fast,
-                "compiled_fast_xla": fast_xla,
-            },
-            "speedup": {
-                "plain_vs_naive": naive / plain,
-                "fast_vs_naive": naive / fast,
-                "fast_xla_vs_naive": naive / fast_xla,
-                "fast_vs_plain": plain / fast,
-            },
+            "results": results,
             "fast_equals_plain": same,
+            "per_position": per_position(shapes, max(2, repeats // 3)),
         },
     )
 

@@ -78,19 +78,6 @@ def sample_codes_graph(prior, num_samples, temperature, seed, labels=None, top_k
     )
 
 
-def _one_hot_along(index, size, axis, dtype):
-    """One-hot of `index` shaped to broadcast along `axis` of a rank-4 tensor."""
-    shape = [1, 1, 1, 1]
-    shape[axis] = size
-    return tf.reshape(tf.one_hot(index, size, dtype=dtype), shape)
-
-
-def _put(tensor, index, axis, values):
-    """`tensor` with slice `index` along `axis` replaced by `values` (size 1 along that axis)."""
-    mask = _one_hot_along(index, tensor.shape[axis], axis, tensor.dtype)
-    return tensor * (1.0 - mask) + tf.cast(values, tensor.dtype) * mask
-
-
 def _horizontal_weights(block, dtype):
     """A gated block's horizontal stack as matrices (read once per sampling call, outside the
     loops): the masked 1 x k kernel split into the columns before the current one [p, F, 2F] and
@@ -111,6 +98,27 @@ def _horizontal_weights(block, dtype):
     }
 
 
+def _vertical_weights(block, dtype):
+    """A gated block's vertical stack as its kernel's rows that the "V" mask keeps (the p rows
+    above and the current one: [p + 1, k, F, 2F]), the class embedding's vertical half aside."""
+    p = block.kernel_size // 2
+    kernel = tf.cast(block.v_conv.kernel, dtype) * tf.cast(block.v_conv._mask, dtype)
+    return {"kernel": kernel[: p + 1], "bias": tf.cast(block.v_conv.bias, dtype)}
+
+
+def _vertical_row(block, weights, window, cond):
+    """`block.vertical` in window mode on the rows the mask keeps: window [N, p + 1, w + 2p, F]
+    (rows i-p .. i) -> (v_pre [N,1,w,2F], v_next [N,1,w,F] or None)."""
+    p = block.kernel_size // 2
+    v_pre = tf.nn.conv2d(window, weights["kernel"], strides=1, padding="VALID") + weights["bias"] + cond
+    if block.last:
+        return v_pre, None
+    gated = _gated(v_pre)
+    if block.v_out is None:
+        return v_pre, gated
+    return v_pre, window[:, p:, p:-p] + block.v_out(gated)
+
+
 def _gated(x):
     a, b = tf.split(x, 2, axis=-1)
     return tf.tanh(a) * tf.sigmoid(b)
@@ -119,15 +127,17 @@ def _gated(x):
 def _cached_sampler(prior, codes, labels, pick):
     """Ancestral sampling with per-layer caches (Ramachandran et al. 2017), as matmuls.
 
-    The vertical stack runs once per completed row, on a k-row window of cached inputs (the blocks'
-    own `vertical` in window mode). The horizontal stack runs once per position and needs, per
-    block, only its inputs at the p = k // 2 columns before the current one (the masked 1 x k
-    kernel sees nothing else): those live in a shift register [N, L, p, F], and their contribution
-    to every block is one batched matmul; the current column's input, the row's links from the
-    vertical stack (one matmul per row) and the class embedding are added, and the gate and
-    output projection are two small matmuls per block. So a position costs the same whatever the
-    grid's width or height (no full-width caches are touched per position), and the arithmetic is
-    the network's: the same seed gives the same codes as the plain sampler.
+    Rows are unrolled at trace time; within a row a `tf.while_loop` runs over the columns. The
+    horizontal stack runs once per position and needs, per block, only its inputs at the
+    p = k // 2 columns before the current one (the masked 1 x k kernel sees nothing else): those
+    live in a shift register [N, L, p, F], and their contribution to every block is one batched
+    matmul; the current column's input and the row's bias (the links from the vertical stack
+    through v_to_h, one matmul per row, the biases and the class embedding) are added, and the gate
+    and output projection are two small matmuls per block. Once a row is complete, the vertical
+    stack runs on it and the p rows above (all its "V" mask sees) and gives the next row's links.
+    So a position costs the same whatever the grid's size (nothing of grid size is touched per
+    position or per row), and the arithmetic is the network's: the same seed gives the same codes
+    as the plain sampler.
     """
     h, w = prior.latent_shape
     p = prior.kernel_size // 2
@@ -135,27 +145,28 @@ def _cached_sampler(prior, codes, labels, pick):
     n = tf.shape(codes)[0]
     blocks = prior.blocks
     num_blocks = len(blocks)
-    dtype = prior.compute_dtype
+    dtype = prior.compute_dtype  # caches in the compute dtype (bfloat16 / float16 under mixed precision)
     weights = [_horizontal_weights(block, dtype) for block in blocks]
     past_kernels = tf.stack([wt["past"] for wt in weights])  # [L, p, F, 2F]
-    # The class embedding's horizontal half, [N, 1, 2F] per block (0 without labels).
+    vertical = [_vertical_weights(block, dtype) for block in blocks]
+    # The class embedding's halves per block: vertical [N, 1, 1, 2F], horizontal [N, 1, 2F] (0 without labels).
+    cond_v = [tf.zeros([], dtype) if labels is None else block._conditioning(labels)[0] for block in blocks]
     cond = [tf.zeros([], dtype) if labels is None else block._conditioning(labels)[1][:, 0] for block in blocks]
-
-    def zeros(*shape):  # caches in the compute dtype (bfloat16 / float16 under mixed precision)
-        return tf.zeros(tf.concat([[n], shape], 0), dtype)
-
-    def row_body(i, codes, v_inputs, links):
-        # Per block, everything of row i that does not depend on the row's own codes: the link
-        # from the rows above through v_to_h, the biases and the class embedding: [N, w, L, 2F].
+    pad_columns = [[0, 0], [0, 0], [p, p], [0, 0]]
+    # Per block, its vertical-stack input rows so far ([N, 1, w + 2p, F], zero-padded by p columns),
+    # starting with the p zero rows above the grid; and the links into the current row.
+    zero_row = tf.zeros(tf.stack([n, 1, w + 2 * p, f]), dtype)
+    v_rows = [[zero_row] * p for _ in blocks]
+    links = [tf.zeros(tf.stack([n, w, 2 * f]), dtype) for _ in blocks]
+    rows = []
+    for i in range(h):
+        # Per block, everything of row i that does not depend on the row's own codes: [N, w, L, 2F].
         row_bias = tf.stack(
-            [
-                tf.einsum("nwc,cd->nwd", link[:, i], wt["link"]) + wt["bias"] + c
-                for link, wt, c in zip(links, weights, cond)
-            ],
+            [tf.einsum("nwc,cd->nwd", link, wt["link"]) + wt["bias"] + c for link, wt, c in zip(links, weights, cond)],
             axis=2,
         )
 
-        def col_body(j, row_codes, history):
+        def col_body(j, row_codes, history, i=i, row_bias=row_bias):
             # history [N, L, p, F]: each block's inputs at columns j-p .. j-1 (zeros left of the row).
             pre_all = tf.einsum("nlpf,lpfd->nld", history, past_kernels) + tf.gather(row_bias, j, axis=1)
             x, inputs = None, []
@@ -169,35 +180,27 @@ def _cached_sampler(prior, codes, labels, pick):
             position = i * w + j
             code = pick(prior.head(x[:, None, None], column=j)[:, 0, 0], position)
             # Shift the register by one column: block 0's input is the new code's embedding.
-            newest = tf.stack([prior.embed(code[:, None], column=j)[:, 0], *inputs], axis=1)[:, :, None]
-            history = (
-                tf.concat([history[:, :, 1:], tf.cast(newest, dtype)], axis=2) if p > 1 else tf.cast(newest, dtype)
-            )
+            newest = tf.cast(tf.stack([prior.embed(code[:, None], column=j)[:, 0], *inputs], axis=1)[:, :, None], dtype)
+            history = tf.concat([history[:, :, 1:], newest], axis=2) if p > 1 else newest
             return j + 1, row_codes + code[:, None] * tf.one_hot(j, w, dtype=tf.int32), history
 
         _, row_codes, _ = tf.while_loop(
             lambda j, *_: j < w,
             col_body,
-            [tf.constant(0), tf.zeros(tf.stack([n, w]), tf.int32), zeros(num_blocks, p, f)],
+            [tf.constant(0), tf.zeros(tf.stack([n, w]), tf.int32), tf.zeros(tf.stack([n, num_blocks, p, f]), dtype)],
         )
-        codes = codes + row_codes[:, None, :] * tf.reshape(tf.one_hot(i, h, dtype=tf.int32), [1, h, 1])
-
-        # Row i is complete: extend the vertical caches (zero-padded by p rows and columns) by row i.
-        v_inputs = [tf.pad(prior.embed(codes), [[0, 0], [p, p], [p, p], [0, 0]])] + list(v_inputs[1:])
-        links = list(links)
+        rows.append(row_codes)
+        if i == h - 1:
+            break
+        # Row i is complete: the vertical stack on it and the p rows above gives row i + 1's links.
+        v_rows[0].append(tf.pad(tf.cast(prior.embed(row_codes), dtype)[:, None], pad_columns))
         for k, block in enumerate(blocks):
-            window = tf.slice(v_inputs[k], [0, i, 0, 0], [-1, 2 * p + 1, -1, -1])
-            v_pre, v_next = block.vertical(window, labels, window=True)
-            links[k] = _put(links[k], i + 1, 1, v_pre)  # shift_down: row i feeds row i + 1
+            window = tf.concat(v_rows[k][-(p + 1) :], axis=1)  # rows i-p .. i: all the "V" mask sees
+            v_pre, v_next = _vertical_row(block, vertical[k], window, cond_v[k])
+            links[k] = v_pre[:, 0]
             if v_next is not None:
-                padded = tf.pad(v_next, [[0, 0], [0, 0], [p, p], [0, 0]])
-                v_inputs[k + 1] = _put(v_inputs[k + 1], i + p, 1, padded)
-        return i + 1, codes, v_inputs, links
-
-    v_inputs = [zeros(h + 2 * p, w + 2 * p, f) for _ in blocks]
-    links = [zeros(h, w, 2 * f) for _ in blocks]
-    _, codes, _, _ = tf.while_loop(lambda i, *_: i < h, row_body, [tf.constant(0), codes, v_inputs, links])
-    return codes
+                v_rows[k + 1].append(tf.pad(v_next, pad_columns))
+    return tf.stack(rows, axis=1)
 
 
 def sample_codes(
