@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import keras
 import numpy as np
-import tensorflow as tf
 import tensorflow_probability as tfp
 
 

@@ -5,6 +5,8 @@ r"""Sampling code grids from the prior against the keras.io example's sampler, s
 - ours in Python: `sample_codes` (the cached sampler, default; the plain one; each with XLA);
 - ours served: the prior SavedModel's `serving_default` (codes and decoded images), loaded with
   `tf.saved_model.load` as TF Serving would;
+- on device: the TFLite generator (prior sampling + decoding, builtin ops) under LiteRT, per
+  sample at batch 1 and 16;
 - per-position cost of the cached sampler on 7x7, 14x14 and 32x32 grids (the prior's
   architecture, its stack sized to reach each grid), one grid per call.
 
@@ -26,7 +28,7 @@ from absl import app, flags
 from bench import keras_io_pixelcnn
 from bench.common import machine, timeit, write_json
 from vqvae_tf import PixelCNN, get_config, sample_codes
-from vqvae_tf.serving import savedmodel
+from vqvae_tf.serving import savedmodel, tflite
 from vqvae_tf.training import train_prior_lib, train_vqvae_lib
 
 flags.DEFINE_string("workdir", None, "Workdir with a trained VQ-VAE and prior (optional).")
@@ -55,6 +57,25 @@ def served_sampler(prior, vqvae, directory):
         return signature(**inputs)["images"].numpy()
 
     return run
+
+
+def tflite_generator(prior, vqvae, directory, repeats: int) -> dict:
+    """ms per sample of the float32 TFLite generator at batch 1 and 16 (LiteRT, this process)."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    report = tflite.export_generator(prior, vqvae, directory, quantizations=("float32",))["float32"]
+    runner = Interpreter(model_path=f"{directory}/tflite/{report['file']}").get_signature_runner("generate")
+    h, w = prior.latent_shape
+    result = {"code_agreement_vs_tensorflow": report["code_agreement_vs_tensorflow"]}
+    for n in (1, 16):
+        inputs = {
+            "uniforms": np.random.default_rng(0).uniform(size=(n, h * w)).astype(np.float32),
+            "temperature": np.float32(1.0),
+        }
+        if prior.num_classes:
+            inputs["labels"] = (np.arange(n) % prior.num_classes).astype(np.int32)
+        result[f"ms_per_sample_batch_{n}"] = timeit(lambda inputs=inputs: runner(**inputs), repeats) / n * 1000
+    return result
 
 
 def per_position(shapes, repeats: int) -> list:
@@ -105,6 +126,7 @@ def main(argv):
                 "seconds": {"keras_io_sampler": base, **ours},
                 "speedup_vs_keras_io": {k: base / v for k, v in ours.items()},
             }
+        results["tflite_generator"] = tflite_generator(prior, vqvae, tmp, repeats)
     same = bool(
         np.array_equal(
             sample_codes(prior, 16, seed=3, labels=labels(16), fast=False).numpy(),

@@ -5,6 +5,7 @@ import tensorflow as tf
 
 from vqvae_tf import MaskedConv2D, PixelCNN, sample_codes
 from vqvae_tf.layers.masked_conv import causal_mask, shift_down
+from vqvae_tf.models.pixelcnn_sampling import sample_codes_from_uniforms_graph
 
 K = 10
 
@@ -288,3 +289,19 @@ def test_cached_sampler_under_mixed_precision():
         keras.mixed_precision.set_global_policy("float32")
     assert prior.blocks[0].v_conv.compute_dtype == "bfloat16"
     np.testing.assert_array_equal(fast, plain)
+
+
+@pytest.mark.parametrize("num_classes", [0, 4])
+def test_uniform_driven_sampler_fast_equals_plain(num_classes):
+    """The on-device generator's sampler (caller-supplied uniforms, inverse CDF): the cached form
+    gives the codes of the whole-network-per-position form, and a uniform picks by the CDF."""
+    prior = small_prior(num_classes, layers=5, shape=(4, 6))
+    uniforms = tf.constant(np.random.default_rng(3).uniform(size=(5, 24)).astype(np.float32))
+    labels = tf.constant(np.arange(5) % 4, tf.int32) if num_classes else None
+    fast = sample_codes_from_uniforms_graph(prior, uniforms, tf.constant(1.0), labels)
+    plain = sample_codes_from_uniforms_graph(prior, uniforms, tf.constant(1.0), labels, fast=False)
+    np.testing.assert_array_equal(fast.numpy(), plain.numpy())
+    # Position 0 has nothing before it: its code is the inverse CDF of its logits at its uniform.
+    logits = prior(tf.zeros([5, 4, 6], tf.int32), labels).numpy()[:, 0, 0].astype(np.float64)
+    cdf = np.cumsum(np.exp(logits) / np.exp(logits).sum(-1, keepdims=True), -1)
+    np.testing.assert_array_equal(fast.numpy()[:, 0, 0], (cdf < uniforms.numpy()[:, :1]).sum(-1))

@@ -241,22 +241,27 @@ def sample_codes(
     )
 
 
-def sample_codes_from_uniforms_graph(prior, uniforms, temperature, labels=None):
+def sample_codes_from_uniforms_graph(prior, uniforms, temperature, labels=None, fast=True):
     """Ancestral sampling driven by caller-supplied random numbers (for on-device generators,
     where random ops are not builtins): uniforms float32 [N, h*w] in [0, 1), one per position;
-    each code is the inverse CDF of softmax(logits / temperature) at its uniform.
-    Returns int32 codes [N, h, w]."""
+    each code is the inverse CDF of softmax(logits / temperature) at its uniform. `fast`: the
+    cached sampler (default), else the whole network per position. Returns int32 codes [N, h, w]."""
     h, w = prior.latent_shape
     k = prior.num_embeddings
     n = tf.shape(uniforms)[0]
     codes = tf.zeros(tf.stack([n, h, w]), tf.int32)
 
+    def pick(logits, position):
+        probs = tf.nn.softmax(logits / temperature, axis=-1)
+        u = tf.gather(uniforms, position, axis=1)[:, None]
+        return tf.minimum(tf.reduce_sum(tf.cast(tf.cumsum(probs, axis=-1) < u, tf.int32), axis=-1), k - 1)
+
+    if fast:
+        return _cached_sampler(prior, codes, labels, pick)
+
     def body(position, codes):
         logits = tf.reshape(prior.logits_from_embeddings(prior.embed(codes), labels), [n, h * w, k])
-        probs = tf.nn.softmax(tf.gather(logits, position, axis=1) / temperature, axis=-1)
-        u = tf.gather(uniforms, position, axis=1)[:, None]
-        code = tf.minimum(tf.reduce_sum(tf.cast(tf.cumsum(probs, axis=-1) < u, tf.int32), axis=-1), k - 1)
-        return position + 1, _place(codes, position, code)
+        return position + 1, _place(codes, position, pick(tf.gather(logits, position, axis=1), position))
 
     _, codes = tf.while_loop(lambda p, c: p < h * w, body, [tf.constant(0), codes])
     return codes
