@@ -85,6 +85,21 @@ def test_workdir_with_other_config_is_refused(tmp_path, small_data):
         run(tiny(steps=3, num_embeddings=32), tmp_path, small_data)
 
 
+def test_workdir_from_before_a_config_field_resumes(tmp_path, small_data):
+    """A run made before the quantizer-zoo fields existed (its config.json lacks them) resumes;
+    another quantizer is still refused."""
+    run(tiny(steps=3), tmp_path, small_data)
+    path = os.path.join(str(tmp_path), "vqvae", "config.json")
+    record = json.load(open(path))
+    for field in ("fsq_levels", "num_quantizers", "distance"):
+        del record["config"][field]
+    json.dump(record, open(path, "w"))
+    run(tiny(steps=4), tmp_path, small_data)
+    assert int(train_vqvae_lib.load_trained_model(str(tmp_path)).optimizer.iterations.numpy()) == 4
+    with pytest.raises(files.WorkdirError, match="quantizer: saved 'ema' vs now 'fsq'"):
+        run(tiny(steps=5, quantizer="fsq", fsq_levels=(4, 4)), tmp_path, small_data)
+
+
 def test_bad_arguments(tmp_path, small_data, mirrored):
     with pytest.raises(ValueError, match="steps must be a positive integer, got 0"):
         run(tiny(steps=0), tmp_path, small_data)

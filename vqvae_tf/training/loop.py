@@ -60,7 +60,8 @@ def check_saved_architecture(stage: StageDir, architecture: dict) -> None:
     if saved is None:
         return
     saved = saved.get("config", {})
-    diffs = [f"{k}: saved {saved.get(k)!r} vs now {v!r}" for k, v in architecture.items() if saved.get(k) != v]
+    # A field the saved config lacks came later than that run (e.g. fsq_levels): it had the default.
+    diffs = [f"{k}: saved {saved[k]!r} vs now {v!r}" for k, v in architecture.items() if k in saved and saved[k] != v]
     if diffs:
         raise files.WorkdirError(
             f"{stage.path} holds a model trained with another config ({'; '.join(diffs)}). "
