@@ -99,6 +99,7 @@ class ResidualVectorQuantizer(keras.layers.Layer):
         )
         if usage_decay is not None:
             self._stage_args["usage_decay"] = usage_decay
+        # The stages compute in float32 whatever the policy: residuals of rounded vectors would drift.
         self.stages = [
             VectorQuantizerEMA(**self._stage_args, seed=self.seed + i, name=f"stage_{i}", dtype="float32")
             for i in range(self.num_quantizers)

@@ -150,8 +150,10 @@ def _cached_sampler(prior, codes, labels, pick):
     past_kernels = tf.stack([wt["past"] for wt in weights])  # [L, p, F, 2F]
     vertical = [_vertical_weights(block, dtype) for block in blocks]
     # The class embedding's halves per block: vertical [N, 1, 1, 2F], horizontal [N, 1, 2F] (0 without labels).
-    cond_v = [tf.zeros([], dtype) if labels is None else block._conditioning(labels)[0] for block in blocks]
-    cond = [tf.zeros([], dtype) if labels is None else block._conditioning(labels)[1][:, 0] for block in blocks]
+    zero = tf.zeros([], dtype)
+    conditioning = [(zero, zero) if labels is None else block._conditioning(labels) for block in blocks]
+    cond_v = [v for v, _ in conditioning]
+    cond = [hz if labels is None else hz[:, 0] for _, hz in conditioning]
     pad_columns = [[0, 0], [0, 0], [p, p], [0, 0]]
     # Per block, its vertical-stack input rows so far ([N, 1, w + 2p, F], zero-padded by p columns),
     # starting with the p zero rows above the grid; and the links into the current row.
