@@ -81,7 +81,7 @@ def run_variant(name: str, root: str, steps: int, prior_steps: int) -> dict:
         vq = train_vqvae_lib.train_and_evaluate(config, options)
     export_codes_lib.export_codes_stage(options.workdir)
     prior_config = dataclasses.replace(configs.get_prior_config("default"), steps=prior_steps, conditional=True)
-    if w.prior.read_metrics() is None or w.prior.read_metrics().get("steps") != prior_steps:
+    if (w.prior.read_metrics() or {}).get("steps") != prior_steps:
         layers = PixelCNN.layers_to_reach(config.prior_grid_shape, prior_config.kernel_size)
         prior_config.num_layers = max(prior_config.num_layers, layers)  # residual VQ: a wider grid
         train_prior_lib.train_prior(prior_config, options)

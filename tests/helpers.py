@@ -73,6 +73,45 @@ def image_folder(root, images, labels=None, fmt="png", rgb=False, splits=None, s
     return paths
 
 
+def train_and_export_tiny(root, prior_num_layers, **config_fields):
+    """The `tiny` VQ-VAE (with `config_fields`) trained 3 steps of 8 on fake IDX data (32 train,
+    10 test images) under `root`, its codes exported, a conditional prior (8 filters, 7x7 kernel,
+    `prior_num_layers` blocks) trained 2 steps on them, and both exported as SavedModels. Returns
+    workdir, data_dir, export_dir, paths, codes meta, the trained models and the loaded SavedModels."""
+    import dataclasses
+
+    import tensorflow as tf
+
+    from vqvae_tf import PriorConfig, get_config
+    from vqvae_tf.serving import export_savedmodel_lib
+    from vqvae_tf.training import export_codes_lib, train_prior_lib, train_vqvae_lib
+    from vqvae_tf.training.options import RunOptions
+
+    data_dir = os.path.join(root, "idx")
+    fake_mnist_dir(data_dir, n_train=32, n_test=10)
+    workdir = os.path.join(root, "work")
+    config = dataclasses.replace(get_config("tiny"), steps=3, batch_size=8, **config_fields).validate()
+    train_vqvae_lib.train_and_evaluate(config, RunOptions(workdir=workdir, data_dir=data_dir, log_every=3))
+    meta = export_codes_lib.export_codes_stage(workdir, data_dir)
+    prior_config = PriorConfig(
+        num_filters=8, num_layers=prior_num_layers, kernel_size=7, steps=2, batch_size=8, conditional=True
+    )
+    train_prior_lib.train_prior(prior_config, RunOptions(workdir=workdir, log_every=2, num_sample_columns=2))
+    export_dir = os.path.join(root, "serving")
+    paths = export_savedmodel_lib.export_savedmodel_stage(workdir, export_dir)
+    return {
+        "workdir": workdir,
+        "data_dir": data_dir,
+        "export_dir": export_dir,
+        "paths": paths,
+        "meta": meta,
+        "vqvae": train_vqvae_lib.load_trained_model(workdir),
+        "prior": train_prior_lib.load_trained_prior(workdir),
+        "vq_sm": tf.saved_model.load(paths["vqvae"]),
+        "prior_sm": tf.saved_model.load(paths["prior"]),
+    }
+
+
 def train_tiny_vqvae(root):
     """The `tiny` VQ-VAE trained for 4 steps of 8 on fake IDX data (40 train, 12 test images)
     under `root`: (workdir, data_dir)."""

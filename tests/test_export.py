@@ -7,12 +7,10 @@ import textwrap
 import numpy as np
 import pytest
 import tensorflow as tf
-from helpers import REPO_ROOT, fake_mnist_dir
+from helpers import REPO_ROOT, train_and_export_tiny
 
-from vqvae_tf import PriorConfig, get_config, sample_codes
-from vqvae_tf.serving import export_savedmodel_lib, export_tflite_lib, savedmodel, tflite
-from vqvae_tf.training import export_codes_lib, train_prior_lib, train_vqvae_lib
-from vqvae_tf.training.options import RunOptions
+from vqvae_tf import sample_codes
+from vqvae_tf.serving import export_tflite_lib, savedmodel, tflite
 
 H, W, C, h, w, K = 28, 28, 1, 7, 7, 16
 
@@ -20,28 +18,7 @@ H, W, C, h, w, K = 28, 28, 1, 7, 7, 16
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
     """A tiny VQ-VAE + conditional prior trained a few steps on fake data, then exported."""
-    root = tmp_path_factory.mktemp("export")
-    data_dir = str(root / "idx")
-    fake_mnist_dir(data_dir, n_train=32, n_test=10)
-    workdir = str(root / "work")
-    config = get_config("tiny")
-    config.steps, config.batch_size = 3, 8
-    train_vqvae_lib.train_and_evaluate(config, RunOptions(workdir=workdir, data_dir=data_dir, log_every=3))
-    export_codes_lib.export_codes_stage(workdir, data_dir)
-    prior_config = PriorConfig(num_filters=8, num_layers=2, kernel_size=7, steps=2, batch_size=8, conditional=True)
-    train_prior_lib.train_prior(prior_config, RunOptions(workdir=workdir, log_every=2, num_sample_columns=2))
-    export_dir = str(root / "serving")
-    paths = export_savedmodel_lib.export_savedmodel_stage(workdir, export_dir)
-    return {
-        "workdir": workdir,
-        "data_dir": data_dir,
-        "export_dir": export_dir,
-        "paths": paths,
-        "vqvae": train_vqvae_lib.load_trained_model(workdir),
-        "prior": train_prior_lib.load_trained_prior(workdir),
-        "vq_sm": tf.saved_model.load(paths["vqvae"]),
-        "prior_sm": tf.saved_model.load(paths["prior"]),
-    }
+    return train_and_export_tiny(str(tmp_path_factory.mktemp("export")), prior_num_layers=2)
 
 
 def images(n=3, seed=0):

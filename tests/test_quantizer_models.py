@@ -8,12 +8,11 @@ import os
 import numpy as np
 import pytest
 import tensorflow as tf
-from helpers import fake_mnist_dir
+from helpers import train_and_export_tiny
 
-from vqvae_tf import VQVAE, PixelCNN, PriorConfig, get_config, read_codes, sample_codes
-from vqvae_tf.serving import export_savedmodel_lib, export_tflite_lib, tflite
-from vqvae_tf.training import export_codes_lib, sample_lib, train_prior_lib, train_vqvae_lib
-from vqvae_tf.training.options import RunOptions
+from vqvae_tf import VQVAE, PixelCNN, get_config, read_codes, sample_codes
+from vqvae_tf.serving import export_tflite_lib, tflite
+from vqvae_tf.training import sample_lib
 
 QUANTIZER_FIELDS = {
     "fsq": dict(quantizer="fsq", fsq_levels=(4, 4)),
@@ -152,27 +151,11 @@ def test_depth_must_divide_the_grid():
 def run(request, tmp_path_factory):
     """A tiny VQ-VAE with the quantizer, its codes, a conditional prior on them, SavedModels."""
     root = tmp_path_factory.mktemp(request.param)
-    data_dir = str(root / "idx")
-    fake_mnist_dir(data_dir, n_train=32, n_test=10)
-    workdir = str(root / "work")
-    config = tiny(**QUANTIZER_FIELDS[request.param], steps=3, batch_size=8)
-    train_vqvae_lib.train_and_evaluate(config, RunOptions(workdir=workdir, data_dir=data_dir, log_every=3))
-    meta = export_codes_lib.export_codes_stage(workdir, data_dir)
-    prior_config = PriorConfig(num_filters=8, num_layers=None, kernel_size=7, steps=2, batch_size=8, conditional=True)
-    train_prior_lib.train_prior(prior_config, RunOptions(workdir=workdir, log_every=2, num_sample_columns=2))
-    export_dir = str(root / "serving")
-    paths = export_savedmodel_lib.export_savedmodel_stage(workdir, export_dir)
-    return {
-        "name": request.param,
-        "workdir": workdir,
-        "data_dir": data_dir,
-        "meta": meta,
-        "vqvae": train_vqvae_lib.load_trained_model(workdir),
-        "prior": train_prior_lib.load_trained_prior(workdir),
-        "vq_sm": tf.saved_model.load(paths["vqvae"]),
-        "prior_sm": tf.saved_model.load(paths["prior"]),
-        "root": root,
-    }
+    return dict(
+        train_and_export_tiny(str(root), prior_num_layers=None, **QUANTIZER_FIELDS[request.param]),
+        name=request.param,
+        root=root,
+    )
 
 
 def test_codes_export_writes_the_prior_grid(run):

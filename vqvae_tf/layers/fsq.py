@@ -16,7 +16,7 @@ import numpy as np
 import tensorflow as tf
 
 from vqvae_tf.layers import SERIALIZATION_PACKAGE
-from vqvae_tf.layers.quantizers import check_indices, perplexity_from_counts, sync_across_replicas
+from vqvae_tf.layers.quantizers import check_indices, output_spec, perplexity_from_counts, sync_across_replicas
 
 # Largest implicit codebook: per-step counts of every code travel through an all-reduce.
 MAX_CODES = 2**20
@@ -176,15 +176,7 @@ class FiniteScalarQuantizer(keras.layers.Layer):
         self.num_updates.assign_add(1)
 
     def compute_output_spec(self, inputs, training=False):
-        shape = tuple(inputs.shape)
-        scalar = keras.KerasTensor((), dtype="float32")
-        return {
-            "quantized": keras.KerasTensor(shape, dtype=self.compute_dtype),
-            "indices": keras.KerasTensor(shape[:-1], dtype="int32"),
-            "codebook_loss": scalar,
-            "commitment_loss": scalar,
-            "perplexity": scalar,
-        }
+        return output_spec(self, inputs)
 
     def indices_of(self, z, codebook=None):
         """Codes of float z ``[..., len(levels)]`` -> int32 ``[...]`` without touching state

@@ -84,7 +84,7 @@ class MaskedConv2D(keras.layers.Conv2D):
         return config
 
 
-def _gate(x):
+def gate(x):
     a, b = tf.split(x, 2, axis=-1)
     return tf.tanh(a) * tf.sigmoid(b)
 
@@ -166,7 +166,7 @@ class GatedBlock(keras.layers.Layer):
             v = v[:, p : p + 1, p:-p]
         else:
             v_pre = self.v_conv(v) + cond_v
-        gated = _gate(v_pre)
+        gated = gate(v_pre)
         if self.last:
             return v_pre, None
         v_next = gated if self.v_out is None else v + self.v_out(gated)
@@ -184,7 +184,7 @@ class GatedBlock(keras.layers.Layer):
             conv, h = self.h_conv.valid(h), h[:, :, p : p + 1]
         else:
             conv = self.h_conv(h)
-        gated = _gate(conv + self.v_to_h(v_link) + cond_h)
+        gated = gate(conv + self.v_to_h(v_link) + cond_h)
         if self.drop is not None:
             gated = self.drop(gated, training=training)
         out = self.h_out(gated)

@@ -150,6 +150,20 @@ def perplexity_from_counts(counts):
     return tf.exp(-tf.reduce_sum(tf.math.xlogy(probs, probs)))
 
 
+def output_spec(layer, inputs):
+    """The symbolic output dict of a quantizer `layer` (the contract above) for `inputs`."""
+    shape = tuple(inputs.shape)
+    scalar = keras.KerasTensor((), dtype="float32")
+    depth = () if layer.codes_per_position == 1 else (layer.codes_per_position,)
+    return {
+        "quantized": keras.KerasTensor(shape, dtype=layer.compute_dtype),
+        "indices": keras.KerasTensor(shape[:-1] + depth, dtype="int32"),
+        "codebook_loss": scalar,
+        "commitment_loss": scalar,
+        "perplexity": scalar,
+    }
+
+
 def check_indices(layer, indices, check: bool = True):
     """Integer `indices` of `layer` as int32, checked in graph to be in [0, num_embeddings) unless
     not `check` (TypeError / InvalidArgument naming the problem otherwise)."""
@@ -394,15 +408,7 @@ class VectorQuantizer(keras.layers.Layer):
         return tf.math.divide_no_nan(tf.reduce_sum(tf.square(tf.stop_gradient(flat) - quantized_flat)), num_elements)
 
     def compute_output_spec(self, inputs, training=False):
-        shape = tuple(inputs.shape)
-        scalar = keras.KerasTensor((), dtype="float32")
-        return {
-            "quantized": keras.KerasTensor(shape, dtype=self.compute_dtype),
-            "indices": keras.KerasTensor(shape[:-1], dtype="int32"),
-            "codebook_loss": scalar,
-            "commitment_loss": scalar,
-            "perplexity": scalar,
-        }
+        return output_spec(self, inputs)
 
     def lookup(self, indices, codebook=None, check: bool = True):
         """Codebook vectors for `indices` (int ``[...]`` in ``[0, num_embeddings)``) ->
@@ -715,9 +721,8 @@ class CodebookUsage(keras.metrics.Metric):
 
     def result(self):
         counts = tf.reshape(self.counts(), [self.num_codebooks, self.num_embeddings])
-        perplexities = tf.map_fn(perplexity_from_counts, counts) if self.num_codebooks > 1 else None
         return {
-            "perplexity": perplexity_from_counts(counts[0]) if perplexities is None else tf.reduce_mean(perplexities),
+            "perplexity": tf.reduce_mean(tf.map_fn(perplexity_from_counts, counts)),
             "codebook_usage": tf.reduce_mean(tf.cast(counts > 0, tf.float32)),
         }
 

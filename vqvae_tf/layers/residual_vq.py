@@ -17,6 +17,7 @@ from vqvae_tf.layers.quantizers import (
     VectorQuantizerEMA,
     check_indices,
     nearest_codes,
+    output_spec,
     rotation_trick,
     straight_through,
 )
@@ -152,15 +153,7 @@ class ResidualVectorQuantizer(keras.layers.Layer):
         }
 
     def compute_output_spec(self, inputs, training=False):
-        shape = tuple(inputs.shape)
-        scalar = keras.KerasTensor((), dtype="float32")
-        return {
-            "quantized": keras.KerasTensor(shape, dtype=self.compute_dtype),
-            "indices": keras.KerasTensor(shape[:-1] + (self.num_quantizers,), dtype="int32"),
-            "codebook_loss": scalar,
-            "commitment_loss": scalar,
-            "perplexity": scalar,
-        }
+        return output_spec(self, inputs)
 
     # ---------------------------------------------------------------- indices <-> vectors
 

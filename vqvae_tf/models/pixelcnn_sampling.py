@@ -17,6 +17,7 @@ import numbers
 
 import tensorflow as tf
 
+from vqvae_tf.layers.masked_conv import gate
 from vqvae_tf.utils import checks
 
 MAX_TOP_K_NOTE = "top_k must be in [1, num_embeddings]"
@@ -84,7 +85,6 @@ def _horizontal_weights(block, dtype):
     the current column [F, 2F] (zeros for the first block's "A" mask), the link's 1x1 kernel,
     the output's 1x1 kernel, and the biases."""
     p = block.kernel_size // 2
-    f = block.filters
     kernel = tf.cast(block.h_conv.kernel, dtype)[0] * tf.cast(block.h_conv._mask[0], dtype)  # [k, F, 2F]
     bias = tf.cast(block.h_conv.bias, dtype) + tf.cast(block.v_to_h.bias, dtype)
     return {
@@ -94,7 +94,6 @@ def _horizontal_weights(block, dtype):
         "bias": bias,
         "out": tf.cast(block.h_out.kernel, dtype)[0, 0],
         "out_bias": tf.cast(block.h_out.bias, dtype),
-        "f": f,
     }
 
 
@@ -113,15 +112,10 @@ def _vertical_row(block, weights, window, cond):
     v_pre = tf.nn.conv2d(window, weights["kernel"], strides=1, padding="VALID") + weights["bias"] + cond
     if block.last:
         return v_pre, None
-    gated = _gated(v_pre)
+    gated = gate(v_pre)
     if block.v_out is None:
         return v_pre, gated
     return v_pre, window[:, p:, p:-p] + block.v_out(gated)
-
-
-def _gated(x):
-    a, b = tf.split(x, 2, axis=-1)
-    return tf.tanh(a) * tf.sigmoid(b)
 
 
 def _cached_sampler(prior, codes, labels, pick):
@@ -177,7 +171,7 @@ def _cached_sampler(prior, codes, labels, pick):
                 if k > 0:  # the "B" mask also sees the current column; the first block's "A" mask does not
                     inputs.append(x)
                     pre += tf.matmul(x, wt["current"])
-                out = tf.matmul(_gated(pre), wt["out"]) + wt["out_bias"]
+                out = tf.matmul(gate(pre), wt["out"]) + wt["out_bias"]
                 x = out if k == 0 else x + out
             position = i * w + j
             code = pick(prior.head(x[:, None, None], column=j)[:, 0, 0], position)

@@ -54,12 +54,10 @@ def run_pipeline(recipe: Recipe, options: RunOptions) -> dict:
     train_vqvae_lib.fit_to_data(recipe.vqvae, source.info().image_shape, source)
     recipe.prior.validate()
     grid = recipe.vqvae.prior_grid_shape
-    if recipe.prior.num_layers is not None and recipe.prior.num_layers < PixelCNN.layers_to_reach(
-        grid, recipe.prior.kernel_size
-    ):
+    layers = PixelCNN.layers_to_reach(grid, recipe.prior.kernel_size)
+    if grid != recipe.vqvae.latent_shape and recipe.prior.num_layers is not None and recipe.prior.num_layers < layers:
         # Residual VQ's codes lie side by side along the rows: a wider grid than the recipe's prior sees.
         recipe.prior.num_layers = None
-        layers = PixelCNN.layers_to_reach(grid, recipe.prior.kernel_size)
         progress.log(f"The prior models a {grid[0]}x{grid[1]} code grid: its stack is sized to {layers} gated blocks.")
     # Refuse a prior that cannot see the whole code grid now, not after the VQ-VAE has trained.
     PixelCNN.resolve_layers(grid, recipe.prior.num_layers, recipe.prior.kernel_size)
