@@ -19,7 +19,7 @@ def tiny_model(**overrides):
     return model
 
 
-@pytest.mark.parametrize("preset", CONFIG_NAMES)
+@pytest.mark.parametrize("preset", [n for n in CONFIG_NAMES if not n.startswith("vqvae2")])  # VQ-VAE-2: test_vqvae2
 def test_encode_decode_shapes_per_preset(preset):
     config = get_config(preset)
     model = config.build()

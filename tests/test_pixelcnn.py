@@ -82,8 +82,9 @@ def _stack_dependency(prior, blocks, labels=None):
         tape.watch(x)
         out, v = x, x
         for block in blocks:
-            v_pre, v = block.vertical(v, labels)
-            out = block.horizontal(out, shift_down(v_pre), labels)
+            cond_v, cond_h = block.conditioning(labels)
+            v_pre, v = block.vertical(v, cond_v)
+            out = block.horizontal(out, shift_down(v_pre), cond_h)
         at_p = tf.gather(tf.reshape(out, [n, n, -1]), tf.range(n), axis=1, batch_dims=1)
         total = tf.reduce_sum(at_p * weights)
     return np.abs(tape.gradient(total, x).numpy()).sum(-1).reshape(n, n) > 0
@@ -116,13 +117,19 @@ def test_reach_of_the_smallest_allowed_stack(shape, kernel, num_classes):
 def test_every_prior_preset_reaches_its_grids():
     from vqvae_tf.configs import CONFIG_NAMES, get_config, get_prior_config
 
-    pairs = {"default": ("fashion_mnist", "cifar10", "tiny"), "quick": CONFIG_NAMES, "imagenet128": ("imagenet128",)}
+    vqvae2 = tuple(n for n in CONFIG_NAMES if n.startswith("vqvae2"))
+    pairs = {
+        "default": ("fashion_mnist", "cifar10", "tiny"),
+        "quick": CONFIG_NAMES,
+        "imagenet128": ("imagenet128",),
+        "vqvae2": vqvae2,
+    }
     for prior_name, vq_names in pairs.items():
         prior = get_prior_config(prior_name)
         for vq_name in vq_names:
-            grid = get_config(vq_name).latent_shape
-            needed = PixelCNN.layers_to_reach(grid, prior.kernel_size)
-            assert prior.num_layers is None or prior.num_layers >= needed, (prior_name, vq_name)
+            for grid in get_config(vq_name).prior_grids().values():
+                needed = PixelCNN.layers_to_reach(grid, prior.kernel_size)
+                assert prior.num_layers is None or prior.num_layers >= needed, (prior_name, vq_name)
     with pytest.raises(ValueError, match="32x32 code grid"):
         PixelCNN(512, get_config("imagenet128").latent_shape)  # the default stack is 8 blocks of 3x3
 

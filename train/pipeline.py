@@ -6,6 +6,7 @@ SavedModels and TFLite files, and write WORKDIR/REPORT.md (library: vqvae_tf.pip
     python -m train.pipeline --workdir=runs/mine --dataset=image_folder --data_dir=photos/ \
         --image_size=64 --channels=3 --config=vqvae_64         # your own images
     python -m train.pipeline --workdir=runs/fsq --quantizer=fsq --fsq_levels=8,6,5  # another quantizer
+    python -m train.pipeline --workdir=runs/vq2 --model=vqvae2 --image_size=56     # VQ-VAE-2 (7x7 + 14x14 codes)
 
 Every stage skips what is already done; re-running after an interruption continues.
 """
@@ -23,15 +24,16 @@ _CONFIG = flags.DEFINE_enum(
     "config",
     None,
     list(configs.CONFIG_NAMES),
-    "VQ-VAE config (default: the dataset's own if it has one, else fashion_mnist).",
+    "Config (default: the dataset's own if it has one, else fashion_mnist; vqvae2_64 with --model=vqvae2).",
 )
+_MODEL = cli.define_model_flag()
 _QUANTIZER = cli.define_quantizer_flags()
 _VQVAE_STEPS = flags.DEFINE_integer("vqvae_steps", None, "Override the VQ-VAE training steps.", lower_bound=1)
 _PRIOR_STEPS = flags.DEFINE_integer("prior_steps", None, "Override the prior training steps.", lower_bound=1)
 
 
 def main():
-    recipe = configs.get_recipe(_RECIPE.value, _RUN.data["dataset"].value, _CONFIG.value)
+    recipe = configs.get_recipe(_RECIPE.value, _RUN.data["dataset"].value, _CONFIG.value, _MODEL.value)
     cli.override(recipe.vqvae, _QUANTIZER)
     recipe.vqvae.steps = _VQVAE_STEPS.value or recipe.vqvae.steps
     recipe.prior.steps = _PRIOR_STEPS.value or recipe.prior.steps

@@ -2,6 +2,7 @@ r"""Trains the gated PixelCNN prior on the codes in WORKDIR/codes (library:
 vqvae_tf.training.train_prior_lib).
 
     python -m train.train_prior --workdir=/tmp/run --conditional
+    python -m train.train_prior --workdir=/tmp/vq2 --config=vqvae2 --conditional --attention_blocks=2   # VQ-VAE-2
 
 Re-running the same command resumes from the latest checkpoint up to --steps in total.
 """
@@ -23,6 +24,9 @@ _OVERRIDES = dict(
     kernel_size=flags.DEFINE_integer("kernel_size", None, "Odd kernel size (>= 3)."),
     dropout=flags.DEFINE_float("dropout", None, "Dropout rate in the gated blocks."),
     conditional=flags.DEFINE_bool("conditional", None, "Condition the prior on class labels."),
+    attention_blocks=flags.DEFINE_integer(
+        "attention_blocks", None, "Causal self-attention blocks (VQ-VAE-2's top prior; 0: none).", lower_bound=0
+    ),
 )
 flags.register_validator("dropout", lambda v: v is None or 0.0 <= v < 1.0, message="--dropout must be in [0, 1).")
 flags.register_validator(

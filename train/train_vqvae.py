@@ -6,6 +6,7 @@ r"""Trains a VQ-VAE (library: vqvae_tf.training.train_vqvae_lib).
 
     python -m train.train_vqvae --workdir=/tmp/fsq --quantizer=fsq --fsq_levels=8,6,5
     python -m train.train_vqvae --workdir=/tmp/rvq --quantizer=rvq --num_quantizers=4 --gradient=rotation
+    python -m train.train_vqvae --workdir=/tmp/vq2 --config=vqvae2_64 --dataset=image_folder --data_dir=photos/
 
     python -m train.train_vqvae --workdir=/tmp/ft --init_from=fashion_mnist --reinit_codebook \
         --dataset=image_folder --data_dir=photos/ --image_size=28 --channels=1 --steps=1000
@@ -24,8 +25,12 @@ _RUN = cli.define_run_flags(
     cadence=cli.define_cadence_flags(log_every=100, checkpoint_every=500),
 )
 _CONFIG = flags.DEFINE_enum(
-    "config", "fashion_mnist", list(configs.CONFIG_NAMES), "VQ-VAE config: network and optimisation."
+    "config",
+    None,
+    list(configs.CONFIG_NAMES),
+    "Config: network and optimisation (default: fashion_mnist; vqvae2_64 with --model=vqvae2).",
 )
+_MODEL = cli.define_model_flag()
 _OVERRIDES = dict(
     cli.define_optimization_flags(),
     **cli.define_quantizer_flags(),
@@ -48,7 +53,7 @@ flags.register_multi_flags_validator(
 
 
 def main():
-    config = cli.override(configs.get_config(_CONFIG.value), _OVERRIDES)
+    config = cli.override(configs.get_config(_CONFIG.value, _MODEL.value), _OVERRIDES)
     train_vqvae_lib.train_and_evaluate(config, _RUN.options(), _INIT_FROM.value, _REINIT_CODEBOOK.value)
 
 

@@ -6,6 +6,7 @@ The package map (data flows one way; a module never imports from a later line):
     data/       datasets by name, the codes format
     layers/     quantizers, masked convolutions, encoder/decoder, likelihoods
     models/     VQVAE, PixelCNN and its samplers                    (one model per file)
+                vqvae2/: VQVAE2 and HierarchicalPrior (a family of files)
                 presets: pretrained presets (keras-hub style directories; shipped ones in weights/)
     configs     get_config / get_prior_config / get_recipe
     training/   the loop, RunOptions, Workdir, checkpoints, one *_lib per stage script
@@ -14,7 +15,15 @@ The package map (data flows one way; a module never imports from a later line):
     cli         the scripts' shared absl flags
 """
 
-from vqvae_tf.configs import CONFIG_NAMES, PriorConfig, VQVAEConfig, get_config, get_prior_config, get_recipe
+from vqvae_tf.configs import (
+    CONFIG_NAMES,
+    PriorConfig,
+    VQVAE2Config,
+    VQVAEConfig,
+    get_config,
+    get_prior_config,
+    get_recipe,
+)
 from vqvae_tf.data.codes import read_codes
 from vqvae_tf.layers.encoder_decoder import Decoder, Encoder, ResidualStack
 from vqvae_tf.layers.fsq import FiniteScalarQuantizer
@@ -22,9 +31,10 @@ from vqvae_tf.layers.masked_conv import GatedBlock, MaskedConv2D
 from vqvae_tf.layers.quantizers import CodebookUsage, VectorQuantizer, VectorQuantizerEMA
 from vqvae_tf.layers.residual_vq import ResidualVectorQuantizer
 from vqvae_tf.models.pixelcnn import PixelCNN
-from vqvae_tf.models.pixelcnn_sampling import sample_codes
+from vqvae_tf.models.pixelcnn_sampling import sample_codes, sample_grids
 from vqvae_tf.models.presets import PresetError, list_presets
 from vqvae_tf.models.vqvae import VQVAE
+from vqvae_tf.models.vqvae2 import VQVAE2, HierarchicalPrior
 
 __all__ = [
     "CONFIG_NAMES",
@@ -33,6 +43,7 @@ __all__ = [
     "Encoder",
     "FiniteScalarQuantizer",
     "GatedBlock",
+    "HierarchicalPrior",
     "MaskedConv2D",
     "PixelCNN",
     "PresetError",
@@ -40,6 +51,8 @@ __all__ = [
     "ResidualStack",
     "ResidualVectorQuantizer",
     "VQVAE",
+    "VQVAE2",
+    "VQVAE2Config",
     "VQVAEConfig",
     "VectorQuantizer",
     "VectorQuantizerEMA",
@@ -49,4 +62,5 @@ __all__ = [
     "list_presets",
     "read_codes",
     "sample_codes",
+    "sample_grids",
 ]

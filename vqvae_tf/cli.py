@@ -12,7 +12,7 @@ import dataclasses
 
 from absl import app, flags, logging
 
-from vqvae_tf.configs import LR_SCHEDULES
+from vqvae_tf.configs import DEFAULT_CONFIGS, LR_SCHEDULES, MODELS
 from vqvae_tf.data import DataError, parse_image_size
 from vqvae_tf.layers.quantizers import DISTANCES, GRADIENTS
 from vqvae_tf.models.presets import PRESETS, PresetError
@@ -220,10 +220,25 @@ def define_quantizer_flags() -> dict:
     return holders
 
 
+def define_model_flag() -> flags.FlagHolder:
+    """--model: vqvae or vqvae2 (default: the --config's model, or vqvae)."""
+    return flags.DEFINE_enum(
+        "model",
+        None,
+        list(MODELS),
+        "vqvae: VQ-VAE (one code grid); vqvae2: VQ-VAE-2 (top and bottom grids). Default: the --config's "
+        f"model; without --config, {', '.join(f'{m}: {c}' for m, c in DEFAULT_CONFIGS.items())}.",
+    )
+
+
 def override(config, holders: dict):
-    """`config` with every set flag of `holders` ({field: holder}) applied, validated."""
+    """`config` with every set flag of `holders` ({field: holder}) applied, validated. A set flag
+    that is no field of this config (e.g. --quantizer for a VQ-VAE-2) is a usage error."""
+    fields = {f.name for f in dataclasses.fields(config)}
     for name, holder in holders.items():
         if holder.value is not None:
+            if name not in fields:
+                raise app.UsageError(f"--{name} does not apply to the {config.model} config {config.name!r}.")
             setattr(config, name, holder.value)
     return config.validate()
 

@@ -2,7 +2,8 @@
 
     get_config("fashion_mnist")     -> VQVAEConfig   (CONFIG_NAMES: fashion_mnist, cifar10, vqvae_64,
                                                       imagenet128, vqvae_256, tiny)
-    get_prior_config("default")     -> PriorConfig   (PRIOR_CONFIG_NAMES: default, quick, imagenet128)
+    get_config("vqvae2_64")         -> VQVAE2Config  (vqvae2_64, vqvae2_128, vqvae2_256, vqvae2_tiny)
+    get_prior_config("default")     -> PriorConfig   (PRIOR_CONFIG_NAMES: default, quick, vqvae2, imagenet128)
     get_recipe("quick")             -> Recipe        (RECIPE_NAMES: default, quick): what train.pipeline runs
 
     python -m train.train_vqvae --workdir=/tmp/vq --config=fashion_mnist
@@ -30,6 +31,8 @@ import keras
 from vqvae_tf.layers.fsq import validate_levels
 from vqvae_tf.models.pixelcnn import PixelCNN
 from vqvae_tf.models.vqvae import ARCHITECTURE_ARGS, RUN_ARGS, VQVAE
+from vqvae_tf.models.vqvae2 import VQVAE2
+from vqvae_tf.models.vqvae2 import model as vqvae2_model
 from vqvae_tf.utils import checks
 
 LR_SCHEDULES = ("constant", "cosine")
@@ -74,7 +77,60 @@ class TrainingConfig:
         return keras.optimizers.Adam(lr)
 
 
-class _VQVAEConfigMethods(TrainingConfig):
+class _AutoencoderConfigMethods(TrainingConfig):
+    """What the autoencoder configs share; a subclass names its model (`model`, `model_cls`), the
+    network fields (the constructor's arguments) and those that shape the variables."""
+
+    model = "vqvae"
+    model_cls = VQVAE
+    _network_fields: list = []
+    _architecture_args: tuple = ()
+
+    @property
+    def total_downsample(self) -> int:
+        """What the image size must be a multiple of."""
+        return self.downsample
+
+    def build(self, data_variance: float = 1.0, seed: int = 0):
+        """A new, untrained model of this config's network (the one way to build from a named
+        config: ``get_config("cifar10").build(data_variance=...)``; pretrained models come from
+        `from_preset`)."""
+        return self.model_cls(**self.network_kwargs(), data_variance=data_variance, seed=seed)
+
+    def network_kwargs(self) -> dict:
+        """The model's constructor arguments of this config (all but the data variance and seed)."""
+        return {name: getattr(self, name) for name, _, _ in self._network_fields}
+
+    def architecture(self) -> dict:
+        """The fields that shape the variables (a workdir trained with other values is refused)."""
+        return {name: self.to_dict()[name] for name in ("model", *self._architecture_args)}
+
+    def validate(self):
+        self.image_shape = tuple(int(s) for s in self.image_shape)
+        self.model_cls.validate_arguments(self.network_kwargs())
+        self.validate_training()
+        return self
+
+    def to_dict(self) -> dict:
+        """The fields, and `model` (which `config_from_dict` reads back)."""
+        d = dataclasses.asdict(self)
+        d["image_shape"] = list(self.image_shape)
+        d["model"] = self.model
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict):
+        d = dict(d)
+        model = d.pop("model", cls.model)
+        if model != cls.model:
+            raise ValueError(f"A {model} config cannot make a {cls.__name__}: use configs.config_from_dict.")
+        unknown = set(d) - {f.name for f in dataclasses.fields(cls)}
+        if unknown:
+            raise ValueError(f"Unknown config fields: {sorted(unknown)}.")
+        return cls(**d).validate()
+
+
+class _VQVAEConfigMethods(_AutoencoderConfigMethods):
     @property
     def latent_shape(self):
         h, w, _ = self.image_shape
@@ -86,61 +142,88 @@ class _VQVAEConfigMethods(TrainingConfig):
         h, w = self.latent_shape
         return (h, w * (self.num_quantizers if self.quantizer == "rvq" else 1))
 
-    def build(self, data_variance: float = 1.0, seed: int = 0) -> VQVAE:
-        """A new, untrained `VQVAE` of this config's network (the one way to build from a named
-        config: ``get_config("cifar10").build(data_variance=...)``; pretrained models come from
-        `VQVAE.from_preset`)."""
-        return VQVAE(**self.network_kwargs(), data_variance=data_variance, seed=seed)
-
-    def network_kwargs(self) -> dict:
-        """The VQVAE constructor arguments of this config (all but the data variance and seed)."""
-        return {name: getattr(self, name) for name, _, _ in _NETWORK_FIELDS}
-
-    def architecture(self) -> dict:
-        """The fields that shape the variables (a workdir trained with other values is refused)."""
-        return {name: self.to_dict()[name] for name in ARCHITECTURE_ARGS}
+    def prior_grids(self) -> dict:
+        """{name: grid} its prior models (`VQVAE.prior_grids`)."""
+        return {"codes": self.prior_grid_shape}
 
     def validate(self):
-        self.image_shape = tuple(int(s) for s in self.image_shape)
         self.fsq_levels = tuple(self.fsq_levels)
         if self.quantizer == "fsq":  # FSQ's channels and code count follow from its levels
             self.fsq_levels = validate_levels(self.fsq_levels)
             self.embedding_dim, self.num_embeddings = len(self.fsq_levels), math.prod(self.fsq_levels)
-        VQVAE.validate_arguments(self.network_kwargs())
-        self.validate_training()
-        return self
+        return super().validate()
 
     def to_dict(self) -> dict:
-        d = dataclasses.asdict(self)
-        d["image_shape"] = list(self.image_shape)
-        d["fsq_levels"] = list(self.fsq_levels)
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict):
-        unknown = set(d) - {f.name for f in dataclasses.fields(cls)}
-        if unknown:
-            raise ValueError(f"Unknown config fields: {sorted(unknown)}.")
-        return cls(**d).validate()
+        return dict(super().to_dict(), fsq_levels=list(self.fsq_levels))
 
 
-# VQVAE's constructor arguments that a config holds: all but the data variance and the seed.
-_NETWORK_FIELDS = _constructor_fields(VQVAE, exclude=RUN_ARGS)
-VQVAEConfig = dataclasses.make_dataclass(
+class _VQVAE2ConfigMethods(_AutoencoderConfigMethods):
+    model = "vqvae2"
+    model_cls = VQVAE2
+
+    @property
+    def total_downsample(self) -> int:
+        return self.downsample * self.top_downsample
+
+    def prior_grids(self) -> dict:
+        """{name: grid} its prior models: the top and bottom code grids (`VQVAE2.code_grids`)."""
+        h, w, _ = self.image_shape
+        bottom = (h // self.downsample, w // self.downsample)
+        top = (bottom[0] // self.top_downsample, bottom[1] // self.top_downsample)
+        return {"codes_top": top, "codes_bottom": bottom}
+
+
+def _config_class(name, model_cls, methods, architecture_args, run_args, steps, doc):
+    fields = _constructor_fields(model_cls, exclude=run_args)
+    cls = dataclasses.make_dataclass(
+        name,
+        [
+            ("name", str, dataclasses.field(default="custom")),
+            ("dataset", str, dataclasses.field(default="fashion_mnist")),
+            *fields,
+            ("steps", int, dataclasses.field(default=steps)),
+            ("jit_compile", bool, dataclasses.field(default=False)),
+        ],
+        bases=(methods,),
+    )
+    cls._network_fields = fields
+    cls._architecture_args = architecture_args
+    cls.__module__ = __name__
+    cls.__doc__ = doc
+    return cls
+
+
+VQVAEConfig = _config_class(
     "VQVAEConfig",
-    [
-        ("name", str, dataclasses.field(default="custom")),
-        ("dataset", str, dataclasses.field(default="fashion_mnist")),
-        *_NETWORK_FIELDS,
-        ("steps", int, dataclasses.field(default=6000)),
-        ("jit_compile", bool, dataclasses.field(default=False)),
-    ],
-    bases=(_VQVAEConfigMethods,),
-)
-VQVAEConfig.__module__ = __name__
-VQVAEConfig.__doc__ = """A VQ-VAE training configuration: its name, the dataset, the network (VQVAE's constructor
+    VQVAE,
+    _VQVAEConfigMethods,
+    ARCHITECTURE_ARGS,
+    RUN_ARGS,
+    6000,
+    """A VQ-VAE training configuration: its name, the dataset, the network (VQVAE's constructor
 arguments, with VQVAE's defaults: the `fashion_mnist` network), and the optimisation
-(`TrainingConfig`'s fields, 6000 steps, plus `jit_compile`)."""
+(`TrainingConfig`'s fields, 6000 steps, plus `jit_compile`).""",
+)
+VQVAE2Config = _config_class(
+    "VQVAE2Config",
+    VQVAE2,
+    _VQVAE2ConfigMethods,
+    vqvae2_model.ARCHITECTURE_ARGS,
+    vqvae2_model.RUN_ARGS,
+    20_000,
+    """A VQ-VAE-2 training configuration: its name, the dataset, the network (VQVAE2's constructor
+arguments and defaults) and the optimisation (`TrainingConfig`'s fields, plus `jit_compile`).""",
+)
+CONFIG_CLASSES = {"vqvae": VQVAEConfig, "vqvae2": VQVAE2Config}
+MODELS = tuple(CONFIG_CLASSES)
+
+
+def config_from_dict(d: dict):
+    """The config of `to_dict`'s output (e.g. a stage's config.json), of the class its `model`
+    names (a record without one predates VQ-VAE-2: a VQ-VAE)."""
+    model = d.get("model", "vqvae")
+    checks.one_of("model", model, MODELS)
+    return CONFIG_CLASSES[model].from_dict(d)
 
 
 @dataclasses.dataclass
@@ -156,14 +239,20 @@ class PriorConfig(TrainingConfig):
     kernel_size: int = _default(PixelCNN, "kernel_size")
     dropout: float = _default(PixelCNN, "dropout")
     conditional: bool = False
+    attention_blocks: int = 0  # VQ-VAE-2's top prior: causal self-attention blocks (PixelCNN)
 
     def validate(self) -> "PriorConfig":
         PixelCNN.validate_stack(self.num_filters, self.num_layers, self.kernel_size, self.dropout)
+        if self.attention_blocks < 0:
+            raise ValueError(f"attention_blocks must be >= 0, got {self.attention_blocks}.")
         self.validate_training()
         return self
 
     def architecture(self) -> dict:
-        return {k: getattr(self, k) for k in ("num_filters", "num_layers", "kernel_size", "conditional", "dropout")}
+        return {
+            k: getattr(self, k)
+            for k in ("num_filters", "num_layers", "kernel_size", "conditional", "dropout", "attention_blocks")
+        }
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -205,6 +294,43 @@ _CONFIGS = {
     "imagenet128": _colour("imagenet2012", 128, 256, 256, learning_rate=2e-4, batch_size=128, steps=250_000),
     # 256x256x3 -> 32x32 (one more halving, so the prior sees the imagenet128 grid), batch 32.
     "vqvae_256": _colour("image_folder", 256, 256, 256, downsample=8, learning_rate=2e-4, batch_size=32, steps=250_000),
+    # VQ-VAE-2 (arXiv:1906.00446, appendix A: 128 hidden, 64 residual hidden, 2 residual blocks,
+    # K=512, D=64 at both levels, Adam 3e-4, batch 128): codes at 1/4 (bottom) and 1/8 (top).
+    # 64x64x3 -> 8x8 top, 16x16 bottom.
+    "vqvae2_64": dict(
+        model="vqvae2", dataset="image_folder", image_shape=(64, 64, 3), learning_rate=3e-4, batch_size=64, steps=50_000
+    ),
+    # 128x128x3 -> 16x16 top, 32x32 bottom.
+    "vqvae2_128": dict(
+        model="vqvae2",
+        dataset="image_folder",
+        image_shape=(128, 128, 3),
+        learning_rate=3e-4,
+        batch_size=128,
+        steps=100_000,
+    ),
+    # The paper's ImageNet setting: 256x256x3 -> 32x32 top, 64x64 bottom.
+    "vqvae2_256": dict(
+        model="vqvae2",
+        dataset="image_folder",
+        image_shape=(256, 256, 3),
+        learning_rate=3e-4,
+        batch_size=128,
+        steps=250_000,
+    ),
+    # For tests: 32x32x1 -> 4x4 top, 8x8 bottom, seconds on a CPU.
+    "vqvae2_tiny": dict(
+        model="vqvae2",
+        image_shape=(32, 32, 1),
+        num_embeddings=16,
+        embedding_dim=8,
+        num_hiddens=16,
+        num_residual_hiddens=8,
+        num_residual_layers=1,
+        batch_size=16,
+        steps=20,
+        learning_rate=2e-3,
+    ),
     # For tests: seconds on a CPU.
     "tiny": dict(
         num_embeddings=16,
@@ -222,6 +348,8 @@ _PRIOR_CONFIGS = {
     # A first look: a shallower, shorter prior; 5x5 kernels and the fewest blocks that see the
     # whole grid (3 on 7x7 codes, 4 on 8x8).
     "quick": dict(kernel_size=5, num_layers=None, steps=600),
+    # VQ-VAE-2's two grids: 5x5 kernels, each level's stack sized to its grid, 64 filters.
+    "vqvae2": dict(num_filters=64, kernel_size=5, num_layers=None),
     # For 32x32 code grids (the imagenet128 VQ-VAE): 16 blocks of 5x5, 128 filters.
     "imagenet128": dict(num_filters=128, kernel_size=5, num_layers=None, learning_rate=2e-4, batch_size=64),
 }
@@ -231,6 +359,8 @@ _RECIPES = {
 }
 
 CONFIG_NAMES = tuple(_CONFIGS)
+# The config each model starts from when only --model is given.
+DEFAULT_CONFIGS = {"vqvae": "fashion_mnist", "vqvae2": "vqvae2_64"}
 PRIOR_CONFIG_NAMES = tuple(_PRIOR_CONFIGS)
 RECIPE_NAMES = tuple(_RECIPES)
 
@@ -241,9 +371,20 @@ def _lookup(table: dict, name: str, what: str) -> dict:
     return table[name]
 
 
-def get_config(name: str) -> VQVAEConfig:
-    """A fresh VQ-VAE config `name` (one of `CONFIG_NAMES`)."""
-    return VQVAEConfig(name=name, **_lookup(_CONFIGS, name, "config")).validate()
+def get_config(name: str | None = None, model: str | None = None):
+    """A fresh config `name` (one of `CONFIG_NAMES`): a `VQVAEConfig`, or a `VQVAE2Config` for
+    the vqvae2_* ones. `model` ("vqvae" or "vqvae2") picks `DEFAULT_CONFIGS[model]` without a
+    name, and must be the named config's model with one."""
+    if model is not None:
+        checks.one_of("model", model, MODELS)
+    fields = dict(_lookup(_CONFIGS, name or DEFAULT_CONFIGS[model or "vqvae"], "config"))
+    config_model = fields.pop("model", "vqvae")
+    if model is not None and model != config_model:
+        raise ValueError(
+            f"Config {name!r} is a {config_model} config, not a {model} one: choose one of "
+            f"{', '.join(n for n, c in _CONFIGS.items() if c.get('model', 'vqvae') == model)}, or drop --model."
+        )
+    return CONFIG_CLASSES[config_model](name=name or DEFAULT_CONFIGS[config_model], **fields).validate()
 
 
 def get_prior_config(name: str = "default") -> PriorConfig:
@@ -251,13 +392,18 @@ def get_prior_config(name: str = "default") -> PriorConfig:
     return PriorConfig(**_lookup(_PRIOR_CONFIGS, name, "prior config")).validate()
 
 
-def get_recipe(name: str, dataset: str | None = None, config: str | None = None) -> Recipe:
+def get_recipe(name: str, dataset: str | None = None, config: str | None = None, model: str | None = None) -> Recipe:
     """A pipeline recipe (one of `RECIPE_NAMES`) for `dataset` (default fashion_mnist) with the
-    VQ-VAE config `config`: by default the dataset's own when there is one (`cifar10`), else the
-    Fashion-MNIST one."""
+    config `config`: by default the dataset's own when there is one (`cifar10`), else the
+    Fashion-MNIST one; with `model="vqvae2"`, `DEFAULT_CONFIGS["vqvae2"]`. A VQ-VAE-2's prior
+    sizes each level's stack to its grid."""
     recipe = _lookup(_RECIPES, name, "pipeline recipe")
     dataset = dataset or "fashion_mnist"
-    vqvae = get_config(config or (dataset if dataset in _CONFIGS else "fashion_mnist"))
+    if config is None and model in (None, "vqvae"):
+        config = dataset if dataset in _CONFIGS else "fashion_mnist"
+    vqvae = get_config(config, model)
     vqvae = dataclasses.replace(vqvae, dataset=dataset, **recipe["vqvae"]).validate()
     prior = dataclasses.replace(get_prior_config(recipe["prior"]), conditional=True)
+    if vqvae.model == "vqvae2":
+        prior.num_layers = None
     return Recipe(vqvae=vqvae, prior=prior)

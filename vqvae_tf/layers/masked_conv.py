@@ -66,17 +66,6 @@ class MaskedConv2D(keras.layers.Conv2D):
     def convolution_op(self, inputs, kernel):
         return super().convolution_op(inputs, kernel * keras.ops.cast(self._mask, kernel.dtype))
 
-    def valid(self, windows):
-        """The layer's output at the centre of each kernel-sized window (VALID padding): what an
-        incremental sampler needs, without computing the rest of the window."""
-        # In the compute dtype, as `call` does under a mixed-precision policy.
-        kernel = keras.ops.cast(self.kernel, self.compute_dtype) * keras.ops.cast(self._mask, self.compute_dtype)
-        windows = keras.ops.cast(windows, self.compute_dtype)
-        y = keras.ops.conv(windows, kernel, strides=1, padding="valid", data_format=self.data_format)
-        if self.use_bias:
-            y = y + keras.ops.cast(self.bias, self.compute_dtype)
-        return self.activation(y) if self.activation is not None else y
-
     def get_config(self):
         config = super().get_config()
         config["mask_type"] = self.mask_type
@@ -106,6 +95,8 @@ class GatedBlock(keras.layers.Layer):
       last: the last block's vertical output is never used, so it has no output projection.
       num_classes: > 0 adds a learned class embedding to both stacks.
       dropout: dropout rate on the horizontal stack's gated output.
+      condition_channels: > 0 adds spatial conditioning: features [B,h,w,condition_channels]
+        through a 1x1 convolution to both stacks (e.g. VQ-VAE-2's top codes for its bottom prior).
     """
 
     def __init__(
@@ -116,6 +107,7 @@ class GatedBlock(keras.layers.Layer):
         num_classes: int = 0,
         dropout: float = 0.0,
         last: bool = False,
+        condition_channels: int = 0,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -125,6 +117,7 @@ class GatedBlock(keras.layers.Layer):
         self.last = last
         self.num_classes = num_classes
         self.dropout = dropout
+        self.condition_channels = condition_channels
         self.v_conv = MaskedConv2D(2 * filters, (kernel_size, kernel_size), "V", name="v_conv")
         self.h_conv = MaskedConv2D(2 * filters, (1, kernel_size), "A" if first else "B", name="h_conv")
         self.v_to_h = keras.layers.Conv2D(2 * filters, 1, name="v_to_h")
@@ -133,6 +126,8 @@ class GatedBlock(keras.layers.Layer):
         self.class_embedding = (
             keras.layers.Embedding(num_classes, 4 * filters, name="class_embedding") if num_classes else None
         )
+        # Spatial conditioning (gated PixelCNN, eq. 5: V * s): a 1x1 map of per-position features.
+        self.condition_conv = keras.layers.Conv2D(4 * filters, 1, name="condition_conv") if condition_channels else None
         self.drop = keras.layers.Dropout(dropout) if dropout else None
 
     def build(self, input_shape):
@@ -146,54 +141,47 @@ class GatedBlock(keras.layers.Layer):
             self.v_out.build(shape[:-1] + (self.filters,))
         if self.class_embedding is not None:
             self.class_embedding.build((None,))
+        if self.condition_conv is not None:
+            self.condition_conv.build(shape[:-1] + (self.condition_channels,))
 
-    def _conditioning(self, labels):
-        if self.class_embedding is None:
+    def conditioning(self, labels=None, features=None):
+        """What the block adds before its gates: (vertical, horizontal) halves, each 0.0 or
+        ``[B, 1, 1, 2F]`` (class embedding) plus ``[B, h, w, 2F]`` (spatial `features` [B,h,w,C]
+        through a 1x1 convolution)."""
+        c = 0.0
+        if self.class_embedding is not None:
+            c = self.class_embedding(labels)[:, None, None, :]
+        if self.condition_conv is not None:
+            if features is None:
+                raise ValueError("This block is spatially conditioned: pass the conditioning features.")
+            c = c + self.condition_conv(features)
+        if isinstance(c, float):
             return 0.0, 0.0
-        c = self.class_embedding(labels)[:, None, None, :]
         return c[..., : 2 * self.filters], c[..., 2 * self.filters :]
 
-    def vertical(self, v, labels=None, window=False):
-        """v [B,h,w,F] -> (v_pre [B,h,w,2F] (pre-gate, sees rows <= i), v_next [B,h,w,F]).
-
-        window=True: v is [B, k, w + 2p, F] (rows r-p..r+p, width zero-padded by p = k // 2) and
-        only row r is computed: ([B,1,w,2F], [B,1,w,F]).
-        """
-        cond_v, _ = self._conditioning(labels)
-        if window:
-            p = self.kernel_size // 2
-            v_pre = self.v_conv.valid(v) + cond_v
-            v = v[:, p : p + 1, p:-p]
-        else:
-            v_pre = self.v_conv(v) + cond_v
-        gated = gate(v_pre)
+    def vertical(self, v, cond_v=0.0):
+        """v [B,h,w,F], `cond_v` (`conditioning`'s first half) -> (v_pre [B,h,w,2F] (pre-gate,
+        sees rows <= i), v_next [B,h,w,F] or None for the last block)."""
+        v_pre = self.v_conv(v) + cond_v
         if self.last:
             return v_pre, None
+        gated = gate(v_pre)
         v_next = gated if self.v_out is None else v + self.v_out(gated)
         return v_pre, v_next
 
-    def horizontal(self, h, v_link, labels=None, training=False, window=False):
-        """h [B,r,w,F], v_link = shift_down(v_pre) rows matching h -> h_next [B,r,w,F].
-
-        window=True: h is [B, 1, k, F] (columns c-p..c+p of one row), v_link [B,1,1,2F] is the
-        link at column c, and only column c is computed: [B,1,1,F].
-        """
-        _, cond_h = self._conditioning(labels)
-        if window:
-            p = self.kernel_size // 2
-            conv, h = self.h_conv.valid(h), h[:, :, p : p + 1]
-        else:
-            conv = self.h_conv(h)
-        gated = gate(conv + self.v_to_h(v_link) + cond_h)
+    def horizontal(self, h, v_link, cond_h=0.0, training=False):
+        """h [B,r,w,F], v_link = shift_down(v_pre) rows matching h, `cond_h` -> h_next [B,r,w,F]."""
+        gated = gate(self.h_conv(h) + self.v_to_h(v_link) + cond_h)
         if self.drop is not None:
             gated = self.drop(gated, training=training)
         out = self.h_out(gated)
         return out if self.first else h + out
 
-    def call(self, inputs, labels=None, training=False):
+    def call(self, inputs, labels=None, training=False, features=None):
         v, h = inputs
-        v_pre, v_next = self.vertical(v, labels)
-        return v_next, self.horizontal(h, shift_down(v_pre), labels, training)
+        cond_v, cond_h = self.conditioning(labels, features)
+        v_pre, v_next = self.vertical(v, cond_v)
+        return v_next, self.horizontal(h, shift_down(v_pre), cond_h, training)
 
     def get_config(self):
         config = super().get_config()
@@ -204,5 +192,6 @@ class GatedBlock(keras.layers.Layer):
             last=self.last,
             num_classes=self.num_classes,
             dropout=self.dropout,
+            condition_channels=self.condition_channels,
         )
         return config

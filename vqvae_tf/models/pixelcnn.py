@@ -16,7 +16,10 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 
 from vqvae_tf.layers import SERIALIZATION_PACKAGE
+from vqvae_tf.layers.attention import CausalSelfAttention
+from vqvae_tf.layers.encoder_decoder import DOWNSAMPLE_FACTORS, Decoder
 from vqvae_tf.layers.masked_conv import GatedBlock, shift_down
+from vqvae_tf.models.pixelcnn_sampling import sample_codes_graph
 from vqvae_tf.utils import checks, distribute
 
 
@@ -38,6 +41,15 @@ class PixelCNN(keras.Model):
         (`VQVAE.prior_grid_shape`: column j holds depth j % depth), so that the raster order visits
         the depths of a position in order, as PixelCNN orders the colour channels of a pixel.
         Each depth has its own code embedding and output head (K codes each). 1: plain codes.
+      condition_shape, condition_embeddings: spatial conditioning on a coarser grid of codes
+        (VQ-VAE-2's bottom prior on its top codes): codes int32 ``[B, *condition_shape]`` in
+        [0, condition_embeddings) go through a conditioning stack (embedding, 3x3 convolution,
+        residual blocks, strided transposed convolutions up to `latent_shape`: 2x, 4x or 8x) whose
+        features every gated block adds through a 1x1 convolution. The whole conditioning grid is
+        known when sampling, so every position may see all of it. None: no spatial conditioning.
+      attention_blocks, attention_heads: causal multi-head self-attention over the horizontal
+        stack after `attention_blocks` of the gated blocks, evenly spaced (VQ-VAE-2's top prior).
+        The cached sampler does not cover attention: such a prior samples with the plain one.
 
     The defaults are the prior the pipeline trains on Fashion-MNIST codes (`configs.PriorConfig`).
 
@@ -57,11 +69,20 @@ class PixelCNN(keras.Model):
         num_classes: int = 0,
         dropout: float = 0.0,
         depth: int = 1,
+        condition_shape=None,
+        condition_embeddings: int = 0,
+        attention_blocks: int = 0,
+        attention_heads: int = 4,
         **kwargs,
     ):
         super().__init__(**kwargs)
         checks.positive_int("num_embeddings", num_embeddings)
         checks.positive_int("depth", depth)
+        checks.positive_int("attention_heads", attention_heads)
+        if attention_blocks < 0:
+            raise ValueError(f"attention_blocks must be >= 0, got {attention_blocks}.")
+        if attention_blocks and num_filters % attention_heads:
+            raise ValueError(f"num_filters={num_filters} must be divisible by attention_heads={attention_heads}.")
         if num_classes < 0:
             raise ValueError(f"num_classes must be >= 0, got {num_classes}.")
         self.validate_stack(num_filters, num_layers, kernel_size, dropout)
@@ -74,6 +95,12 @@ class PixelCNN(keras.Model):
                 "(each position's codes side by side)."
             )
         num_layers = self.resolve_layers(self.latent_shape, num_layers, kernel_size)
+        if attention_blocks > num_layers:
+            raise ValueError(f"attention_blocks={attention_blocks} exceeds the {num_layers} gated blocks.")
+        self.condition_shape = self._condition_factor(self.latent_shape, condition_shape, condition_embeddings)
+        self.condition_embeddings = int(condition_embeddings) if self.condition_shape else 0
+        self.attention_blocks = int(attention_blocks)
+        self.attention_heads = int(attention_heads)
         self.depth = int(depth)
         self.num_embeddings = num_embeddings
         self.num_filters = num_filters
@@ -90,10 +117,24 @@ class PixelCNN(keras.Model):
                 num_classes=num_classes,
                 dropout=dropout,
                 last=(i == num_layers - 1),
+                condition_channels=num_filters if self.condition_shape else 0,
                 name=f"gated_{i}",
             )
             for i in range(num_layers)
         ]
+        self.conditioning_stack = None
+        if self.condition_shape:
+            factor = self.latent_shape[0] // self.condition_shape[0]
+            self.condition_embedding = keras.layers.Embedding(
+                self.condition_embeddings, num_filters, name="condition_embedding"
+            )
+            self.conditioning_stack = Decoder(
+                num_filters, num_filters, max(num_filters // 2, 1), 2, factor, name="conditioning_stack"
+            )
+        # Attention after the blocks at these indices (evenly spaced, the last one last).
+        after = sorted({num_layers - 1 - round(j * num_layers / attention_blocks) for j in range(attention_blocks)})
+        self.attention = [CausalSelfAttention(self.latent_shape, attention_heads, name=f"attention_{i}") for i in after]
+        self._attention_after = tuple(after)  # block indices, in the order of self.attention
         self.head_hidden = keras.layers.Conv2D(2 * num_filters, 1, activation="relu", name="head_hidden")
         self.head_logits = keras.layers.Conv2D(num_embeddings * depth, 1, name="head_logits")
         self._loss_tracker = keras.metrics.Mean(name="loss")
@@ -130,6 +171,22 @@ class PixelCNN(keras.Model):
         return num_layers
 
     @staticmethod
+    def _condition_factor(latent_shape, condition_shape, condition_embeddings):
+        """The checked (hc, wc) of spatial conditioning codes, or None."""
+        if condition_shape is None:
+            return None
+        hc, wc = (int(s) for s in condition_shape)
+        checks.positive_int("condition_embeddings", condition_embeddings)
+        h, w = latent_shape
+        factor = h // hc if hc > 0 and h % hc == 0 else 0
+        if factor not in DOWNSAMPLE_FACTORS or w != wc * factor:
+            raise ValueError(
+                f"condition_shape {(hc, wc)} must be latent_shape {tuple(latent_shape)} divided by one of "
+                f"{DOWNSAMPLE_FACTORS} in both directions."
+            )
+        return (hc, wc)
+
+    @staticmethod
     def validate_stack(num_filters, num_layers, kernel_size, dropout) -> None:
         """Raises ValueError naming the first bad argument of the gated stack (num_layers may
         be None: sized from the grid)."""
@@ -149,6 +206,12 @@ class PixelCNN(keras.Model):
             block.build(shape)
         self.head_hidden.build(shape)
         self.head_logits.build(shape[:-1] + (2 * self.num_filters,))
+        for layer in self.attention:
+            layer.build(shape)
+        if self.conditioning_stack is not None:
+            hc, wc = self.condition_shape
+            self.condition_embedding.build((None, hc, wc))
+            self.conditioning_stack(keras.KerasTensor((None, hc, wc, self.num_filters)))
         self.built = True
 
     # ---------------------------------------------------------------- validation
@@ -180,21 +243,59 @@ class PixelCNN(keras.Model):
             )
         return labels
 
+    def check_condition(self, condition, batch_size=None):
+        """Spatial conditioning codes int32 ``[B, *condition_shape]`` in range (None without)."""
+        if self.condition_shape is None:
+            if condition is not None:
+                raise ValueError("This prior has no spatial conditioning but a condition was given.")
+            return None
+        if condition is None:
+            raise ValueError(
+                f"This prior is conditioned on a {self.condition_shape[0]}x{self.condition_shape[1]} code grid: "
+                "pass condition."
+            )
+        condition = checks.batch_of(condition, "condition codes", self.condition_shape, integer=True, kind="integers")
+        condition = checks.in_range(tf.cast(condition, tf.int32), 0, self.condition_embeddings, "condition codes")
+        if batch_size is not None:
+            condition = checks.require(
+                condition,
+                tf.equal(tf.shape(condition)[0], batch_size),
+                "condition codes must be one grid per sample: got",
+                tf.shape(condition)[0],
+                "for",
+                batch_size,
+            )
+        return condition
+
+    def conditioning(self, labels=None, condition=None):
+        """Per gated block, what it adds before its gates: (vertical, horizontal) halves (0.0, or
+        ``[B,1,1,2F]`` for the class, ``[B,h,w,2F]`` with spatial conditioning). Checked inputs."""
+        features = None
+        if self.conditioning_stack is not None:
+            features = self.conditioning_stack(self.condition_embedding(condition))
+        return [block.conditioning(labels, features) for block in self.blocks]
+
+    @property
+    def has_attention(self) -> bool:
+        return bool(self.attention)
+
     # ---------------------------------------------------------------- forward
 
-    def vertical_links(self, x, labels=None):
-        """Embedded codes [B,h,w,F] -> per block, shift_down(v_pre) [B,h,w,2F]: everything the
-        horizontal stack of row i needs from the rows above."""
+    def vertical_links(self, x, conditioning):
+        """Embedded codes [B,h,w,F] and `conditioning` -> per block, shift_down(v_pre) [B,h,w,2F]:
+        everything the horizontal stack of row i needs from the rows above."""
         links, v = [], x
-        for block in self.blocks:
-            v_pre, v = block.vertical(v, labels)
+        for block, (cond_v, _) in zip(self.blocks, conditioning):
+            v_pre, v = block.vertical(v, cond_v)
             links.append(shift_down(v_pre))
         return links
 
-    def horizontal_logits(self, h, links, labels=None, training=False):
-        """Embedded rows [B,r,w,F] and matching rows of `links` -> logits [B,r,w,K] (float32)."""
-        for block, link in zip(self.blocks, links):
-            h = block.horizontal(h, link, labels, training)
+    def horizontal_logits(self, h, links, conditioning, training=False):
+        """Embedded codes [B,h,w,F], the blocks' `links` and `conditioning` -> logits [B,h,w,K] (float32)."""
+        for i, (block, link, (_, cond_h)) in enumerate(zip(self.blocks, links, conditioning)):
+            h = block.horizontal(h, link, cond_h, training)
+            if i in self._attention_after:
+                h = self.attention[self._attention_after.index(i)](h)
         return self.head(h)
 
     def embed(self, codes, column=None):
@@ -219,24 +320,46 @@ class PixelCNN(keras.Model):
             select = tf.one_hot(column % self.depth, self.depth)[:, None]
         return tf.reduce_sum(logits * select, axis=-2)
 
-    def logits_from_embeddings(self, x, labels=None, training=False):
-        return self.horizontal_logits(x, self.vertical_links(x, labels), labels, training)
+    def logits_from_embeddings(self, x, labels=None, training=False, condition=None):
+        """Embedded codes, checked labels and condition -> logits float32 [B,h,w,K]."""
+        conditioning = self.conditioning(labels, condition)
+        return self.horizontal_logits(x, self.vertical_links(x, conditioning), conditioning, training)
 
-    def call(self, codes, labels=None, training=False):
+    def call(self, codes, labels=None, training=False, condition=None):
         if isinstance(codes, (tuple, list)):  # Keras' multi-input form, e.g. predict((codes, labels))
-            codes, labels = codes
+            codes, labels, *rest = codes
+            condition = rest[0] if rest else condition
         codes = self.check_codes(codes)
         labels = self.check_labels(labels, tf.shape(codes)[0])
-        return self.logits_from_embeddings(self.embed(codes), labels, training)
+        condition = self.check_condition(condition, tf.shape(codes)[0])
+        return self.logits_from_embeddings(self.embed(codes), labels, training, condition)
 
-    def distribution(self, codes, labels=None):
+    def distribution(self, codes, labels=None, condition=None):
         """p(z): a `tfp.distributions.Independent(Categorical)` over the whole code grid."""
-        logits = self(codes, labels)
+        logits = self(codes, labels, condition=condition)
         return tfp.distributions.Independent(tfp.distributions.Categorical(logits=logits), reinterpreted_batch_ndims=2)
 
-    def log_prob(self, codes, labels=None):
+    def log_prob(self, codes, labels=None, condition=None):
         """log p(codes) in nats, float32 [B]."""
-        return self.distribution(codes, labels).log_prob(self.check_codes(codes))
+        return self.distribution(codes, labels, condition).log_prob(self.check_codes(codes))
+
+    # The prior API that every stage and export uses (shared with `vqvae2.HierarchicalPrior`):
+    # code grids by name, as the autoencoder's `prior_grids` names them.
+
+    @property
+    def grid_shapes(self) -> dict:
+        return {"codes": self.latent_shape}
+
+    @property
+    def num_codes(self) -> int:
+        return self.latent_shape[0] * self.latent_shape[1]
+
+    def log_prob_grids(self, grids: dict, labels=None):
+        return self.log_prob(grids["codes"], labels)
+
+    def sample_grids_graph(self, num_samples, temperature, seed, labels=None, top_k=None, fast=True) -> dict:
+        """`pixelcnn_sampling.sample_codes_graph` as {"codes": codes}."""
+        return {"codes": sample_codes_graph(self, num_samples, temperature, seed, labels, top_k, fast)}
 
     def bits_per_code(self, log_prob):
         """`log_prob` of whole code grids (nats, as `log_prob` gives) as bits per code."""
@@ -303,5 +426,9 @@ class PixelCNN(keras.Model):
             num_classes=self.num_classes,
             dropout=self.dropout,
             depth=self.depth,
+            condition_shape=list(self.condition_shape) if self.condition_shape else None,
+            condition_embeddings=self.condition_embeddings,
+            attention_blocks=self.attention_blocks,
+            attention_heads=self.attention_heads,
         )
         return config

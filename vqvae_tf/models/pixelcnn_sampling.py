@@ -47,12 +47,13 @@ def _place(codes, position, values):
     return codes * (1 - mask) + values[:, None, None] * mask
 
 
-def sample_codes_graph(prior, num_samples, temperature, seed, labels=None, top_k=None, fast=True):
+def sample_codes_graph(prior, num_samples, temperature, seed, labels=None, top_k=None, fast=True, condition=None):
     """The sampler as TF ops (for use inside a traced function / SavedModel endpoint).
 
     num_samples: int32 scalar tensor; temperature: float32 scalar (> 0, asserted); seed: int32
-    scalar; labels: int32 [num_samples] or None; top_k: Python int or None.
-    Returns int32 codes [num_samples, h, w].
+    scalar; labels: int32 [num_samples] or None; top_k: Python int or None; condition: int32
+    ``[num_samples, *prior.condition_shape]`` for a spatially conditioned prior, else None.
+    Returns int32 codes [num_samples, h, w]. A prior with attention samples with the plain sampler.
     """
     h, w = prior.latent_shape
     num_samples = tf.convert_to_tensor(num_samples, tf.int32)
@@ -61,13 +62,14 @@ def sample_codes_graph(prior, num_samples, temperature, seed, labels=None, top_k
     num_samples = checks.require(num_samples, num_samples > 0, "num_samples must be > 0, got", num_samples)
     temperature = checks.require(temperature, temperature > 0, "temperature must be > 0, got", temperature)
     labels = prior.check_labels(labels, num_samples)
+    condition = prior.check_condition(condition, num_samples)
     codes = tf.zeros(tf.stack([num_samples, h, w]), tf.int32)
     codes = tf.ensure_shape(codes, [None, h, w])
 
-    if not fast:
+    if not fast or prior.has_attention:
 
         def body(position, codes):
-            logits = prior.logits_from_embeddings(prior.embed(codes), labels)
+            logits = prior.logits_from_embeddings(prior.embed(codes), labels, condition=condition)
             logits = tf.reshape(logits, [-1, h * w, prior.num_embeddings])[:, position]
             return position + 1, _place(codes, position, _pick(logits, temperature, seed, position, top_k))
 
@@ -75,7 +77,7 @@ def sample_codes_graph(prior, num_samples, temperature, seed, labels=None, top_k
         return codes
 
     return _cached_sampler(
-        prior, codes, labels, lambda logits, position: _pick(logits, temperature, seed, position, top_k)
+        prior, codes, labels, lambda logits, position: _pick(logits, temperature, seed, position, top_k), condition
     )
 
 
@@ -118,7 +120,7 @@ def _vertical_row(block, weights, window, cond):
     return v_pre, window[:, p:, p:-p] + block.v_out(gated)
 
 
-def _cached_sampler(prior, codes, labels, pick):
+def _cached_sampler(prior, codes, labels, pick, condition=None):
     """Ancestral sampling with per-layer caches (Ramachandran et al. 2017), as matmuls.
 
     Rows are unrolled at trace time; within a row a `tf.while_loop` runs over the columns. The
@@ -131,7 +133,8 @@ def _cached_sampler(prior, codes, labels, pick):
     stack runs on it and the p rows above (all its "V" mask sees) and gives the next row's links.
     So a position costs the same whatever the grid's size (nothing of grid size is touched per
     position or per row), and the arithmetic is the network's: the same seed gives the same codes
-    as the plain sampler.
+    as the plain sampler. Class and spatial conditioning are computed once, before the loops
+    (the conditioning grid is known in full), and enter each row's bias and vertical update.
     """
     h, w = prior.latent_shape
     p = prior.kernel_size // 2
@@ -143,11 +146,14 @@ def _cached_sampler(prior, codes, labels, pick):
     weights = [_horizontal_weights(block, dtype) for block in blocks]
     past_kernels = tf.stack([wt["past"] for wt in weights])  # [L, p, F, 2F]
     vertical = [_vertical_weights(block, dtype) for block in blocks]
-    # The class embedding's halves per block: vertical [N, 1, 1, 2F], horizontal [N, 1, 2F] (0 without labels).
-    zero = tf.zeros([], dtype)
-    conditioning = [(zero, zero) if labels is None else block._conditioning(labels) for block in blocks]
-    cond_v = [v for v, _ in conditioning]
-    cond = [hz if labels is None else hz[:, 0] for _, hz in conditioning]
+    # Per block, the conditioning's halves: 0, [N, 1, 1, 2F] (class) or [N, h, w, 2F] (spatial);
+    # `row_of(c, i)` is what row i sees of one: vertical [N, 1, w or 1, 2F], horizontal [N, w or 1, 2F].
+    conditioning = [(tf.cast(v, dtype), tf.cast(hz, dtype)) for v, hz in prior.conditioning(labels, condition)]
+    spatial = prior.condition_shape is not None
+
+    def row_of(c, i):
+        return c[:, i : i + 1] if spatial and c.shape.rank == 4 else c
+
     pad_columns = [[0, 0], [0, 0], [p, p], [0, 0]]
     # Per block, its vertical-stack input rows so far ([N, 1, w + 2p, F], zero-padded by p columns),
     # starting with the p zero rows above the grid; and the links into the current row.
@@ -158,7 +164,10 @@ def _cached_sampler(prior, codes, labels, pick):
     for i in range(h):
         # Per block, everything of row i that does not depend on the row's own codes: [N, w, L, 2F].
         row_bias = tf.stack(
-            [tf.einsum("nwc,cd->nwd", link, wt["link"]) + wt["bias"] + c for link, wt, c in zip(links, weights, cond)],
+            [
+                tf.einsum("nwc,cd->nwd", link, wt["link"]) + wt["bias"] + _squeeze_row(row_of(c, i))
+                for link, wt, (_, c) in zip(links, weights, conditioning)
+            ],
             axis=2,
         )
 
@@ -192,11 +201,16 @@ def _cached_sampler(prior, codes, labels, pick):
         v_rows[0].append(tf.pad(tf.cast(prior.embed(row_codes), dtype)[:, None], pad_columns))
         for k, block in enumerate(blocks):
             window = tf.concat(v_rows[k][-(p + 1) :], axis=1)  # rows i-p .. i: all the "V" mask sees
-            v_pre, v_next = _vertical_row(block, vertical[k], window, cond_v[k])
+            v_pre, v_next = _vertical_row(block, vertical[k], window, row_of(conditioning[k][0], i))
             links[k] = v_pre[:, 0]
             if v_next is not None:
                 v_rows[k + 1].append(tf.pad(v_next, pad_columns))
     return tf.stack(rows, axis=1)
+
+
+def _squeeze_row(c):
+    """A conditioning half as seen by one row ([N, 1, w or 1, 2F], or a scalar) -> [N, w or 1, 2F]."""
+    return c[:, 0] if c.shape.rank == 4 else c
 
 
 def sample_codes(
@@ -208,6 +222,7 @@ def sample_codes(
     top_k=None,
     fast: bool = True,
     jit_compile: bool = False,
+    condition=None,
 ):
     """Samples codes int32 [num_samples, h, w] from `prior` in one compiled graph.
 
@@ -220,24 +235,29 @@ def sample_codes(
       top_k: keep only the k most likely codes at each position (None: all).
       fast: use the row-cached sampler (same result as the plain one, fewer FLOPs).
       jit_compile: XLA-compile the sampling graph.
+      condition: int ``[num_samples, *prior.condition_shape]`` codes of a spatially conditioned prior.
     """
     _check_python_args(prior, num_samples, temperature, top_k)
-    if labels is not None:
-        labels = tf.convert_to_tensor(labels)
-    key = (top_k, fast, labels is not None, jit_compile)
+    labels = None if labels is None else tf.convert_to_tensor(labels)
+    condition = None if condition is None else tf.convert_to_tensor(condition)
+    key = (top_k, fast, labels is not None, condition is not None, jit_compile)
     cache = prior.__dict__.setdefault("_sampler_cache", {})
     if key not in cache:
         cache[key] = tf.function(
-            lambda n, t, s, y: sample_codes_graph(prior, n, t, s, y, top_k=top_k, fast=fast),
+            lambda n, t, s, y, c: sample_codes_graph(prior, n, t, s, y, top_k=top_k, fast=fast, condition=c),
             jit_compile=jit_compile,
             reduce_retracing=True,
         )
     return cache[key](
-        tf.constant(num_samples, tf.int32), tf.constant(temperature, tf.float32), tf.constant(seed, tf.int32), labels
+        tf.constant(num_samples, tf.int32),
+        tf.constant(temperature, tf.float32),
+        tf.constant(seed, tf.int32),
+        labels,
+        condition,
     )
 
 
-def sample_codes_from_uniforms_graph(prior, uniforms, temperature, labels=None, fast=True):
+def sample_codes_from_uniforms_graph(prior, uniforms, temperature, labels=None, fast=True, condition=None):
     """Ancestral sampling driven by caller-supplied random numbers (for on-device generators,
     where random ops are not builtins): uniforms float32 [N, h*w] in [0, 1), one per position;
     each code is the inverse CDF of softmax(logits / temperature) at its uniform. `fast`: the
@@ -252,19 +272,55 @@ def sample_codes_from_uniforms_graph(prior, uniforms, temperature, labels=None, 
         u = tf.gather(uniforms, position, axis=1)[:, None]
         return tf.minimum(tf.reduce_sum(tf.cast(tf.cumsum(probs, axis=-1) < u, tf.int32), axis=-1), k - 1)
 
-    if fast:
-        return _cached_sampler(prior, codes, labels, pick)
+    if fast and not prior.has_attention:
+        return _cached_sampler(prior, codes, labels, pick, condition)
 
     def body(position, codes):
-        logits = tf.reshape(prior.logits_from_embeddings(prior.embed(codes), labels), [n, h * w, k])
+        logits = tf.reshape(
+            prior.logits_from_embeddings(prior.embed(codes), labels, condition=condition), [n, h * w, k]
+        )
         return position + 1, _place(codes, position, pick(tf.gather(logits, position, axis=1), position))
 
     _, codes = tf.while_loop(lambda p, c: p < h * w, body, [tf.constant(0), codes])
     return codes
 
 
-def sample_images(prior, vqvae, num_samples, temperature=1.0, seed=0, labels=None, top_k=None):
+def _levels(value) -> tuple:
+    return tuple(value) if isinstance(value, (tuple, list)) else (value,)
+
+
+def sample_grids(
+    prior, num_samples: int, temperature=1.0, seed=0, labels=None, top_k=None, fast=True, jit_compile=False
+) -> dict:
+    """Code grids sampled from `prior` in one compiled graph: {"codes": ...} from a `PixelCNN`,
+    {"codes_top": ..., "codes_bottom": ...} from a `vqvae2.HierarchicalPrior` (top first, then
+    bottom given it). `temperature`, `seed` and `top_k` as `sample_codes`; for a hierarchical
+    prior each may also be a (top, bottom) pair."""
+    for t in _levels(temperature):
+        _check_python_args(prior, num_samples, t, None)
+    for k in _levels(top_k):
+        _check_python_args(prior, num_samples, 1.0, k)
+    labels = None if labels is None else tf.convert_to_tensor(labels)
+    temperature = tf.constant(temperature, tf.float32)
+    seed = tf.constant(seed, tf.int32)
+    top_k = tuple(top_k) if isinstance(top_k, list) else top_k
+    key = ("grids", top_k, fast, labels is not None, jit_compile, temperature.shape.rank, seed.shape.rank)
+    cache = prior.__dict__.setdefault("_sampler_cache", {})
+
+    def per_level(x):  # a [2] tensor -> (top, bottom)
+        return tuple(tf.unstack(x)) if x.shape.rank == 1 else x
+
+    if key not in cache:
+        cache[key] = tf.function(
+            lambda n, t, s, y: prior.sample_grids_graph(n, per_level(t), per_level(s), y, top_k, fast),
+            jit_compile=jit_compile,
+            reduce_retracing=True,
+        )
+    return cache[key](tf.constant(num_samples, tf.int32), temperature, seed, labels)
+
+
+def sample_images(prior, autoencoder, num_samples, temperature=1.0, seed=0, labels=None, top_k=None):
     """Images float32 [num_samples,H,W,C] in [0,1] (NumPy): codes sampled from `prior` (as
-    `sample_codes`), decoded by `vqvae`."""
-    codes = sample_codes(prior, num_samples, temperature=temperature, seed=seed, labels=labels, top_k=top_k)
-    return vqvae.decode(vqvae.from_prior_grid(codes)).numpy()
+    `sample_grids`), decoded by `autoencoder` (a `VQVAE` or `VQVAE2`)."""
+    grids = sample_grids(prior, num_samples, temperature=temperature, seed=seed, labels=labels, top_k=top_k)
+    return autoencoder.decode_grids(autoencoder.from_prior_grids(grids)).numpy()

@@ -26,7 +26,7 @@ WEIGHTS_FILE = "model.weights.h5"
 METADATA_FILE = "metadata.json"
 WEIGHTS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "weights")
 # What each model class's sub-directory is called in a pair of presets.
-KINDS = {"VQVAE": "vqvae", "PixelCNN": "prior"}
+KINDS = {"VQVAE": "vqvae", "VQVAE2": "vqvae", "PixelCNN": "prior", "HierarchicalPrior": "prior"}
 # The shipped presets: name -> one line.
 PRESETS = {
     "fashion_mnist": "Fashion-MNIST 28x28x1 -> 7x7 codes (K=256, EMA VQ-VAE) and its class-conditional "
@@ -72,6 +72,15 @@ def _read_json(directory: str, name: str) -> dict:
             return json.load(f)
     except ValueError as e:
         raise PresetError(f"{path} is not valid JSON: {e}") from e
+
+
+def class_name(name_or_dir: str, kind: str) -> str:
+    """The model class a preset's `kind` model is (config.json's ``class_name``)."""
+    directory = preset_dir(name_or_dir, kind)
+    name = _read_json(directory, CONFIG_FILE).get("class_name")
+    if KINDS.get(name) != kind:
+        raise PresetError(f"{os.path.join(directory, CONFIG_FILE)} names class {name!r}, not a {kind} model.")
+    return name
 
 
 def read_metadata(name_or_dir: str, kind: str) -> dict:

@@ -51,8 +51,97 @@ ARCHITECTURE_ARGS = (
 RUN_ARGS = ("data_variance", "seed")
 
 
+class ImageAutoencoder(keras.Model):
+    """What the zoo's autoencoders (`VQVAE`, `vqvae2.VQVAE2`) share: checked images in [0, 1], the
+    decoder head and its likelihood p(x|z), presets, the loss trackers and `test_step`, and the
+    code grids API that every stage and export uses:
+
+      code_grids                 {name: codes shape per image}: {"codes": ...} for VQVAE,
+                                 {"codes_top": ..., "codes_bottom": ...} for VQVAE2
+      grid_codebooks             {name: (K, codes per position)}
+      encode_grids(images)       -> {name: int32 codes};  decode_grids({name: codes}) -> images
+      prior_grids(), to_prior_grids(grids), from_prior_grids(grids): the layout a prior models
+                                 (residual VQ: a position's codes side by side)
+      frozen_codebooks(), encode_with(images, cb), decode_with(grids, cb): the same with the
+                                 codebooks as constants (for TFLite conversion)
+      codes_of(forward_output)   {name: codes} of a `forward` pass
+
+    Subclasses set `image_shape`, `likelihood`, `data_variance` and `_trackers` (name -> Mean).
+    """
+
+    @classmethod
+    def from_preset(cls, preset: str, load_weights: bool = True):
+        """The model of a pretrained preset: a shipped name (`vqvae_tf.list_presets()`) or a
+        preset directory (`save_to_preset`'s, or a pipeline's ``W/presets``), with its weights
+        unless `load_weights` is False. Raises `PresetError` naming the problem."""
+        from vqvae_tf.models import presets
+
+        return presets.load(cls, preset, load_weights)
+
+    def save_to_preset(self, directory: str, metadata: dict | None = None) -> str:
+        """Writes this model as a preset directory (config.json, model.weights.h5, metadata.json)."""
+        from vqvae_tf.models import presets
+
+        return presets.save(self, directory, metadata)
+
+    def _check_images(self, images):
+        return checks.batch_of(images, "images", self.image_shape, integer=False, kind="float in [0,1]")
+
+    def _decoder_head(self, decoded):
+        """Splits the decoder output into (mean in [0,1] units, log-scale or None)."""
+        decoded = tf.cast(decoded, tf.float32)
+        if self.likelihood == "logistic":
+            mean, raw_scale = tf.split(decoded, 2, axis=-1)
+            return mean + 0.5, raw_scale + 2.0
+        return decoded + 0.5, None
+
+    def decoder_distribution(self, mean, log_scale=None, scale=None):
+        """The discrete p(x|z): a discretized logistic (logistic head) or Gaussian of `scale` pixels."""
+        if log_scale is not None:
+            return likelihoods.discretized_logistic(mean, log_scale)
+        return likelihoods.discretized_gaussian(mean, scale)
+
+    def reconstruction_loss(self, images, mean, log_scale):
+        if self.likelihood == "logistic":
+            nll = -likelihoods.log_prob_per_image(self.decoder_distribution(mean, log_scale), images)
+            return tf.reduce_mean(nll) / float(self.image_shape[0] * self.image_shape[1] * self.image_shape[2])
+        return tf.reduce_mean(tf.square(mean - tf.cast(images, tf.float32))) / self.data_variance
+
+    def call(self, images, training=False):
+        """images float32 [B,H,W,C] in [0,1] -> reconstructions float32 [B,H,W,C] in [0,1]."""
+        return self.forward(images, training=training)["reconstructions"]
+
+    def prior_grids(self) -> dict:
+        return dict(self.code_grids)
+
+    def to_prior_grids(self, grids: dict) -> dict:
+        return dict(grids)
+
+    def from_prior_grids(self, grids: dict) -> dict:
+        return dict(grids)
+
+    @property
+    def code_bits_per_image(self) -> float:
+        """What the codes of one image take without a prior: log2 K bits per code."""
+        return float(
+            sum(
+                math.prod(shape) * math.log2(k)
+                for shape, (k, _) in zip(self.code_grids.values(), self.grid_codebooks.values())
+            )
+        )
+
+    def _update_trackers(self, losses):
+        for key, tracker in self._trackers.items():
+            tracker.update_state(losses[key])
+        return {k: t.result() for k, t in self._trackers.items()}
+
+    def test_step(self, data):
+        images = data[0] if isinstance(data, (tuple, list)) else data
+        return self._update_trackers(self.compute_losses(images, training=False))
+
+
 @keras.saving.register_keras_serializable(package=SERIALIZATION_PACKAGE)
-class VQVAE(keras.Model):
+class VQVAE(ImageAutoencoder):
     """VQ-VAE: `encode(images) -> codes`, `decode(codes) -> images`, `call(images) -> reconstructions`.
 
     Args:
@@ -180,21 +269,6 @@ class VQVAE(keras.Model):
                 "choose a config whose downsampling fits the images, or another --image_size."
             )
 
-    @classmethod
-    def from_preset(cls, preset: str, load_weights: bool = True) -> "VQVAE":
-        """The VQ-VAE of a pretrained preset: a shipped name (`vqvae_tf.list_presets()`) or a
-        preset directory (`save_to_preset`'s, or a pipeline's ``W/presets``), with its weights
-        unless `load_weights` is False. Raises `PresetError` naming the problem."""
-        from vqvae_tf.models import presets
-
-        return presets.load(cls, preset, load_weights)
-
-    def save_to_preset(self, directory: str, metadata: dict | None = None) -> str:
-        """Writes this model as a preset directory (config.json, model.weights.h5, metadata.json)."""
-        from vqvae_tf.models import presets
-
-        return presets.save(self, directory, metadata)
-
     # ------------------------------------------------------------------ code layouts
 
     @property
@@ -224,6 +298,41 @@ class VQVAE(keras.Model):
         """The inverse of `to_prior_grid`."""
         return tf.reshape(grid, [-1, *self.codes_shape])
 
+    @property
+    def code_grids(self) -> dict:
+        return {"codes": self.codes_shape}
+
+    @property
+    def grid_codebooks(self) -> dict:
+        return {"codes": (self.num_embeddings, self.codes_per_position)}
+
+    def prior_grids(self) -> dict:
+        return {"codes": self.prior_grid_shape}
+
+    def to_prior_grids(self, grids: dict) -> dict:
+        return {"codes": self.to_prior_grid(grids["codes"])}
+
+    def from_prior_grids(self, grids: dict) -> dict:
+        return {"codes": self.from_prior_grid(grids["codes"])}
+
+    def encode_grids(self, images) -> dict:
+        return {"codes": self.encode(images)}
+
+    def decode_grids(self, grids: dict):
+        return self.decode(grids["codes"])
+
+    def codes_of(self, out: dict) -> dict:
+        return {"codes": out["indices"]}
+
+    def frozen_codebooks(self) -> dict:
+        return {"codes": tf.constant(self.quantizer.codebook.numpy())}
+
+    def encode_with(self, images, codebooks: dict) -> dict:
+        return {"codes": self.quantizer.indices_of(self.encoder_outputs(images), codebooks["codes"])}
+
+    def decode_with(self, grids: dict, codebooks: dict):
+        return self.images_from_vectors(self.quantizer.lookup(grids["codes"], codebooks["codes"], check=False))
+
     # ------------------------------------------------------------------ building blocks
 
     def build(self, input_shape=None):
@@ -236,20 +345,9 @@ class VQVAE(keras.Model):
         self.decoder(keras.KerasTensor(z.shape))
         self.built = True
 
-    def _check_images(self, images):
-        return checks.batch_of(images, "images", self.image_shape, integer=False, kind="float in [0,1]")
-
     def _z_e(self, images, training=False):
         """The encoder on checked images in [0, 1]."""
         return self.encoder(tf.cast(images, self.compute_dtype) - 0.5, training=training)
-
-    def _decoder_head(self, decoded):
-        """Splits the decoder output into (mean in [0,1] units, log-scale or None)."""
-        decoded = tf.cast(decoded, tf.float32)
-        if self.likelihood == "logistic":
-            mean, raw_scale = tf.split(decoded, 2, axis=-1)
-            return mean + 0.5, raw_scale + 2.0
-        return decoded + 0.5, None
 
     def forward(self, images, training=False):
         """Everything a step needs: dict with ``mean`` (unclipped decoder mean), ``log_scale``
@@ -260,23 +358,7 @@ class VQVAE(keras.Model):
         mean, log_scale = self._decoder_head(self.decoder(vq["quantized"], training=training))
         return dict(vq, mean=mean, log_scale=log_scale, reconstructions=tf.clip_by_value(mean, 0.0, 1.0))
 
-    def decoder_distribution(self, mean, log_scale=None, scale=None):
-        """The discrete p(x|z): a discretized logistic (logistic head) or Gaussian of `scale` pixels."""
-        if log_scale is not None:
-            return likelihoods.discretized_logistic(mean, log_scale)
-        return likelihoods.discretized_gaussian(mean, scale)
-
-    def reconstruction_loss(self, images, mean, log_scale):
-        if self.likelihood == "logistic":
-            nll = -likelihoods.log_prob_per_image(self.decoder_distribution(mean, log_scale), images)
-            return tf.reduce_mean(nll) / float(self.image_shape[0] * self.image_shape[1] * self.image_shape[2])
-        return tf.reduce_mean(tf.square(mean - tf.cast(images, tf.float32))) / self.data_variance
-
     # ------------------------------------------------------------------ public API
-
-    def call(self, images, training=False):
-        """images float32 [B,H,W,C] in [0,1] -> reconstructions float32 [B,H,W,C] in [0,1]."""
-        return self.forward(images, training=training)["reconstructions"]
 
     def encoder_outputs(self, images):
         """images float32 [B,H,W,C] in [0,1] -> z_e [B,h,w,D]."""
@@ -290,7 +372,7 @@ class VQVAE(keras.Model):
     def encode(self, images):
         """images float32 [B,H,W,C] in [0,1] -> codes int32 [B,h,w]."""
         images = self._check_images(images)
-        return _unless_empty(
+        return unless_empty(
             images,
             lambda: self.quantizer(self._z_e(images), training=False)["indices"],
             (0, *self.codes_shape),
@@ -306,7 +388,7 @@ class VQVAE(keras.Model):
         ):
             want = "[B, h, w]" if rank == 3 else f"[B, h, w, {self.codes_per_position}]"
             raise ValueError(f"codes must have shape {want}, got {codes.shape}.")
-        return _unless_empty(
+        return unless_empty(
             codes, lambda: self.images_from_vectors(self.quantizer.lookup(codes)), (0, *self.image_shape), tf.float32
         )
 
@@ -327,11 +409,6 @@ class VQVAE(keras.Model):
         }
         losses["loss"] = recon + out["codebook_loss"] + out["commitment_loss"]
         return losses
-
-    def _update_trackers(self, losses):
-        for key, tracker in self._trackers.items():
-            tracker.update_state(losses[key])
-        return {k: t.result() for k, t in self._trackers.items()}
 
     def train_step(self, data):
         images = data[0] if isinstance(data, (tuple, list)) else data
@@ -383,10 +460,6 @@ class VQVAE(keras.Model):
         tf.distribute.get_replica_context().merge_call(reset, args=(reseeded,))
         return grad
 
-    def test_step(self, data):
-        images = data[0] if isinstance(data, (tuple, list)) else data
-        return self._update_trackers(self.compute_losses(images, training=False))
-
     def get_config(self):
         config = super().get_config()
         config.update(self._arguments, image_shape=list(self.image_shape), fsq_levels=list(self.fsq_levels))
@@ -422,7 +495,7 @@ def _validate_quantizer_options(a: dict) -> None:
 _ARGUMENTS = frozenset(inspect.signature(VQVAE.__init__).parameters) - {"self", "kwargs"}
 
 
-def _unless_empty(batch, fn, empty_shape, dtype):
+def unless_empty(batch, fn, empty_shape, dtype):
     """`fn()`, or an empty result for a batch of 0 (e.g. an empty TF Serving request): TF's fused
     CPU Conv2D + ReLU kernel rejects a batch of 0 with a misleading error."""
     return tf.cond(tf.shape(batch)[0] > 0, fn, lambda: tf.zeros(empty_shape, dtype))

@@ -53,14 +53,20 @@ def run_pipeline(recipe: Recipe, options: RunOptions) -> dict:
     recipe.vqvae.dataset = source.name
     train_vqvae_lib.fit_to_data(recipe.vqvae, source.info().image_shape, source)
     recipe.prior.validate()
-    grid = recipe.vqvae.prior_grid_shape
-    layers = PixelCNN.layers_to_reach(grid, recipe.prior.kernel_size)
-    if grid != recipe.vqvae.latent_shape and recipe.prior.num_layers is not None and recipe.prior.num_layers < layers:
-        # Residual VQ's codes lie side by side along the rows: a wider grid than the recipe's prior sees.
-        recipe.prior.num_layers = None
-        progress.log(f"The prior models a {grid[0]}x{grid[1]} code grid: its stack is sized to {layers} gated blocks.")
-    # Refuse a prior that cannot see the whole code grid now, not after the VQ-VAE has trained.
-    PixelCNN.resolve_layers(grid, recipe.prior.num_layers, recipe.prior.kernel_size)
+    grids = recipe.vqvae.prior_grids()
+    if recipe.vqvae.model == "vqvae":
+        grid = grids["codes"]
+        layers = PixelCNN.layers_to_reach(grid, recipe.prior.kernel_size)
+        too_short = recipe.prior.num_layers is not None and recipe.prior.num_layers < layers
+        if grid != recipe.vqvae.latent_shape and too_short:
+            # Residual VQ's codes lie side by side along the rows: a wider grid than the recipe's prior sees.
+            recipe.prior.num_layers = None
+            progress.log(
+                f"The prior models a {grid[0]}x{grid[1]} code grid: its stack is sized to {layers} gated blocks."
+            )
+    # Refuse a prior that cannot see a whole code grid now, not after the VQ-VAE has trained.
+    for grid in grids.values():
+        PixelCNN.resolve_layers(grid, recipe.prior.num_layers, recipe.prior.kernel_size)
     w = Workdir(options.workdir)
     files.ensure_writable_dir(w.root)
     if options.flags_text is not None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 
 from vqvae_tf.serving import savedmodel, tflite
-from vqvae_tf.training.train_vqvae_lib import QUALITY_KEYS
+from vqvae_tf.training.train_vqvae_lib import quality_keys
 from vqvae_tf.training.workdir import Workdir
 from vqvae_tf.utils import files
 
@@ -32,10 +32,19 @@ def write_report(workdir: str, paths: dict, seconds: float, preset_paths: dict |
     dataset = f"`{source['name']}`" + (f" (`{source['data_dir']}`)" if source.get("data_dir") else "")
     dataset += f", images {shape}" if shape else ""
     tfl = tflite.read_report(w.export)
-    vq_rows = "\n".join(f"| {k} | {_fmt(vq[k])} |" for k in QUALITY_KEYS + ("steps", "images_per_second"))
+    vq_rows = "\n".join(f"| {k} | {_fmt(vq[k])} |" for k in quality_keys(vq) + ("steps", "images_per_second"))
     prior_rows = "\n".join(
         f"| {k} | {_fmt(prior.get(k))} |"
-        for k in ("test_bits_per_code", "log2_num_embeddings", "bits_per_dim", "bits_per_dim_uniform_prior", "steps")
+        for k in (
+            "test_bits_per_code",
+            "test_bits_per_code_top",
+            "test_bits_per_code_bottom",
+            "log2_num_embeddings",
+            "bits_per_dim",
+            "bits_per_dim_uniform_prior",
+            "steps",
+        )
+        if k in prior
     )
     tfl_rows = "\n".join(
         f"| {q} | {r['decoder_bytes'] / 1024:.0f} | {r['decoder_max_abs_error']:.2e} | {r['decoder_psnr_vs_float_db']:.1f} | "
@@ -61,11 +70,13 @@ def write_report(workdir: str, paths: dict, seconds: float, preset_paths: dict |
         if preset_paths
         else ""
     )
-    text = f"""# VQ-VAE + PixelCNN prior: run report
+    vqvae2 = (w.vqvae.read_config() or {}).get("config", {}).get("model") == "vqvae2"
+    title = "VQ-VAE-2 + hierarchical PixelCNN prior" if vqvae2 else "VQ-VAE + PixelCNN prior"
+    text = f"""# {title}: run report
 
 Workdir `{os.path.abspath(workdir)}`, dataset {dataset}, total time {seconds / 60:.1f} min (this run).
 
-## VQ-VAE (test split, {vq.get("test_examples")} images)
+## {"VQ-VAE-2" if vqvae2 else "VQ-VAE"} (test split, {vq.get("test_examples")} images)
 
 | metric | value |
 |---|---|
@@ -80,7 +91,7 @@ Code usage on the test split: [{usage}]({usage}).
 
 ![codebook usage]({usage})
 
-## Prior (gated PixelCNN{", class-conditional" if prior.get("conditional") else ""})
+## Prior ({"top and bottom gated PixelCNNs" if vqvae2 else "gated PixelCNN"}{", class-conditional" if prior.get("conditional") else ""})
 
 | metric | value |
 |---|---|

@@ -54,11 +54,8 @@ def vqvae_check_metrics(model, source: data.DataSource, examples: int = CHECK_EX
     """normalized MSE and perplexity of `model` on the first `examples` test images of `source`."""
     subset = data.batched(source.load("test").take(examples), 500, training=False)
     m = train_vqvae_lib.evaluate(model, subset)
-    return {
-        "examples": m["test_examples"],
-        "test_normalized_mse": m["test_normalized_mse"],
-        "perplexity": m["perplexity"],
-    }
+    perplexities = {k: m[k] for k in ("perplexity", "perplexity_top", "perplexity_bottom") if k in m}
+    return {"examples": m["test_examples"], "test_normalized_mse": m["test_normalized_mse"], **perplexities}
 
 
 def prior_check_metrics(prior, codes_dir: str, examples: int = CHECK_EXAMPLES) -> dict:
@@ -68,9 +65,9 @@ def prior_check_metrics(prior, codes_dir: str, examples: int = CHECK_EXAMPLES) -
 
 
 def prior_bits_per_code(prior, codes_and_labels) -> float:
-    """Mean bits per code of `prior` over a dataset of (codes, labels)."""
+    """Mean bits per code of `prior` over a dataset of (codes, labels) (`codes.read_codes`')."""
     bits = [
-        prior.bits_per_code(prior.log_prob(c, y if prior.num_classes else None)).numpy()
+        prior.bits_per_code(prior.log_prob_grids(codes.as_grids(c), y if prior.num_classes else None)).numpy()
         for c, y in codes_and_labels.batch(500)
     ]
     return float(np.concatenate(bits).mean())
@@ -111,9 +108,9 @@ def export_presets_stage(workdir: str, out_dir: str | None = None, command: str 
         common,
         checkpoint=sources["vqvae"],
         steps=vq_metrics.get("steps"),
-        latent_shape=list(model.latent_shape),
+        code_grids={name: list(shape) for name, shape in model.code_grids.items()},
         num_embeddings=int(model.num_embeddings),
-        test_metrics={k: vq_metrics.get(k) for k in train_vqvae_lib.QUALITY_KEYS + ("test_examples",)},
+        test_metrics={k: vq_metrics.get(k) for k in train_vqvae_lib.quality_keys(vq_metrics) + ("test_examples",)},
         check_metrics=vqvae_check_metrics(model, source),
     )
     paths = {"vqvae": presets.save(model, os.path.join(out_dir, "vqvae"), vq_meta)}
@@ -125,7 +122,7 @@ def export_presets_stage(workdir: str, out_dir: str | None = None, command: str 
             common,
             checkpoint=sources["prior"],
             steps=prior_metrics.get("steps"),
-            latent_shape=codes_meta["latent_shape"],
+            grids=codes.grid_shapes(codes_meta),
             num_embeddings=codes_meta["num_embeddings"],
             num_classes=int(prior.num_classes),
             class_names=codes_meta.get("class_names") if prior.num_classes else [],

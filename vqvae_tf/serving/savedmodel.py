@@ -37,7 +37,6 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from vqvae_tf.models.pixelcnn_sampling import sample_codes_graph
 from vqvae_tf.utils import checks, files
 
 MAX_SAMPLES = 256
@@ -102,7 +101,7 @@ def _check_images(images, image_shape):
     )
 
 
-def _check_codes(codes, codes_shape):
+def _check_codes(codes, codes_shape, name="codes"):
     """`codes` checked to be ``[B, *codes_shape]`` (InvalidArgument naming the shapes otherwise)."""
     shape = tf.shape(codes)
     return checks.require(
@@ -110,9 +109,27 @@ def _check_codes(codes, codes_shape):
         tf.logical_and(
             tf.equal(tf.size(shape), len(codes_shape) + 1), tf.reduce_all(tf.equal(shape[1:], list(codes_shape)))
         ),
-        f"codes must have shape [B, {', '.join(map(str, codes_shape))}], got",
+        f"{name} must have shape [B, {', '.join(map(str, codes_shape))}], got",
         shape,
     )
+
+
+def _check_grids(codes, grids: dict) -> dict:
+    """Signature inputs (one tensor per grid, in `grids`' order) -> {name: checked codes}: each
+    ``[B, *shape]`` and, for several grids, the same B (InvalidArgument naming them otherwise)."""
+    names = list(grids)
+    checked = {name: _check_codes(c, grids[name], name) for name, c in zip(names, codes)}
+    first = checked[names[0]]
+    for name in names[1:]:
+        checked[name] = checks.require(
+            checked[name],
+            tf.equal(tf.shape(checked[name])[0], tf.shape(first)[0]),
+            f"{names[0]} and {name} must have the same batch size: got",
+            tf.shape(first)[0],
+            "and",
+            tf.shape(checked[name])[0],
+        )
+    return checked
 
 
 def _decode_image_bytes(image_bytes, image_shape):
@@ -129,44 +146,50 @@ def _decode_image_bytes(image_bytes, image_shape):
 
 
 def vqvae_endpoints(model) -> dict:
-    """name -> (function, input signature) of the VQ-VAE SavedModel."""
+    """name -> (function, input signature) of the autoencoder SavedModel: a `VQVAE`'s codes are
+    one tensor named ``codes``; a `VQVAE2`'s are two, ``codes_top`` and ``codes_bottom``
+    (`model.code_grids` names them), as inputs and as outputs."""
     H, W, C = model.image_shape
+    grids = model.code_grids
     images_spec = tf.TensorSpec([None, H, W, C], tf.float32, name="images")
-    codes_spec = tf.TensorSpec([None, *model.codes_shape], tf.int32, name="codes")
+    codes_specs = [tf.TensorSpec([None, *shape], tf.int32, name=name) for name, shape in grids.items()]
     bytes_spec = tf.TensorSpec([None], tf.string, name="image_bytes")
 
     def reconstruct(images):
-        codes = model.encode(_check_images(images, model.image_shape))
-        return {"reconstructions": model.decode(codes), "codes": codes}
+        codes = model.encode_grids(_check_images(images, model.image_shape))
+        return {"reconstructions": model.decode_grids(codes), **codes}
 
     def encode(images):
-        return {"codes": model.encode(_check_images(images, model.image_shape))}
+        return model.encode_grids(_check_images(images, model.image_shape))
 
-    def decode(codes):
-        return {"images": model.decode(_check_codes(codes, model.codes_shape))}
+    def decode(*codes):
+        return {"images": model.decode_grids(_check_grids(codes, grids))}
 
     def encode_image_bytes(image_bytes):
-        return {"codes": model.encode(_decode_image_bytes(image_bytes, model.image_shape))}
+        return model.encode_grids(_decode_image_bytes(image_bytes, model.image_shape))
 
-    def decode_png(codes):
-        pixels = tf.cast(tf.round(model.decode(_check_codes(codes, model.codes_shape)) * 255.0), tf.uint8)
+    def decode_png(*codes):
+        pixels = tf.cast(tf.round(model.decode_grids(_check_grids(codes, grids)) * 255.0), tf.uint8)
         png = tf.map_fn(tf.io.encode_png, pixels, fn_output_signature=tf.TensorSpec([], tf.string))
         return {"png_bytes": png}
 
     return {
         "serving_default": (reconstruct, [images_spec]),
         "encode": (encode, [images_spec]),
-        "decode": (decode, [codes_spec]),
+        "decode": (decode, codes_specs),
         "encode_image_bytes": (encode_image_bytes, [bytes_spec]),
-        "decode_png": (decode_png, [codes_spec]),
+        "decode_png": (decode_png, codes_specs),
     }
 
 
 def prior_endpoints(prior, vqvae) -> dict:
     """name -> (function, input signature) of the prior SavedModel (prior + decoder). Its codes are
-    the VQ-VAE's (``[B, *vqvae.codes_shape]``); the prior's grid layout stays inside."""
+    the autoencoder's (``codes [B, *vqvae.codes_shape]``, or VQ-VAE-2's ``codes_top`` and
+    ``codes_bottom``); the prior's grid layout stays inside."""
     scalar = lambda dtype, name: tf.TensorSpec([], dtype, name=name)  # noqa: E731
-    codes_spec = tf.TensorSpec([None, *vqvae.codes_shape], tf.int32, name="codes")
+    grids = vqvae.code_grids
+    names = list(grids)
+    codes_specs = [tf.TensorSpec([None, *shape], tf.int32, name=name) for name, shape in grids.items()]
     labels_spec = tf.TensorSpec([None], tf.int32, name="labels")
     sample_specs = [scalar(tf.int32, "num_samples"), scalar(tf.float32, "temperature"), scalar(tf.int32, "seed")]
 
@@ -174,29 +197,31 @@ def prior_endpoints(prior, vqvae) -> dict:
         num_samples = checks.require(
             num_samples, num_samples <= MAX_SAMPLES, f"num_samples must be in [1, {MAX_SAMPLES}], got", num_samples
         )
-        codes = vqvae.from_prior_grid(sample_codes_graph(prior, num_samples, temperature, seed, labels, fast=True))
-        return {"codes": codes, "images": vqvae.decode(codes)}
+        codes = vqvae.from_prior_grids(prior.sample_grids_graph(num_samples, temperature, seed, labels, fast=True))
+        return {**codes, "images": vqvae.decode_grids(codes)}
 
-    def log_prob(codes, labels=None):
-        codes = _check_codes(codes, vqvae.codes_shape)
+    def log_prob(*codes_and_labels):
+        codes, labels = codes_and_labels[: len(names)], (codes_and_labels[len(names) :] or [None])[0]
+        codes = _check_grids(codes, grids)
+        first = codes[names[0]]
         if labels is not None:
             labels = checks.require(
                 labels,
-                tf.equal(tf.size(labels), tf.shape(codes)[0]),
+                tf.equal(tf.size(labels), tf.shape(first)[0]),
                 "labels must be one per code grid: got",
                 tf.size(labels),
             )
-        lp = prior.log_prob(vqvae.to_prior_grid(codes), labels)
+        lp = prior.log_prob_grids(vqvae.to_prior_grids(codes), labels)
         return {"log_prob": lp, "bits_per_code": prior.bits_per_code(lp)}
 
     if prior.num_classes:
         return {
             "serving_default": (sample, sample_specs + [labels_spec]),
-            "log_prob": (log_prob, [codes_spec, labels_spec]),
+            "log_prob": (log_prob, codes_specs + [labels_spec]),
         }
     return {
         "serving_default": (lambda n, t, s: sample(n, t, s), sample_specs),
-        "log_prob": (lambda codes: log_prob(codes), [codes_spec]),
+        "log_prob": (log_prob, codes_specs),
     }
 
 
@@ -220,20 +245,20 @@ def warmup_records(model_name: str, requests: list[tuple[str, dict]]) -> list[by
 def _vqvae_warmup(model) -> list[tuple[str, dict]]:
     H, W, C = model.image_shape
     images = np.full((2, H, W, C), 0.5, np.float32)
-    codes = np.zeros((2, *model.codes_shape), np.int32)
+    codes = {name: np.zeros((2, *shape), np.int32) for name, shape in model.code_grids.items()}
     png = tf.io.encode_png(np.zeros((H, W, C), np.uint8)).numpy()
     return [
         ("serving_default", {"images": images}),
         ("encode", {"images": images}),
-        ("decode", {"codes": codes}),
+        ("decode", codes),
         ("encode_image_bytes", {"image_bytes": np.array([png, png], dtype=object)}),
-        ("decode_png", {"codes": codes}),
+        ("decode_png", codes),
     ]
 
 
 def _prior_warmup(prior, vqvae) -> list[tuple[str, dict]]:
     sample_inputs = {"num_samples": np.int32(2), "temperature": np.float32(1.0), "seed": np.int32(0)}
-    log_prob_inputs = {"codes": np.zeros((2, *vqvae.codes_shape), np.int32)}
+    log_prob_inputs = {name: np.zeros((2, *shape), np.int32) for name, shape in vqvae.code_grids.items()}
     if prior.num_classes:
         sample_inputs["labels"] = np.zeros([2], np.int32)
         log_prob_inputs["labels"] = np.zeros([2], np.int32)

@@ -3,8 +3,8 @@
 `export_tflite_lib` converts a workdir's models with these (`python -m export.export_tflite`).
 
 Writes ``E/tflite/decoder_<q>.tflite`` (signature ``decode``: codes int32 [B,h,w], or [B,h,w,Q]
-for residual VQ -> images float32 [B,H,W,C]) and ``E/tflite/encoder_<q>.tflite`` (signature
-``encode``: images -> codes) for q in float32, float16, dynamic_range, int8, plus ``tflite_report.json`` with each file's size,
+for residual VQ, or VQ-VAE-2's ``codes_top`` and ``codes_bottom`` -> images float32 [B,H,W,C]) and
+``E/tflite/encoder_<q>.tflite`` (signature ``encode``: images -> the same codes) for q in float32, float16, dynamic_range, int8, plus ``tflite_report.json`` with each file's size,
 error against the float Keras model on real test data, PSNR and mean latency under the LiteRT
 interpreter. Conversion allows builtin ops only: anything that would need Flex (SELECT_TF_OPS),
 which LiteRT cannot run, fails the conversion instead.
@@ -35,12 +35,12 @@ class ConversionError(RuntimeError):
     """The converter could not produce a builtin-only model."""
 
 
-def _save_signature(model, fn, spec, key: str, directory: str) -> None:
+def _save_signature(model, fn, specs: list, key: str, directory: str) -> None:
     # ExportArchive (not a bare tf.Module) so that the converter freezes the Keras variables
     # instead of keeping them as resource variables (VAR_HANDLE / READ_VARIABLE).
     archive = keras.export.ExportArchive()
     archive.track(model)
-    archive.add_endpoint(key, fn, input_signature=[spec])
+    archive.add_endpoint(key, fn, input_signature=specs)
     archive.write_out(directory, verbose=False)
 
 
@@ -126,14 +126,16 @@ def write_report(export_dir: str, report: dict) -> dict:
 def export_tflite(
     model, export_dir: str, test_images: np.ndarray, quantizations=QUANTIZATIONS, latency_batch: int = 1
 ) -> dict:
-    """Converts the encoder and decoder of `model` (a `VQVAE`) and checks them against it on
+    """Converts the encoder and decoder of `model` (a `VQVAE`, or a `VQVAE2`: its decoder takes
+    ``codes_top`` and ``codes_bottom``, its encoder gives both) and checks them against it on
     `test_images` (float32 [N,H,W,C] in [0,1], real data). Returns the report (also written)."""
     H, W, C = model.image_shape
     images_spec = tf.TensorSpec([None, H, W, C], tf.float32, name="images")
-    codes_spec = tf.TensorSpec([None, *model.codes_shape], tf.int32, name="codes")
+    grids = model.code_grids
+    codes_specs = [tf.TensorSpec([None, *shape], tf.int32, name=name) for name, shape in grids.items()]
     test_images = np.asarray(test_images, np.float32)
-    ref_codes = model.encode(test_images).numpy()
-    ref_images = model.decode(ref_codes).numpy()
+    ref_codes = {name: c.numpy() for name, c in model.encode_grids(test_images).items()}
+    ref_images = model.decode_grids(ref_codes).numpy()
     out_dir = os.path.join(export_dir, SUBDIR)
     os.makedirs(out_dir, exist_ok=True)
     report = {"num_test_images": int(len(test_images)), "latency_batch": latency_batch, "models": {}}
@@ -142,7 +144,7 @@ def export_tflite(
         def gen():
             for i in range(0, min(len(test_images), 200), 10):
                 if kind == "decoder":
-                    yield {"codes": ref_codes[i : i + 10]}
+                    yield {name: c[i : i + 10] for name, c in ref_codes.items()}
                 else:
                     yield {"images": test_images[i : i + 10]}
 
@@ -152,21 +154,15 @@ def export_tflite(
         dec_dir, enc_dir = os.path.join(tmp, "decoder"), os.path.join(tmp, "encoder")
         # The converter leaves the quantiser's variables as resource variables (VAR_HANDLE), which
         # int8 calibration and plain interpreters cannot use; the graphs take a constant copy.
-        codebook = tf.constant(model.quantizer.codebook.numpy())
+        codebooks = model.frozen_codebooks()
         _save_signature(
             model,
-            lambda codes: {"images": model.images_from_vectors(model.quantizer.lookup(codes, codebook, check=False))},
-            codes_spec,
+            lambda *codes: {"images": model.decode_with(dict(zip(grids, codes)), codebooks)},
+            codes_specs,
             "decode",
             dec_dir,
         )
-        _save_signature(
-            model,
-            lambda images: {"codes": model.quantizer.indices_of(model.encoder_outputs(images), codebook)},
-            images_spec,
-            "encode",
-            enc_dir,
-        )
+        _save_signature(model, lambda images: model.encode_with(images, codebooks), [images_spec], "encode", enc_dir)
         for q in quantizations:
             dec = convert(dec_dir, "decode", q, representative("decoder"))
             enc = convert(enc_dir, "encode", q, representative("encoder"))
@@ -175,8 +171,9 @@ def export_tflite(
                 if flex:
                     raise ConversionError(f"{name} needs non-builtin ops {flex}; LiteRT cannot run them.")
                 files.atomic_write_bytes(os.path.join(out_dir, name), data)
-            got_images = run_signature(dec, "decode", codes=ref_codes)["images"]
-            got_codes = run_signature(enc, "encode", images=test_images)["codes"]
+            got_images = run_signature(dec, "decode", **ref_codes)["images"]
+            got_codes = run_signature(enc, "encode", images=test_images)
+            agreement = np.mean(np.concatenate([(got_codes[n] == c).reshape(-1) for n, c in ref_codes.items()]))
             err = float(np.abs(got_images - ref_images).max())
             report["models"][q] = {
                 "decoder_file": f"decoder_{q}.tflite",
@@ -185,8 +182,10 @@ def export_tflite(
                 "encoder_bytes": len(enc),
                 "decoder_max_abs_error": err,
                 "decoder_psnr_vs_float_db": _psnr(got_images, ref_images),
-                "encoder_code_agreement": float(np.mean(got_codes == ref_codes)),
-                "decoder_latency_ms": _latency_ms(dec, "decode", {"codes": ref_codes[:latency_batch]}),
+                "encoder_code_agreement": float(agreement),
+                "decoder_latency_ms": _latency_ms(
+                    dec, "decode", {name: c[:latency_batch] for name, c in ref_codes.items()}
+                ),
                 "encoder_latency_ms": _latency_ms(enc, "encode", {"images": test_images[:latency_batch]}),
                 "bar_max_abs_error": MAX_ABS_ERROR.get(q),
                 "meets_bar": (err <= MAX_ABS_ERROR[q]) if q in MAX_ABS_ERROR else None,
@@ -206,15 +205,12 @@ def export_generator(
     the same sampler in TensorFlow; a quantization the converter refuses is recorded, not fatal.
     Returns the report entries (also merged into tflite_report.json)."""
     h, w = prior.latent_shape
-    codebook = tf.constant(model.quantizer.codebook.numpy())
+    codebooks = model.frozen_codebooks()
     conditional = bool(prior.num_classes)
 
     def generate(uniforms, temperature, labels=None):
         codes = model.from_prior_grid(sample_codes_from_uniforms_graph(prior, uniforms, temperature, labels))
-        return {
-            "codes": codes,
-            "images": model.images_from_vectors(model.quantizer.lookup(codes, codebook, check=False)),
-        }
+        return {"codes": codes, "images": model.decode_with({"codes": codes}, codebooks)}
 
     specs = [
         tf.TensorSpec([None, h * w], tf.float32, name="uniforms"),

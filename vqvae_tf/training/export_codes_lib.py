@@ -30,7 +30,7 @@ def export_codes(
     overwrite: bool = True,
 ) -> dict:
     """Encodes the train and test splits of `dataset` (a name, read from `data_dir`, or a
-    `DataSource`) with `model` (a `VQVAE`) into `out_dir`.
+    `DataSource`) with `model` (a `VQVAE`, or a `VQVAE2`: both grids) into `out_dir`.
 
     Returns the metadata written to meta.json. Deterministic: file order, no shuffling.
 
@@ -46,7 +46,8 @@ def export_codes(
             f"{source.describe()} gives images of shape {tuple(info.image_shape)}, but the VQ-VAE takes "
             f"{tuple(model.image_shape)}: pass --image_size / --channels to match."
         )
-    encode = tf.function(model.encode)
+    encode = tf.function(lambda images: model.to_prior_grids(model.encode_grids(images)))
+    several = len(model.code_grids) > 1
     counts = {}
     class_counts = np.zeros(int(info.num_classes), np.int64)
     start = time.time()
@@ -59,11 +60,12 @@ def export_codes(
             try:
                 writers = [tf.io.TFRecordWriter(p) for p in shard_paths]
                 for images, labels in data.batched(source.load(split), batch_size, training=False):
-                    batch_codes = encode(images).numpy()
+                    batch_codes = {name: grid.numpy() for name, grid in encode(images).items()}
                     if split == "train" and info.num_classes:
                         class_counts += np.bincount(labels.numpy(), minlength=len(class_counts))[: len(class_counts)]
-                    for c, y in zip(batch_codes, labels.numpy()):
-                        writers[min(written // shard_size, num_shards - 1)].write(codes.serialize_example(c, y))
+                    for i, y in enumerate(labels.numpy()):
+                        example = {name: grid[i] for name, grid in batch_codes.items()}
+                        writers[min(written // shard_size, num_shards - 1)].write(codes.serialize_example(example, y))
                         written += 1
                     if written % (20 * batch_size) < batch_size:
                         progress.log(
@@ -73,13 +75,9 @@ def export_codes(
                 for w in writers or []:
                     w.close()
             counts[split] = written
+        grids = {name: list(shape) for name, shape in model.prior_grids().items()}
         meta = {
-            # The grid the prior models (`VQVAE.prior_grid_shape`): residual VQ's `depth` codes
-            # of a position lie side by side along the row.
-            "latent_shape": list(model.prior_grid_shape),
-            "depth": int(model.codes_per_position),
-            "codes_shape": list(model.codes_shape),
-            "quantizer": model.quantizer_type,
+            "model": "vqvae2" if several else "vqvae",
             "num_embeddings": int(model.num_embeddings),
             "image_shape": list(model.image_shape),
             "num_classes": int(info.num_classes),
@@ -93,6 +91,17 @@ def export_codes(
             "shards": {s: sorted(f for f in os.listdir(tmp) if f.startswith(s + "-")) for s in codes.SPLITS},
             "source_checkpoint": source_checkpoint,
         }
+        if several:  # VQ-VAE-2: one feature per grid
+            meta["grids"] = grids
+        else:
+            # The grid the prior models (`VQVAE.prior_grid_shape`): residual VQ's `depth` codes
+            # of a position lie side by side along the row.
+            meta.update(
+                latent_shape=grids["codes"],
+                depth=int(model.codes_per_position),
+                codes_shape=list(model.codes_shape),
+                quantizer=model.quantizer_type,
+            )
         files.atomic_write_json(os.path.join(tmp, codes.META), meta)
     progress.log(f"[export_codes] wrote {counts} codes to {out_dir} in {time.time() - start:.0f}s")
     return meta

@@ -10,6 +10,7 @@ from vqvae_tf import data
 from vqvae_tf.models import presets
 from vqvae_tf.models.pixelcnn import PixelCNN
 from vqvae_tf.models.vqvae import VQVAE
+from vqvae_tf.models.vqvae2 import VQVAE2, HierarchicalPrior
 from vqvae_tf.training import train_prior_lib, train_vqvae_lib
 from vqvae_tf.training.workdir import Workdir
 
@@ -19,9 +20,18 @@ def check_one_source(workdir: str | None, preset: str | None) -> None:
         raise ValueError("Give exactly one of --workdir (a trained run) and --preset (a pretrained preset).")
 
 
-def load_vqvae(workdir: str | None = None, preset: str | None = None) -> VQVAE:
+# The model classes a preset may hold, by config.json's class_name.
+_CLASSES = {cls.__name__: cls for cls in (VQVAE, VQVAE2, PixelCNN, HierarchicalPrior)}
+
+
+def _from_preset(preset: str, kind: str):
+    return _CLASSES[presets.class_name(preset, kind)].from_preset(preset)
+
+
+def load_vqvae(workdir: str | None = None, preset: str | None = None):
+    """The autoencoder (`VQVAE` or `VQVAE2`) of a workdir or a preset."""
     check_one_source(workdir, preset)
-    return VQVAE.from_preset(preset) if preset else train_vqvae_lib.load_trained_model(workdir)
+    return _from_preset(preset, "vqvae") if preset else train_vqvae_lib.load_trained_model(workdir)
 
 
 def has_prior(workdir: str | None = None, preset: str | None = None) -> bool:
@@ -35,9 +45,10 @@ def has_prior(workdir: str | None = None, preset: str | None = None) -> bool:
     return True
 
 
-def load_prior(workdir: str | None = None, preset: str | None = None) -> PixelCNN:
+def load_prior(workdir: str | None = None, preset: str | None = None):
+    """The prior (`PixelCNN` or `HierarchicalPrior`) of a workdir or a preset."""
     check_one_source(workdir, preset)
-    return PixelCNN.from_preset(preset) if preset else train_prior_lib.load_trained_prior(workdir)
+    return _from_preset(preset, "prior") if preset else train_prior_lib.load_trained_prior(workdir)
 
 
 def prior_classes(workdir: str | None = None, preset: str | None = None) -> dict:

@@ -16,30 +16,36 @@ from vqvae_tf.configs import PriorConfig
 from vqvae_tf.data import codes
 from vqvae_tf.models.pixelcnn import PixelCNN
 from vqvae_tf.models.pixelcnn_sampling import sample_images
+from vqvae_tf.models.vqvae2 import HierarchicalPrior
 from vqvae_tf.training import loop, train_vqvae_lib
 from vqvae_tf.training.options import RunOptions
 from vqvae_tf.training.workdir import Workdir
 from vqvae_tf.utils import files, images, progress
 
 
-def build_prior(config: PriorConfig, meta: dict) -> PixelCNN:
-    """A new prior of `config` for the codes described by `meta` (codes/meta.json), compiled."""
-    prior = PixelCNN(
+def build_prior(config: PriorConfig, meta: dict):
+    """A new prior of `config` for the codes described by `meta` (codes/meta.json), compiled: a
+    `PixelCNN`, or a `HierarchicalPrior` for a VQ-VAE-2's two grids."""
+    network = dict(
         num_embeddings=meta["num_embeddings"],
-        latent_shape=tuple(meta["latent_shape"]),
         num_filters=config.num_filters,
         num_layers=config.num_layers,
         kernel_size=config.kernel_size,
         num_classes=meta["num_classes"] if config.conditional else 0,
         dropout=config.dropout,
-        depth=meta.get("depth", 1),
+        attention_blocks=config.attention_blocks,
     )
+    grids = codes.grid_shapes(meta)
+    if "grids" in meta:
+        prior = HierarchicalPrior(top_shape=grids["codes_top"], bottom_shape=grids["codes_bottom"], **network)
+    else:
+        prior = PixelCNN(latent_shape=tuple(grids["codes"]), depth=meta.get("depth", 1), **network)
     prior.compile(optimizer=config.make_optimizer())
     prior.optimizer.build(prior.trainable_variables)
     return prior
 
 
-def load_trained_prior(workdir: str) -> PixelCNN:
+def load_trained_prior(workdir: str):
     """The prior of ``W/prior`` at its latest readable checkpoint."""
     prior, _ = loop.load_trained(
         Workdir(workdir).prior,
@@ -50,7 +56,7 @@ def load_trained_prior(workdir: str) -> PixelCNN:
     return prior
 
 
-def sample_grid(prior: PixelCNN, vqvae, columns: int = 10, seed: int = 0, temperature: float = 1.0):
+def sample_grid(prior, vqvae, columns: int = 10, seed: int = 0, temperature: float = 1.0):
     """uint8 grid of decoded samples: one row per class (conditional) or a columns x columns grid."""
     labels = np.repeat(np.arange(prior.num_classes, dtype=np.int32), columns) if prior.num_classes else None
     num_samples = len(labels) if labels is not None else columns * columns
@@ -88,6 +94,9 @@ def train_prior(config: PriorConfig, options: RunOptions, init_from: str | None 
     meta = codes.load_meta(workdir.codes)
     check_codes_data(meta, options)
     init = None
+    hierarchical = "grids" in meta
+    if init_from and hierarchical:
+        raise ValueError("--init_from fine-tunes a VQ-VAE's PixelCNN prior; VQ-VAE-2 priors train from scratch.")
     if init_from:
         init = PixelCNN.from_preset(init_from)
         want = (tuple(meta["latent_shape"]), meta["num_embeddings"])
@@ -103,7 +112,8 @@ def train_prior(config: PriorConfig, options: RunOptions, init_from: str | None 
         progress.log(f"Fine-tuning the prior from preset {init_from}.")
     if config.conditional and not meta["num_classes"]:
         raise ValueError(f"--conditional needs class labels, but {meta['dataset']} has none.")
-    PixelCNN.resolve_layers(tuple(meta["latent_shape"]), config.num_layers, config.kernel_size)
+    for grid in codes.grid_shapes(meta).values():  # refuse a stack too short for a grid before training
+        PixelCNN.resolve_layers(tuple(grid), config.num_layers, config.kernel_size)
     record = {"config": dataclasses.asdict(config), "codes_meta": meta, "seed": options.seed, "init_from": init_from}
     with loop.stage_run(options, workdir.prior, record, config.architecture(), config.batch_size) as run:
         prior = run.build(lambda: build_prior(config, meta), config.steps)
@@ -127,21 +137,31 @@ def train_prior(config: PriorConfig, options: RunOptions, init_from: str | None 
                 train,
                 config.steps,
                 config.batch_size,
-                format_logs=lambda logs: f"nll {logs['loss']:.4f} nats  {logs['bits_per_code']:.3f} bits/code",
+                format_logs=lambda logs: (
+                    f"nll {logs['loss']:.4f} nats  {logs['bits_per_code']:.3f} bits/code"
+                    + (
+                        f" (top {logs['bits_per_code_top']:.3f}, bottom {logs['bits_per_code_bottom']:.3f})"
+                        if hierarchical
+                        else ""
+                    )
+                ),
             )
         if not run.chief:
             return {}
         return _evaluate_and_write(run, prior, options, workdir, meta)
 
 
-def _evaluate_and_write(run: loop.StageRun, prior: PixelCNN, options: RunOptions, workdir: Workdir, meta) -> dict:
+def _evaluate_and_write(run: loop.StageRun, prior, options: RunOptions, workdir: Workdir, meta) -> dict:
     progress.log("Evaluating the prior on the test codes...")
     test = codes.read_codes(workdir.codes, "test").batch(options.eval_batch_size)
-    bits_per_code = float(prior.evaluate(test, verbose=0, return_dict=True)["bits_per_code"])
-    h, w = meta["latent_shape"]
+    results = prior.evaluate(test, verbose=0, return_dict=True)
+    bits_per_code = float(results["bits_per_code"])
+    num_codes = prior.num_codes
     dims = int(np.prod(meta["image_shape"]))
     metrics = {
         "test_bits_per_code": bits_per_code,
+        # VQ-VAE-2: each level's (the bottom one given the top codes).
+        **{f"test_{k}": float(v) for k, v in results.items() if k in ("bits_per_code_top", "bits_per_code_bottom")},
         "log2_num_embeddings": math.log2(meta["num_embeddings"]),
         "steps": int(prior.optimizer.iterations.numpy()),
         "conditional": bool(prior.num_classes),
@@ -151,8 +171,8 @@ def _evaluate_and_write(run: loop.StageRun, prior: PixelCNN, options: RunOptions
         # Section 3.3: -log p(x) <= -log p(x|z_q) - log p(z_q), in bits per image dimension; the
         # paper's own figure takes a uniform prior, -log p(z_q) = h w log K, during VQ-VAE training.
         reconstruction = vq_metrics["bits_per_dim_reconstruction"]
-        metrics["bits_per_dim"] = bits_per_code * h * w / dims + reconstruction
-        metrics["bits_per_dim_uniform_prior"] = math.log2(meta["num_embeddings"]) * h * w / dims + reconstruction
+        metrics["bits_per_dim"] = bits_per_code * num_codes / dims + reconstruction
+        metrics["bits_per_dim_uniform_prior"] = math.log2(meta["num_embeddings"]) * num_codes / dims + reconstruction
         target = "-log2 p(x|y), y the class label," if prior.num_classes else "-log2 p(x)"
         metrics["bits_per_dim_note"] = (
             f"upper bound on {target} per image dimension: (-log2 p(z_q) - log2 p(x|z_q)) / (H*W*C) on the "

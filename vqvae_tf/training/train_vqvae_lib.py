@@ -11,36 +11,45 @@ import numpy as np
 import tensorflow as tf
 
 from vqvae_tf import data
-from vqvae_tf.configs import VQVAEConfig
+from vqvae_tf.configs import VQVAEConfig, config_from_dict
 from vqvae_tf.layers import likelihoods
 from vqvae_tf.layers.quantizers import CodebookUsage
-from vqvae_tf.models.vqvae import VQVAE
 from vqvae_tf.training import loop
 from vqvae_tf.training.options import RunOptions
 from vqvae_tf.training.workdir import Workdir
 from vqvae_tf.utils import files, images, progress
 
-# The quality figures of W/vqvae/metrics.json (with `steps` and `images_per_second`).
+# The quality figures of W/vqvae/metrics.json (with `steps` and `images_per_second`); a VQ-VAE has
+# perplexity and codebook_usage, a VQ-VAE-2 their _top and _bottom versions (`quality_keys`).
 QUALITY_KEYS = (
     "test_mse",
     "test_normalized_mse",
     "test_psnr",
     "perplexity",
+    "perplexity_top",
+    "perplexity_bottom",
     "codebook_usage",
+    "codebook_usage_top",
+    "codebook_usage_bottom",
     "bits_per_dim_reconstruction",
 )
 
 
-def build_vqvae(config: VQVAEConfig, data_variance: float, seed: int) -> VQVAE:
-    """A new VQ-VAE of `config`, compiled with its optimizer, all state created (for checkpoints)."""
+def quality_keys(metrics: dict) -> tuple:
+    """The `QUALITY_KEYS` that `metrics` (a metrics.json) has."""
+    return tuple(k for k in QUALITY_KEYS if k in metrics)
+
+
+def build_vqvae(config: VQVAEConfig, data_variance: float, seed: int):
+    """A new VQ-VAE (or VQ-VAE-2, for a `VQVAE2Config`) of `config`, compiled with its optimizer, all state created (for checkpoints)."""
     model = config.build(data_variance=data_variance, seed=seed)
     model.compile(optimizer=config.make_optimizer())
     model.optimizer.build(model.trainable_variables)
     return model
 
 
-def load_trained_model(workdir: str) -> VQVAE:
-    """The VQ-VAE of ``W/vqvae`` at its latest readable checkpoint (for export and codes)."""
+def load_trained_model(workdir: str):
+    """The VQ-VAE (or VQ-VAE-2) of ``W/vqvae`` at its latest readable checkpoint (for export and codes)."""
     return load_trained_model_and_path(workdir)[0]
 
 
@@ -48,7 +57,7 @@ def load_trained_model_and_path(workdir: str):
     """(VQVAE, path of the checkpoint it was restored from)."""
     return loop.load_trained(
         Workdir(workdir).vqvae,
-        lambda saved: build_vqvae(VQVAEConfig.from_dict(saved["config"]), saved["data_variance"], saved.get("seed", 0)),
+        lambda saved: build_vqvae(config_from_dict(saved["config"]), saved["data_variance"], saved.get("seed", 0)),
         "VQ-VAE",
         "train.train_vqvae",
     )
@@ -68,14 +77,14 @@ def trained_data_source(workdir: str, **overrides) -> data.DataSource:
 LIKELIHOOD_FIT_EXAMPLES = 10_000
 
 
-def evaluate(model: VQVAE, dataset: tf.data.Dataset, fit_dataset: tf.data.Dataset | None = None) -> dict:
-    """Full pass over `dataset` (batches of (images, labels)). Returns the metrics.json fields
-    that depend on the data: test_mse, test_normalized_mse, test_psnr, perplexity,
-    codebook_usage, bits_per_dim_reconstruction (+ the likelihood used for it and where it was
-    fitted). With the MSE loss, p(x|z) is a discretized Gaussian whose std is fitted (maximum
+def evaluate(model, dataset: tf.data.Dataset, fit_dataset: tf.data.Dataset | None = None) -> dict:
+    """Full pass over `dataset` (batches of (images, labels)) with a `VQVAE` or `VQVAE2`. Returns
+    the metrics.json fields that depend on the data: test_mse, test_normalized_mse, test_psnr,
+    perplexity, codebook_usage (per level for a VQ-VAE-2: perplexity_top, codebook_usage_bottom,
+    ...), bits_per_dim_reconstruction (+ the likelihood used for it and where it was fitted). With the MSE loss, p(x|z) is a discretized Gaussian whose std is fitted (maximum
     likelihood) on `fit_dataset`, training images held apart from `dataset`; without one it is
     fitted on `dataset` itself (which flatters the figure)."""
-    usage = CodebookUsage(model.num_embeddings, model.codes_per_position)
+    usage = {name: CodebookUsage(k, q) for name, (k, q) in model.grid_codebooks.items()}
     dims = float(np.prod(model.image_shape))
     gaussian = model.likelihood != "logistic"
 
@@ -90,7 +99,7 @@ def evaluate(model: VQVAE, dataset: tf.data.Dataset, fit_dataset: tf.data.Datase
         if with_nll:
             log_scale = None if gaussian else out["log_scale"]
             nll = -likelihoods.log_prob_per_image(model.decoder_distribution(out["mean"], log_scale, scale=scale), x)
-        return err, clipped_err, nll, out["indices"]
+        return err, clipped_err, nll, model.codes_of(out)
 
     def std_of(errs):  # the maximum-likelihood global std, sqrt(MSE), in pixels
         return max(math.sqrt(float(errs.mean())) * 255.0, 1e-3)
@@ -103,7 +112,8 @@ def evaluate(model: VQVAE, dataset: tf.data.Dataset, fit_dataset: tf.data.Datase
     errs, clipped, nlls = [], [], []
     for x, _ in dataset:
         err, cerr, nll, codes = one_pass(x, tf.constant(scale))
-        usage.update_state(codes)
+        for name, grid in codes.items():
+            usage[name].update_state(grid)
         errs.append(err.numpy())
         clipped.append(cerr.numpy())
         nlls.append(nll.numpy())
@@ -121,20 +131,22 @@ def evaluate(model: VQVAE, dataset: tf.data.Dataset, fit_dataset: tf.data.Datase
         likelihood = f"discretized Gaussian, std {scale:.2f}/255 (maximum likelihood)"
     else:
         likelihood = "discretized logistic (decoder's own head)"
-    result = usage.result()
+    usage_metrics = {}
+    for name, metric in usage.items():
+        suffix = name.replace("codes", "")  # "" for a VQ-VAE's one grid, "_top" / "_bottom" for VQ-VAE-2's
+        usage_metrics.update({f"{k}{suffix}": float(v) for k, v in metric.result().items()})
     return {
         "test_mse": mse,
         "test_normalized_mse": mse / model.data_variance,
         "test_psnr": float(np.mean(10.0 * np.log10(1.0 / np.maximum(clipped, 1e-10)))),
-        "perplexity": float(result["perplexity"]),
-        "codebook_usage": float(result["codebook_usage"]),
+        **usage_metrics,
         "bits_per_dim_reconstruction": float(nll_per_image.mean() / dims / math.log(2.0)),
         "reconstruction_likelihood": likelihood,
         "reconstruction_likelihood_fit": fit,
         "test_examples": int(len(errs)),
         # What the codes of one image take without a prior (log2 K per code).
-        "code_bits_per_image": float(np.prod(model.codes_shape) * math.log2(model.num_embeddings)),
-        "_code_counts": usage.counts().numpy(),
+        "code_bits_per_image": model.code_bits_per_image,
+        "_code_counts": np.concatenate([m.counts().numpy().reshape(-1) for m in usage.values()]),
     }
 
 
@@ -164,7 +176,7 @@ def train_and_evaluate(
         raise ValueError("--reinit_codebook re-initialises a preset's codebook: it needs --init_from.")
     init = None
     if init_from:
-        init = VQVAE.from_preset(init_from)
+        init = config.model_cls.from_preset(init_from)
         changed = adopt_network(config, init, [f for f in config.network_kwargs() if f != "image_shape"])
         progress.log(
             f"Fine-tuning from preset {init_from}" + (f" (its network: {', '.join(changed)})." if changed else ".")
@@ -228,11 +240,12 @@ def fit_to_data(config: VQVAEConfig, image_shape, source: data.DataSource | None
       ValueError: the config's downsampling does not divide the image size (naming both).
     """
     h, w, c = (int(s) for s in image_shape)
-    d = config.downsample
+    d = config.total_downsample
+    factor = f"downsample={d}" if config.model == "vqvae" else f"downsample * top_downsample = {d}"
     if h % d or w % d:
         where = f" of {source.describe()}" if source else ""
         raise ValueError(
-            f"Images{where} are {h}x{w}, which config {config.name!r} (downsample={d}) cannot divide into "
+            f"Images{where} are {h}x{w}, which config {config.name!r} ({factor}) cannot divide into "
             f"codes. Pass --image_size with multiples of {d} (e.g. --image_size={max(d, h // d * d)},"
             f"{max(d, w // d * d)}) or pick another --config."
         )
@@ -240,7 +253,7 @@ def fit_to_data(config: VQVAEConfig, image_shape, source: data.DataSource | None
     return config.validate()
 
 
-def _train(run: loop.StageRun, model: VQVAE, config: VQVAEConfig, options: RunOptions, source: data.DataSource):
+def _train(run: loop.StageRun, model, config: VQVAEConfig, options: RunOptions, source: data.DataSource):
     # Shuffle differently after a resume rather than replaying the first batches.
     train = data.batched(
         source.load("train"),
@@ -249,14 +262,22 @@ def _train(run: loop.StageRun, model: VQVAE, config: VQVAEConfig, options: RunOp
         seed=options.seed * 1_000_003 + run.step,
     )
 
+    quantizers = {"": getattr(model, "quantizer", None)}
+    if config.model == "vqvae2":
+        quantizers = {"_top": model.quantizer_top, "_bottom": model.quantizer_bottom}
+
     def summaries():
-        if hasattr(model.quantizer, "code_usage"):  # FSQ keeps no usage statistics
-            tf.summary.histogram("train/code_usage_ema", model.quantizer.code_usage)
+        for suffix, quantizer in quantizers.items():
+            if hasattr(quantizer, "code_usage"):  # FSQ keeps no usage statistics
+                tf.summary.histogram(f"train/code_usage_ema{suffix}", quantizer.code_usage)
 
     def line(logs):
+        levels = "  ".join(
+            f"commit{s} {logs[f'commitment_loss{s}']:.4f}  perplexity{s} {logs[f'perplexity{s}']:.1f}"
+            for s in quantizers
+        )
         return (
-            f"loss {logs['loss']:.4f}  recon {logs['reconstruction_loss']:.4f}  "
-            f"commit {logs['commitment_loss']:.4f}  perplexity {logs['perplexity']:.1f}  "
+            f"loss {logs['loss']:.4f}  recon {logs['reconstruction_loss']:.4f}  {levels}  "
             f"restarts/step {logs['restarts']:.2f}"
         )
 
@@ -297,7 +318,7 @@ def _evaluate_and_write(run, model, config, options, images_per_second, source: 
         images.code_usage_chart(counts, title=f"Code usage on the {config.dataset} test split"),
     )
     with run.writer.as_default(step=metrics["steps"]):
-        for k in QUALITY_KEYS:
+        for k in quality_keys(metrics):
             tf.summary.scalar(f"test/{k}", metrics[k])
         tf.summary.histogram("test/code_counts", counts)
         tf.summary.image("test/reconstructions", grid[None])

@@ -1,0 +1,225 @@
+"""VQ-VAE-2's prior: p(top codes) p(bottom codes | top codes) (arXiv:1906.00446, section 3.3).
+
+Two gated PixelCNNs (`vqvae_tf.models.pixelcnn.PixelCNN`): the top one over the top codes, with
+optional causal self-attention blocks (the paper's top prior has them); the bottom one over the
+bottom codes, spatially conditioned on the whole top grid through a conditioning stack at the
+bottom grid's resolution. Both may be class-conditional. Trained together on exported codes (the
+two log-likelihoods add up; their parameters are disjoint, so this is two separate fits in one
+loop); sampled top first, then bottom, in one graph (`sample_grids_graph`).
+"""
+
+from __future__ import annotations
+
+import math
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from vqvae_tf.layers import SERIALIZATION_PACKAGE
+from vqvae_tf.models.pixelcnn import PixelCNN
+from vqvae_tf.models.pixelcnn_sampling import sample_codes_graph
+from vqvae_tf.models.vqvae2.model import GRID_NAMES, LEVELS
+from vqvae_tf.utils import distribute
+
+METRIC_KEYS = ("loss", "bits_per_code", "bits_per_code_top", "bits_per_code_bottom")
+
+
+def per_level(value, name: str) -> tuple:
+    """`value` for both levels: a pair (top, bottom) as given, or one value for both."""
+    if isinstance(value, (tuple, list)):
+        if len(value) != 2:
+            raise ValueError(f"{name} per level must be a pair (top, bottom), got {value!r}.")
+        return tuple(value)
+    return (value, value)
+
+
+@keras.saving.register_keras_serializable(package=SERIALIZATION_PACKAGE)
+class HierarchicalPrior(keras.Model):
+    """p(codes_top) p(codes_bottom | codes_top) over a `VQVAE2`'s codes.
+
+    Args:
+      num_embeddings: K of both levels.
+      top_shape, bottom_shape: the code grids (`VQVAE2.code_grids`); bottom = top x 2, 4 or 8.
+      num_filters, num_layers, kernel_size, dropout: of both PixelCNNs (num_layers None: each
+        sized to see its whole grid, `PixelCNN.layers_to_reach`).
+      num_classes: 0, or class-conditional at both levels.
+      attention_blocks, attention_heads: causal self-attention in the top prior (0: none).
+
+    Example:
+    >>> prior = HierarchicalPrior(16, (4, 4), (8, 8), num_filters=8, num_layers=None, kernel_size=5)
+    >>> lp = prior.log_prob(tf.zeros([2, 4, 4], tf.int32), tf.zeros([2, 8, 8], tf.int32))
+    """
+
+    def __init__(
+        self,
+        num_embeddings: int,
+        top_shape=(8, 8),
+        bottom_shape=(16, 16),
+        num_filters: int = 32,
+        num_layers: int | None = None,
+        kernel_size: int = 3,
+        num_classes: int = 0,
+        dropout: float = 0.0,
+        attention_blocks: int = 0,
+        attention_heads: int = 4,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        common = dict(
+            num_filters=num_filters,
+            num_layers=num_layers,
+            kernel_size=kernel_size,
+            num_classes=num_classes,
+            dropout=dropout,
+        )
+        self.top = PixelCNN(
+            num_embeddings,
+            top_shape,
+            attention_blocks=attention_blocks,
+            attention_heads=attention_heads,
+            name="top_prior",
+            **common,
+        )
+        self.bottom = PixelCNN(
+            num_embeddings,
+            bottom_shape,
+            condition_shape=top_shape,
+            condition_embeddings=num_embeddings,
+            name="bottom_prior",
+            **common,
+        )
+        self.num_embeddings = int(num_embeddings)
+        self.num_classes = int(num_classes)
+        self._config = dict(
+            common,
+            num_embeddings=self.num_embeddings,
+            top_shape=list(self.top.latent_shape),
+            bottom_shape=list(self.bottom.latent_shape),
+            attention_blocks=attention_blocks,
+            attention_heads=attention_heads,
+        )
+        self._trackers = {k: keras.metrics.Mean(name=k) for k in METRIC_KEYS}
+        self.built = True
+
+    @property
+    def grid_shapes(self) -> dict:
+        return dict(zip(GRID_NAMES, (self.top.latent_shape, self.bottom.latent_shape)))
+
+    @property
+    def num_codes(self) -> int:
+        """Codes per image, both levels."""
+        return sum(math.prod(s) for s in self.grid_shapes.values())
+
+    def check_labels(self, labels, batch_size=None):
+        return self.top.check_labels(labels, batch_size)
+
+    # ---------------------------------------------------------------- likelihood
+
+    def call(self, grids, labels=None, training=False):
+        """{"codes_top", "codes_bottom"} (+ labels) -> {"codes_top": logits, "codes_bottom": logits}."""
+        top = self.top(grids["codes_top"], labels, training=training)
+        bottom = self.bottom(grids["codes_bottom"], labels, training=training, condition=grids["codes_top"])
+        return {"codes_top": top, "codes_bottom": bottom}
+
+    def log_prob_levels(self, codes_top, codes_bottom, labels=None):
+        """(log p(top), log p(bottom | top)) in nats, float32 [B] each."""
+        labels = None if labels is None else tf.convert_to_tensor(labels)
+        return self.top.log_prob(codes_top, labels), self.bottom.log_prob(codes_bottom, labels, condition=codes_top)
+
+    def log_prob(self, codes_top, codes_bottom, labels=None):
+        """log p(codes_top, codes_bottom) in nats, float32 [B]."""
+        top, bottom = self.log_prob_levels(codes_top, codes_bottom, labels)
+        return top + bottom
+
+    def log_prob_grids(self, grids: dict, labels=None):
+        return self.log_prob(grids["codes_top"], grids["codes_bottom"], labels)
+
+    def bits_per_code(self, log_prob):
+        """`log_prob` of both grids (nats) as bits per code over both levels."""
+        return -log_prob / float(self.num_codes * np.log(2.0))
+
+    # ---------------------------------------------------------------- sampling
+
+    def sample_grids_graph(self, num_samples, temperature, seed, labels=None, top_k=None, fast=True) -> dict:
+        """Top codes, then bottom codes given them, as TF ops (one graph). `temperature`, `seed`
+        and `top_k` are one value for both levels or a (top, bottom) pair; one seed s samples the
+        bottom level with s + 1. Returns {"codes_top": int32 [N,ht,wt], "codes_bottom": int32 [N,hb,wb]}."""
+        temperatures = per_level(temperature, "temperature")
+        top_ks = per_level(top_k, "top_k")
+        seeds = seed if isinstance(seed, (tuple, list)) else (seed, tf.cast(seed, tf.int32) + 1)
+        seeds = per_level(seeds, "seed")
+        top = sample_codes_graph(self.top, num_samples, temperatures[0], seeds[0], labels, top_ks[0], fast)
+        bottom = sample_codes_graph(
+            self.bottom, num_samples, temperatures[1], seeds[1], labels, top_ks[1], fast, condition=top
+        )
+        return {"codes_top": top, "codes_bottom": bottom}
+
+    # ---------------------------------------------------------------- training
+
+    @property
+    def metrics(self):
+        return list(self._trackers.values())
+
+    def _nll(self, data, training):
+        """Per example, nats per code of each level: (top [B], bottom [B])."""
+        while isinstance(data, (tuple, list)) and len(data) == 1:
+            data = data[0]
+        grids, labels = (data[0], data[1]) if isinstance(data, (tuple, list)) else (data, None)
+        if self.num_classes == 0:
+            labels = None
+        logits = self(grids, labels, training=training)
+        return tuple(
+            tf.reduce_mean(
+                tf.nn.sparse_softmax_cross_entropy_with_logits(
+                    labels=tf.cast(grids[name], tf.int32), logits=logits[name]
+                ),
+                axis=[1, 2],
+            )
+            for name in GRID_NAMES
+        )
+
+    def _joint(self, top, bottom):
+        """Nats per code over both levels, from each level's per-code means."""
+        sizes = [math.prod(s) for s in self.grid_shapes.values()]
+        return (top * sizes[0] + bottom * sizes[1]) / float(sum(sizes))
+
+    def _track(self, top, bottom):
+        joint = self._joint(top, bottom)
+        values = {
+            "loss": joint,
+            "bits_per_code": joint / np.log(2.0),
+            **{f"bits_per_code_{level}": nll / np.log(2.0) for level, nll in zip(LEVELS, (top, bottom))},
+        }
+        for key, tracker in self._trackers.items():
+            tracker.update_state(values[key])
+        return {k: t.result() for k, t in self._trackers.items()}
+
+    def train_step(self, data):
+        with tf.GradientTape() as tape:
+            top, bottom = self._nll(data, training=True)
+            loss = tf.reduce_mean(self._joint(top, bottom))
+            scaled = self.optimizer.scale_loss(distribute.replica_scaled(loss))
+        variables = self.trainable_variables
+        self.optimizer.apply_gradients(zip(tape.gradient(scaled, variables), variables))
+        return self._track(top, bottom)
+
+    def test_step(self, data):
+        return self._track(*self._nll(data, training=False))
+
+    # ---------------------------------------------------------------- saving
+
+    @classmethod
+    def from_preset(cls, preset: str, load_weights: bool = True) -> "HierarchicalPrior":
+        """The prior of a pretrained VQ-VAE-2 preset (a name or a preset directory)."""
+        from vqvae_tf.models import presets
+
+        return presets.load(cls, preset, load_weights)
+
+    def save_to_preset(self, directory: str, metadata: dict | None = None) -> str:
+        from vqvae_tf.models import presets
+
+        return presets.save(self, directory, metadata)
+
+    def get_config(self):
+        return dict(super().get_config(), **self._config)
