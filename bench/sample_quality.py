@@ -10,12 +10,11 @@ VQ-VAE reconstructions of them, the ceiling that the decoder allows).
 
 from __future__ import annotations
 
-import keras
 import numpy as np
 import tensorflow as tf
 from absl import app, flags
 
-from bench.common import machine, write_json
+from bench.common import classifier, machine, write_json
 from vqvae_tf import data, sample_codes
 from vqvae_tf.training import train_prior_lib, train_vqvae_lib
 
@@ -25,28 +24,6 @@ flags.DEFINE_float("temperature", 1.0, "Sampling temperature.")
 flags.DEFINE_bool("quick", False, "Fewer classifier epochs and samples.")
 flags.DEFINE_string("output", None, "JSON file for the results.")
 FLAGS = flags.FLAGS
-
-
-def classifier(epochs: int, seed: int = 0) -> tuple[keras.Model, float]:
-    keras.utils.set_random_seed(seed)
-    x, y = next(iter(data.load("fashion_mnist", "train").batch(60000)))
-    xt, yt = next(iter(data.load("fashion_mnist", "test").batch(10000)))
-    model = keras.Sequential(
-        [
-            keras.Input((28, 28, 1)),
-            keras.layers.Conv2D(32, 3, activation="relu"),
-            keras.layers.MaxPooling2D(),
-            keras.layers.Conv2D(64, 3, activation="relu"),
-            keras.layers.MaxPooling2D(),
-            keras.layers.Flatten(),
-            keras.layers.Dropout(0.3),
-            keras.layers.Dense(128, activation="relu"),
-            keras.layers.Dense(10),
-        ]
-    )
-    model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
-    model.fit(x, y, batch_size=128, epochs=epochs, verbose=0)
-    return model, float(model.evaluate(xt, yt, verbose=0)[1])
 
 
 def main(argv):

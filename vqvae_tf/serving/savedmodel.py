@@ -20,7 +20,9 @@ Signatures (batch dimension always None; inputs and outputs named as below):
                                (+ labels int32 [B] if conditional) -> codes, images
            log_prob            codes (+ labels) -> log_prob float32 [B] (nats), bits_per_code
 
-Codes are int32 [B,h,w], or [B,h,w,Q] for a residual-VQ model of depth Q (`VQVAE.codes_shape`).
+Codes are int32 [B,h,w], or [B,h,w,Q] for a residual-VQ model of depth Q (`VQVAE.codes_shape`). A
+`VQVAE2`'s signatures have two code tensors, ``codes_top`` and ``codes_bottom``, wherever these
+have ``codes`` (the autoencoder's `code_grids` names them).
 
 Bad input raises InvalidArgument with a message naming the problem (codes outside [0, K),
 pixel values outside [0, 1] or not finite, undecodable bytes, wrong image size, num_samples
