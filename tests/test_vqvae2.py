@@ -149,6 +149,48 @@ def test_train_step_reports_each_level_and_trains_both_encoders():
     assert logs["perplexity_top"] >= 1.0 and logs["perplexity_bottom"] >= 1.0
 
 
+def test_mixed_precision():
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    try:
+        model = tiny_model(kmeans_init=True)
+        model.compile(optimizer="adam")
+        x = tf.random.uniform([8, 16, 16, 1], seed=6)
+        logs = tf.function(model.train_step)(x)
+        assert all(np.isfinite(float(v)) for v in logs.values())
+        assert model.quantizer_top.codebook.dtype == tf.float32
+        assert model.decode(*model.encode(x)).dtype == tf.float32
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+
+
+def test_mirrored_train_step_equals_single_replica(mirrored):
+    """A 2-replica step on a split batch = a 1-replica step on the whole batch (both EMA levels)."""
+    images = tf.random.stateless_uniform([8, 16, 16, 1], seed=[3, 4])
+
+    def make():
+        model = tiny_model(dead_code_threshold=0.0)
+        model.compile(optimizer="adam")
+        model.optimizer.build(model.trainable_variables)
+        return model
+
+    single = make()
+    for _ in range(2):
+        tf.function(single.train_step)(images)
+    with mirrored.scope():
+        multi = make()  # the same seed: the same initial weights
+    it = iter(mirrored.experimental_distribute_dataset(tf.data.Dataset.from_tensors(images).repeat(2)))
+
+    @tf.function
+    def step(batch):
+        mirrored.run(multi.train_step, args=(batch,))
+
+    for _ in range(2):
+        step(next(it))
+    for a, b in zip(single.weights, multi.weights, strict=True):
+        for local in mirrored.experimental_local_results(b.value):
+            np.testing.assert_allclose(local.numpy(), a.numpy(), rtol=2e-4, atol=2e-5, err_msg=a.path)
+
+
 def test_keras_round_trip(tmp_path):
     model = tiny_model()
     path = str(tmp_path / "m.keras")
@@ -245,10 +287,10 @@ def test_prior_train_step_reports_each_level():
     assert np.isclose(logs["bits_per_code"], (4 * logs["bits_per_code_top"] + 16 * logs["bits_per_code_bottom"]) / 20)
 
 
-@pytest.mark.parametrize("num_classes, attention_blocks", [(0, 0), (3, 1)])
-def test_sampling_is_deterministic_and_the_cached_sampler_equals_the_plain_one(num_classes, attention_blocks):
-    prior = tiny_prior(num_classes=num_classes, attention_blocks=attention_blocks, top=(3, 3), bottom=(6, 6))
-    labels = [0, 1, 2] if num_classes else None
+def test_sampling_is_deterministic_and_the_cached_sampler_equals_the_plain_one():
+    # (A top prior with attention samples with the plain sampler: the `trained` fixture's prior.)
+    prior = tiny_prior(num_classes=3, top=(2, 3), bottom=(4, 6))
+    labels = [0, 1, 2]
     a = sample_grids(prior, 3, seed=5, labels=labels)
     b = sample_grids(prior, 3, seed=5, labels=labels)
     plain = sample_grids(prior, 3, seed=5, labels=labels, fast=False)
