@@ -444,6 +444,7 @@ BAD_FLAGS = [
     ),
     ("export.export_tflite", ["--export_dir=/tmp/x", "--quantization=int4"], "--quantization must be from"),
     ("train.pipeline", ["--recipe=huge"], "huge"),
+    ("train.pipeline", ["--model=vqvae2", "--quantizer=fsq"], "--quantizer does not apply to the vqvae2 config"),
 ]
 
 

@@ -348,6 +348,7 @@ def trained(tmp_path_factory):
     return dict(
         workdir=workdir,
         export_dir=export_dir,
+        paths=paths,
         metrics=metrics,
         prior_metrics=prior_metrics,
         meta=meta,
@@ -416,6 +417,24 @@ def test_savedmodel_signatures_equal_keras(trained):
             vq["decode"](**kwargs)
     with pytest.raises(tf.errors.InvalidArgumentError, match="same batch size"):
         pm["log_prob"](codes_top=good_top[:1], codes_bottom=good_bottom, labels=tf.constant([1, 1, 1]))
+
+
+def test_warmup_records_replay(trained):
+    from tensorflow_serving.apis import prediction_log_pb2
+
+    from vqvae_tf.serving import savedmodel
+
+    for name, sm in (("vqvae", trained["vq_sm"]), ("prior", trained["prior_sm"])):
+        path = os.path.join(trained["paths"][name], savedmodel.WARMUP_PATH)
+        logs = [prediction_log_pb2.PredictionLog.FromString(r.numpy()) for r in tf.data.TFRecordDataset(path)]
+        assert {log.predict_log.request.model_spec.signature_name for log in logs} == set(sm.signatures)
+        for log in logs:
+            request = log.predict_log.request
+            inputs = {k: tf.constant(tf.make_ndarray(v)) for k, v in request.inputs.items()}
+            out = sm.signatures[request.model_spec.signature_name](**inputs)
+            assert set(out) == set(sm.signatures[request.model_spec.signature_name].structured_outputs)
+    config = open(os.path.join(trained["export_dir"], savedmodel.MODELS_CONFIG_FILE)).read()
+    assert 'name: "vqvae"' in config and 'name: "prior"' in config
 
 
 def test_tflite_decoder_takes_both_grids(trained, tmp_path):
