@@ -50,19 +50,7 @@ VARIANTS = {
     # Evidence that a folder of the user's own images runs end to end: a third of the budget.
     "vqvae2_folder": dict(model="vqvae2", num_embeddings=128, folder=True),
 }
-VQ_KEYS = (
-    "test_normalized_mse",
-    "test_psnr",
-    "code_bits_per_image",
-    "perplexity",
-    "perplexity_top",
-    "perplexity_bottom",
-    "codebook_usage",
-    "codebook_usage_top",
-    "codebook_usage_bottom",
-    "bits_per_dim_reconstruction",
-    "images_per_second",
-)
+VQ_KEYS = (*train_vqvae_lib.QUALITY_KEYS, "code_bits_per_image", "images_per_second")
 PRIOR_KEYS = (
     "test_bits_per_code",
     "test_bits_per_code_top",

@@ -128,3 +128,17 @@ def train_tiny_vqvae(root):
         config, RunOptions(workdir=workdir, data_dir=data_dir, log_every=2, checkpoint_every=2)
     )
     return workdir, data_dir
+
+
+def warmup_requests(saved_model_dir: str):
+    """(signature name, inputs, request) of each TF Serving warmup record of a SavedModel version."""
+    import tensorflow as tf
+    from tensorflow_serving.apis import prediction_log_pb2
+
+    from vqvae_tf.serving import savedmodel
+
+    path = os.path.join(saved_model_dir, savedmodel.WARMUP_PATH)
+    for record in tf.data.TFRecordDataset(path):
+        request = prediction_log_pb2.PredictionLog.FromString(record.numpy()).predict_log.request
+        inputs = {k: tf.constant(tf.make_ndarray(v)) for k, v in request.inputs.items()}
+        yield request.model_spec.signature_name, inputs, request

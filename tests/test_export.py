@@ -7,7 +7,7 @@ import textwrap
 import numpy as np
 import pytest
 import tensorflow as tf
-from helpers import REPO_ROOT, train_and_export_tiny
+from helpers import REPO_ROOT, train_and_export_tiny, warmup_requests
 
 from vqvae_tf import sample_codes
 from vqvae_tf.serving import export_tflite_lib, savedmodel, tflite
@@ -177,17 +177,12 @@ def test_bad_input_at_serving_time(exported):
 
 
 def test_warmup_records_parse_and_replay(exported):
-    from tensorflow_serving.apis import prediction_log_pb2
-
     for name, sm in (("vqvae", exported["vq_sm"]), ("prior", exported["prior_sm"])):
-        path = os.path.join(exported["paths"][name], savedmodel.WARMUP_PATH)
-        logs = [prediction_log_pb2.PredictionLog.FromString(r.numpy()) for r in tf.data.TFRecordDataset(path)]
-        assert {log.predict_log.request.model_spec.signature_name for log in logs} == set(sm.signatures)
-        for log in logs:
-            request = log.predict_log.request
+        requests = list(warmup_requests(exported["paths"][name]))
+        assert {signature_name for signature_name, _, _ in requests} == set(sm.signatures)
+        for signature_name, inputs, request in requests:
             assert request.model_spec.name == name
-            inputs = {k: tf.constant(tf.make_ndarray(v)) for k, v in request.inputs.items()}
-            signature = sm.signatures[request.model_spec.signature_name]
+            signature = sm.signatures[signature_name]
             out = signature(**inputs)  # every warmup request runs, and gives the declared outputs
             assert set(out) == set(signature.structured_outputs), request.model_spec.signature_name
             for key, value in out.items():

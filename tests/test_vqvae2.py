@@ -10,7 +10,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from helpers import REPO_ROOT, fake_mnist_dir, fashion_mnist_arrays, image_folder
+from helpers import REPO_ROOT, fake_mnist_dir, fashion_mnist_arrays, image_folder, warmup_requests
 
 from vqvae_tf import VQVAE2, HierarchicalPrior, PixelCNN, configs, get_config, sample_grids
 from vqvae_tf.models.pixelcnn_sampling import sample_codes
@@ -420,19 +420,14 @@ def test_savedmodel_signatures_equal_keras(trained):
 
 
 def test_warmup_records_replay(trained):
-    from tensorflow_serving.apis import prediction_log_pb2
-
     from vqvae_tf.serving import savedmodel
 
     for name, sm in (("vqvae", trained["vq_sm"]), ("prior", trained["prior_sm"])):
-        path = os.path.join(trained["paths"][name], savedmodel.WARMUP_PATH)
-        logs = [prediction_log_pb2.PredictionLog.FromString(r.numpy()) for r in tf.data.TFRecordDataset(path)]
-        assert {log.predict_log.request.model_spec.signature_name for log in logs} == set(sm.signatures)
-        for log in logs:
-            request = log.predict_log.request
-            inputs = {k: tf.constant(tf.make_ndarray(v)) for k, v in request.inputs.items()}
-            out = sm.signatures[request.model_spec.signature_name](**inputs)
-            assert set(out) == set(sm.signatures[request.model_spec.signature_name].structured_outputs)
+        requests = list(warmup_requests(trained["paths"][name]))
+        assert {signature_name for signature_name, _, _ in requests} == set(sm.signatures)
+        for signature_name, inputs, _ in requests:
+            out = sm.signatures[signature_name](**inputs)
+            assert set(out) == set(sm.signatures[signature_name].structured_outputs)
     config = open(os.path.join(trained["export_dir"], savedmodel.MODELS_CONFIG_FILE)).read()
     assert 'name: "vqvae"' in config and 'name: "prior"' in config
 

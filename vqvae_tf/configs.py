@@ -282,6 +282,11 @@ def _colour(dataset: str, size: int, hiddens: int, residual_hiddens: int, **fiel
     )
 
 
+def _vqvae2(size: int, **fields) -> dict:
+    """A VQ-VAE-2 config for size x size x 3 images, VQVAE2's network (the paper's), Adam 3e-4."""
+    return dict(model="vqvae2", dataset="image_folder", image_shape=(size, size, 3), learning_rate=3e-4, **fields)
+
+
 _CONFIGS = {
     # 28x28x1 -> 7x7 codes: VQVAE's defaults. Small K with EMA codebook, k-means init and
     # dead-code restart keeps every code in use (see BENCHMARKS.md).
@@ -297,27 +302,9 @@ _CONFIGS = {
     # VQ-VAE-2 (arXiv:1906.00446, appendix A: 128 hidden, 64 residual hidden, 2 residual blocks,
     # K=512, D=64 at both levels, Adam 3e-4, batch 128): codes at 1/4 (bottom) and 1/8 (top).
     # 64x64x3 -> 8x8 top, 16x16 bottom.
-    "vqvae2_64": dict(
-        model="vqvae2", dataset="image_folder", image_shape=(64, 64, 3), learning_rate=3e-4, batch_size=64, steps=50_000
-    ),
-    # 128x128x3 -> 16x16 top, 32x32 bottom.
-    "vqvae2_128": dict(
-        model="vqvae2",
-        dataset="image_folder",
-        image_shape=(128, 128, 3),
-        learning_rate=3e-4,
-        batch_size=128,
-        steps=100_000,
-    ),
-    # The paper's ImageNet setting: 256x256x3 -> 32x32 top, 64x64 bottom.
-    "vqvae2_256": dict(
-        model="vqvae2",
-        dataset="image_folder",
-        image_shape=(256, 256, 3),
-        learning_rate=3e-4,
-        batch_size=128,
-        steps=250_000,
-    ),
+    "vqvae2_64": _vqvae2(64, batch_size=64, steps=50_000),
+    "vqvae2_128": _vqvae2(128, batch_size=128, steps=100_000),  # 16x16 top, 32x32 bottom
+    "vqvae2_256": _vqvae2(256, batch_size=128, steps=250_000),  # the paper's ImageNet setting: 32x32, 64x64
     # For tests: 32x32x1 -> 4x4 top, 8x8 bottom, seconds on a CPU.
     "vqvae2_tiny": dict(
         model="vqvae2",

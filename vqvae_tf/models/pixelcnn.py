@@ -19,12 +19,13 @@ from vqvae_tf.layers import SERIALIZATION_PACKAGE
 from vqvae_tf.layers.attention import CausalSelfAttention
 from vqvae_tf.layers.encoder_decoder import DOWNSAMPLE_FACTORS, Decoder
 from vqvae_tf.layers.masked_conv import GatedBlock, shift_down
+from vqvae_tf.models import presets
 from vqvae_tf.models.pixelcnn_sampling import sample_codes_graph
 from vqvae_tf.utils import checks, distribute
 
 
 @keras.saving.register_keras_serializable(package=SERIALIZATION_PACKAGE)
-class PixelCNN(keras.Model):
+class PixelCNN(presets.PresetMixin, keras.Model):
     """Gated PixelCNN over code grids: codes int32 [B,h,w] (+ labels [B]) -> logits [B,h,w,K].
 
     Args:
@@ -400,20 +401,6 @@ class PixelCNN(keras.Model):
 
     def test_step(self, data):
         return self._track(self._nll(data, training=False))
-
-    @classmethod
-    def from_preset(cls, preset: str, load_weights: bool = True) -> "PixelCNN":
-        """The prior of a pretrained preset: a shipped name (`vqvae_tf.list_presets()`) or a
-        preset directory, with its weights unless `load_weights` is False."""
-        from vqvae_tf.models import presets
-
-        return presets.load(cls, preset, load_weights)
-
-    def save_to_preset(self, directory: str, metadata: dict | None = None) -> str:
-        """Writes this prior as a preset directory (config.json, model.weights.h5, metadata.json)."""
-        from vqvae_tf.models import presets
-
-        return presets.save(self, directory, metadata)
 
     def get_config(self):
         config = super().get_config()

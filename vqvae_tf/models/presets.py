@@ -8,8 +8,8 @@
 A preset *name* is one of the shipped presets (`list_presets()`), whose directories live in
 ``vqvae_tf/weights/<name>/{vqvae,prior}/``; anything else is a directory: a model's own preset
 directory, or a directory holding ``vqvae/`` and ``prior/`` (what the pipeline writes to
-``W/presets/``). `VQVAE.from_preset` / `PixelCNN.from_preset` and their `save_to_preset` call this
-module; it imports no model, so the models can import it.
+``W/presets/``). The models' `from_preset` and `save_to_preset` (`PresetMixin`) call this module;
+it imports no model, so the models can import it.
 """
 
 from __future__ import annotations
@@ -36,6 +36,22 @@ PRESETS = {
 
 class PresetError(ValueError):
     """A preset that cannot be found or loaded; the message names the file or the known names."""
+
+
+class PresetMixin:
+    """`from_preset` / `save_to_preset` for the zoo's models (`VQVAE`, `VQVAE2`, `PixelCNN`,
+    `HierarchicalPrior`): each is saved under the kind `KINDS` gives its class."""
+
+    @classmethod
+    def from_preset(cls, preset: str, load_weights: bool = True):
+        """The model of a pretrained preset: a shipped name (`vqvae_tf.list_presets()`) or a
+        preset directory (`save_to_preset`'s, or a pipeline's ``W/presets``), with its weights
+        unless `load_weights` is False. Raises `PresetError` naming the problem."""
+        return load(cls, preset, load_weights)
+
+    def save_to_preset(self, directory: str, metadata: dict | None = None) -> str:
+        """Writes this model as a preset directory (config.json, model.weights.h5, metadata.json)."""
+        return save(self, directory, metadata)
 
 
 def list_presets() -> dict:

@@ -19,6 +19,7 @@ from vqvae_tf.layers.encoder_decoder import Decoder, Encoder
 from vqvae_tf.layers.fsq import FiniteScalarQuantizer, validate_levels
 from vqvae_tf.layers.quantizers import DISTANCES, GRADIENTS, VectorQuantizer, VectorQuantizerEMA
 from vqvae_tf.layers.residual_vq import ResidualVectorQuantizer
+from vqvae_tf.models import presets
 from vqvae_tf.utils import checks, distribute
 
 LOSS_KEYS = ("loss", "reconstruction_loss", "codebook_loss", "commitment_loss", "perplexity")
@@ -51,7 +52,7 @@ ARCHITECTURE_ARGS = (
 RUN_ARGS = ("data_variance", "seed")
 
 
-class ImageAutoencoder(keras.Model):
+class ImageAutoencoder(presets.PresetMixin, keras.Model):
     """What the zoo's autoencoders (`VQVAE`, `vqvae2.VQVAE2`) share: checked images in [0, 1], the
     decoder head and its likelihood p(x|z), presets, the loss trackers and `test_step`, and the
     code grids API that every stage and export uses:
@@ -66,23 +67,41 @@ class ImageAutoencoder(keras.Model):
                                  codebooks as constants (for TFLite conversion)
       codes_of(forward_output)   {name: codes} of a `forward` pass
 
-    Subclasses set `image_shape`, `likelihood`, `data_variance` and `_trackers` (name -> Mean).
+    Subclasses call `_set_arguments` with their constructor's arguments and set `_trackers` (name ->
+    Mean) and `_restarts`; they define `forward`, `compute_losses` and `num_restarts` (dead codes
+    restarted so far, over all quantizers), and may adjust the gradients (`_adjust_gradients`).
     """
 
-    @classmethod
-    def from_preset(cls, preset: str, load_weights: bool = True):
-        """The model of a pretrained preset: a shipped name (`vqvae_tf.list_presets()`) or a
-        preset directory (`save_to_preset`'s, or a pipeline's ``W/presets``), with its weights
-        unless `load_weights` is False. Raises `PresetError` naming the problem."""
-        from vqvae_tf.models import presets
+    def _set_arguments(self, arguments: dict, attribute_names: dict | None = None) -> None:
+        """Validates the constructor's `arguments` (`validate_arguments` and data_variance > 0),
+        keeps them for `get_config` and sets each as an attribute (renamed by `attribute_names`)."""
+        arguments["image_shape"] = tuple(int(s) for s in arguments["image_shape"])
+        self.validate_arguments(arguments)
+        if not arguments["data_variance"] > 0:
+            raise ValueError(f"data_variance must be > 0, got {arguments['data_variance']}.")
+        arguments["data_variance"] = float(arguments["data_variance"])
+        self._arguments = arguments
+        for name, value in arguments.items():
+            setattr(self, (attribute_names or {}).get(name, name), value)
 
-        return presets.load(cls, preset, load_weights)
-
-    def save_to_preset(self, directory: str, metadata: dict | None = None) -> str:
-        """Writes this model as a preset directory (config.json, model.weights.h5, metadata.json)."""
-        from vqvae_tf.models import presets
-
-        return presets.save(self, directory, metadata)
+    @staticmethod
+    def validate_network(arguments: dict, downsample: int, what: str) -> None:
+        """The checks every autoencoder's `validate_arguments` starts with: image shape, widths,
+        likelihood, and an image size divisible by `downsample` (`what` names the factor)."""
+        image_shape = tuple(arguments["image_shape"])
+        if len(image_shape) != 3 or min(image_shape) <= 0:
+            raise ValueError(f"image_shape must be (H, W, C) with positive sizes, got {image_shape}.")
+        for name in ("num_embeddings", "embedding_dim", "num_hiddens", "num_residual_hiddens"):
+            checks.positive_int(name, arguments[name])
+        if arguments["num_residual_layers"] < 0:
+            raise ValueError(f"num_residual_layers must be >= 0, got {arguments['num_residual_layers']}.")
+        checks.one_of("likelihood", arguments["likelihood"], LIKELIHOODS)
+        h, w, _ = image_shape
+        if h % downsample or w % downsample:
+            raise ValueError(
+                f"image size {h}x{w} is not divisible by {what}; "
+                "choose a config whose downsampling fits the images, or another --image_size."
+            )
 
     def _check_images(self, images):
         return checks.batch_of(images, "images", self.image_shape, integer=False, kind="float in [0,1]")
@@ -129,6 +148,31 @@ class ImageAutoencoder(keras.Model):
                 for shape, (k, _) in zip(self.code_grids.values(), self.grid_codebooks.values())
             )
         )
+
+    # ------------------------------------------------------------------ training
+
+    @property
+    def metrics(self):
+        return [*self._trackers.values(), self._restarts]
+
+    def _adjust_gradients(self, grads, variables):
+        """A subclass's last word on the gradients before the optimizer step (identity)."""
+        return grads
+
+    def train_step(self, data):
+        images = data[0] if isinstance(data, (tuple, list)) else data
+        restarts_before = self.num_restarts  # read now
+        with tf.GradientTape() as tape:
+            losses = self.compute_losses(images, training=True)
+            scaled = self.optimizer.scale_loss(distribute.replica_scaled(losses["loss"]))
+        variables = self.trainable_variables
+        grads = self._adjust_gradients(tape.gradient(scaled, variables), variables)
+        self.optimizer.apply_gradients(zip(grads, variables))
+        self._restarts.update_state(tf.cast(self.num_restarts - restarts_before, tf.float32))
+        return dict(self._update_trackers(losses), **{RESTARTS_KEY: self._restarts.result()})
+
+    def get_config(self):
+        return dict(super().get_config(), **dict(self._arguments, image_shape=list(self.image_shape)))
 
     def _update_trackers(self, losses):
         for key, tracker in self._trackers.items():
@@ -200,16 +244,9 @@ class VQVAE(ImageAutoencoder):
     ):
         super().__init__(**kwargs)
         arguments = {name: value for name, value in locals().items() if name in _ARGUMENTS}
-        arguments["image_shape"] = tuple(int(s) for s in image_shape)
         arguments["fsq_levels"] = tuple(fsq_levels)
-        self.validate_arguments(arguments)
-        if not data_variance > 0:
-            raise ValueError(f"data_variance must be > 0, got {data_variance}.")
-        arguments["data_variance"] = float(data_variance)
-        self._arguments = arguments
-        for name, value in arguments.items():
-            # `self.quantizer` is the layer; its type string is `quantizer_type`.
-            setattr(self, "quantizer_type" if name == "quantizer" else name, value)
+        # `self.quantizer` is the layer; its type string is `quantizer_type`.
+        self._set_arguments(arguments, {"quantizer": "quantizer_type"})
         h, w, channels = self.image_shape
         self.latent_shape = (h // downsample, w // downsample)
 
@@ -251,23 +288,9 @@ class VQVAE(ImageAutoencoder):
     @staticmethod
     def validate_arguments(arguments: dict) -> None:
         """Raises ValueError naming the first bad network argument in `arguments`."""
-        image_shape = tuple(arguments["image_shape"])
-        if len(image_shape) != 3 or min(image_shape) <= 0:
-            raise ValueError(f"image_shape must be (H, W, C) with positive sizes, got {image_shape}.")
-        for name in ("num_embeddings", "embedding_dim", "num_hiddens", "num_residual_hiddens"):
-            checks.positive_int(name, arguments[name])
-        if arguments["num_residual_layers"] < 0:
-            raise ValueError(f"num_residual_layers must be >= 0, got {arguments['num_residual_layers']}.")
+        ImageAutoencoder.validate_network(arguments, arguments["downsample"], f"downsample={arguments['downsample']}")
         checks.one_of("quantizer", arguments["quantizer"], tuple(QUANTIZERS))
-        checks.one_of("likelihood", arguments["likelihood"], LIKELIHOODS)
         _validate_quantizer_options(arguments)
-        h, w, _ = image_shape
-        downsample = arguments["downsample"]
-        if h % downsample or w % downsample:
-            raise ValueError(
-                f"image size {h}x{w} is not divisible by downsample={downsample}; "
-                "choose a config whose downsampling fits the images, or another --image_size."
-            )
 
     # ------------------------------------------------------------------ code layouts
 
@@ -394,10 +417,6 @@ class VQVAE(ImageAutoencoder):
 
     # ------------------------------------------------------------------ training
 
-    @property
-    def metrics(self):
-        return [*self._trackers.values(), self._restarts]
-
     def compute_losses(self, images, training):
         out = self.forward(images, training=training)
         recon = self.reconstruction_loss(images, out["mean"], out["log_scale"])
@@ -410,22 +429,11 @@ class VQVAE(ImageAutoencoder):
         losses["loss"] = recon + out["codebook_loss"] + out["commitment_loss"]
         return losses
 
-    def train_step(self, data):
-        images = data[0] if isinstance(data, (tuple, list)) else data
-        restarts_before = tf.convert_to_tensor(self.quantizer.num_restarts)  # read now
-        with tf.GradientTape() as tape:
-            losses = self.compute_losses(images, training=True)
-            scaled = self.optimizer.scale_loss(distribute.replica_scaled(losses["loss"]))
-        variables = self.trainable_variables
-        grads = tape.gradient(scaled, variables)
-        grads = self._forget_reseeded_rows(grads, variables)
-        self.optimizer.apply_gradients(zip(grads, variables))
-        self._restarts.update_state(
-            tf.cast(tf.convert_to_tensor(self.quantizer.num_restarts) - restarts_before, tf.float32)
-        )
-        return dict(self._update_trackers(losses), **{RESTARTS_KEY: self._restarts.result()})
+    @property
+    def num_restarts(self):
+        return tf.convert_to_tensor(self.quantizer.num_restarts)
 
-    def _forget_reseeded_rows(self, grads, variables):
+    def _adjust_gradients(self, grads, variables):
         """For a gradient-trained codebook: rows that this step's restart or k-means install
         replaced get no gradient (it was taken at the old vectors) and their optimizer state
         (Adam's moments, momentum, ...) is reset to zero, so stale moments cannot move them."""
@@ -461,9 +469,7 @@ class VQVAE(ImageAutoencoder):
         return grad
 
     def get_config(self):
-        config = super().get_config()
-        config.update(self._arguments, image_shape=list(self.image_shape), fsq_levels=list(self.fsq_levels))
-        return config
+        return dict(super().get_config(), fsq_levels=list(self.fsq_levels))
 
 
 def _validate_quantizer_options(a: dict) -> None:

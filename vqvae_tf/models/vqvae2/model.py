@@ -19,8 +19,8 @@ import tensorflow as tf
 from vqvae_tf.layers import SERIALIZATION_PACKAGE
 from vqvae_tf.layers.encoder_decoder import DOWNSAMPLE_FACTORS, Decoder, Encoder
 from vqvae_tf.layers.quantizers import VectorQuantizerEMA
-from vqvae_tf.models.vqvae import LIKELIHOODS, RESTARTS_KEY, ImageAutoencoder, unless_empty
-from vqvae_tf.utils import checks, distribute
+from vqvae_tf.models.vqvae import RESTARTS_KEY, ImageAutoencoder, unless_empty
+from vqvae_tf.utils import checks
 
 LEVELS = ("top", "bottom")
 GRID_NAMES = tuple(f"codes_{level}" for level in LEVELS)  # also the signatures' tensor names
@@ -88,15 +88,7 @@ class VQVAE2(ImageAutoencoder):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        arguments = {name: value for name, value in locals().items() if name in _ARGUMENTS}
-        arguments["image_shape"] = tuple(int(s) for s in image_shape)
-        self.validate_arguments(arguments)
-        if not data_variance > 0:
-            raise ValueError(f"data_variance must be > 0, got {data_variance}.")
-        arguments["data_variance"] = float(data_variance)
-        self._arguments = arguments
-        for name, value in arguments.items():
-            setattr(self, name, value)
+        self._set_arguments({name: value for name, value in locals().items() if name in _ARGUMENTS})
         h, w, channels = self.image_shape
         self.bottom_shape = (h // downsample, w // downsample)
         self.top_shape = (self.bottom_shape[0] // top_downsample, self.bottom_shape[1] // top_downsample)
@@ -132,24 +124,13 @@ class VQVAE2(ImageAutoencoder):
     @staticmethod
     def validate_arguments(arguments: dict) -> None:
         """Raises ValueError naming the first bad network argument in `arguments`."""
-        image_shape = tuple(arguments["image_shape"])
-        if len(image_shape) != 3 or min(image_shape) <= 0:
-            raise ValueError(f"image_shape must be (H, W, C) with positive sizes, got {image_shape}.")
-        for name in ("num_embeddings", "embedding_dim", "num_hiddens", "num_residual_hiddens"):
-            checks.positive_int(name, arguments[name])
-        if arguments["num_residual_layers"] < 0:
-            raise ValueError(f"num_residual_layers must be >= 0, got {arguments['num_residual_layers']}.")
-        checks.one_of("likelihood", arguments["likelihood"], LIKELIHOODS)
         for name in ("downsample", "top_downsample"):
             if arguments[name] not in DOWNSAMPLE_FACTORS:
                 raise ValueError(f"{name} must be one of {DOWNSAMPLE_FACTORS}, got {arguments[name]!r}.")
         factor = arguments["downsample"] * arguments["top_downsample"]
-        h, w, _ = image_shape
-        if h % factor or w % factor:
-            raise ValueError(
-                f"image size {h}x{w} is not divisible by downsample * top_downsample = {factor} (the top codes' "
-                "factor); choose a config whose downsampling fits the images, or another --image_size."
-            )
+        ImageAutoencoder.validate_network(
+            arguments, factor, f"downsample * top_downsample = {factor} (the top codes' factor)"
+        )
 
     # ------------------------------------------------------------------ code grids
 
@@ -292,10 +273,6 @@ class VQVAE2(ImageAutoencoder):
             self.quantizer_bottom.num_restarts
         )
 
-    @property
-    def metrics(self):
-        return [*self._trackers.values(), self._restarts]
-
     def compute_losses(self, images, training):
         out = self.forward(images, training=training)
         losses = {"reconstruction_loss": self.reconstruction_loss(images, out["mean"], out["log_scale"])}
@@ -311,22 +288,6 @@ class VQVAE2(ImageAutoencoder):
             [losses[f"{key}_{level}"] for key in ("codebook_loss", "commitment_loss") for level in LEVELS]
         )
         return losses
-
-    def train_step(self, data):
-        images = data[0] if isinstance(data, (tuple, list)) else data
-        restarts_before = self.num_restarts  # read now
-        with tf.GradientTape() as tape:
-            losses = self.compute_losses(images, training=True)
-            scaled = self.optimizer.scale_loss(distribute.replica_scaled(losses["loss"]))
-        variables = self.trainable_variables
-        self.optimizer.apply_gradients(zip(tape.gradient(scaled, variables), variables))
-        self._restarts.update_state(tf.cast(self.num_restarts - restarts_before, tf.float32))
-        return dict(self._update_trackers(losses), **{RESTARTS_KEY: self._restarts.result()})
-
-    def get_config(self):
-        config = super().get_config()
-        config.update(self._arguments, image_shape=list(self.image_shape))
-        return config
 
 
 _ARGUMENTS = frozenset(inspect.signature(VQVAE2.__init__).parameters) - {"self", "kwargs"}

@@ -17,6 +17,7 @@ import numpy as np
 import tensorflow as tf
 
 from vqvae_tf.layers import SERIALIZATION_PACKAGE
+from vqvae_tf.models import presets
 from vqvae_tf.models.pixelcnn import PixelCNN
 from vqvae_tf.models.pixelcnn_sampling import sample_codes_graph
 from vqvae_tf.models.vqvae2.model import GRID_NAMES, LEVELS
@@ -35,7 +36,7 @@ def per_level(value, name: str) -> tuple:
 
 
 @keras.saving.register_keras_serializable(package=SERIALIZATION_PACKAGE)
-class HierarchicalPrior(keras.Model):
+class HierarchicalPrior(presets.PresetMixin, keras.Model):
     """p(codes_top) p(codes_bottom | codes_top) over a `VQVAE2`'s codes.
 
     Args:
@@ -208,18 +209,6 @@ class HierarchicalPrior(keras.Model):
         return self._track(*self._nll(data, training=False))
 
     # ---------------------------------------------------------------- saving
-
-    @classmethod
-    def from_preset(cls, preset: str, load_weights: bool = True) -> "HierarchicalPrior":
-        """The prior of a pretrained VQ-VAE-2 preset (a name or a preset directory)."""
-        from vqvae_tf.models import presets
-
-        return presets.load(cls, preset, load_weights)
-
-    def save_to_preset(self, directory: str, metadata: dict | None = None) -> str:
-        from vqvae_tf.models import presets
-
-        return presets.save(self, directory, metadata)
 
     def get_config(self):
         return dict(super().get_config(), **self._config)
