@@ -41,11 +41,14 @@ preset-export: install data
 	$(PY) -m export.export_savedmodel --preset=$(PRESET) --export_dir=$(EXPORT_DIR)
 	$(PY) -m export.export_tflite --preset=$(PRESET) --export_dir=$(EXPORT_DIR) --quantization=$(QUANTIZATION)
 
+# Test files run in parallel worker processes (pytest-xdist), one file per worker at a time.
+PYTEST_PARALLEL ?= -n auto --maxprocesses=4 --dist loadfile
+
 test: install data
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q $(PYTEST_PARALLEL)
 
 test-fast: install
-	$(PY) -m pytest -q -m "not slow"
+	$(PY) -m pytest -q -m "not slow" $(PYTEST_PARALLEL)
 
 lint: install
 	$(PY) -m ruff check vqvae_tf train export tests bench
