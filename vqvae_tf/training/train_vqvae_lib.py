@@ -41,7 +41,8 @@ def quality_keys(metrics: dict) -> tuple:
 
 
 def build_vqvae(config: VQVAEConfig, data_variance: float, seed: int):
-    """A new VQ-VAE (or VQ-VAE-2, for a `VQVAE2Config`) of `config`, compiled with its optimizer, all state created (for checkpoints)."""
+    """A new VQ-VAE (or VQ-VAE-2, for a `VQVAE2Config`) of `config`, compiled with its optimizer,
+    all state created (for checkpoints)."""
     model = config.build(data_variance=data_variance, seed=seed)
     model.compile(optimizer=config.make_optimizer())
     model.optimizer.build(model.trainable_variables)
@@ -49,7 +50,8 @@ def build_vqvae(config: VQVAEConfig, data_variance: float, seed: int):
 
 
 def load_trained_model(workdir: str):
-    """The VQ-VAE (or VQ-VAE-2) of ``W/vqvae`` at its latest readable checkpoint (for export and codes)."""
+    """The VQ-VAE (or VQ-VAE-2) of ``W/vqvae`` at its latest readable checkpoint (for export and
+    codes)."""
     return load_trained_model_and_path(workdir)[0]
 
 
@@ -81,8 +83,9 @@ def evaluate(model, dataset: tf.data.Dataset, fit_dataset: tf.data.Dataset | Non
     """Full pass over `dataset` (batches of (images, labels)) with a `VQVAE` or `VQVAE2`. Returns
     the metrics.json fields that depend on the data: test_mse, test_normalized_mse, test_psnr,
     perplexity, codebook_usage (per level for a VQ-VAE-2: perplexity_top, codebook_usage_bottom,
-    ...), bits_per_dim_reconstruction (+ the likelihood used for it and where it was fitted). With the MSE loss, p(x|z) is a discretized Gaussian whose std is fitted (maximum
-    likelihood) on `fit_dataset`, training images held apart from `dataset`; without one it is
+    ...), bits_per_dim_reconstruction (+ the likelihood used for it and where it was fitted).
+    With the MSE loss, p(x|z) is a discretized Gaussian whose std is fitted (maximum likelihood) on
+    `fit_dataset`, training images held apart from `dataset`; without one it is
     fitted on `dataset` itself (which flatters the figure)."""
     usage = {name: CodebookUsage(k, q) for name, (k, q) in model.grid_codebooks.items()}
     dims = float(np.prod(model.image_shape))
