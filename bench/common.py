@@ -9,8 +9,10 @@ import statistics
 import time
 
 import keras
+import numpy as np
+import tensorflow as tf
 
-from vqvae_tf import data
+from vqvae_tf import data, get_config
 from vqvae_tf.utils import files
 
 
@@ -72,3 +74,59 @@ def classifier(epochs: int, seed: int = 0) -> tuple[keras.Model, float]:
     model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
     model.fit(x, y, batch_size=128, epochs=epochs, verbose=0)
     return model, float(model.evaluate(xt, yt, verbose=0)[1])
+
+
+def matmul_flops_per_second(n: int = 2048, repeats: int = 5, trials: int = 5) -> float:
+    """Best of `trials` timings of `repeats` float32 n x n matmuls: the machine's attainable
+    FLOP/s in this process (best-of, because a shared machine only ever slows a trial down)."""
+    a = tf.random.normal([n, n])
+    b = tf.random.normal([n, n])
+    f = tf.function(lambda: tf.reduce_sum(tf.matmul(a, b)))
+    f().numpy()
+    best = 0.0
+    for _ in range(trials):
+        start = time.perf_counter()
+        for _ in range(repeats):
+            f().numpy()
+        best = max(best, 2 * n**3 * repeats / (time.perf_counter() - start))
+    return best
+
+
+def step_flops(model, images) -> float:
+    """FLOPs of one forward + backward pass (the TF profiler's float_operation count)."""
+
+    @tf.function
+    def grads(x):
+        with tf.GradientTape() as tape:
+            loss = model.compute_losses(x, training=False)["loss"]
+        return tape.gradient(loss, model.trainable_variables)
+
+    graph = grads.get_concrete_function(tf.TensorSpec(images.shape, tf.float32)).graph
+    opts = tf.compat.v1.profiler.ProfileOptionBuilder.float_operation()
+    opts["output"] = "none"
+    return float(tf.compat.v1.profiler.profile(graph, options=opts).total_float_ops)
+
+
+def measure_train_step(preset: str, batch: int, jit: bool, steps: int) -> dict:
+    """Our `train_step` of config `preset` on a fixed random batch: seconds, images/s, FLOPs."""
+    config = get_config(preset)
+    keras.utils.set_random_seed(0)
+    model = config.build(data_variance=0.1)
+    model.compile(optimizer=keras.optimizers.Adam(1e-4))
+    images = tf.constant(np.random.default_rng(0).uniform(size=(batch,) + config.image_shape).astype(np.float32))
+    step = tf.function(model.train_step, jit_compile=jit)
+    for _ in range(3):
+        step(images)
+    start = time.perf_counter()
+    for _ in range(steps):
+        logs = step(images)
+    float(logs["loss"])
+    seconds = (time.perf_counter() - start) / steps
+    return {
+        "preset": preset,
+        "jit_compile": jit,
+        "batch": batch,
+        "seconds_per_step": seconds,
+        "images_per_second": batch / seconds,
+        "flops_per_step": step_flops(model, images),
+    }

@@ -32,9 +32,9 @@ def tf_worker(jit: bool) -> dict:
 
     tf.config.threading.set_intra_op_parallelism_threads(FLAGS.threads)
     tf.config.threading.set_inter_op_parallelism_threads(FLAGS.threads)
-    from bench.train_speed import matmul_flops_per_second, measure
+    from bench.common import matmul_flops_per_second, measure_train_step
 
-    row = measure("cifar10", 128, jit, FLAGS.steps)
+    row = measure_train_step("cifar10", 128, jit, FLAGS.steps)
     row["matmul_flops_per_second"] = matmul_flops_per_second(trials=3)
     row["fraction_of_matmul_peak"] = row["flops_per_step"] / row["seconds_per_step"] / row["matmul_flops_per_second"]
     return row
