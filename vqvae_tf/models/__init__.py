@@ -1,9 +1,12 @@
-"""Models, one per file: `vqvae.VQVAE` (the autoencoder), `pixelcnn.PixelCNN` (the prior over its
-codes) and the prior's samplers (`pixelcnn_sampling`). A new model family is a new file here built
+"""Models, one per file: `vqvae.VQVAE` (the autoencoder; `vqvae.ImageAutoencoder` is what every
+autoencoder shares), `pixelcnn.PixelCNN` (the prior over its codes, optionally spatially
+conditioned and with attention) and the prior's samplers (`pixelcnn_sampling`); a family of
+several files is a package: `vqvae2/` (`VQVAE2` and its `HierarchicalPrior`). A new model is built
 from `vqvae_tf.layers`; nothing here imports training or export code."""
 
 from vqvae_tf.models.pixelcnn import PixelCNN
-from vqvae_tf.models.pixelcnn_sampling import sample_codes
+from vqvae_tf.models.pixelcnn_sampling import sample_codes, sample_grids
 from vqvae_tf.models.vqvae import VQVAE
+from vqvae_tf.models.vqvae2 import VQVAE2, HierarchicalPrior
 
-__all__ = ["PixelCNN", "VQVAE", "sample_codes"]
+__all__ = ["VQVAE2", "HierarchicalPrior", "PixelCNN", "VQVAE", "sample_codes", "sample_grids"]
