@@ -202,9 +202,9 @@ def prior_endpoints(prior, vqvae) -> dict:
         codes = vqvae.from_prior_grids(prior.sample_grids_graph(num_samples, temperature, seed, labels, fast=True))
         return {**codes, "images": vqvae.decode_grids(codes)}
 
-    def log_prob(*codes_and_labels):
-        codes, labels = codes_and_labels[: len(names)], (codes_and_labels[len(names) :] or [None])[0]
-        codes = _check_grids(codes, grids)
+    def log_prob(*inputs):  # one tensor per code grid, then the labels of a conditional prior
+        codes = _check_grids(inputs[: len(names)], grids)
+        labels = inputs[len(names)] if len(inputs) > len(names) else None
         first = codes[names[0]]
         if labels is not None:
             labels = checks.require(
