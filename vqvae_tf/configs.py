@@ -287,6 +287,18 @@ def _vqvae2(size: int, **fields) -> dict:
     return dict(model="vqvae2", dataset="image_folder", image_shape=(size, size, 3), learning_rate=3e-4, **fields)
 
 
+# The test configs' network and optimisation (`tiny`, `vqvae2_tiny`): seconds on a CPU.
+_TINY = dict(
+    num_embeddings=16,
+    embedding_dim=8,
+    num_hiddens=16,
+    num_residual_hiddens=8,
+    num_residual_layers=1,
+    batch_size=16,
+    steps=20,
+    learning_rate=2e-3,
+)
+
 _CONFIGS = {
     # 28x28x1 -> 7x7 codes: VQVAE's defaults. Small K with EMA codebook, k-means init and
     # dead-code restart keeps every code in use (see BENCHMARKS.md).
@@ -306,29 +318,9 @@ _CONFIGS = {
     "vqvae2_128": _vqvae2(128, batch_size=128, steps=100_000),  # 16x16 top, 32x32 bottom
     "vqvae2_256": _vqvae2(256, batch_size=128, steps=250_000),  # the paper's ImageNet setting: 32x32, 64x64
     # For tests: 32x32x1 -> 4x4 top, 8x8 bottom, seconds on a CPU.
-    "vqvae2_tiny": dict(
-        model="vqvae2",
-        image_shape=(32, 32, 1),
-        num_embeddings=16,
-        embedding_dim=8,
-        num_hiddens=16,
-        num_residual_hiddens=8,
-        num_residual_layers=1,
-        batch_size=16,
-        steps=20,
-        learning_rate=2e-3,
-    ),
+    "vqvae2_tiny": dict(model="vqvae2", image_shape=(32, 32, 1), **_TINY),
     # For tests: seconds on a CPU.
-    "tiny": dict(
-        num_embeddings=16,
-        embedding_dim=8,
-        num_hiddens=16,
-        num_residual_hiddens=8,
-        num_residual_layers=1,
-        batch_size=16,
-        steps=20,
-        learning_rate=2e-3,
-    ),
+    "tiny": dict(_TINY),
 }
 _PRIOR_CONFIGS = {
     "default": dict(),

@@ -24,6 +24,15 @@ from vqvae_tf.models.pixelcnn_sampling import sample_codes_graph
 from vqvae_tf.utils import checks, distribute
 
 
+def codes_and_labels(data, num_classes: int):
+    """A prior's training batch -> (codes, labels or None for an unconditional prior): (codes,
+    labels) from a dataset, or Keras' packing ((codes, labels),) / (codes,) from fit(x)."""
+    while isinstance(data, (tuple, list)) and len(data) == 1:
+        data = data[0]
+    codes, labels = (data[0], data[1]) if isinstance(data, (tuple, list)) else (data, None)
+    return codes, (labels if num_classes else None)
+
+
 @keras.saving.register_keras_serializable(package=SERIALIZATION_PACKAGE)
 class PixelCNN(presets.PresetMixin, keras.Model):
     """Gated PixelCNN over code grids: codes int32 [B,h,w] (+ labels [B]) -> logits [B,h,w,K].
@@ -375,12 +384,7 @@ class PixelCNN(presets.PresetMixin, keras.Model):
 
     def _nll(self, data, training):
         """Negative log-likelihood of each code grid, nats per code: float32 [B]."""
-        # (codes, labels) from a dataset, or Keras' packing ((codes, labels),) / (codes,) from fit(x).
-        while isinstance(data, (tuple, list)) and len(data) == 1:
-            data = data[0]
-        codes, labels = (data[0], data[1]) if isinstance(data, (tuple, list)) else (data, None)
-        if self.num_classes == 0:
-            labels = None
+        codes, labels = codes_and_labels(data, self.num_classes)
         logits = self(codes, labels, training=training)
         nll = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=tf.cast(codes, tf.int32), logits=logits)
         return tf.reduce_mean(nll, axis=[1, 2])

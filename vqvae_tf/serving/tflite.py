@@ -4,9 +4,9 @@
 
 Writes ``E/tflite/decoder_<q>.tflite`` (signature ``decode``: codes int32 [B,h,w], or [B,h,w,Q]
 for residual VQ, or VQ-VAE-2's ``codes_top`` and ``codes_bottom`` -> images float32 [B,H,W,C]) and
-``E/tflite/encoder_<q>.tflite`` (signature ``encode``: images -> the same codes) for q in float32, float16, dynamic_range, int8, plus ``tflite_report.json`` with each file's size,
-error against the float Keras model on real test data, PSNR and mean latency under the LiteRT
-interpreter. Conversion allows builtin ops only: anything that would need Flex (SELECT_TF_OPS),
+``E/tflite/encoder_<q>.tflite`` (signature ``encode``: images -> the same codes) for q in float32,
+float16, dynamic_range, int8, plus ``tflite_report.json`` with each file's size, error against the
+float Keras model on real test data, PSNR and mean latency under the LiteRT interpreter. Conversion allows builtin ops only: anything that would need Flex (SELECT_TF_OPS),
 which LiteRT cannot run, fails the conversion instead.
 """
 

@@ -155,11 +155,13 @@ class VQVAE2(ImageAutoencoder):
     def decode_grids(self, grids: dict):
         return self.decode(*(grids[name] for name in GRID_NAMES))
 
+    @property
+    def quantizers(self) -> dict:
+        """{grid name: its quantizer}."""
+        return dict(zip(GRID_NAMES, (self.quantizer_top, self.quantizer_bottom)))
+
     def frozen_codebooks(self) -> dict:
-        return {
-            name: tf.constant(q.codebook.numpy())
-            for name, q in zip(GRID_NAMES, (self.quantizer_top, self.quantizer_bottom))
-        }
+        return {name: tf.constant(q.codebook.numpy()) for name, q in self.quantizers.items()}
 
     def encode_with(self, images, codebooks: dict) -> dict:
         """`encode_grids` with the codebooks as given constants (no quantizer state: for TFLite)."""
@@ -171,8 +173,7 @@ class VQVAE2(ImageAutoencoder):
 
     def decode_with(self, grids: dict, codebooks: dict):
         return self.images_from_vectors(
-            self.quantizer_top.lookup(grids["codes_top"], codebooks["codes_top"], check=False),
-            self.quantizer_bottom.lookup(grids["codes_bottom"], codebooks["codes_bottom"], check=False),
+            *(q.lookup(grids[name], codebooks[name], check=False) for name, q in self.quantizers.items())
         )
 
     # ------------------------------------------------------------------ network
@@ -208,13 +209,17 @@ class VQVAE2(ImageAutoencoder):
         up = self.upsample_top(tf.cast(top_vectors, self.compute_dtype))
         return self.decoder(tf.concat([up, tf.cast(bottom_vectors, self.compute_dtype)], axis=-1))
 
-    def forward(self, images, training=False):
-        """Everything a step needs: ``mean``, ``log_scale`` (or None), ``reconstructions`` and each
-        level's quantizer outputs as ``<key>_top`` / ``<key>_bottom``."""
-        images = self._check_images(images)
+    def _quantize(self, images, training=False):
+        """Checked images -> (top quantizer outputs, bottom quantizer outputs)."""
         features = self.encoder_bottom(self._centred(images), training=training)
         vq_top = self.quantizer_top(self.encoder_top(features, training=training), training=training)
         vq_bottom = self.quantizer_bottom(self._bottom_inputs(features, vq_top["quantized"]), training=training)
+        return vq_top, vq_bottom
+
+    def forward(self, images, training=False):
+        """Everything a step needs: ``mean``, ``log_scale`` (or None), ``reconstructions`` and each
+        level's quantizer outputs as ``<key>_top`` / ``<key>_bottom``."""
+        vq_top, vq_bottom = self._quantize(self._check_images(images), training)
         mean, log_scale = self._decoder_head(self._decode_vectors(vq_top["quantized"], vq_bottom["quantized"]))
         out = {f"{k}_top": v for k, v in vq_top.items()}
         out.update({f"{k}_bottom": v for k, v in vq_bottom.items()})
@@ -227,10 +232,8 @@ class VQVAE2(ImageAutoencoder):
         images = self._check_images(images)
 
         def run():
-            features = self.encoder_bottom(self._centred(images))
-            vq_top = self.quantizer_top(self.encoder_top(features), training=False)
-            bottom = self.quantizer_bottom(self._bottom_inputs(features, vq_top["quantized"]), training=False)
-            return vq_top["indices"], bottom["indices"]
+            vq_top, vq_bottom = self._quantize(images)
+            return vq_top["indices"], vq_bottom["indices"]
 
         empty = (tf.zeros((0, *self.top_shape), tf.int32), tf.zeros((0, *self.bottom_shape), tf.int32))
         return tf.cond(tf.shape(images)[0] > 0, run, lambda: empty)

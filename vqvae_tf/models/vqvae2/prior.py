@@ -18,7 +18,7 @@ import tensorflow as tf
 
 from vqvae_tf.layers import SERIALIZATION_PACKAGE
 from vqvae_tf.models import presets
-from vqvae_tf.models.pixelcnn import PixelCNN
+from vqvae_tf.models.pixelcnn import PixelCNN, codes_and_labels
 from vqvae_tf.models.pixelcnn_sampling import sample_codes_graph
 from vqvae_tf.models.vqvae2.model import GRID_NAMES, LEVELS
 from vqvae_tf.utils import distribute
@@ -164,11 +164,7 @@ class HierarchicalPrior(presets.PresetMixin, keras.Model):
 
     def _nll(self, data, training):
         """Per example, nats per code of each level: (top [B], bottom [B])."""
-        while isinstance(data, (tuple, list)) and len(data) == 1:
-            data = data[0]
-        grids, labels = (data[0], data[1]) if isinstance(data, (tuple, list)) else (data, None)
-        if self.num_classes == 0:
-            labels = None
+        grids, labels = codes_and_labels(data, self.num_classes)
         logits = self(grids, labels, training=training)
         return tuple(
             tf.reduce_mean(
