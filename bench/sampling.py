@@ -8,7 +8,8 @@ r"""Sampling code grids from the prior against the keras.io example's sampler, s
 - on device: the TFLite generator (prior sampling + decoding, builtin ops) under LiteRT, per
   sample at batch 1 and 16;
 - per-position cost of the cached sampler on 7x7, 14x14 and 32x32 grids (the prior's
-  architecture, its stack sized to reach each grid), one grid per call.
+  architecture, its stack sized to reach each grid, and one stack for all: the 32x32 grid's),
+  one grid per call.
 
     python -m bench.sampling [--workdir=runs/demo] [--quick] [--output=...]
 
@@ -78,10 +79,12 @@ def tflite_generator(prior, vqvae, directory, repeats: int) -> dict:
     return result
 
 
-def per_position(shapes, repeats: int) -> list:
+def per_position(shapes, repeats: int, num_layers=None) -> list:
+    """Seconds per sample of the cached sampler, one grid per call, for each grid shape: the
+    prior's stack sized to reach the grid (num_layers None), or `num_layers` blocks for all."""
     rows = []
     for shape in shapes:
-        prior = PixelCNN(256, shape, num_layers=None, kernel_size=3)
+        prior = PixelCNN(256, shape, num_layers=num_layers, kernel_size=3)
         seconds = timeit(lambda prior=prior: sample_codes(prior, 1, seed=1).numpy(), repeats)
         positions = shape[0] * shape[1]
         rows.append(
@@ -147,6 +150,10 @@ def main(argv):
             "results": results,
             "fast_equals_plain": same,
             "per_position": per_position(shapes, max(2, repeats // 3)),
+            # One stack for every grid (the one the largest grid needs): flat cost per position.
+            "per_position_same_stack": per_position(
+                shapes, max(2, repeats // 3), PixelCNN.layers_to_reach(shapes[-1], 3)
+            ),
         },
     )
 

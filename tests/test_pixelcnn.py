@@ -204,9 +204,10 @@ def test_train_step_lowers_nll():
 # ---------------------------------------------------------------- sampling
 
 
-@pytest.mark.parametrize("num_classes", [0, 4])
-def test_fast_sampler_equals_plain(num_classes):
-    prior = small_prior(num_classes, layers=5, shape=(4, 6))
+@pytest.mark.parametrize("num_classes,kernel", [(0, 3), (4, 3), (4, 5)])
+def test_fast_sampler_equals_plain(num_classes, kernel):
+    # kernel 5: two past columns per block in the shift register, 3 x 5 vertical patches.
+    prior = small_prior(num_classes, layers=5 if kernel == 3 else 3, kernel=kernel, shape=(4, 6))
     labels = np.arange(6) % 4 if num_classes else None
     for seed in (0, 1, 7):
         plain = sample_codes(prior, 6, seed=seed, labels=labels, fast=False)

@@ -81,60 +81,108 @@ def sample_codes_graph(prior, num_samples, temperature, seed, labels=None, top_k
     )
 
 
+def _dense(x, kernel):
+    """x [..., C] @ kernel [C, D] as one 2-D MatMul. On tiny operands oneDNN's batched matmul,
+    einsum and convolution kernels cost tens of microseconds per call on CPU and a 2-D MatMul a
+    few (BENCHMARKS.md section 3), so everything the sampler runs per position or per row is
+    written as 2-D MatMuls."""
+    if x.shape.rank == 2:
+        return tf.matmul(x, kernel)
+    shape = tf.shape(x)
+    y = tf.matmul(tf.reshape(x, [-1, x.shape[-1]]), kernel)
+    return tf.reshape(y, tf.concat([shape[:-1], [kernel.shape[-1]]], 0))
+
+
+def _kernel(conv, dtype):
+    return tf.cast(conv.kernel, dtype)
+
+
 def _horizontal_weights(block, dtype):
     """A gated block's horizontal stack as matrices (read once per sampling call, outside the
-    loops): the masked 1 x k kernel split into the columns before the current one [p, F, 2F] and
-    the current column [F, 2F] (zeros for the first block's "A" mask), the link's 1x1 kernel,
-    the output's 1x1 kernel, and the biases."""
+    loops): the masked 1 x k kernel's taps that the mask keeps, flattened to [(p + 1) F, 2F]
+    (columns j-p .. j; the first block's "A" mask drops the current column: [p F, 2F]), the
+    link's and the output's 1x1 kernels, and the biases."""
     p = block.kernel_size // 2
-    kernel = tf.cast(block.h_conv.kernel, dtype)[0] * tf.cast(block.h_conv._mask[0], dtype)  # [k, F, 2F]
-    bias = tf.cast(block.h_conv.bias, dtype) + tf.cast(block.v_to_h.bias, dtype)
+    kernel = _kernel(block.h_conv, dtype)[0] * tf.cast(block.h_conv._mask[0], dtype)  # [k, F, 2F]
+    taps = kernel[:p] if block.first else kernel[: p + 1]
     return {
-        "past": kernel[:p],
-        "current": kernel[p],
-        "link": tf.cast(block.v_to_h.kernel, dtype)[0, 0],
-        "bias": bias,
-        "out": tf.cast(block.h_out.kernel, dtype)[0, 0],
+        "taps": tf.reshape(taps, [-1, taps.shape[-1]]),
+        "link": _kernel(block.v_to_h, dtype)[0, 0],
+        "bias": tf.cast(block.h_conv.bias, dtype) + tf.cast(block.v_to_h.bias, dtype),
+        "out": _kernel(block.h_out, dtype)[0, 0],
         "out_bias": tf.cast(block.h_out.bias, dtype),
     }
 
 
 def _vertical_weights(block, dtype):
-    """A gated block's vertical stack as its kernel's rows that the "V" mask keeps (the p rows
-    above and the current one: [p + 1, k, F, 2F]), the class embedding's vertical half aside."""
+    """A gated block's vertical stack: its kernel's rows that the "V" mask keeps (the p rows above
+    and the current one: [p + 1, k, F, 2F]), the bias, and the output's 1x1 kernel (only for
+    blocks that have one)."""
     p = block.kernel_size // 2
-    kernel = tf.cast(block.v_conv.kernel, dtype) * tf.cast(block.v_conv._mask, dtype)
-    return {"kernel": kernel[: p + 1], "bias": tf.cast(block.v_conv.bias, dtype)}
+    kernel = _kernel(block.v_conv, dtype) * tf.cast(block.v_conv._mask, dtype)
+    weights = {"kernel": kernel[: p + 1], "bias": tf.cast(block.v_conv.bias, dtype)}
+    if block.v_out is not None:
+        weights.update(out=_kernel(block.v_out, dtype)[0, 0], out_bias=tf.cast(block.v_out.bias, dtype))
+    return weights
 
 
-def _vertical_row(block, weights, window, cond):
-    """`block.vertical` in window mode on the rows the mask keeps: window [N, p + 1, w + 2p, F]
-    (rows i-p .. i) -> (v_pre [N,1,w,2F], v_next [N,1,w,F] or None)."""
+def _vertical_row(block, weights, window, cond, im2col):
+    """`block.vertical` on the rows the mask keeps: window [N, p + 1, w + 2p, F] (rows i-p .. i,
+    p zero columns either side) -> (v_pre [N,1,w,2F], v_next [N,1,w,F] or None). The k x k
+    convolution is one MatMul over the row's patches with `im2col` (fast in TensorFlow, where a
+    convolution of a few rows costs tens of microseconds), else a convolution (fast in LiteRT)."""
     p = block.kernel_size // 2
-    v_pre = tf.nn.conv2d(window, weights["kernel"], strides=1, padding="VALID") + weights["bias"] + cond
+    kernel = weights["kernel"]
+    if im2col:
+        w = window.shape[2] - 2 * p
+        patches = tf.concat(
+            [window[:, dy, dx : dx + w] for dy in range(p + 1) for dx in range(block.kernel_size)], axis=-1
+        )  # [N, w, (p + 1) k F], in the order of the kernel's taps
+        v_pre = _dense(patches, tf.reshape(kernel, [-1, kernel.shape[-1]]))[:, None]
+    else:
+        v_pre = tf.nn.conv2d(window, kernel, strides=1, padding="VALID")
+    v_pre = v_pre + weights["bias"] + cond
     if block.last:
         return v_pre, None
     gated = gate(v_pre)
     if block.v_out is None:
         return v_pre, gated
-    return v_pre, window[:, p:, p:-p] + block.v_out(gated)
+    return v_pre, window[:, p:, p:-p] + _dense(gated, weights["out"]) + weights["out_bias"]
 
 
-def _cached_sampler(prior, codes, labels, pick, condition=None):
-    """Ancestral sampling with per-layer caches (Ramachandran et al. 2017), as matmuls.
+def _head_weights(prior, dtype):
+    return [
+        (_kernel(layer, dtype)[0, 0], tf.cast(layer.bias, dtype)) for layer in (prior.head_hidden, prior.head_logits)
+    ]
+
+
+def _head(prior, weights, x, column):
+    """`prior.head` for one position: x [N, F] of grid column `column` -> logits float32 [N, K]."""
+    (hidden, hidden_bias), (out, out_bias) = weights
+    logits = tf.matmul(tf.nn.relu(tf.matmul(tf.nn.relu(x), hidden) + hidden_bias), out) + out_bias
+    logits = tf.cast(logits, tf.float32)
+    if prior.depth == 1:
+        return logits
+    # Each column's depth selects its own K logits out of depth * K.
+    return tf.gather(tf.reshape(logits, [-1, prior.depth, prior.num_embeddings]), column % prior.depth, axis=1)
+
+
+def _cached_sampler(prior, codes, labels, pick, condition=None, im2col=True):
+    """Ancestral sampling with per-layer caches (Ramachandran et al. 2017), as 2-D matmuls.
 
     Rows are unrolled at trace time; within a row a `tf.while_loop` runs over the columns. The
     horizontal stack runs once per position and needs, per block, only its inputs at the
     p = k // 2 columns before the current one (the masked 1 x k kernel sees nothing else): those
-    live in a shift register [N, L, p, F], and their contribution to every block is one batched
-    matmul; the current column's input and the row's bias (the links from the vertical stack
-    through v_to_h, one matmul per row, the biases and the class embedding) are added, and the gate
-    and output projection are two small matmuls per block. Once a row is complete, the vertical
-    stack runs on it and the p rows above (all its "V" mask sees) and gives the next row's links.
-    So a position costs the same whatever the grid's size (nothing of grid size is touched per
-    position or per row), and the arithmetic is the network's: the same seed gives the same codes
-    as the plain sampler. Class and spatial conditioning are computed once, before the loops
-    (the conditioning grid is known in full), and enter each row's bias and vertical update.
+    live in a shift register [N, L, p F]; a block's pre-activation is one matmul of its past
+    columns and current input with its kernel's taps, plus the row's bias (the links from the
+    vertical stack through v_to_h, one matmul per row, the biases and the class embedding), and
+    its output projection another. Once a row is complete, the vertical stack runs on it and the
+    p rows above (all its "V" mask sees, as one matmul over the row's patches) and gives the next
+    row's links. So a position costs the same whatever the grid's size (nothing of grid size is
+    touched per position or per row), and the arithmetic is the network's: the same seed gives
+    the same codes as the plain sampler. Class and spatial conditioning are computed once, before
+    the loops (the conditioning grid is known in full), and enter each row's bias and vertical
+    update.
     """
     h, w = prior.latent_shape
     p = prior.kernel_size // 2
@@ -144,8 +192,8 @@ def _cached_sampler(prior, codes, labels, pick, condition=None):
     num_blocks = len(blocks)
     dtype = prior.compute_dtype  # caches in the compute dtype (bfloat16 / float16 under mixed precision)
     weights = [_horizontal_weights(block, dtype) for block in blocks]
-    past_kernels = tf.stack([wt["past"] for wt in weights])  # [L, p, F, 2F]
     vertical = [_vertical_weights(block, dtype) for block in blocks]
+    head = _head_weights(prior, dtype)
     # Per block, the conditioning's halves: 0, [N, 1, 1, 2F] (class) or [N, h, w, 2F] (spatial);
     # `row_of(c, i)` is what row i sees of one: vertical [N, 1, w or 1, 2F], horizontal [N, w or 1, 2F].
     conditioning = [(tf.cast(v, dtype), tf.cast(hz, dtype)) for v, hz in prior.conditioning(labels, condition)]
@@ -165,34 +213,34 @@ def _cached_sampler(prior, codes, labels, pick, condition=None):
         # Per block, everything of row i that does not depend on the row's own codes: [N, w, L, 2F].
         row_bias = tf.stack(
             [
-                tf.einsum("nwc,cd->nwd", link, wt["link"]) + wt["bias"] + _squeeze_row(row_of(c, i))
+                _dense(link, wt["link"]) + wt["bias"] + _squeeze_row(row_of(c, i))
                 for link, wt, (_, c) in zip(links, weights, conditioning)
             ],
             axis=2,
         )
 
         def col_body(j, row_codes, history, i=i, row_bias=row_bias):
-            # history [N, L, p, F]: each block's inputs at columns j-p .. j-1 (zeros left of the row).
-            pre_all = tf.einsum("nlpf,lpfd->nld", history, past_kernels) + tf.gather(row_bias, j, axis=1)
+            # history [N, L, p F]: each block's inputs at columns j-p .. j-1 (zeros left of the row).
+            bias = tf.gather(row_bias, j, axis=1)  # [N, L, 2F]
             x, inputs = None, []
-            for k, wt in enumerate(weights):
-                pre = pre_all[:, k]
-                if k > 0:  # the "B" mask also sees the current column; the first block's "A" mask does not
+            for k, (block, wt) in enumerate(zip(blocks, weights)):
+                seen = history[:, k]
+                if not block.first:  # the "B" mask also sees the current column; the first block's "A" mask does not
                     inputs.append(x)
-                    pre += tf.matmul(x, wt["current"])
-                out = tf.matmul(gate(pre), wt["out"]) + wt["out_bias"]
-                x = out if k == 0 else x + out
+                    seen = tf.concat([seen, x], axis=1)
+                out = tf.matmul(gate(tf.matmul(seen, wt["taps"]) + bias[:, k]), wt["out"]) + wt["out_bias"]
+                x = out if block.first else x + out
             position = i * w + j
-            code = pick(prior.head(x[:, None, None], column=j)[:, 0, 0], position)
+            code = pick(_head(prior, head, x, j), position)
             # Shift the register by one column: block 0's input is the new code's embedding.
-            newest = tf.cast(tf.stack([prior.embed(code[:, None], column=j)[:, 0], *inputs], axis=1)[:, :, None], dtype)
-            history = tf.concat([history[:, :, 1:], newest], axis=2) if p > 1 else newest
+            newest = tf.stack([tf.cast(prior.embed(code[:, None], column=j)[:, 0], dtype), *inputs], axis=1)
+            history = tf.concat([history[:, :, f:], newest], axis=2) if p > 1 else newest
             return j + 1, row_codes + code[:, None] * tf.one_hot(j, w, dtype=tf.int32), history
 
         _, row_codes, _ = tf.while_loop(
             lambda j, *_: j < w,
             col_body,
-            [tf.constant(0), tf.zeros(tf.stack([n, w]), tf.int32), tf.zeros(tf.stack([n, num_blocks, p, f]), dtype)],
+            [tf.constant(0), tf.zeros(tf.stack([n, w]), tf.int32), tf.zeros(tf.stack([n, num_blocks, p * f]), dtype)],
         )
         rows.append(row_codes)
         if i == h - 1:
@@ -201,7 +249,7 @@ def _cached_sampler(prior, codes, labels, pick, condition=None):
         v_rows[0].append(tf.pad(tf.cast(prior.embed(row_codes), dtype)[:, None], pad_columns))
         for k, block in enumerate(blocks):
             window = tf.concat(v_rows[k][-(p + 1) :], axis=1)  # rows i-p .. i: all the "V" mask sees
-            v_pre, v_next = _vertical_row(block, vertical[k], window, row_of(conditioning[k][0], i))
+            v_pre, v_next = _vertical_row(block, vertical[k], window, row_of(conditioning[k][0], i), im2col)
             links[k] = v_pre[:, 0]
             if v_next is not None:
                 v_rows[k + 1].append(tf.pad(v_next, pad_columns))
@@ -272,8 +320,8 @@ def sample_codes_from_uniforms_graph(prior, uniforms, temperature, labels=None, 
         u = tf.gather(uniforms, position, axis=1)[:, None]
         return tf.minimum(tf.reduce_sum(tf.cast(tf.cumsum(probs, axis=-1) < u, tf.int32), axis=-1), k - 1)
 
-    if fast and not prior.has_attention:
-        return _cached_sampler(prior, codes, labels, pick, condition)
+    if fast and not prior.has_attention:  # LiteRT runs the vertical stack's convolutions faster than im2col
+        return _cached_sampler(prior, codes, labels, pick, condition, im2col=False)
 
     def body(position, codes):
         logits = tf.reshape(
