@@ -427,6 +427,7 @@ BAD_FLAGS = [
     ("train.train_vqvae", ["--fsq_levels=8,1"], "--fsq_levels must be a non-empty list of integers >= 2"),
     ("train.train_vqvae", ["--quantizer=rvq", "--distance=cosine"], "distance='cosine' applies to the vq and ema"),
     ("train.train_vqvae", ["--quantizer_dropout=2"], "--quantizer_dropout must be in [0, 1]"),
+    ("train.train_vqvae", ["--jit_compile=sometimes"], "flag --jit_compile=sometimes: expected true, false or auto"),
     ("train.pipeline", ["--quantizer=fsq", "--gradient=rotation"], "FSQ has no codebook vector to rotate to"),
     ("train.train_vqvae", ["--strategy=tpu"], "tpu"),
     ("train.train_vqvae", ["--mixed_precision=fp8"], "fp8"),

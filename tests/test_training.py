@@ -1,5 +1,6 @@
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -8,10 +9,11 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from absl import flags
 from helpers import REPO_ROOT, fake_mnist_dir
 
-from vqvae_tf import get_config
-from vqvae_tf.training import train_vqvae_lib
+from vqvae_tf import cli, get_config
+from vqvae_tf.training import loop, train_vqvae_lib
 from vqvae_tf.training.options import RunOptions
 from vqvae_tf.utils import files
 
@@ -116,6 +118,47 @@ def test_bad_arguments(tmp_path, small_data, mirrored):
         run(tiny(), tmp_path, small_data, strategy="tpu")
     with pytest.raises(ValueError, match="log_every must be a positive integer, got 0"):
         run(tiny(), tmp_path, small_data, log_every=0)
+
+
+def test_jit_compile_auto_times_both_and_trains_every_step(tmp_path, small_data, capsys, monkeypatch):
+    monkeypatch.setattr(loop, "JIT_PROBE_STEPS", 2)
+    monkeypatch.setattr(loop, "JIT_PROBE_ROUNDS", 1)
+    monkeypatch.setattr(loop, "JIT_PROBE_MIN_STEPS", 10)
+    metrics = run(tiny(steps=12, jit_compile="auto"), tmp_path, small_data, log_every=6, checkpoint_every=6)
+    out = capsys.readouterr().out
+    # 1 compiling step each way, then 2 timed steps each way, all of them training steps.
+    probe = re.search(r"jit_compile=auto: (\d+) ex/s with XLA, (\d+) without .* -> training (with|without) XLA", out)
+    assert probe, out
+    assert (probe[3] == "with") == (int(probe[1]) > int(probe[2]))
+    assert "step 12/12" in out and metrics["steps"] == 12
+    # A run too short to pay for XLA's compilation trains without it, untimed.
+    run(tiny(steps=15, jit_compile="auto"), tmp_path, small_data)
+    assert "no XLA probe for 3 step(s) on 1 replica(s); training without XLA" in capsys.readouterr().out
+    with pytest.raises(ValueError, match="jit_compile must be true, false or 'auto', got 'sometimes'"):
+        run(tiny(jit_compile="sometimes"), tmp_path / "other", small_data)
+
+
+def test_jit_compile_flag_takes_a_bool_or_auto_and_writes_it_back():
+    for argv, value, text in [
+        ([], None, ""),
+        (["--jit_compile"], True, "--jit_compile"),
+        (["--nojit_compile"], False, "--nojit_compile"),
+        (["--jit_compile=auto"], "auto", "--jit_compile=auto"),
+        (["--jit_compile=false"], False, "--nojit_compile"),
+    ]:
+        values = flags.FlagValues()
+        holder = cli.define_jit_compile_flag(values)
+        values(["prog", *argv])
+        assert holder.value == value
+        assert values["jit_compile"].serialize() == text
+        again = flags.FlagValues()  # flags.txt read back gives the same value
+        again_holder = cli.define_jit_compile_flag(again)
+        again(["prog", *([text] if text else [])])
+        assert again_holder.value == value
+    with pytest.raises(flags.IllegalFlagValueError, match="expected true, false or auto, got 'maybe'"):
+        values = flags.FlagValues()
+        cli.define_jit_compile_flag(values)
+        values(["prog", "--jit_compile=maybe"])
 
 
 def test_workdir_lock(tmp_path):

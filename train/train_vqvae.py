@@ -35,7 +35,7 @@ _OVERRIDES = dict(
     cli.define_optimization_flags(),
     **cli.define_quantizer_flags(),
     likelihood=flags.DEFINE_enum("likelihood", None, list(LIKELIHOODS), "Reconstruction loss (default: the config's)."),
-    jit_compile=flags.DEFINE_bool("jit_compile", None, "XLA-compile the train step (default: the config's)."),
+    jit_compile=cli.define_jit_compile_flag(),
 )
 
 

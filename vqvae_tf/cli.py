@@ -178,6 +178,47 @@ class _IntListParser(flags.ArgumentParser):
         return "int list"
 
 
+class _JitCompileParser(flags.ArgumentParser):
+    """true / false / auto (--jit_compile and --nojit_compile also work, as for a bool flag)."""
+
+    syntactic_help = "true, false or auto"
+
+    def parse(self, argument):
+        if isinstance(argument, bool):
+            return argument
+        value = str(argument).strip().lower()
+        if value in ("true", "t", "1", "auto", "false", "f", "0"):
+            return "auto" if value == "auto" else value in ("true", "t", "1")
+        raise ValueError(f"expected true, false or auto, got {argument!r}")
+
+    def flag_type(self):
+        return "bool or auto"
+
+
+class _JitCompileFlag(flags.Flag):
+    """A bool flag that also takes "auto" (and writes it back as --jit_compile=auto to flags.txt)."""
+
+    def _serialize(self, value):
+        return f"--{self.name}=auto" if value == "auto" else super()._serialize(value)
+
+
+def define_jit_compile_flag(flag_values=flags.FLAGS):
+    """--jit_compile (XLA on), --nojit_compile (off) or --jit_compile=auto (time a few steps each
+    way on this machine and keep the faster); unset keeps the config's."""
+    return flags.DEFINE_flag(
+        _JitCompileFlag(
+            _JitCompileParser(),
+            flags.ArgumentSerializer(),
+            "jit_compile",
+            None,
+            "XLA-compile the train step: true, false, or auto (decide by timing a few steps each way on "
+            "this machine). Default: the config's (false).",
+            boolean=True,
+        ),
+        flag_values,
+    )
+
+
 def define_quantizer_flags() -> dict:
     """--quantizer, --fsq_levels, --num_quantizers, --quantizer_dropout, --distance, --gradient:
     the quantizer fields of a VQ-VAE config; unset ones keep the config's value."""

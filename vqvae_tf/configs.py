@@ -35,6 +35,9 @@ from vqvae_tf.models.vqvae2 import VQVAE2
 from vqvae_tf.models.vqvae2 import model as vqvae2_model
 from vqvae_tf.utils import checks
 
+# A config's jit_compile: XLA off, on, or chosen by timing a few steps each way (training.loop).
+JIT_COMPILE_CHOICES = (False, True, "auto")
+
 LR_SCHEDULES = ("constant", "cosine")
 
 
@@ -109,6 +112,8 @@ class _AutoencoderConfigMethods(TrainingConfig):
         self.image_shape = tuple(int(s) for s in self.image_shape)
         self.model_cls.validate_arguments(self.network_kwargs())
         self.validate_training()
+        if self.jit_compile not in JIT_COMPILE_CHOICES or not isinstance(self.jit_compile, (bool, str)):
+            raise ValueError(f"jit_compile must be true, false or 'auto', got {self.jit_compile!r}.")
         return self
 
     def to_dict(self) -> dict:
@@ -182,7 +187,7 @@ def _config_class(name, model_cls, methods, architecture_args, run_args, steps, 
             ("dataset", str, dataclasses.field(default="fashion_mnist")),
             *fields,
             ("steps", int, dataclasses.field(default=steps)),
-            ("jit_compile", bool, dataclasses.field(default=False)),
+            ("jit_compile", bool | str, dataclasses.field(default=False)),  # or "auto"
         ],
         bases=(methods,),
     )

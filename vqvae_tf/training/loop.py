@@ -13,6 +13,7 @@ A new trained stage writes a `*_lib.py` that calls these; it needs no loop of it
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import tempfile
@@ -25,6 +26,12 @@ from vqvae_tf.training import checkpoints
 from vqvae_tf.training.options import STRATEGIES, RunOptions
 from vqvae_tf.training.workdir import StageDir
 from vqvae_tf.utils import files, progress
+
+# jit_compile="auto": JIT_PROBE_ROUNDS timings of JIT_PROBE_STEPS steps with and without XLA (all
+# of them real training steps), for runs of at least JIT_PROBE_MIN_STEPS steps.
+JIT_PROBE_STEPS = 10
+JIT_PROBE_ROUNDS = 2
+JIT_PROBE_MIN_STEPS = 200
 
 
 def make_strategy(name) -> tf.distribute.Strategy:
@@ -118,13 +125,45 @@ class StageRun:
             progress.log(f"Already at step {self.step} >= --steps={total_steps}; nothing to train.")
         return model
 
+    def _probe_jit_compile(self, steps_runner, iterator, steps_left, batch_size, step):
+        """`jit_compile="auto"`: trains a few steps with and without XLA, alternating, and returns
+        (whether XLA was faster, the step reached). Every probe step is a real training step. Runs
+        that are too short, or have several replicas (XLA is used for one only), train without."""
+        if self.strategy.num_replicas_in_sync > 1 or steps_left < JIT_PROBE_MIN_STEPS:
+            progress.log(
+                f"jit_compile=auto: no XLA probe for {steps_left} step(s) on "
+                f"{self.strategy.num_replicas_in_sync} replica(s); training without XLA."
+            )
+            return False, step
+        runners = {xla: steps_runner(xla) for xla in (False, True)}
+        n = tf.constant(JIT_PROBE_STEPS)
+        rates = {False: [], True: []}
+        for run_steps in runners.values():  # compile both
+            run_steps(iterator, tf.constant(1))
+            step += 1
+        for _ in range(JIT_PROBE_ROUNDS):
+            for xla, run_steps in runners.items():
+                t0 = time.time()
+                run_steps(iterator, n)
+                rates[xla].append(JIT_PROBE_STEPS * batch_size / (time.time() - t0))
+                step += JIT_PROBE_STEPS
+        best = {xla: max(r) for xla, r in rates.items()}
+        xla = best[True] > best[False]
+        progress.log(
+            f"jit_compile=auto: {best[True]:.0f} ex/s with XLA, {best[False]:.0f} without "
+            f"(best of {JIT_PROBE_ROUNDS} x {JIT_PROBE_STEPS} steps each) -> training {'with' if xla else 'without'} XLA."
+        )
+        return xla, step
+
     def train(
         self, model, dataset, total_steps, batch_size, jit_compile=False, format_logs=None, summaries=None
     ) -> float | None:
         """Runs `model.train_step` under the strategy from `self.step` to `total_steps`, with
         progress lines (losses, examples/s, ETA), TensorBoard scalars and checkpoints every
         `options.checkpoint_every` steps (by step count, so that all workers of a multi-worker job
-        save together). Returns the examples/s measured after the first (compiling) call, or None."""
+        save together). `jit_compile`: XLA-compile the step (one replica only), or "auto": decide by
+        timing a few steps each way on this machine first (`_probe_jit_compile`). Returns the
+        examples/s measured after the first (compiling) call, or None."""
         log_every, checkpoint_every = self.options.log_every, self.options.checkpoint_every
         strategy, step = self.strategy, self.step
         if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
@@ -132,16 +171,23 @@ class StageRun:
             opts.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
             dataset = dataset.with_options(opts)
         iterator = iter(strategy.experimental_distribute_dataset(dataset))
-        step_fn = model.train_step
-        if jit_compile and strategy.num_replicas_in_sync == 1:
-            step_fn = tf.function(model.train_step, jit_compile=True)
 
-        @tf.function
-        def run_steps(iterator, n):
-            for _ in tf.range(n):
-                strategy.run(step_fn, args=(next(iterator),))
+        @functools.cache  # the probe's compiled runners are the ones that train on
+        def steps_runner(xla: bool):
+            step_fn = tf.function(model.train_step, jit_compile=True) if xla else model.train_step
 
-        start_step, t_start, t_timed, timed_steps = step, time.time(), None, 0
+            @tf.function
+            def run_steps(iterator, n):
+                for _ in tf.range(n):
+                    strategy.run(step_fn, args=(next(iterator),))
+
+            return run_steps
+
+        t_start = time.time()
+        if jit_compile == "auto":
+            jit_compile, step = self._probe_jit_compile(steps_runner, iterator, total_steps - step, batch_size, step)
+        run_steps = steps_runner(bool(jit_compile) and strategy.num_replicas_in_sync == 1)
+        start_step, t_timed, timed_steps = self.step, None, 0
         while step < total_steps:
             n = min(log_every - step % log_every, checkpoint_every - step % checkpoint_every, total_steps - step)
             t0 = time.time()
