@@ -1,5 +1,6 @@
 import gzip
 import os
+import types
 
 import numpy as np
 import pytest
@@ -67,6 +68,27 @@ def test_env_var_data_dir(tmp_path, monkeypatch):
     fake_mnist_dir(str(tmp_path), n_train=3, compress=False)
     monkeypatch.setenv("VQVAE_DATA_DIR", str(tmp_path))
     assert data.dataset_info("mnist").num_examples == {"train": 3, "test": 5}
+
+
+def test_tfds_dataset_that_cannot_be_downloaded(tmp_path, monkeypatch):
+    """A TFDS name not prepared here and not downloadable (no internet) names the problem and the
+    way out, instead of looking like an empty dataset."""
+    from vqvae_tf.data import datasets
+
+    class Unprepared:  # what tfds.builder gives offline: no split sizes yet
+        data_dir = str(tmp_path / "cifar10" / "3.0.2")
+        info = types.SimpleNamespace(splits={}, features={"image": None, "label": None})
+
+        def download_and_prepare(self):
+            raise ConnectionError("Failed to establish a new connection: [Errno 101] Network is unreachable")
+
+    monkeypatch.setattr(datasets, "_tfds_builder", lambda name, data_dir: Unprepared())
+    with pytest.raises(
+        data.DataError,
+        match=r"TFDS dataset 'cifar10' is not prepared in .*cifar10/3.0.2 and could not be downloaded "
+        r"\(ConnectionError: Failed to establish .*\)\. Without internet access",
+    ):
+        data.dataset_info("cifar10", data_dir=str(tmp_path))
 
 
 def test_missing_split_file(tmp_path):

@@ -304,6 +304,9 @@ def _native_info(name: str, data_dir: str | None) -> DatasetInfo:
                 shape = tuple(int(s) for s in images.shape[1:])
         return DatasetInfo(name, shape, idx.NUM_CLASSES, f"idx:{idx_dir}", counts, idx.CLASS_NAMES[name])
     builder = _tfds_builder(name, data_dir)
+    if not builder.info.splits:  # not prepared here, and TFDS could not fetch its split sizes either
+        _download_and_prepare(builder, name)
+        builder = _tfds_builder(name, data_dir)
     features = builder.info.features
     if "image" not in features:
         raise DataError(f"TFDS dataset {name!r} has no 'image' feature; it is not an image dataset.")
@@ -313,6 +316,20 @@ def _native_info(name: str, data_dir: str | None) -> DatasetInfo:
     names = tuple(features["label"].names) if has_label else ()
     counts = {k: int(v.num_examples) for k, v in builder.info.splits.items()}
     return DatasetInfo(name, shape, num_classes, "tfds", counts, names)
+
+
+def _download_and_prepare(builder, name: str) -> None:
+    """Downloads and prepares a TFDS dataset (as tfds.load would); DataError if that fails, e.g.
+    on a machine without internet access."""
+    try:
+        builder.download_and_prepare()
+    except Exception as e:
+        raise DataError(
+            f"TFDS dataset {name!r} is not prepared in {builder.data_dir} and could not be downloaded "
+            f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}). Without internet access, "
+            "prepare it on a connected machine and copy its TFDS data directory (--data_dir), or train on "
+            "local files: fashion_mnist / mnist IDX files, or a folder of images (--dataset=image_folder --data_dir=DIR)."
+        ) from e
 
 
 def _native_load(name: str, split: str, data_dir: str | None) -> tf.data.Dataset:
