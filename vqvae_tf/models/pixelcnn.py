@@ -319,10 +319,14 @@ class PixelCNN(presets.PresetMixin, keras.Model):
     def head(self, h, column=None):
         """Output of the last horizontal stack -> logits float32 [..., K]: `h` [B, r, w, F] of whole
         rows, or, with `column` (the grid column of a single position), [B, 1, 1, F]."""
-        logits = tf.cast(self.head_logits(self.head_hidden(tf.nn.relu(h))), tf.float32)
+        return self.select_depth(tf.cast(self.head_logits(self.head_hidden(tf.nn.relu(h))), tf.float32), column)
+
+    def select_depth(self, logits, column=None):
+        """The head's depth * K outputs -> K logits: each grid column's depth selects its own K.
+        `logits` [..., w, depth * K] of whole rows, or [N, depth * K] of one position in grid
+        column `column`. The identity for depth 1."""
         if self.depth == 1:
             return logits
-        # Each column's depth selects its own K logits out of depth * K.
         logits = tf.reshape(logits, tf.concat([tf.shape(logits)[:-1], [self.depth, self.num_embeddings]], 0))
         if column is None:
             select = tf.one_hot(tf.range(tf.shape(logits)[-3]) % self.depth, self.depth)[:, :, None]

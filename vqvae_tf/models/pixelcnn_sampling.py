@@ -160,11 +160,7 @@ def _head(prior, weights, x, column):
     """`prior.head` for one position: x [N, F] of grid column `column` -> logits float32 [N, K]."""
     (hidden, hidden_bias), (out, out_bias) = weights
     logits = tf.matmul(tf.nn.relu(tf.matmul(tf.nn.relu(x), hidden) + hidden_bias), out) + out_bias
-    logits = tf.cast(logits, tf.float32)
-    if prior.depth == 1:
-        return logits
-    # Each column's depth selects its own K logits out of depth * K.
-    return tf.gather(tf.reshape(logits, [-1, prior.depth, prior.num_embeddings]), column % prior.depth, axis=1)
+    return prior.select_depth(tf.cast(logits, tf.float32), column)
 
 
 def _cached_sampler(prior, codes, labels, pick, condition=None, im2col=True):
