@@ -173,8 +173,8 @@ def _cached_sampler(prior, codes, labels, pick, condition=None, im2col=True):
     columns and current input with its kernel's taps, plus the row's bias (the links from the
     vertical stack through v_to_h, one matmul per row, the biases and the class embedding), and
     its output projection another. Once a row is complete, the vertical stack runs on it and the
-    p rows above (all its "V" mask sees, as one matmul over the row's patches) and gives the next
-    row's links. So a position costs the same whatever the grid's size (nothing of grid size is
+    p rows above (all its "V" mask sees: one matmul over the row's patches, or with `im2col=False`,
+    for LiteRT, a convolution) and gives the next row's links. So a position costs the same whatever the grid's size (nothing of grid size is
     touched per position or per row), and the arithmetic is the network's: the same seed gives
     the same codes as the plain sampler. Class and spatial conditioning are computed once, before
     the loops (the conditioning grid is known in full), and enter each row's bias and vertical
