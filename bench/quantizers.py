@@ -47,6 +47,9 @@ VARIANTS = {
     "rvq_4": dict(quantizer="rvq", num_quantizers=4),
     # The same 392 bits per image spent on 4x the positions: 14x14 codes of 2 bits (downsample 2).
     "fsq_2_2_at_14x14": dict(quantizer="fsq", fsq_levels=(2, 2), downsample=2),
+    # Binary codes of 8 bits (K = 256, the default's budget): lookup-free and binary spherical.
+    "lfq_8": dict(quantizer="lfq", embedding_dim=8),
+    "bsq_8": dict(quantizer="bsq", embedding_dim=8),
 }
 
 flags.DEFINE_string("workdir", None, "Directory of the runs (one subdirectory per variant).", required=True)

@@ -14,7 +14,7 @@ from vqvae_tf.data import idx
 @pytest.fixture(autouse=True)
 def _clear_caches():
     idx.load_arrays.cache_clear()
-    data.pixel_variance.cache_clear()
+    data.clear_caches()
     yield
 
 
@@ -148,7 +148,7 @@ def test_pixel_variance_matches_numpy_and_is_cached(tmp_path):
     arrays = fake_mnist_dir(str(tmp_path))
     expected = (arrays["train"][0] / 255.0).var()
     assert data.pixel_variance("fashion_mnist", str(tmp_path)) == pytest.approx(expected, rel=1e-9)
-    data.pixel_variance.cache_clear()
+    data.clear_caches()
     cached = [f for f in os.listdir(os.environ["VQVAE_CACHE_DIR"]) if f.startswith("variance-fashion_mnist")]
     assert cached
     assert data.pixel_variance("fashion_mnist", str(tmp_path)) == pytest.approx(expected, rel=1e-9)

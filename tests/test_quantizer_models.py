@@ -59,7 +59,10 @@ def test_fsq_config_derives_codes_and_channels():
         (dict(quantizer="fsq", fsq_levels=(), embedding_dim=0, num_embeddings=1), "embedding_dim must be a positive"),
         (dict(quantizer="rvq", num_quantizers=0), "num_quantizers must be a positive integer"),
         (dict(quantizer="rvq", distance="cosine"), "distance='cosine' applies to the vq and ema"),
-        (dict(quantizer="fsq", gradient="rotation", embedding_dim=4, num_embeddings=1000), "FSQ has no codebook"),
+        (
+            dict(quantizer="fsq", gradient="rotation", embedding_dim=4, num_embeddings=1000),
+            "applies to the vq, ema and rvq quantizers, not 'fsq'",
+        ),
         (dict(quantizer="ema", distance="angular"), "distance must be one of"),
         (dict(quantizer="rvq", quantizer_dropout=2.0), "quantizer_dropout must be in"),
     ],

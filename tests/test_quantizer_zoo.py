@@ -6,7 +6,15 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from vqvae_tf import CodebookUsage, FiniteScalarQuantizer, ResidualVectorQuantizer, VectorQuantizer, VectorQuantizerEMA
+from vqvae_tf import (
+    BinarySphericalQuantizer,
+    CodebookUsage,
+    FiniteScalarQuantizer,
+    LookupFreeQuantizer,
+    ResidualVectorQuantizer,
+    VectorQuantizer,
+    VectorQuantizerEMA,
+)
 from vqvae_tf.layers.quantizers import rotation_trick
 
 # ---------------------------------------------------------------------------------------- FSQ
@@ -434,13 +442,14 @@ def test_codebook_usage_over_several_codebooks():
 
 def test_every_quantizer_reports_the_same_keys():
     z = tf.random.stateless_normal([2, 3, 3, 3], seed=[5, 6])
-    for layer in [*zoo(), VectorQuantizer(K, D)]:
+    for layer in [*zoo(), VectorQuantizer(K, D), LookupFreeQuantizer(3), BinarySphericalQuantizer(3)]:
         assert set(layer(z, training=True)) == {
             "quantized",
             "indices",
             "codebook_loss",
             "commitment_loss",
             "perplexity",
+            "entropy_loss",
         }
         out = layer(z)
         assert out["indices"].shape[:3] == (2, 3, 3)

@@ -4,7 +4,8 @@ The package map (data flows one way; a module never imports from a later line):
 
     utils/      files, checks, distribute, images, progress        (no TF models)
     data/       datasets by name, the codes format
-    layers/     quantizers, masked convolutions, encoder/decoder, likelihoods
+    layers/     quantizers/ (one per file, registered by name), masked convolutions, encoder/decoder,
+                likelihoods
     models/     VQVAE, PixelCNN and its samplers                    (one model per file)
                 vqvae2/: VQVAE2 and HierarchicalPrior (a family of files)
                 presets: pretrained presets (keras-hub style directories; shipped ones in weights/)
@@ -26,10 +27,18 @@ from vqvae_tf.configs import (
 )
 from vqvae_tf.data.codes import read_codes
 from vqvae_tf.layers.encoder_decoder import Decoder, Encoder, ResidualStack
-from vqvae_tf.layers.fsq import FiniteScalarQuantizer
 from vqvae_tf.layers.masked_conv import GatedBlock, MaskedConv2D
-from vqvae_tf.layers.quantizers import CodebookUsage, VectorQuantizer, VectorQuantizerEMA
-from vqvae_tf.layers.residual_vq import ResidualVectorQuantizer
+from vqvae_tf.layers.quantizers import (
+    BinarySphericalQuantizer,
+    CodebookUsage,
+    FiniteScalarQuantizer,
+    LookupFreeQuantizer,
+    Quantizer,
+    ResidualVectorQuantizer,
+    VectorQuantizer,
+    VectorQuantizerEMA,
+    register_quantizer,
+)
 from vqvae_tf.models.pixelcnn import PixelCNN
 from vqvae_tf.models.pixelcnn_sampling import sample_codes, sample_grids
 from vqvae_tf.models.presets import PresetError, list_presets
@@ -37,6 +46,7 @@ from vqvae_tf.models.vqvae import VQVAE
 from vqvae_tf.models.vqvae2 import VQVAE2, HierarchicalPrior
 
 __all__ = [
+    "BinarySphericalQuantizer",
     "CONFIG_NAMES",
     "CodebookUsage",
     "Decoder",
@@ -44,10 +54,12 @@ __all__ = [
     "FiniteScalarQuantizer",
     "GatedBlock",
     "HierarchicalPrior",
+    "LookupFreeQuantizer",
     "MaskedConv2D",
     "PixelCNN",
     "PresetError",
     "PriorConfig",
+    "Quantizer",
     "ResidualStack",
     "ResidualVectorQuantizer",
     "VQVAE",
@@ -61,6 +73,7 @@ __all__ = [
     "get_recipe",
     "list_presets",
     "read_codes",
+    "register_quantizer",
     "sample_codes",
     "sample_grids",
 ]

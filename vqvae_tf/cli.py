@@ -14,9 +14,8 @@ from absl import app, flags, logging
 
 from vqvae_tf.configs import DEFAULT_CONFIGS, LR_SCHEDULES, MODELS
 from vqvae_tf.data import DataError, parse_image_size
-from vqvae_tf.layers.quantizers import DISTANCES, GRADIENTS
+from vqvae_tf.layers.quantizers import option_fields, registry
 from vqvae_tf.models.presets import PRESETS, PresetError
-from vqvae_tf.models.vqvae import QUANTIZERS
 from vqvae_tf.training.options import MIXED_PRECISION, STRATEGIES, RunOptions
 
 FLAGS = flags.FLAGS
@@ -219,45 +218,31 @@ def define_jit_compile_flag(flag_values=flags.FLAGS):
     )
 
 
+def _define_option_flag(option) -> flags.FlagHolder:
+    """The flag of a quantizer `registry.Option` (unset: None, the config's value stays)."""
+    if option.type == "int_list":
+        return flags.DEFINE(_IntListParser(), option.field, None, option.help, serializer=flags.CsvListSerializer(","))
+    if option.type == "str" and option.choices:
+        return flags.DEFINE_enum(option.field, None, list(option.choices), option.help)
+    define = {"int": flags.DEFINE_integer, "float": flags.DEFINE_float, "bool": flags.DEFINE_bool}
+    return define.get(option.type, flags.DEFINE_string)(option.field, None, option.help)
+
+
 def define_quantizer_flags() -> dict:
-    """--quantizer, --fsq_levels, --num_quantizers, --quantizer_dropout, --distance, --gradient:
-    the quantizer fields of a VQ-VAE config; unset ones keep the config's value."""
+    """--quantizer (the registered names) and one flag per registered option (--fsq_levels,
+    --num_quantizers, --entropy_weight, ...: `registry.option_fields()`), plus --num_embeddings and
+    --embedding_dim: the quantizer fields of a config; unset ones keep the config's value. They
+    only parse: the config and the quantizer layer validate (`override` names the flag)."""
+    listed = "; ".join(f"{e.name}: {e.help}" for e in registry.entries())
     holders = {
-        "quantizer": flags.DEFINE_enum(
-            "quantizer",
-            None,
-            list(QUANTIZERS),
-            "vq: gradient codebook; ema: EMA codebook; fsq: finite scalar quantization (--fsq_levels); "
-            "rvq: residual VQ (--num_quantizers). Default: the config's.",
-        ),
-        "fsq_levels": flags.DEFINE(
-            _IntListParser(),
-            "fsq_levels",
-            None,
-            "FSQ levels per channel, e.g. 8,5,5,5 (1000 codes) or 8,6,5 (240); each >= 2.",
-            serializer=flags.CsvListSerializer(","),
-        ),
-        "num_quantizers": flags.DEFINE_integer(
-            "num_quantizers", None, "Residual VQ: stages (codes per position).", lower_bound=1
-        ),
-        "quantizer_dropout": flags.DEFINE_float(
-            "quantizer_dropout", None, "Residual VQ: probability of training a step on the first n stages only."
-        ),
-        "distance": flags.DEFINE_enum(
-            "distance", None, list(DISTANCES), "vq/ema: euclidean, or cosine (l2-normalised codes)."
-        ),
-        "gradient": flags.DEFINE_enum(
-            "gradient", None, list(GRADIENTS), "vq/ema/rvq: straight_through, or rotation (the rotation trick)."
+        "quantizer": flags.DEFINE_enum("quantizer", None, list(registry.names()), f"{listed}. Default: the config's."),
+        "num_embeddings": flags.DEFINE_integer("num_embeddings", None, "K: codes (default: the config's)."),
+        "embedding_dim": flags.DEFINE_integer(
+            "embedding_dim", None, "D: channels of a code vector (LFQ/BSQ: bits, K = 2^D; default: the config's)."
         ),
     }
-    flags.register_validator(
-        "fsq_levels",
-        lambda v: v is None or (len(v) > 0 and min(v) >= 2),
-        message="--fsq_levels must be a non-empty list of integers >= 2, e.g. 8,5,5,5.",
-    )
-    flags.register_validator(
-        "quantizer_dropout", lambda v: v is None or 0.0 <= v <= 1.0, message="--quantizer_dropout must be in [0, 1]."
-    )
+    for option in option_fields().values():
+        holders[option.field] = _define_option_flag(option)
     return holders
 
 
@@ -274,14 +259,34 @@ def define_model_flag() -> flags.FlagHolder:
 
 def override(config, holders: dict):
     """`config` with every set flag of `holders` ({field: holder}) applied, validated. A set flag
-    that is no field of this config (e.g. --quantizer for a VQ-VAE-2) is a usage error."""
+    that is no field of this config (e.g. --quantizer for a VQ-VAE-2), a value the config or a
+    layer refuses, or one that the config's other fields overrule (--embedding_dim with FSQ's
+    levels) is a usage error naming the flags."""
     fields = {f.name for f in dataclasses.fields(config)}
+    given = {}
     for name, holder in holders.items():
         if holder.value is not None:
             if name not in fields:
                 raise app.UsageError(f"--{name} does not apply to the {config.model} config {config.name!r}.")
             setattr(config, name, holder.value)
-    return config.validate()
+            given[name] = holder.value
+    try:
+        config.validate()
+    except (TypeError, ValueError) as e:
+        named = [n for n in given if n in str(e)] or list(given)
+        flags_text = " ".join(f"--{n}={_flag_text(given[n])}" for n in named)
+        raise app.UsageError(f"{flags_text + ': ' if flags_text else ''}{e}") from e
+    for name, value in given.items():
+        if getattr(config, name) != value and not (isinstance(value, tuple) and tuple(getattr(config, name)) == value):
+            raise app.UsageError(
+                f"--{name}={_flag_text(value)} does not apply: the config's other fields make it "
+                f"{getattr(config, name)!r} (e.g. FSQ's levels fix K and D)."
+            )
+    return config
+
+
+def _flag_text(value) -> str:
+    return ",".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)
 
 
 def run(main) -> None:

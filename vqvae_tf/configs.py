@@ -24,11 +24,10 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
-import math
 
 import keras
 
-from vqvae_tf.layers.fsq import validate_levels
+from vqvae_tf.layers.quantizers import option_fields
 from vqvae_tf.models.pixelcnn import PixelCNN
 from vqvae_tf.models.vqvae import ARCHITECTURE_ARGS, RUN_ARGS, VQVAE
 from vqvae_tf.models.vqvae2 import VQVAE2
@@ -47,13 +46,17 @@ def _default(model_cls, name: str):
 
 
 def _constructor_fields(model_cls, exclude) -> list:
-    """Dataclass fields for `model_cls`'s constructor arguments (minus `exclude`), with its defaults."""
+    """Dataclass fields for `model_cls`'s constructor arguments (minus `exclude`), with its defaults,
+    and, for a model that takes quantizer options by name (`VQVAE`), one per registered option."""
     params = inspect.signature(model_cls.__init__).parameters
-    return [
+    fields = [
         (name, object, dataclasses.field(default=p.default))
         for name, p in params.items()
         if name not in ("self", "kwargs", *exclude)
     ]
+    if getattr(model_cls, "takes_quantizer_options", False):
+        fields += [(name, object, dataclasses.field(default=o.default)) for name, o in option_fields().items()]
+    return fields
 
 
 @dataclasses.dataclass
@@ -108,6 +111,10 @@ class _AutoencoderConfigMethods(TrainingConfig):
         """The fields that shape the variables (a workdir trained with other values is refused)."""
         return {name: self.to_dict()[name] for name in ("model", *self._architecture_args)}
 
+    def prior_grids(self) -> dict:
+        """{name: grid} its prior models, as the model computes them from its arguments."""
+        return self.model_cls.prior_grid_shapes(self.network_kwargs())
+
     def validate(self):
         self.image_shape = tuple(int(s) for s in self.image_shape)
         self.model_cls.validate_arguments(self.network_kwargs())
@@ -144,22 +151,23 @@ class _VQVAEConfigMethods(_AutoencoderConfigMethods):
     @property
     def prior_grid_shape(self):
         """The grid its prior models (`VQVAE.prior_grid_shape`): (h, w * depth) for residual VQ."""
-        h, w = self.latent_shape
-        return (h, w * (self.num_quantizers if self.quantizer == "rvq" else 1))
-
-    def prior_grids(self) -> dict:
-        """{name: grid} its prior models (`VQVAE.prior_grids`)."""
-        return {"codes": self.prior_grid_shape}
+        return self.prior_grids()["codes"]
 
     def validate(self):
-        self.fsq_levels = tuple(self.fsq_levels)
-        if self.quantizer == "fsq":  # FSQ's channels and code count follow from its levels
-            self.fsq_levels = validate_levels(self.fsq_levels)
-            self.embedding_dim, self.num_embeddings = len(self.fsq_levels), math.prod(self.fsq_levels)
+        # Some quantizers' options fix K and D (FSQ's levels, LFQ's bits): the config follows them.
+        for name, option in option_fields().items():
+            value = getattr(self, name)
+            if option.type == "int_list" and value is not None:
+                setattr(self, name, tuple(value))
+        self.num_embeddings, self.embedding_dim, _ = self.model_cls.codebook_geometry(self.network_kwargs())
         return super().validate()
 
     def to_dict(self) -> dict:
-        return dict(super().to_dict(), fsq_levels=list(self.fsq_levels))
+        d = super().to_dict()
+        for name, option in option_fields().items():
+            if option.type == "int_list" and d.get(name) is not None:
+                d[name] = list(d[name])
+        return d
 
 
 class _VQVAE2ConfigMethods(_AutoencoderConfigMethods):
@@ -169,13 +177,6 @@ class _VQVAE2ConfigMethods(_AutoencoderConfigMethods):
     @property
     def total_downsample(self) -> int:
         return self.downsample * self.top_downsample
-
-    def prior_grids(self) -> dict:
-        """{name: grid} its prior models: the top and bottom code grids (`VQVAE2.code_grids`)."""
-        h, w, _ = self.image_shape
-        bottom = (h // self.downsample, w // self.downsample)
-        top = (bottom[0] // self.top_downsample, bottom[1] // self.top_downsample)
-        return {"codes_top": top, "codes_bottom": bottom}
 
 
 def _config_class(name, model_cls, methods, architecture_args, run_args, steps, doc):

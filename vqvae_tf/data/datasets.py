@@ -442,6 +442,3 @@ def _pixel_variance(source: DataSource) -> float:
 def pixel_variance(name: str, data_dir: str | None = None, **options) -> float:
     """`DataSource(name, data_dir, **options).pixel_variance()`."""
     return DataSource(name, data_dir, **options).pixel_variance()
-
-
-pixel_variance.cache_clear = clear_caches  # the memo lives in _pixel_variance

@@ -11,13 +11,13 @@ fits this prior to the codes of a trained VQ-VAE.
 from __future__ import annotations
 
 import keras
-import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
 
 from vqvae_tf.layers import SERIALIZATION_PACKAGE
 from vqvae_tf.layers.attention import CausalSelfAttention
 from vqvae_tf.layers.encoder_decoder import DOWNSAMPLE_FACTORS, Decoder
+from vqvae_tf.layers.likelihoods import LOG2
 from vqvae_tf.layers.masked_conv import GatedBlock, shift_down
 from vqvae_tf.models import presets
 from vqvae_tf.models.pixelcnn_sampling import sample_codes_graph
@@ -378,7 +378,7 @@ class PixelCNN(presets.PresetMixin, keras.Model):
     def bits_per_code(self, log_prob):
         """`log_prob` of whole code grids (nats, as `log_prob` gives) as bits per code."""
         h, w = self.latent_shape
-        return -log_prob / float(h * w * np.log(2.0))
+        return -log_prob / (h * w * LOG2)
 
     # ---------------------------------------------------------------- training
 
@@ -396,7 +396,7 @@ class PixelCNN(presets.PresetMixin, keras.Model):
     def _track(self, nll):
         # Per-example values, so `evaluate` gives the exact mean over a dataset whatever its last batch.
         self._loss_tracker.update_state(nll)
-        self._bits_tracker.update_state(nll / np.log(2.0))
+        self._bits_tracker.update_state(nll / LOG2)
         return {m.name: m.result() for m in self.metrics}
 
     def train_step(self, data):

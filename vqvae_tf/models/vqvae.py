@@ -9,31 +9,21 @@ dimension (nats) of a discretized logistic, which makes p(x|z) a proper discrete
 from __future__ import annotations
 
 import inspect
-import math
 
 import keras
 import tensorflow as tf
 
-from vqvae_tf.layers import SERIALIZATION_PACKAGE, likelihoods
+from vqvae_tf.layers import SERIALIZATION_PACKAGE
 from vqvae_tf.layers.encoder_decoder import Decoder, Encoder
-from vqvae_tf.layers.fsq import FiniteScalarQuantizer, validate_levels
-from vqvae_tf.layers.quantizers import DISTANCES, GRADIENTS, VectorQuantizer, VectorQuantizerEMA
-from vqvae_tf.layers.residual_vq import ResidualVectorQuantizer
-from vqvae_tf.models import presets
-from vqvae_tf.utils import checks, distribute
+from vqvae_tf.layers.quantizers import Quantizer, option_fields, registry
+from vqvae_tf.models.autoencoder import LIKELIHOODS as LIKELIHOODS  # re-exported: the models' likelihoods
+from vqvae_tf.models.autoencoder import RESTARTS_KEY, ImageAutoencoder, unless_empty
 
 LOSS_KEYS = ("loss", "reconstruction_loss", "codebook_loss", "commitment_loss", "perplexity")
-# Logged in training besides LOSS_KEYS: codes restarted per step (mean over the logging window).
-RESTARTS_KEY = "restarts"
-QUANTIZERS = {
-    "vq": VectorQuantizer,
-    "ema": VectorQuantizerEMA,
-    "fsq": FiniteScalarQuantizer,
-    "rvq": ResidualVectorQuantizer,
-}
-LIKELIHOODS = ("mse", "logistic")
+# Logged besides LOSS_KEYS by a model whose quantizer has an entropy penalty (LFQ, BSQ).
+ENTROPY_KEY = "entropy_loss"
 # Constructor arguments that shape the variables: a checkpoint made with one value cannot be
-# restored into a model built with another.
+# restored into a model built with another (the quantizers' own such options are added below).
 ARCHITECTURE_ARGS = (
     "image_shape",
     "num_embeddings",
@@ -43,145 +33,11 @@ ARCHITECTURE_ARGS = (
     "num_residual_layers",
     "downsample",
     "quantizer",
-    "fsq_levels",
-    "num_quantizers",
-    "distance",
+    *(field for field, option in option_fields().items() if option.architecture),
     "likelihood",
 )
 # Arguments that come from the data and the run rather than from a network configuration.
 RUN_ARGS = ("data_variance", "seed")
-
-
-class ImageAutoencoder(presets.PresetMixin, keras.Model):
-    """What the zoo's autoencoders (`VQVAE`, `vqvae2.VQVAE2`) share: checked images in [0, 1], the
-    decoder head and its likelihood p(x|z), presets, the loss trackers and `test_step`, and the
-    code grids API that every stage and export uses:
-
-      code_grids                 {name: codes shape per image}: {"codes": ...} for VQVAE,
-                                 {"codes_top": ..., "codes_bottom": ...} for VQVAE2
-      grid_codebooks             {name: (K, codes per position)}
-      encode_grids(images)       -> {name: int32 codes};  decode_grids({name: codes}) -> images
-      prior_grids(), to_prior_grids(grids), from_prior_grids(grids): the layout a prior models
-                                 (residual VQ: a position's codes side by side)
-      frozen_codebooks(), encode_with(images, cb), decode_with(grids, cb): the same with the
-                                 codebooks as constants (for TFLite conversion)
-      codes_of(forward_output)   {name: codes} of a `forward` pass
-
-    Subclasses call `_set_arguments` with their constructor's arguments and set `_trackers` (name ->
-    Mean) and `_restarts`; they define `forward`, `compute_losses` and `num_restarts` (dead codes
-    restarted so far, over all quantizers), and may adjust the gradients (`_adjust_gradients`).
-    """
-
-    def _set_arguments(self, arguments: dict, attribute_names: dict | None = None) -> None:
-        """Validates the constructor's `arguments` (`validate_arguments` and data_variance > 0),
-        keeps them for `get_config` and sets each as an attribute (renamed by `attribute_names`)."""
-        arguments["image_shape"] = tuple(int(s) for s in arguments["image_shape"])
-        self.validate_arguments(arguments)
-        if not arguments["data_variance"] > 0:
-            raise ValueError(f"data_variance must be > 0, got {arguments['data_variance']}.")
-        arguments["data_variance"] = float(arguments["data_variance"])
-        self._arguments = arguments
-        for name, value in arguments.items():
-            setattr(self, (attribute_names or {}).get(name, name), value)
-
-    @staticmethod
-    def validate_network(arguments: dict, downsample: int, what: str) -> None:
-        """The checks every autoencoder's `validate_arguments` starts with: image shape, widths,
-        likelihood, and an image size divisible by `downsample` (`what` names the factor)."""
-        image_shape = tuple(arguments["image_shape"])
-        if len(image_shape) != 3 or min(image_shape) <= 0:
-            raise ValueError(f"image_shape must be (H, W, C) with positive sizes, got {image_shape}.")
-        for name in ("num_embeddings", "embedding_dim", "num_hiddens", "num_residual_hiddens"):
-            checks.positive_int(name, arguments[name])
-        if arguments["num_residual_layers"] < 0:
-            raise ValueError(f"num_residual_layers must be >= 0, got {arguments['num_residual_layers']}.")
-        checks.one_of("likelihood", arguments["likelihood"], LIKELIHOODS)
-        h, w, _ = image_shape
-        if h % downsample or w % downsample:
-            raise ValueError(
-                f"image size {h}x{w} is not divisible by {what}; "
-                "choose a config whose downsampling fits the images, or another --image_size."
-            )
-
-    def _check_images(self, images):
-        return checks.batch_of(images, "images", self.image_shape, integer=False, kind="float in [0,1]")
-
-    def _decoder_head(self, decoded):
-        """Splits the decoder output into (mean in [0,1] units, log-scale or None)."""
-        decoded = tf.cast(decoded, tf.float32)
-        if self.likelihood == "logistic":
-            mean, raw_scale = tf.split(decoded, 2, axis=-1)
-            return mean + 0.5, raw_scale + 2.0
-        return decoded + 0.5, None
-
-    def decoder_distribution(self, mean, log_scale=None, scale=None):
-        """The discrete p(x|z): a discretized logistic (logistic head) or Gaussian of `scale` pixels."""
-        if log_scale is not None:
-            return likelihoods.discretized_logistic(mean, log_scale)
-        return likelihoods.discretized_gaussian(mean, scale)
-
-    def reconstruction_loss(self, images, mean, log_scale):
-        if self.likelihood == "logistic":
-            nll = -likelihoods.log_prob_per_image(self.decoder_distribution(mean, log_scale), images)
-            return tf.reduce_mean(nll) / float(self.image_shape[0] * self.image_shape[1] * self.image_shape[2])
-        return tf.reduce_mean(tf.square(mean - tf.cast(images, tf.float32))) / self.data_variance
-
-    def call(self, images, training=False):
-        """images float32 [B,H,W,C] in [0,1] -> reconstructions float32 [B,H,W,C] in [0,1]."""
-        return self.forward(images, training=training)["reconstructions"]
-
-    def prior_grids(self) -> dict:
-        return dict(self.code_grids)
-
-    def to_prior_grids(self, grids: dict) -> dict:
-        return dict(grids)
-
-    def from_prior_grids(self, grids: dict) -> dict:
-        return dict(grids)
-
-    @property
-    def code_bits_per_image(self) -> float:
-        """What the codes of one image take without a prior: log2 K bits per code."""
-        return float(
-            sum(
-                math.prod(shape) * math.log2(k)
-                for shape, (k, _) in zip(self.code_grids.values(), self.grid_codebooks.values())
-            )
-        )
-
-    # ------------------------------------------------------------------ training
-
-    @property
-    def metrics(self):
-        return [*self._trackers.values(), self._restarts]
-
-    def _adjust_gradients(self, grads, variables):
-        """A subclass's last word on the gradients before the optimizer step (identity)."""
-        return grads
-
-    def train_step(self, data):
-        images = data[0] if isinstance(data, (tuple, list)) else data
-        restarts_before = self.num_restarts  # read now
-        with tf.GradientTape() as tape:
-            losses = self.compute_losses(images, training=True)
-            scaled = self.optimizer.scale_loss(distribute.replica_scaled(losses["loss"]))
-        variables = self.trainable_variables
-        grads = self._adjust_gradients(tape.gradient(scaled, variables), variables)
-        self.optimizer.apply_gradients(zip(grads, variables))
-        self._restarts.update_state(tf.cast(self.num_restarts - restarts_before, tf.float32))
-        return dict(self._update_trackers(losses), **{RESTARTS_KEY: self._restarts.result()})
-
-    def get_config(self):
-        return dict(super().get_config(), **dict(self._arguments, image_shape=list(self.image_shape)))
-
-    def _update_trackers(self, losses):
-        for key, tracker in self._trackers.items():
-            tracker.update_state(losses[key])
-        return {k: t.result() for k, t in self._trackers.items()}
-
-    def test_step(self, data):
-        images = data[0] if isinstance(data, (tuple, list)) else data
-        return self._update_trackers(self.compute_losses(images, training=False))
 
 
 @keras.saving.register_keras_serializable(package=SERIALIZATION_PACKAGE)
@@ -190,23 +46,22 @@ class VQVAE(ImageAutoencoder):
 
     Args:
       image_shape: (H, W, C) of the images.
-      num_embeddings, embedding_dim, commitment_cost: of the quantiser.
+      num_embeddings, embedding_dim: K and D of the quantizer (fixed by some quantizers' options:
+        FSQ's levels, LFQ's and BSQ's D bits make K = 2^D; a config derives them).
       num_hiddens, num_residual_hiddens, num_residual_layers, downsample: of encoder/decoder.
-      quantizer: "vq" (gradient-trained codebook), "ema" (EMA codebook), "fsq" (finite scalar
-        quantization: `fsq_levels`; then embedding_dim = len(fsq_levels) and num_embeddings =
-        prod(fsq_levels)) or "rvq" (residual VQ of `num_quantizers` EMA stages of K codes each:
-        codes ``[B, h, w, num_quantizers]``).
-      decay, dead_code_threshold, kmeans_init: quantiser options (see `VectorQuantizer(EMA)`).
-      distance: "euclidean" or "cosine" (l2-normalised codes; vq and ema).
-      gradient: "straight_through" or "rotation" (the rotation trick; vq, ema and rvq).
-      fsq_levels: levels per channel of the "fsq" quantizer.
-      num_quantizers, quantizer_dropout: depth and quantizer dropout of the "rvq" quantizer.
+      quantizer: a registered name (`vqvae_tf.layers.quantizers.registry.names()`: "vq", "ema",
+        "fsq", "rvq", "lfq", "bsq"), or a `Quantizer` instance (e.g. of a user's own class; K and
+        D are then its own, and it is saved with the model: register its class with Keras).
       likelihood: "mse" or "logistic".
       data_variance: training-set pixel variance (normaliser of the MSE loss).
       seed: seed of the quantiser's random draws.
+      **kwargs: the quantizer's options by field name (`option_fields()`: ``commitment_cost``,
+        ``decay``, ``dead_code_threshold``, ``kmeans_init``, ``distance``, ``gradient``,
+        ``fsq_levels``, ``num_quantizers``, ``quantizer_dropout``, ``entropy_weight``, ...; an
+        option of another quantizer than the named one must keep its default), then Keras' own.
 
-    The defaults are the `fashion_mnist` config's network. This signature is the one list of the
-    model's fields: `get_config` and `vqvae_tf.configs.VQVAEConfig` are derived from it.
+    The defaults are the `fashion_mnist` config's network. These arguments and the registered
+    options are the model's fields: `get_config` and `vqvae_tf.configs.VQVAEConfig` derive from them.
     Images are float32 ``[B,H,W,C]`` in [0,1]; codes are int32 ``[B, H/downsample, W/downsample]``
     (``codes_shape`` per image; residual VQ adds a last axis of its depth).
 
@@ -216,7 +71,10 @@ class VQVAE(ImageAutoencoder):
     >>> model = VQVAE.from_preset("fashion_mnist")        # pretrained (a name or a directory)
     >>> model.encode(tf.zeros([2, 28, 28, 1])).shape
     TensorShape([2, 7, 7])
+    >>> VQVAE(quantizer="lfq", embedding_dim=8, num_embeddings=256, entropy_weight=0.1)  # K = 2^8
     """
+
+    takes_quantizer_options = True  # the registered options are keyword arguments (and config fields)
 
     def __init__(
         self,
@@ -227,70 +85,72 @@ class VQVAE(ImageAutoencoder):
         num_residual_hiddens: int = 32,
         num_residual_layers: int = 2,
         downsample: int = 4,
-        commitment_cost: float = 0.25,
-        quantizer: str = "ema",
-        decay: float = 0.99,
-        dead_code_threshold: float = 1.0,
-        kmeans_init: bool = True,
-        distance: str = "euclidean",
-        gradient: str = "straight_through",
-        fsq_levels=(8, 5, 5, 5),
-        num_quantizers: int = 2,
-        quantizer_dropout: float = 0.0,
+        quantizer="ema",
         likelihood: str = "mse",
         data_variance: float = 1.0,
         seed: int = 0,
         **kwargs,
     ):
+        fields = option_fields()
+        options = {name: kwargs.pop(name) for name in list(kwargs) if name in fields}
         super().__init__(**kwargs)
         arguments = {name: value for name, value in locals().items() if name in _ARGUMENTS}
-        arguments["fsq_levels"] = tuple(fsq_levels)
+        layer = quantizer_layer(arguments, options, seed)
+        if layer is None:  # by name: every registered option is a field of the model
+            arguments.update(_option_values(options))
+        else:
+            arguments.update(num_embeddings=layer.num_embeddings, embedding_dim=layer.embedding_dim)
         # `self.quantizer` is the layer; its type string is `quantizer_type`.
         self._set_arguments(arguments, {"quantizer": "quantizer_type"})
+        if layer is None:
+            layer = _named_quantizer(arguments, seed)
+        else:
+            self.quantizer_type = getattr(type(layer), "registered_name", type(layer).__name__)
+            self._arguments["quantizer"] = keras.saving.serialize_keras_object(layer)
         h, w, channels = self.image_shape
         self.latent_shape = (h // downsample, w // downsample)
 
         self.encoder = Encoder(
-            num_hiddens, num_residual_hiddens, num_residual_layers, embedding_dim, downsample, name="encoder"
+            num_hiddens, num_residual_hiddens, num_residual_layers, self.embedding_dim, downsample, name="encoder"
         )
-        self.quantizer = self._make_quantizer(arguments)
+        self.quantizer = layer
         out_channels = channels * (2 if likelihood == "logistic" else 1)
         self.decoder = Decoder(
             out_channels, num_hiddens, num_residual_hiddens, num_residual_layers, downsample, name="decoder"
         )
-        self._trackers = {k: keras.metrics.Mean(name=k) for k in LOSS_KEYS}
+        keys = LOSS_KEYS + ((ENTROPY_KEY,) if _has_entropy(layer) else ())
+        self._trackers = {k: keras.metrics.Mean(name=k) for k in keys}
         self._restarts = keras.metrics.Mean(name=RESTARTS_KEY)
         # The input shape is known, so all state is created now (as in functional backbones):
         # the model saves and checkpoints completely even if only train_step ever ran.
         self.build()
 
     @staticmethod
-    def _make_quantizer(a: dict):
-        if a["quantizer"] == "fsq":
-            return FiniteScalarQuantizer(a["fsq_levels"], a["embedding_dim"], name="quantizer")
-        args = dict(
-            num_embeddings=a["num_embeddings"],
-            embedding_dim=a["embedding_dim"],
-            commitment_cost=a["commitment_cost"],
-            dead_code_threshold=a["dead_code_threshold"],
-            kmeans_init=a["kmeans_init"],
-            gradient=a["gradient"],
-            distance=a["distance"],
-            seed=a["seed"],
-            name="quantizer",
-        )
-        if a["quantizer"] in ("ema", "rvq"):
-            args["decay"] = a["decay"]
-        if a["quantizer"] == "rvq":
-            args.update(num_quantizers=a["num_quantizers"], quantizer_dropout=a["quantizer_dropout"])
-        return QUANTIZERS[a["quantizer"]](**args)
+    def validate_arguments(arguments: dict) -> None:
+        """Raises ValueError naming the first bad network argument in `arguments` (the network's,
+        then the quantizer's, which its layer validates)."""
+        ImageAutoencoder.validate_network(arguments, arguments["downsample"], f"downsample={arguments['downsample']}")
+        if quantizer_layer(arguments, {}, 0) is None:
+            _named_quantizer(arguments, 0)
 
     @staticmethod
-    def validate_arguments(arguments: dict) -> None:
-        """Raises ValueError naming the first bad network argument in `arguments`."""
-        ImageAutoencoder.validate_network(arguments, arguments["downsample"], f"downsample={arguments['downsample']}")
-        checks.one_of("quantizer", arguments["quantizer"], tuple(QUANTIZERS))
-        _validate_quantizer_options(arguments)
+    def codebook_geometry(arguments: dict) -> tuple:
+        """(K, D, codes per position) of a model made with `arguments` (its quantizer by name and
+        its options, or a quantizer config): what its code grids and a config's K and D follow."""
+        layer = quantizer_layer(arguments, {}, 0)
+        if layer is not None:
+            return layer.num_embeddings, layer.embedding_dim, layer.codes_per_position
+        entry = registry.get(arguments["quantizer"])
+        kwargs = entry.layer_kwargs(_option_values(arguments))
+        return entry.cls.geometry(arguments["num_embeddings"], arguments["embedding_dim"], **kwargs)
+
+    @classmethod
+    def prior_grid_shapes(cls, arguments: dict) -> dict:
+        """{grid name: shape} a prior of a model made with `arguments` models (`prior_grids`)."""
+        h, w, _ = arguments["image_shape"]
+        downsample = arguments["downsample"]
+        depth = cls.codebook_geometry(arguments)[2]
+        return {"codes": (h // downsample, w // downsample * depth)}
 
     # ------------------------------------------------------------------ code layouts
 
@@ -337,6 +197,11 @@ class VQVAE(ImageAutoencoder):
 
     def from_prior_grids(self, grids: dict) -> dict:
         return {"codes": self.from_prior_grid(grids["codes"])}
+
+    @property
+    def quantizers(self) -> dict:
+        """{grid name: its quantizer}."""
+        return {"codes": self.quantizer}
 
     def encode_grids(self, images) -> dict:
         return {"codes": self.encode(images)}
@@ -426,7 +291,9 @@ class VQVAE(ImageAutoencoder):
             "commitment_loss": out["commitment_loss"],
             "perplexity": out["perplexity"],
         }
-        losses["loss"] = recon + out["codebook_loss"] + out["commitment_loss"]
+        losses["loss"] = recon + out["codebook_loss"] + out["commitment_loss"] + out["entropy_loss"]
+        if ENTROPY_KEY in self._trackers:
+            losses[ENTROPY_KEY] = out["entropy_loss"]
         return losses
 
     @property
@@ -469,39 +336,73 @@ class VQVAE(ImageAutoencoder):
         return grad
 
     def get_config(self):
-        return dict(super().get_config(), fsq_levels=list(self.fsq_levels))
+        config = super().get_config()
+        for field, option in option_fields().items():
+            if field in config and option.type == "int_list":
+                config[field] = list(config[field])
+        return config
 
 
-def _validate_quantizer_options(a: dict) -> None:
-    """ValueError naming the first quantizer option that does not fit the quantizer."""
-    kind = a["quantizer"]
-    checks.one_of("distance", a["distance"], DISTANCES)
-    checks.one_of("gradient", a["gradient"], GRADIENTS)
-    if a["distance"] == "cosine" and kind not in ("vq", "ema"):
-        raise ValueError(f"distance='cosine' applies to the vq and ema quantizers, not {kind!r}.")
-    if a["gradient"] == "rotation" and kind == "fsq":
-        raise ValueError(
-            "gradient='rotation' applies to the vq, ema and rvq quantizers: FSQ has no codebook vector to rotate to."
+def _has_entropy(layer) -> bool:
+    """Whether `layer` has an entropy penalty to log (a weight that is not 0)."""
+    return bool(getattr(layer, "entropy_weight", 0.0))
+
+
+def _option_values(given: dict) -> dict:
+    """Every registered option field: its value in `given`, else its default (int lists as tuples)."""
+    values = {}
+    for field, option in option_fields().items():
+        value = given.get(field, option.default)
+        values[field] = tuple(value) if option.type == "int_list" and value is not None else value
+    return values
+
+
+def quantizer_layer(arguments: dict, options: dict, seed: int):
+    """The layer of a `quantizer` argument that is one (a `Quantizer`, or its serialized config as
+    `get_config` writes it), else None (a registered name). Options are refused with a layer."""
+    quantizer = arguments["quantizer"]
+    if isinstance(quantizer, dict):
+        quantizer = keras.saving.deserialize_keras_object(quantizer)
+    if isinstance(quantizer, str):
+        return None
+    if not isinstance(quantizer, Quantizer):
+        raise TypeError(
+            f"quantizer must be a registered name ({', '.join(registry.names())}) or a Quantizer layer, "
+            f"got {type(quantizer).__name__}."
         )
-    checks.positive_int("num_quantizers", a["num_quantizers"])
-    if not 0.0 <= a["quantizer_dropout"] <= 1.0:
-        raise ValueError(f"quantizer_dropout must be in [0, 1], got {a['quantizer_dropout']}.")
-    if kind == "fsq":
-        levels = validate_levels(a["fsq_levels"])
-        size = math.prod(levels)
-        if a["embedding_dim"] != len(levels) or a["num_embeddings"] != size:
+    if options:
+        raise ValueError(
+            f"Quantizer options ({', '.join(sorted(options))}) apply to a quantizer given by name; "
+            f"set them on the {type(quantizer).__name__} layer instead."
+        )
+    return quantizer
+
+
+def _named_quantizer(arguments: dict, seed: int):
+    """The quantizer layer named by `arguments["quantizer"]` with its options; ValueError naming an
+    option of another quantizer that is not at its default, or K / D that its options fix otherwise."""
+    name = arguments["quantizer"]
+    entry = registry.get(name)
+    values = _option_values(arguments)
+    for field, option in option_fields().items():
+        if field not in entry.fields and values[field] != option.default:
+            users = registry.users_of(field)
+            listed = ", ".join(users[:-1]) + (" and " if len(users) > 1 else "") + users[-1]
             raise ValueError(
-                f"quantizer='fsq' with fsq_levels={list(levels)} quantizes embedding_dim={len(levels)} channels "
-                f"into num_embeddings={size} codes, got embedding_dim={a['embedding_dim']} and "
-                f"num_embeddings={a['num_embeddings']} (a config derives both from fsq_levels)."
+                f"{field}={values[field]!r} applies to the {listed} quantizer{'s' if len(users) > 1 else ''}, "
+                f"not {name!r}."
             )
+    kwargs = entry.layer_kwargs(values)
+    k, d, _ = entry.cls.geometry(arguments["num_embeddings"], arguments["embedding_dim"], **kwargs)
+    if (k, d) != (arguments["num_embeddings"], arguments["embedding_dim"]):
+        fixed = ", ".join(f"{f}={values[f]!r}" for f in entry.fields if option_fields()[f].architecture)
+        raise ValueError(
+            f"quantizer={name!r}{' with ' + fixed if fixed else ''} quantizes embedding_dim={d} channels into "
+            f"num_embeddings={k} codes, got embedding_dim={arguments['embedding_dim']} and num_embeddings="
+            f"{arguments['num_embeddings']} (a config derives both)."
+        )
+    return entry.cls.from_options(k, d, seed=seed, name="quantizer", **kwargs)
 
 
 # The constructor's own arguments: what `get_config` records.
 _ARGUMENTS = frozenset(inspect.signature(VQVAE.__init__).parameters) - {"self", "kwargs"}
-
-
-def unless_empty(batch, fn, empty_shape, dtype):
-    """`fn()`, or an empty result for a batch of 0 (e.g. an empty TF Serving request): TF's fused
-    CPU Conv2D + ReLU kernel rejects a batch of 0 with a misleading error."""
-    return tf.cond(tf.shape(batch)[0] > 0, fn, lambda: tf.zeros(empty_shape, dtype))

@@ -79,14 +79,15 @@ def trained_data_source(workdir: str, **overrides) -> data.DataSource:
 LIKELIHOOD_FIT_EXAMPLES = 10_000
 
 
-def evaluate(model, dataset: tf.data.Dataset, fit_dataset: tf.data.Dataset | None = None) -> dict:
+def evaluate(model, dataset: tf.data.Dataset, fit_dataset: tf.data.Dataset | None = None, with_counts: bool = False):
     """Full pass over `dataset` (batches of (images, labels)) with a `VQVAE` or `VQVAE2`. Returns
     the metrics.json fields that depend on the data: test_mse, test_normalized_mse, test_psnr,
     perplexity, codebook_usage (per level for a VQ-VAE-2: perplexity_top, codebook_usage_bottom,
     ...), bits_per_dim_reconstruction (+ the likelihood used for it and where it was fitted).
     With the MSE loss, p(x|z) is a discretized Gaussian whose std is fitted (maximum likelihood) on
     `fit_dataset`, training images held apart from `dataset`; without one it is
-    fitted on `dataset` itself (which flatters the figure)."""
+    fitted on `dataset` itself (which flatters the figure). With `with_counts`: (metrics, the code
+    counts float32 [codes of every grid and depth, one after another])."""
     usage = {name: CodebookUsage(k, q) for name, (k, q) in model.grid_codebooks.items()}
     dims = float(np.prod(model.image_shape))
     gaussian = model.likelihood != "logistic"
@@ -138,19 +139,21 @@ def evaluate(model, dataset: tf.data.Dataset, fit_dataset: tf.data.Dataset | Non
     for name, metric in usage.items():
         suffix = name.replace("codes", "")  # "" for a VQ-VAE's one grid, "_top" / "_bottom" for VQ-VAE-2's
         usage_metrics.update({f"{k}{suffix}": float(v) for k, v in metric.result().items()})
-    return {
+    metrics = {
         "test_mse": mse,
         "test_normalized_mse": mse / model.data_variance,
         "test_psnr": float(np.mean(10.0 * np.log10(1.0 / np.maximum(clipped, 1e-10)))),
         **usage_metrics,
-        "bits_per_dim_reconstruction": float(nll_per_image.mean() / dims / math.log(2.0)),
+        "bits_per_dim_reconstruction": float(nll_per_image.mean() / dims / likelihoods.LOG2),
         "reconstruction_likelihood": likelihood,
         "reconstruction_likelihood_fit": fit,
         "test_examples": int(len(errs)),
         # What the codes of one image take without a prior (log2 K per code).
         "code_bits_per_image": model.code_bits_per_image,
-        "_code_counts": np.concatenate([m.counts().numpy().reshape(-1) for m in usage.values()]),
     }
+    if not with_counts:
+        return metrics
+    return metrics, np.concatenate([m.counts().numpy().reshape(-1) for m in usage.values()])
 
 
 def adopt_network(config, preset_model, fields) -> list:
@@ -227,7 +230,8 @@ def train_and_evaluate(
             for target, value in zip(model.weights, init.weights, strict=True):
                 target.assign(value)
             if reinit_codebook:
-                model.quantizer.reinitialize()
+                for quantizer in model.quantizers.values():
+                    quantizer.reinitialize()
         images_per_second = None
         if run.step < config.steps:
             images_per_second = _train(run, model, config, options, source)
@@ -265,9 +269,8 @@ def _train(run: loop.StageRun, model, config: VQVAEConfig, options: RunOptions, 
         seed=options.seed * 1_000_003 + run.step,
     )
 
-    quantizers = {"": getattr(model, "quantizer", None)}
-    if config.model == "vqvae2":
-        quantizers = {"_top": model.quantizer_top, "_bottom": model.quantizer_bottom}
+    # Log suffixes: "" for a VQ-VAE's one grid, "_top" / "_bottom" for a VQ-VAE-2's.
+    quantizers = {name.replace("codes", ""): quantizer for name, quantizer in model.quantizers.items()}
 
     def summaries():
         for suffix, quantizer in quantizers.items():
@@ -279,8 +282,9 @@ def _train(run: loop.StageRun, model, config: VQVAEConfig, options: RunOptions, 
             f"commit{s} {logs[f'commitment_loss{s}']:.4f}  perplexity{s} {logs[f'perplexity{s}']:.1f}"
             for s in quantizers
         )
+        entropy = f"  entropy {logs['entropy_loss']:.4f}" if "entropy_loss" in logs else ""
         return (
-            f"loss {logs['loss']:.4f}  recon {logs['reconstruction_loss']:.4f}  {levels}  "
+            f"loss {logs['loss']:.4f}  recon {logs['reconstruction_loss']:.4f}  {levels}{entropy}  "
             f"restarts/step {logs['restarts']:.2f}"
         )
 
@@ -300,8 +304,8 @@ def _evaluate_and_write(run, model, config, options, images_per_second, source: 
         options.eval_batch_size,
         training=False,
     )
-    metrics = evaluate(model, test, fit if model.likelihood == "mse" else None)
-    counts = metrics.pop("_code_counts").reshape(-1)  # residual VQ: its stages' codes one after another
+    # Residual VQ's counts: its stages' codes one after another.
+    metrics, counts = evaluate(model, test, fit if model.likelihood == "mse" else None, with_counts=True)
     if images_per_second is None:  # nothing trained in this run: keep the speed measured before
         images_per_second = (stage.read_metrics() or {}).get("images_per_second")
     metrics.update(

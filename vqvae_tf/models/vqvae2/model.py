@@ -19,7 +19,7 @@ import tensorflow as tf
 from vqvae_tf.layers import SERIALIZATION_PACKAGE
 from vqvae_tf.layers.encoder_decoder import DOWNSAMPLE_FACTORS, Decoder, Encoder
 from vqvae_tf.layers.quantizers import VectorQuantizerEMA
-from vqvae_tf.models.vqvae import RESTARTS_KEY, ImageAutoencoder, unless_empty
+from vqvae_tf.models.autoencoder import RESTARTS_KEY, ImageAutoencoder, unless_empty
 from vqvae_tf.utils import checks
 
 LEVELS = ("top", "bottom")
@@ -89,9 +89,9 @@ class VQVAE2(ImageAutoencoder):
     ):
         super().__init__(**kwargs)
         self._set_arguments({name: value for name, value in locals().items() if name in _ARGUMENTS})
-        h, w, channels = self.image_shape
-        self.bottom_shape = (h // downsample, w // downsample)
-        self.top_shape = (self.bottom_shape[0] // top_downsample, self.bottom_shape[1] // top_downsample)
+        grids = self.prior_grid_shapes(self._arguments)
+        self.top_shape, self.bottom_shape = grids["codes_top"], grids["codes_bottom"]
+        channels = self.image_shape[2]
         net = (num_hiddens, num_residual_hiddens, num_residual_layers)
 
         def quantizer(level, offset):
@@ -120,6 +120,14 @@ class VQVAE2(ImageAutoencoder):
         self._trackers = {k: keras.metrics.Mean(name=k) for k in LOSS_KEYS}
         self._restarts = keras.metrics.Mean(name=RESTARTS_KEY)
         self.build()
+
+    @classmethod
+    def prior_grid_shapes(cls, arguments: dict) -> dict:
+        """{grid name: shape} of a model made with `arguments`: the top and bottom code grids."""
+        h, w, _ = arguments["image_shape"]
+        bottom = (h // arguments["downsample"], w // arguments["downsample"])
+        top = (bottom[0] // arguments["top_downsample"], bottom[1] // arguments["top_downsample"])
+        return {"codes_top": top, "codes_bottom": bottom}
 
     @staticmethod
     def validate_arguments(arguments: dict) -> None:

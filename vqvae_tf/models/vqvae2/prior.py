@@ -13,10 +13,10 @@ from __future__ import annotations
 import math
 
 import keras
-import numpy as np
 import tensorflow as tf
 
 from vqvae_tf.layers import SERIALIZATION_PACKAGE
+from vqvae_tf.layers.likelihoods import LOG2
 from vqvae_tf.models import presets
 from vqvae_tf.models.pixelcnn import PixelCNN, codes_and_labels
 from vqvae_tf.models.pixelcnn_sampling import sample_codes_graph
@@ -138,7 +138,7 @@ class HierarchicalPrior(presets.PresetMixin, keras.Model):
 
     def bits_per_code(self, log_prob):
         """`log_prob` of both grids (nats) as bits per code over both levels."""
-        return -log_prob / float(self.num_codes * np.log(2.0))
+        return -log_prob / (self.num_codes * LOG2)
 
     # ---------------------------------------------------------------- sampling
 
@@ -185,8 +185,8 @@ class HierarchicalPrior(presets.PresetMixin, keras.Model):
         joint = self._joint(top, bottom)
         values = {
             "loss": joint,
-            "bits_per_code": joint / np.log(2.0),
-            **{f"bits_per_code_{level}": nll / np.log(2.0) for level, nll in zip(LEVELS, (top, bottom))},
+            "bits_per_code": joint / LOG2,
+            **{f"bits_per_code_{level}": nll / LOG2 for level, nll in zip(LEVELS, (top, bottom))},
         }
         for key, tracker in self._trackers.items():
             tracker.update_state(values[key])

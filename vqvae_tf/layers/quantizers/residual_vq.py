@@ -12,20 +12,32 @@ import keras
 import tensorflow as tf
 
 from vqvae_tf.layers import SERIALIZATION_PACKAGE
-from vqvae_tf.layers.quantizers import (
-    GRADIENTS,
-    VectorQuantizerEMA,
-    check_indices,
-    nearest_codes,
-    output_spec,
-    rotation_trick,
-    straight_through,
-)
+from vqvae_tf.layers.quantizers import options
+from vqvae_tf.layers.quantizers.base import Quantizer
+from vqvae_tf.layers.quantizers.ema import VectorQuantizerEMA
+from vqvae_tf.layers.quantizers.ops import GRADIENTS, gradient_estimator, nearest_codes
+from vqvae_tf.layers.quantizers.registry import Option, register_quantizer
 from vqvae_tf.utils import checks
 
+NUM_QUANTIZERS = Option("num_quantizers", 2, "Residual VQ: stages (codes per position).", type="int", architecture=True)
+QUANTIZER_DROPOUT = Option(
+    "quantizer_dropout", 0.0, "Residual VQ: probability of training a step on the first n stages only."
+)
 
+
+@register_quantizer(
+    "rvq",
+    options.COMMITMENT_COST,
+    options.DECAY,
+    options.DEAD_CODE_THRESHOLD,
+    options.KMEANS_INIT,
+    options.GRADIENT,
+    NUM_QUANTIZERS,
+    QUANTIZER_DROPOUT,
+    help="residual VQ (--num_quantizers): EMA stages on successive residuals",
+)
 @keras.saving.register_keras_serializable(package=SERIALIZATION_PACKAGE)
-class ResidualVectorQuantizer(keras.layers.Layer):
+class ResidualVectorQuantizer(Quantizer):
     """Residual VQ with `VectorQuantizer`'s contract; its stages are `VectorQuantizerEMA` layers.
 
     Args:
@@ -72,7 +84,7 @@ class ResidualVectorQuantizer(keras.layers.Layer):
         distance: str = "euclidean",
         **kwargs,
     ):
-        super().__init__(**kwargs)
+        super().__init__(num_embeddings, embedding_dim, **kwargs)
         checks.positive_int("num_quantizers", num_quantizers)
         if distance != "euclidean":
             raise ValueError(
@@ -105,14 +117,16 @@ class ResidualVectorQuantizer(keras.layers.Layer):
             VectorQuantizerEMA(**self._stage_args, seed=self.seed + i, name=f"stage_{i}", dtype="float32")
             for i in range(self.num_quantizers)
         ]
-        self.num_embeddings = self.stages[0].num_embeddings
-        self.embedding_dim = self.stages[0].embedding_dim
         self.codes_per_position = self.num_quantizers
 
-    def build(self, input_shape):
+    @classmethod
+    def geometry(cls, num_embeddings, embedding_dim, num_quantizers=NUM_QUANTIZERS.default, **options):
+        checks.positive_int("num_quantizers", num_quantizers)
+        return int(num_embeddings), int(embedding_dim), int(num_quantizers)
+
+    def build_state(self):
         for stage in self.stages:
-            stage.build(input_shape)
-        self.built = True
+            stage.build((None, self.embedding_dim))
 
     # ---------------------------------------------------------------- forward
 
@@ -127,11 +141,7 @@ class ResidualVectorQuantizer(keras.layers.Layer):
         n = tf.where(u[0] < self.quantizer_dropout, 1 + tf.cast(u[1] * q, tf.int32), q)
         return tf.cast(tf.range(q) < tf.minimum(n, q), tf.float32)
 
-    def call(self, inputs, training=False):
-        x = tf.convert_to_tensor(inputs)
-        if not x.dtype.is_floating:
-            raise TypeError(f"{self.name}: inputs must be a float tensor, got dtype {x.dtype.name}.")
-        z = tf.cast(x, tf.float32)
+    def call(self, z, training=False):
         active = self._active_stages(training)
         residual, total = z, tf.zeros_like(z)
         indices, commitment, perplexities = [], tf.zeros([], tf.float32), []
@@ -143,17 +153,13 @@ class ResidualVectorQuantizer(keras.layers.Layer):
             indices.append(out["indices"])
             perplexities.append(out["perplexity"])
             residual = residual - vectors  # r_{i+1}: the gradient reaches z_e as the identity
-        quantized = (rotation_trick if self.gradient == "rotation" else straight_through)(z, total)
         return {
-            "quantized": tf.cast(quantized, self.compute_dtype),
+            "quantized": gradient_estimator(self.gradient)(z, total),
             "indices": tf.stack(indices, axis=-1),
             "codebook_loss": tf.zeros([], tf.float32),
             "commitment_loss": commitment,
             "perplexity": tf.reduce_mean(tf.stack(perplexities)),
         }
-
-    def compute_output_spec(self, inputs, training=False):
-        return output_spec(self, inputs)
 
     # ---------------------------------------------------------------- indices <-> vectors
 
@@ -176,15 +182,14 @@ class ResidualVectorQuantizer(keras.layers.Layer):
     def lookup(self, indices, codebook=None, check: bool = True):
         """Codes int ``[..., Q]`` in ``[0, K)`` -> the sum of the stages' vectors, float32
         ``[..., D]`` (`codebook`: a constant copy of `self.codebook`; `check`: range-check)."""
-        indices = check_indices(self, indices, check)
+        indices = self.checked_indices(indices, check)
         if indices.shape.rank is not None and indices.shape[-1] not in (None, self.num_quantizers):
             raise ValueError(
                 f"{self.name}.lookup: codes need a last axis of num_quantizers={self.num_quantizers}, "
                 f"got shape {indices.shape}."
             )
         if codebook is None:
-            if not self.built:
-                self.build((None, self.embedding_dim))
+            self._ensure_built()
             codebook = self.codebook
         return tf.add_n([tf.gather(codebook[i], indices[..., i]) for i in range(self.num_quantizers)])
 

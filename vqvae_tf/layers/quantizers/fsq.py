@@ -16,7 +16,10 @@ import numpy as np
 import tensorflow as tf
 
 from vqvae_tf.layers import SERIALIZATION_PACKAGE
-from vqvae_tf.layers.quantizers import check_indices, output_spec, perplexity_from_counts, sync_across_replicas
+from vqvae_tf.layers.quantizers.base import Quantizer
+from vqvae_tf.layers.quantizers.ops import perplexity_from_counts
+from vqvae_tf.layers.quantizers.registry import Option, register_quantizer
+from vqvae_tf.utils.distribute import sync_across_replicas
 
 # Largest implicit codebook: per-step counts of every code travel through an all-reduce.
 MAX_CODES = 2**20
@@ -39,8 +42,19 @@ def validate_levels(levels) -> tuple:
     return values
 
 
+FSQ_LEVELS = Option(
+    "fsq_levels",
+    (8, 5, 5, 5),
+    "FSQ levels per channel, e.g. 8,5,5,5 (1000 codes) or 8,6,5 (240); each >= 2. They fix K and D.",
+    arg="levels",
+    type="int_list",
+    architecture=True,
+)
+
+
+@register_quantizer("fsq", FSQ_LEVELS, help="finite scalar quantization (--fsq_levels): no codebook")
 @keras.saving.register_keras_serializable(package=SERIALIZATION_PACKAGE)
-class FiniteScalarQuantizer(keras.layers.Layer):
+class FiniteScalarQuantizer(Quantizer):
     """Finite scalar quantizer with `VectorQuantizer`'s contract.
 
     Args:
@@ -48,6 +62,7 @@ class FiniteScalarQuantizer(keras.layers.Layer):
         2^10 setting) or [8, 6, 5] (240 codes, its 2^8 one). Each >= 2.
       embedding_dim: the size of the input's last axis; must equal ``len(levels)`` (None: that).
         The projection into ``len(levels)`` channels is the encoder's last layer.
+      num_embeddings: must equal ``prod(levels)`` (None: that); for the common constructor.
       data_init: if True (default), the first training call sets a fixed per-channel input scale
         (``input_scale``, not trained) to 1 / RMS of that (global) batch's inputs, so that the
         bounded values start spread over the levels. Without it an encoder whose outputs start
@@ -77,17 +92,19 @@ class FiniteScalarQuantizer(keras.layers.Layer):
 
     codes_per_position = 1
 
-    def __init__(self, levels=(8, 5, 5, 5), embedding_dim: int | None = None, data_init: bool = True, **kwargs):
-        super().__init__(**kwargs)
+    def __init__(
+        self,
+        levels=(8, 5, 5, 5),
+        embedding_dim: int | None = None,
+        data_init: bool = True,
+        num_embeddings: int | None = None,
+        **kwargs,
+    ):
+        levels = validate_levels(levels)
+        _, _, _ = self.geometry(num_embeddings, embedding_dim, levels=levels, strict=True)
+        super().__init__(math.prod(levels), len(levels), **kwargs)
         self.data_init = bool(data_init)
-        self.levels = validate_levels(levels)
-        if embedding_dim is not None and embedding_dim != len(self.levels):
-            raise ValueError(
-                f"FiniteScalarQuantizer quantizes one channel per level: embedding_dim must be len(levels)="
-                f"{len(self.levels)} for levels {list(self.levels)}, got embedding_dim={embedding_dim}."
-            )
-        self.embedding_dim = len(self.levels)
-        self.num_embeddings = math.prod(self.levels)
+        self.levels = levels
         levels_np = np.asarray(self.levels, np.float64)
         eps = 1e-3
         self._half_l = ((levels_np - 1.0) * (1.0 - eps) / 2.0).astype(np.float32)
@@ -99,20 +116,34 @@ class FiniteScalarQuantizer(keras.layers.Layer):
         self._half_width = (np.asarray(self.levels) // 2).astype(np.float32)
         self._basis = np.concatenate([[1], np.cumprod(self.levels[:-1])]).astype(np.int32)
 
-    def build(self, input_shape):
-        last = input_shape[-1] if input_shape else None
-        if last is not None and last != self.embedding_dim:
+    @classmethod
+    def geometry(cls, num_embeddings=None, embedding_dim=None, levels=FSQ_LEVELS.default, strict=False, **options):
+        """(prod(levels), len(levels), 1): the levels fix K and D. With `strict`, a K or D given
+        otherwise is a ValueError (what the constructor checks)."""
+        levels = validate_levels(levels)
+        k, d = math.prod(levels), len(levels)
+        if strict and embedding_dim is not None and embedding_dim != d:
             raise ValueError(
-                f"{self.name}: the last dimension of the input must be len(levels)={self.embedding_dim} "
-                f"(levels {list(self.levels)}), got input shape {tuple(input_shape)}."
+                f"FiniteScalarQuantizer quantizes one channel per level: embedding_dim must be len(levels)="
+                f"{d} for levels {list(levels)}, got embedding_dim={embedding_dim}."
             )
+        if strict and num_embeddings is not None and num_embeddings != k:
+            raise ValueError(
+                f"FiniteScalarQuantizer with levels {list(levels)} has prod(levels)={k} codes, got num_embeddings="
+                f"{num_embeddings}."
+            )
+        return k, d, 1
+
+    def _dim_note(self) -> str:
+        return f" (len(levels)={self.embedding_dim}, levels {list(self.levels)})"
+
+    def build_state(self):
         self.input_scale = self.add_weight(
             name="input_scale", shape=(self.embedding_dim,), initializer="ones", trainable=False, autocast=False
         )
         self.num_updates = self.add_weight(
             name="num_updates", shape=(), initializer="zeros", dtype="int64", trainable=False, autocast=False
         )
-        self.built = True
 
     # ---------------------------------------------------------------- the arithmetic
 
@@ -137,13 +168,7 @@ class FiniteScalarQuantizer(keras.layers.Layer):
 
     # ---------------------------------------------------------------- the contract
 
-    def call(self, inputs, training=False):
-        x = tf.convert_to_tensor(inputs)
-        if not x.dtype.is_floating:
-            raise TypeError(f"{self.name}: inputs must be a float tensor, got dtype {x.dtype.name}.")
-        if x.shape[-1] is not None and x.shape[-1] != self.embedding_dim:
-            self.build(x.shape)  # raises, naming the shapes
-        z = tf.cast(x, tf.float32)
+    def call(self, z, training=False):
         if training:
             self._data_init(z)
         values = self._quantize(z)
@@ -154,7 +179,7 @@ class FiniteScalarQuantizer(keras.layers.Layer):
             counts = sync_across_replicas({"counts": counts})[0]["counts"]
         zero = tf.zeros([], tf.float32)
         return {
-            "quantized": tf.cast(values, self.compute_dtype),
+            "quantized": values,
             "indices": indices,
             "codebook_loss": zero,
             "commitment_loss": zero,
@@ -175,21 +200,17 @@ class FiniteScalarQuantizer(keras.layers.Layer):
             self.input_scale.assign(tf.where(first, scale, self.input_scale))
         self.num_updates.assign_add(1)
 
-    def compute_output_spec(self, inputs, training=False):
-        return output_spec(self, inputs)
-
     def indices_of(self, z, codebook=None):
         """Codes of float z ``[..., len(levels)]`` -> int32 ``[...]`` without touching state
         (`codebook`: ignored; the grid needs none)."""
-        if not self.built:
-            self.build((None, self.embedding_dim))
+        self._ensure_built()
         return self.indices_from_values(self._quantize(tf.cast(z, tf.float32)))
 
     def lookup(self, indices, codebook=None, check: bool = True):
         """Codes int ``[...]`` in ``[0, prod(levels))`` -> grid points float32 ``[..., len(levels)]``
         (computed; `codebook`, a copy of `self.codebook`, is used instead when given; `check`:
         range-check the codes)."""
-        indices = check_indices(self, indices, check)
+        indices = self.checked_indices(indices, check)
         if codebook is not None:
             return tf.gather(codebook, indices)
         return self._digits_to_values((indices[..., None] // self._basis) % np.asarray(self.levels, np.int32))
@@ -199,19 +220,11 @@ class FiniteScalarQuantizer(keras.layers.Layer):
         """The implicit codebook: every grid point, float32 ``[prod(levels), len(levels)]``."""
         return self.lookup(tf.range(self.num_embeddings))
 
-    # No state to restart, re-initialise or protect from a stale optimizer step.
-    @property
-    def num_restarts(self):
-        return tf.zeros([], tf.int64)
-
     def reinitialize(self) -> None:
         """The next training call sets `input_scale` from its batch again (with `data_init`)."""
         if not self.data_init:
             raise ValueError(f"{self.name}: re-initialising FSQ's input scale needs data_init=True.")
         self.num_updates.assign(0)
-
-    def reseedable_codebooks(self) -> list:
-        return []
 
     def get_config(self):
         config = super().get_config()

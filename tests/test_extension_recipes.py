@@ -1,0 +1,134 @@
+"""README's "add a quantizer" recipe followed from outside the package: a quantizer defined in
+this file trains in a VQVAE, encodes, decodes, saves (.keras, presets), exports (SavedModel,
+TFLite) and, once registered by name, is built from a config like the zoo's own."""
+
+import dataclasses
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from vqvae_tf import VQVAE, Quantizer, get_config, register_quantizer
+from vqvae_tf.layers.quantizers import registry
+from vqvae_tf.layers.quantizers.registry import Option
+from vqvae_tf.serving import savedmodel, tflite
+
+
+@keras.saving.register_keras_serializable(package="user_quantizers")
+class TernaryQuantizer(Quantizer):
+    """Each channel rounded to -1, 0 or +1 (straight-through); the code is base-3 over channels."""
+
+    def __init__(self, embedding_dim=2, num_embeddings=None, **kwargs):
+        super().__init__(3**embedding_dim, embedding_dim, **kwargs)
+
+    @classmethod
+    def geometry(cls, num_embeddings, embedding_dim, **options):
+        return 3**embedding_dim, embedding_dim, 1
+
+    def call(self, z, training=False):
+        values = tf.clip_by_value(tf.round(z), -1.0, 1.0)
+        indices = self.indices_of(z)
+        counts = tf.math.bincount(tf.reshape(indices, [-1]), minlength=self.num_embeddings, dtype=tf.float32)
+        probs = counts / tf.reduce_sum(counts)
+        return {
+            "quantized": z + tf.stop_gradient(values - z),
+            "indices": indices,
+            "codebook_loss": tf.zeros([]),
+            "commitment_loss": 0.1 * tf.reduce_mean(tf.square(z - tf.stop_gradient(values))),
+            "perplexity": tf.exp(-tf.reduce_sum(tf.math.xlogy(probs, probs))),
+        }
+
+    def indices_of(self, z, codebook=None):
+        digits = tf.cast(tf.clip_by_value(tf.round(tf.cast(z, tf.float32)), -1.0, 1.0), tf.int32) + 1
+        return tf.reduce_sum(digits * 3 ** tf.range(self.embedding_dim), axis=-1)
+
+    def lookup(self, indices, codebook=None, check=True):
+        indices = self.checked_indices(indices, check)
+        if codebook is not None:
+            return tf.gather(codebook, indices)
+        digits = (indices[..., None] // 3 ** tf.range(self.embedding_dim)) % 3
+        return tf.cast(digits - 1, tf.float32)
+
+    def get_config(self):
+        return dict(super().get_config(), embedding_dim=self.embedding_dim)
+
+
+def small_vqvae(quantizer):
+    return VQVAE(
+        image_shape=(28, 28, 1),
+        num_hiddens=16,
+        num_residual_hiddens=8,
+        num_residual_layers=1,
+        quantizer=quantizer,
+        data_variance=0.1,
+    )
+
+
+def test_a_quantizer_of_our_own_trains_saves_and_exports(tmp_path):
+    model = small_vqvae(TernaryQuantizer(2, name="ternary"))
+    assert (model.num_embeddings, model.embedding_dim, model.quantizer_type) == (9, 2, "TernaryQuantizer")
+    x = tf.random.stateless_uniform([16, 28, 28, 1], seed=[3, 4])
+    model.compile(optimizer=keras.optimizers.Adam(1e-3))
+    history = model.fit(x, batch_size=8, epochs=2, verbose=0)
+    assert np.isfinite(history.history["loss"]).all() and "entropy_loss" not in history.history
+    codes = model.encode(x)
+    assert codes.shape == (16, 7, 7) and 0 <= int(tf.reduce_min(codes)) and int(tf.reduce_max(codes)) < 9
+    np.testing.assert_allclose(model.decode(codes).numpy(), model(x).numpy(), atol=1e-5)
+
+    path = str(tmp_path / "model.keras")
+    model.save(path)
+    loaded = keras.models.load_model(path)
+    assert isinstance(loaded.quantizer, TernaryQuantizer)
+    np.testing.assert_array_equal(loaded.encode(x).numpy(), codes.numpy())
+
+    model.save_to_preset(str(tmp_path / "preset"))
+    preset = VQVAE.from_preset(str(tmp_path / "preset"))
+    np.testing.assert_allclose(preset(x).numpy(), model(x).numpy(), atol=1e-6)
+
+    version_dir = savedmodel.export_vqvae(model, str(tmp_path / "export"))
+    served = tf.saved_model.load(version_dir)
+    np.testing.assert_array_equal(served.signatures["encode"](images=x)["codes"].numpy(), codes.numpy())
+    np.testing.assert_allclose(
+        served.signatures["decode"](codes=codes)["images"].numpy(), model.decode(codes).numpy(), atol=1e-5
+    )
+    report = tflite.export_tflite(model, str(tmp_path / "export"), x.numpy()[:8], quantizations=("float32",))
+    assert report["models"]["float32"]["encoder_code_agreement"] == 1.0
+    assert report["models"]["float32"]["decoder_max_abs_error"] <= 1e-4
+
+
+def test_options_are_refused_with_a_quantizer_instance():
+    with pytest.raises(ValueError, match="apply to a quantizer given by name"):
+        VQVAE(quantizer=TernaryQuantizer(2), fsq_levels=(4, 4))
+    with pytest.raises(TypeError, match="registered name .* or a Quantizer layer, got Dense"):
+        VQVAE(quantizer=keras.layers.Dense(2))
+
+
+@pytest.fixture
+def clean_registry():
+    saved = dict(registry._REGISTRY)
+    yield
+    registry._REGISTRY.clear()
+    registry._REGISTRY.update(saved)
+    if "registered_name" in TernaryQuantizer.__dict__:
+        del TernaryQuantizer.registered_name
+
+
+def test_a_registered_quantizer_is_built_by_name(clean_registry):
+    register_quantizer("ternary", help="three levels per channel")(TernaryQuantizer)
+    assert "ternary" in registry.names() and registry.get("ternary").help == "three levels per channel"
+    config = dataclasses.replace(get_config("tiny"), quantizer="ternary", embedding_dim=3).validate()
+    assert (config.num_embeddings, config.embedding_dim) == (27, 3)  # the quantizer's geometry
+    model = config.build(data_variance=0.1)
+    assert isinstance(model.quantizer, TernaryQuantizer) and model.quantizer.name == "quantizer"
+    assert VQVAE.from_config(model.get_config()).quantizer_type == "ternary"
+    with pytest.raises(ValueError, match="fsq_levels=\\(4, 4\\) applies to the fsq quantizer, not 'ternary'"):
+        dataclasses.replace(config, fsq_levels=(4, 4)).validate()
+
+
+def test_a_conflicting_option_is_refused_at_registration(clean_registry):
+    other = Option("commitment_cost", 0.5, "another default")
+    with pytest.raises(ValueError, match="declares option 'commitment_cost' unlike the one registered before"):
+        register_quantizer("ternary", other)(TernaryQuantizer)
+    with pytest.raises(ValueError, match="already registered to VectorQuantizer"):
+        register_quantizer("vq")(TernaryQuantizer)

@@ -1,0 +1,75 @@
+"""Lookup-free quantization (LFQ).
+
+"Language Model Beats Diffusion: Tokenizer is Key to Visual Generation", Yu et al. (2023),
+arXiv:2310.05737 (MAGVIT-v2), section 3.1: each of the D channels is quantized to its sign,
+q = sign(z) in {-1, +1}^D, the index is the binary number of the signs (K = 2^D, no codebook to
+look up or learn), and an entropy penalty E[H(q(z))] - H(E[q(z)]) (eq. 3) makes each assignment
+confident and the codes of a batch diverse. q(z) is the softmax over the K codes of 2 z.c / tau,
+which factorises: channel i is +1 with probability sigmoid(4 z_i / tau) (the per-sample entropy is a
+sum over channels). The batch term is computed exactly over the K codes (memory: rows x K floats),
+hence `max_bits` = 12.
+"""
+
+from __future__ import annotations
+
+import keras
+import tensorflow as tf
+
+from vqvae_tf.layers import SERIALIZATION_PACKAGE
+from vqvae_tf.layers.quantizers import options
+from vqvae_tf.layers.quantizers.binary import BinaryQuantizer
+from vqvae_tf.layers.quantizers.ops import binary_entropy, entropy, indices_to_signs
+from vqvae_tf.layers.quantizers.registry import register_quantizer
+
+
+@register_quantizer(
+    "lfq",
+    options.COMMITMENT_COST,
+    options.ENTROPY_WEIGHT,
+    options.DIVERSITY_WEIGHT,
+    options.ENTROPY_TEMPERATURE,
+    help="lookup-free quantization (MAGVIT-v2): signs of D channels, K = 2^D, entropy penalty",
+)
+@keras.saving.register_keras_serializable(package=SERIALIZATION_PACKAGE)
+class LookupFreeQuantizer(BinaryQuantizer):
+    """Lookup-free quantizer (MAGVIT-v2) with the zoo's quantizer contract.
+
+    Args:
+      embedding_dim: D, the bits per code (<= 12); K = 2^D.
+      entropy_weight: weight of the entropy penalty in the loss (``entropy_loss``).
+      commitment_cost: beta of the commitment loss mean ||z - sg[q]||^2.
+      diversity_weight: gamma, weight of the batch entropy inside the penalty:
+        ``entropy_weight * (E[H(q(z))] - gamma * H(E[q(z)]))``.
+      entropy_temperature: tau of the soft assignments (None: 0.01, as lucidrains' LFQ).
+      num_embeddings: must be 2^D when given.
+      **kwargs: passed to `keras.layers.Layer`.
+
+    Returns the contract's dict: ``quantized`` = sign(z) in {-1, +1} (forward; the gradient is the
+    identity to z), ``indices`` = sum_i [z_i > 0] 2^i, ``commitment_loss``, ``entropy_loss`` (over
+    the global batch under tf.distribute), ``perplexity``; ``codebook_loss`` is 0.
+
+    Example:
+    >>> lfq = LookupFreeQuantizer(embedding_dim=4)
+    >>> out = lfq(tf.constant([[0.3, -1.0, 2.0, -0.1]]))
+    >>> int(out["indices"][0])      # bits 0 and 2 set
+    5
+    """
+
+    max_bits = 12
+    default_temperature = 0.01
+
+    def entropy_terms(self, projected, temperature):
+        p = tf.sigmoid(4.0 * projected / temperature)  # P(channel i = +1)
+        sample_entropy = tf.reduce_sum(binary_entropy(p))
+        # log q(c | z) for every code c: sum over channels of log p or log (1 - p).
+        signs = indices_to_signs(tf.range(self.num_embeddings), self.embedding_dim)  # [K, D]
+        plus, minus = tf.cast(signs > 0, tf.float32), tf.cast(signs < 0, tf.float32)
+        log_q = tf.matmul(tf.math.log_sigmoid(4.0 * projected / temperature), plus, transpose_b=True) + tf.matmul(
+            tf.math.log_sigmoid(-4.0 * projected / temperature), minus, transpose_b=True
+        )
+        statistics = {"code_probs": tf.reduce_sum(tf.exp(log_q), axis=0)}
+
+        def batch_entropy(summed):
+            return entropy(tf.math.divide_no_nan(summed["code_probs"], summed["count"]))
+
+        return sample_entropy, statistics, batch_entropy

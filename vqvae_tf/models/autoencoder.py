@@ -1,0 +1,159 @@
+"""`ImageAutoencoder`: what the zoo's autoencoders (`VQVAE`, `vqvae2.VQVAE2`) share.
+
+Checked images in [0, 1], the decoder head and its likelihood p(x|z), presets, the loss trackers,
+`train_step` / `test_step`, and the code-grids API that every stage and export runs on.
+"""
+
+from __future__ import annotations
+
+import math
+
+import keras
+import tensorflow as tf
+
+from vqvae_tf.layers import likelihoods
+from vqvae_tf.models import presets
+from vqvae_tf.utils import checks, distribute
+
+LIKELIHOODS = ("mse", "logistic")
+# Logged in training besides a model's loss keys: codes restarted per step (mean over the logging window).
+RESTARTS_KEY = "restarts"
+
+
+class ImageAutoencoder(presets.PresetMixin, keras.Model):
+    """What the zoo's autoencoders (`VQVAE`, `vqvae2.VQVAE2`) share: checked images in [0, 1], the
+    decoder head and its likelihood p(x|z), presets, the loss trackers and `test_step`, and the
+    code grids API that every stage and export uses:
+
+      code_grids                 {name: codes shape per image}: {"codes": ...} for VQVAE,
+                                 {"codes_top": ..., "codes_bottom": ...} for VQVAE2
+      grid_codebooks             {name: (K, codes per position)}
+      encode_grids(images)       -> {name: int32 codes};  decode_grids({name: codes}) -> images
+      prior_grids(), to_prior_grids(grids), from_prior_grids(grids): the layout a prior models
+                                 (residual VQ: a position's codes side by side)
+      frozen_codebooks(), encode_with(images, cb), decode_with(grids, cb): the same with the
+                                 codebooks as constants (for TFLite conversion)
+      codes_of(forward_output)   {name: codes} of a `forward` pass
+      quantizers                 {name: the quantizer layer of that grid}
+
+    Subclasses call `_set_arguments` with their constructor's arguments and set `_trackers` (name ->
+    Mean) and `_restarts`; they define `forward`, `compute_losses` and `num_restarts` (dead codes
+    restarted so far, over all quantizers), and may adjust the gradients (`_adjust_gradients`).
+    """
+
+    def _set_arguments(self, arguments: dict, attribute_names: dict | None = None) -> None:
+        """Validates the constructor's `arguments` (`validate_arguments` and data_variance > 0),
+        keeps them for `get_config` and sets each as an attribute (renamed by `attribute_names`)."""
+        arguments["image_shape"] = tuple(int(s) for s in arguments["image_shape"])
+        self.validate_arguments(arguments)
+        if not arguments["data_variance"] > 0:
+            raise ValueError(f"data_variance must be > 0, got {arguments['data_variance']}.")
+        arguments["data_variance"] = float(arguments["data_variance"])
+        self._arguments = arguments
+        for name, value in arguments.items():
+            setattr(self, (attribute_names or {}).get(name, name), value)
+
+    @staticmethod
+    def validate_network(arguments: dict, downsample: int, what: str) -> None:
+        """The checks every autoencoder's `validate_arguments` starts with: image shape, widths,
+        likelihood, and an image size divisible by `downsample` (`what` names the factor)."""
+        image_shape = tuple(arguments["image_shape"])
+        if len(image_shape) != 3 or min(image_shape) <= 0:
+            raise ValueError(f"image_shape must be (H, W, C) with positive sizes, got {image_shape}.")
+        for name in ("num_embeddings", "embedding_dim", "num_hiddens", "num_residual_hiddens"):
+            checks.positive_int(name, arguments[name])
+        if arguments["num_residual_layers"] < 0:
+            raise ValueError(f"num_residual_layers must be >= 0, got {arguments['num_residual_layers']}.")
+        checks.one_of("likelihood", arguments["likelihood"], LIKELIHOODS)
+        h, w, _ = image_shape
+        if h % downsample or w % downsample:
+            raise ValueError(
+                f"image size {h}x{w} is not divisible by {what}; "
+                "choose a config whose downsampling fits the images, or another --image_size."
+            )
+
+    def _check_images(self, images):
+        return checks.batch_of(images, "images", self.image_shape, integer=False, kind="float in [0,1]")
+
+    def _decoder_head(self, decoded):
+        """Splits the decoder output into (mean in [0,1] units, log-scale or None)."""
+        decoded = tf.cast(decoded, tf.float32)
+        if self.likelihood == "logistic":
+            mean, raw_scale = tf.split(decoded, 2, axis=-1)
+            return mean + 0.5, raw_scale + 2.0
+        return decoded + 0.5, None
+
+    def decoder_distribution(self, mean, log_scale=None, scale=None):
+        """The discrete p(x|z): a discretized logistic (logistic head) or Gaussian of `scale` pixels."""
+        if log_scale is not None:
+            return likelihoods.discretized_logistic(mean, log_scale)
+        return likelihoods.discretized_gaussian(mean, scale)
+
+    def reconstruction_loss(self, images, mean, log_scale):
+        if self.likelihood == "logistic":
+            nll = -likelihoods.log_prob_per_image(self.decoder_distribution(mean, log_scale), images)
+            return tf.reduce_mean(nll) / float(self.image_shape[0] * self.image_shape[1] * self.image_shape[2])
+        return tf.reduce_mean(tf.square(mean - tf.cast(images, tf.float32))) / self.data_variance
+
+    def call(self, images, training=False):
+        """images float32 [B,H,W,C] in [0,1] -> reconstructions float32 [B,H,W,C] in [0,1]."""
+        return self.forward(images, training=training)["reconstructions"]
+
+    def prior_grids(self) -> dict:
+        return dict(self.code_grids)
+
+    def to_prior_grids(self, grids: dict) -> dict:
+        return dict(grids)
+
+    def from_prior_grids(self, grids: dict) -> dict:
+        return dict(grids)
+
+    @property
+    def code_bits_per_image(self) -> float:
+        """What the codes of one image take without a prior: log2 K bits per code."""
+        return float(
+            sum(
+                math.prod(shape) * math.log2(k)
+                for shape, (k, _) in zip(self.code_grids.values(), self.grid_codebooks.values())
+            )
+        )
+
+    # ------------------------------------------------------------------ training
+
+    @property
+    def metrics(self):
+        return [*self._trackers.values(), self._restarts]
+
+    def _adjust_gradients(self, grads, variables):
+        """A subclass's last word on the gradients before the optimizer step (identity)."""
+        return grads
+
+    def train_step(self, data):
+        images = data[0] if isinstance(data, (tuple, list)) else data
+        restarts_before = self.num_restarts  # read now
+        with tf.GradientTape() as tape:
+            losses = self.compute_losses(images, training=True)
+            scaled = self.optimizer.scale_loss(distribute.replica_scaled(losses["loss"]))
+        variables = self.trainable_variables
+        grads = self._adjust_gradients(tape.gradient(scaled, variables), variables)
+        self.optimizer.apply_gradients(zip(grads, variables))
+        self._restarts.update_state(tf.cast(self.num_restarts - restarts_before, tf.float32))
+        return dict(self._update_trackers(losses), **{RESTARTS_KEY: self._restarts.result()})
+
+    def get_config(self):
+        return dict(super().get_config(), **dict(self._arguments, image_shape=list(self.image_shape)))
+
+    def _update_trackers(self, losses):
+        for key, tracker in self._trackers.items():
+            tracker.update_state(losses[key])
+        return {k: t.result() for k, t in self._trackers.items()}
+
+    def test_step(self, data):
+        images = data[0] if isinstance(data, (tuple, list)) else data
+        return self._update_trackers(self.compute_losses(images, training=False))
+
+
+def unless_empty(batch, fn, empty_shape, dtype):
+    """`fn()`, or an empty result for a batch of 0 (e.g. an empty TF Serving request): TF's fused
+    CPU Conv2D + ReLU kernel rejects a batch of 0 with a misleading error."""
+    return tf.cond(tf.shape(batch)[0] > 0, fn, lambda: tf.zeros(empty_shape, dtype))
