@@ -79,12 +79,12 @@ def run_variant(name: str, root: str, steps: int, prior_steps: int) -> dict:
     options = RunOptions(os.path.join(root, name), log_every=500, checkpoint_every=max(steps, prior_steps))
     w = Workdir(options.workdir)
     start = time.time()
-    vq = w.vqvae.read_metrics() or {}
-    if vq.get("steps") != steps:
-        vq = train_vqvae_lib.train_and_evaluate(config, options)
+    if not w.vqvae.trained_to(steps):
+        train_vqvae_lib.train_and_evaluate(config, options)
+    vq = w.vqvae.read_metrics()
     export_codes_lib.export_codes_stage(options.workdir)
     prior_config = dataclasses.replace(configs.get_prior_config("default"), steps=prior_steps, conditional=True)
-    if (w.prior.read_metrics() or {}).get("steps") != prior_steps:
+    if not w.prior.trained_to(prior_steps):
         layers = PixelCNN.layers_to_reach(config.prior_grid_shape, prior_config.kernel_size)
         prior_config.num_layers = max(prior_config.num_layers, layers)  # residual VQ: a wider grid
         train_prior_lib.train_prior(prior_config, options)

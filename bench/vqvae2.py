@@ -28,6 +28,7 @@ from absl import app, flags
 
 from bench.common import classifier, machine, write_json
 from vqvae_tf import configs, data, sample_grids
+from vqvae_tf.data import DataSource
 from vqvae_tf.training import export_codes_lib, train_prior_lib, train_vqvae_lib
 from vqvae_tf.training.options import RunOptions
 from vqvae_tf.training.workdir import Workdir
@@ -91,13 +92,17 @@ def run_variant(name: str) -> dict:
         config.dataset = "image_folder"
         data_args = dict(image_size=(SIZE, SIZE), channels=3, data_dir=root)
     options = RunOptions(
-        os.path.join(FLAGS.root, name), log_every=250, checkpoint_every=1000, **data_args, num_sample_columns=10
+        os.path.join(FLAGS.root, name),
+        data=DataSource(**data_args),
+        log_every=250,
+        checkpoint_every=1000,
+        num_sample_columns=10,
     )
     w = Workdir(options.workdir)
     start = time.time()
-    vq = w.vqvae.read_metrics() or {}
-    if vq.get("steps") != steps:
-        vq = train_vqvae_lib.train_and_evaluate(config, options)
+    if not w.vqvae.trained_to(steps):
+        train_vqvae_lib.train_and_evaluate(config, options)
+    vq = w.vqvae.read_metrics()
     export_codes_lib.export_codes_stage(options.workdir)
     prior_config = dataclasses.replace(
         configs.get_prior_config("default"),
@@ -107,7 +112,7 @@ def run_variant(name: str) -> dict:
         batch_size=64,
         conditional=True,
     )
-    if (w.prior.read_metrics() or {}).get("steps") != prior_steps:
+    if not w.prior.trained_to(prior_steps):
         train_prior_lib.train_prior(prior_config, options)
     prior_metrics = w.prior.read_metrics()
     row = {

@@ -83,6 +83,7 @@ def train_and_export_tiny(root, prior_num_layers, **config_fields):
     import tensorflow as tf
 
     from vqvae_tf import PriorConfig, get_config
+    from vqvae_tf.data import DataSource
     from vqvae_tf.serving import export_savedmodel_lib
     from vqvae_tf.training import export_codes_lib, train_prior_lib, train_vqvae_lib
     from vqvae_tf.training.options import RunOptions
@@ -91,7 +92,9 @@ def train_and_export_tiny(root, prior_num_layers, **config_fields):
     fake_mnist_dir(data_dir, n_train=32, n_test=10)
     workdir = os.path.join(root, "work")
     config = dataclasses.replace(get_config("tiny"), steps=3, batch_size=8, **config_fields).validate()
-    train_vqvae_lib.train_and_evaluate(config, RunOptions(workdir=workdir, data_dir=data_dir, log_every=3))
+    train_vqvae_lib.train_and_evaluate(
+        config, RunOptions(workdir=workdir, data=DataSource(data_dir=data_dir), log_every=3)
+    )
     meta = export_codes_lib.export_codes_stage(workdir, data_dir)
     prior_config = PriorConfig(
         num_filters=8, num_layers=prior_num_layers, kernel_size=7, steps=2, batch_size=8, conditional=True
@@ -116,6 +119,7 @@ def train_tiny_vqvae(root):
     """The `tiny` VQ-VAE trained for 4 steps of 8 on fake IDX data (40 train, 12 test images)
     under `root`: (workdir, data_dir)."""
     from vqvae_tf import get_config
+    from vqvae_tf.data import DataSource
     from vqvae_tf.training import train_vqvae_lib
     from vqvae_tf.training.options import RunOptions
 
@@ -125,7 +129,7 @@ def train_tiny_vqvae(root):
     config.steps, config.batch_size = 4, 8
     workdir = os.path.join(root, "work")
     train_vqvae_lib.train_and_evaluate(
-        config, RunOptions(workdir=workdir, data_dir=data_dir, log_every=2, checkpoint_every=2)
+        config, RunOptions(workdir=workdir, data=DataSource(data_dir=data_dir), log_every=2, checkpoint_every=2)
     )
     return workdir, data_dir
 

@@ -73,7 +73,7 @@ def test_env_var_data_dir(tmp_path, monkeypatch):
 def test_tfds_dataset_that_cannot_be_downloaded(tmp_path, monkeypatch):
     """A TFDS name not prepared here and not downloadable (no internet) names the problem and the
     way out, instead of looking like an empty dataset."""
-    from vqvae_tf.data import datasets
+    from vqvae_tf.data.sources import tfds as tfds_backend
 
     class Unprepared:  # what tfds.builder gives offline: no split sizes yet
         data_dir = str(tmp_path / "cifar10" / "3.0.2")
@@ -82,7 +82,7 @@ def test_tfds_dataset_that_cannot_be_downloaded(tmp_path, monkeypatch):
         def download_and_prepare(self):
             raise ConnectionError("Failed to establish a new connection: [Errno 101] Network is unreachable")
 
-    monkeypatch.setattr(datasets, "_tfds_builder", lambda name, data_dir: Unprepared())
+    monkeypatch.setattr(tfds_backend, "_builder", lambda name, data_dir: Unprepared())
     with pytest.raises(
         data.DataError,
         match=r"TFDS dataset 'cifar10' is not prepared in .*cifar10/3.0.2 and could not be downloaded "

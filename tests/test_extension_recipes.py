@@ -1,6 +1,8 @@
-"""README's "add a quantizer" recipe followed from outside the package: a quantizer defined in
+"""README's recipes followed from outside the package. "Add a quantizer": a quantizer defined in
 this file trains in a VQVAE, encodes, decodes, saves (.keras, presets), exports (SavedModel,
-TFLite) and, once registered by name, is built from a config like the zoo's own."""
+TFLite) and, once registered by name, is built from a config like the zoo's own. "Add a data
+source": a backend defined here serves --dataset=squares to the training stage and the codes
+export, and the model trained on it exports."""
 
 import dataclasses
 
@@ -10,9 +12,13 @@ import pytest
 import tensorflow as tf
 
 from vqvae_tf import VQVAE, Quantizer, get_config, register_quantizer
+from vqvae_tf.data import Backend, DatasetInfo, DataSource, register_backend
+from vqvae_tf.data.sources import base
 from vqvae_tf.layers.quantizers import registry
 from vqvae_tf.layers.quantizers.registry import Option
 from vqvae_tf.serving import savedmodel, tflite
+from vqvae_tf.training import export_codes_lib, train_vqvae_lib
+from vqvae_tf.training.options import RunOptions
 
 
 @keras.saving.register_keras_serializable(package="user_quantizers")
@@ -132,3 +138,59 @@ def test_a_conflicting_option_is_refused_at_registration(clean_registry):
         register_quantizer("ternary", other)(TernaryQuantizer)
     with pytest.raises(ValueError, match="already registered to VectorQuantizer"):
         register_quantizer("vq")(TernaryQuantizer)
+
+
+# ------------------------------------------------------------------ "add a data source"
+
+
+class SquaresBackend(Backend):
+    """A data source of our own: grey 16x16 images of a bright square (class 0) or a dark one on
+    white (class 1), made from a seed; served as --dataset=squares."""
+
+    name = "squares"
+
+    def claims(self, source):
+        return source.name == "squares"
+
+    def arrays(self, split):
+        rng = np.random.default_rng({"train": 0, "test": 1}[split])
+        n = {"train": 48, "test": 16}[split]
+        labels = rng.integers(0, 2, n).astype(np.int32)
+        images = np.where(labels[:, None, None], 255, 0).astype(np.uint8) * np.ones((1, 16, 16), np.uint8)
+        for image, (y, x) in zip(images, rng.integers(0, 10, (n, 2))):
+            image[y : y + 6, x : x + 6] = 255 - image[y, x]
+        return images[..., None], labels
+
+    def info(self, source):
+        counts = {split: len(self.arrays(split)[1]) for split in ("train", "test")}
+        return DatasetInfo("squares", (16, 16, 1), 2, "squares", counts, ("bright", "dark"))
+
+    def load_native(self, source, split):
+        return tf.data.Dataset.from_tensor_slices(self.arrays(split))
+
+    def fingerprint_key(self, source):
+        return "squares|v1"
+
+
+@pytest.fixture
+def squares():
+    register_backend(SquaresBackend)
+    yield
+    base._BACKENDS[:] = [b for b in base._BACKENDS if b.name != "squares"]
+
+
+def test_a_data_source_of_our_own_trains_and_exports(tmp_path, squares):
+    source = DataSource("squares")
+    assert type(source.backend) is SquaresBackend and source.info().class_names == ("bright", "dark")
+    assert DataSource("squares", image_size=8).info().image_shape == (8, 8, 1)  # resized like any source
+    workdir = str(tmp_path / "w")
+    config = dataclasses.replace(get_config("tiny"), steps=3, batch_size=8)
+    metrics = train_vqvae_lib.train_and_evaluate(config, RunOptions(workdir, data=source, log_every=3))
+    assert metrics["dataset"] == "squares" and metrics["test_examples"] == 16
+    meta = export_codes_lib.export_codes_stage(workdir)  # reads the source back from config.json
+    assert meta["class_names"] == ["bright", "dark"] and meta["latent_shape"] == [4, 4]
+    model = train_vqvae_lib.load_trained_model(workdir)
+    version_dir = savedmodel.export_vqvae(model, str(tmp_path / "export"))
+    x = next(iter(source.load("test").batch(4)))[0]
+    served = tf.saved_model.load(version_dir).signatures["encode"](images=x)["codes"]
+    np.testing.assert_array_equal(served.numpy(), model.encode(x).numpy())

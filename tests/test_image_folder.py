@@ -13,7 +13,9 @@ import tensorflow as tf
 from helpers import REPO_ROOT, fashion_mnist_arrays, image_folder, write_image
 
 from vqvae_tf import configs, data
+from vqvae_tf.data import DataSource
 from vqvae_tf.data import image_folder as folder_lib
+from vqvae_tf.data.sources.image_folder import ImageFolderBackend
 from vqvae_tf.training import export_codes_lib, sample_lib, train_prior_lib, train_vqvae_lib
 from vqvae_tf.training.options import RunOptions
 
@@ -164,7 +166,7 @@ def test_cache_is_made_once_per_fingerprint(tmp_path, capsys):
 def test_a_split_is_held_in_memory_only_when_it_fits(tmp_path, monkeypatch):
     x, y = fashion_mnist_arrays("train", 20)
     image_folder(tmp_path / "f", x, y)
-    meta = data.DataSource("image_folder", str(tmp_path / "f"))._folder_meta()
+    meta = ImageFolderBackend().meta(data.DataSource("image_folder", str(tmp_path / "f")))
     assert type(folder_lib.read_cache(meta, "train")).__name__ == "CacheDataset"
     monkeypatch.setenv("VQVAE_MEMORY_CACHE_BYTES", str(28 * 28 - 1))  # less than one image
     ds = folder_lib.read_cache(meta, "train")
@@ -210,13 +212,13 @@ def test_image_size_and_channels_apply_to_idx_data():
 def test_training_refuses_undividable_size_and_too_few_images(tmp_path):
     config = configs.get_config("tiny")
     with pytest.raises(ValueError, match=r"Images of fashion_mnist are 30x30, which config 'tiny' \(downsample=4\)"):
-        train_vqvae_lib.train_and_evaluate(config, RunOptions(str(tmp_path / "w"), image_size=30))
+        train_vqvae_lib.train_and_evaluate(config, RunOptions(str(tmp_path / "w"), data=DataSource(image_size=30)))
     x, y = fashion_mnist_arrays("train", 12)
     image_folder(tmp_path / "f", x, y)
     with pytest.raises(data.DataError, match="training images, fewer than one batch of 16"):
         train_vqvae_lib.train_and_evaluate(
             configs.get_config("tiny"),
-            RunOptions(str(tmp_path / "w"), dataset="image_folder", data_dir=str(tmp_path / "f")),
+            RunOptions(str(tmp_path / "w"), data=DataSource("image_folder", str(tmp_path / "f"))),
         )
 
 
@@ -233,7 +235,7 @@ def test_resumed_run_on_a_changed_folder_and_later_stages(tmp_path, capsys):
     root = tmp_path / "f"
     image_folder(root, x[:60], y[:60])
     w = str(tmp_path / "w")
-    opts = dict(dataset="image_folder", data_dir=str(root), log_every=2, checkpoint_every=2)
+    opts = dict(data=DataSource("image_folder", str(root)), log_every=2, checkpoint_every=2)
     config = configs.get_config("tiny")
     config.steps = 2
     train_vqvae_lib.train_and_evaluate(config, RunOptions(w, **opts))
@@ -265,9 +267,9 @@ def test_resumed_run_on_a_changed_folder_and_later_stages(tmp_path, capsys):
     # The prior trains on those codes: data flags naming other data are refused.
     prior = configs.get_prior_config("quick")
     with pytest.raises(ValueError, match="--dataset=mnist, but the codes .* were exported from image_folder"):
-        train_prior_lib.train_prior(prior, RunOptions(w, dataset="mnist"))
+        train_prior_lib.train_prior(prior, RunOptions(w, data=DataSource("mnist")))
     with pytest.raises(ValueError, match="--data_dir=.*, but the codes were exported from"):
-        train_prior_lib.train_prior(prior, RunOptions(w, data_dir=str(root)))
+        train_prior_lib.train_prior(prior, RunOptions(w, data=DataSource(data_dir=str(root))))
 
 
 def test_configs_cover_colour_sizes():
@@ -284,9 +286,10 @@ def test_configs_cover_colour_sizes():
 @pytest.mark.parametrize(
     "flag, message",
     [
-        ("--image_size=abc", "--image_size must be N or H,W"),
+        ("--image_size=abc", "--image_size=abc: image_size must be N or H,W"),
         ("--channels=2", "--channels"),
-        ("--test_fraction=1.5", "--test_fraction must be in (0, 1)"),
+        ("--test_fraction=1.5", "--test_fraction=1.5: test_fraction must be in (0, 1)"),
+        ("--dataset=image_folder", "--dataset=image_folder needs --data_dir=DIR"),
     ],
 )
 def test_bad_data_flags(tmp_path, flag, message):

@@ -14,6 +14,7 @@ import tensorflow as tf
 from helpers import REPO_ROOT, fashion_mnist_arrays, train_tiny_vqvae
 
 from vqvae_tf import VQVAE, PixelCNN, PresetError, PriorConfig, data, get_config, list_presets
+from vqvae_tf.data import DataSource
 from vqvae_tf.models import presets
 from vqvae_tf.serving import export_presets_lib, export_savedmodel_lib, export_tflite_lib
 from vqvae_tf.training import export_codes_lib, sample_lib, train_prior_lib, train_vqvae_lib
@@ -115,7 +116,7 @@ def test_fine_tuning_starts_from_the_preset(run, tmp_path):
     config = get_config("fashion_mnist")  # the preset's network replaces this one
     config.steps, config.batch_size, config.learning_rate, config.lr_schedule = 1, 8, 1e-12, "constant"
     w = str(tmp_path / "ft")
-    opts = dict(data_dir=data_dir, log_every=1, checkpoint_every=1)
+    opts = dict(data=DataSource(data_dir=data_dir), log_every=1, checkpoint_every=1)
     train_vqvae_lib.train_and_evaluate(config, RunOptions(w, **opts), init_from=out)
     tuned = train_vqvae_lib.load_trained_model(w)
     assert tuned.num_embeddings == 16  # tiny's K, not fashion_mnist's 256
@@ -131,7 +132,9 @@ def test_fine_tuning_starts_from_the_preset(run, tmp_path):
     assert not np.allclose(np.asarray(again.quantizer.codebook), np.asarray(preset.quantizer.codebook))
     with pytest.raises(ValueError, match=r"Preset .* takes 28x28x1 images, but fashion_mnist gives 56x56x1"):
         train_vqvae_lib.train_and_evaluate(
-            get_config("tiny"), RunOptions(str(tmp_path / "x"), image_size=56, **opts), init_from=out
+            get_config("tiny"),
+            RunOptions(str(tmp_path / "x"), **dict(opts, data=DataSource(data_dir=data_dir, image_size=56))),
+            init_from=out,
         )
     with pytest.raises(ValueError, match="--reinit_codebook .* needs --init_from"):
         train_vqvae_lib.train_and_evaluate(

@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from vqvae_tf import PriorConfig, get_config
-from vqvae_tf.data import codes
+from vqvae_tf.data import DataSource, codes
 from vqvae_tf.serving import export_savedmodel_lib, export_tflite_lib, savedmodel, tflite
 from vqvae_tf.training import checkpoints, export_codes_lib, train_prior_lib, train_vqvae_lib
 from vqvae_tf.training.options import RunOptions
@@ -41,7 +41,9 @@ def tiny(steps):
 def run(workdir, data_dir, steps, **kw):
     kw.setdefault("log_every", 2)
     kw.setdefault("checkpoint_every", 2)
-    return train_vqvae_lib.train_and_evaluate(tiny(steps), RunOptions(workdir=str(workdir), data_dir=data_dir, **kw))
+    return train_vqvae_lib.train_and_evaluate(
+        tiny(steps), RunOptions(workdir=str(workdir), data=DataSource(data_dir=data_dir), **kw)
+    )
 
 
 def _script(module, *args, **popen):
@@ -422,7 +424,7 @@ def test_hostile_sample(served, n, t, seed, labels):
 BAD_FLAGS = [
     ("train.train_vqvae", ["--steps=-3"], "flag --steps=-3: -3 is not a positive integer"),
     ("train.train_vqvae", ["--batch_size=0"], "flag --batch_size=0: 0 is not a positive integer"),
-    ("train.train_vqvae", ["--learning_rate=0"], "--learning_rate must be > 0"),
+    ("train.train_vqvae", ["--learning_rate=0"], "--learning_rate=0.0: learning_rate must be > 0"),
     ("train.train_vqvae", ["--quantizer=kmeans"], "kmeans"),
     (
         "train.train_vqvae",
@@ -447,8 +449,8 @@ BAD_FLAGS = [
     ("train.train_vqvae", ["--strategy=tpu"], "tpu"),
     ("train.train_vqvae", ["--mixed_precision=fp8"], "fp8"),
     ("train.train_vqvae", ["--checkpoint_every=0"], "flag --checkpoint_every=0: 0 is not a positive integer"),
-    ("train.train_prior", ["--dropout=1.5"], "--dropout must be in [0, 1)"),
-    ("train.train_prior", ["--kernel_size=4"], "--kernel_size must be odd"),
+    ("train.train_prior", ["--dropout=1.5"], "--dropout=1.5: dropout must be in [0, 1)"),
+    ("train.train_prior", ["--kernel_size=4"], "--kernel_size=4: kernel_size must be odd"),
     ("train.train_prior", ["--num_layers=0"], "flag --num_layers=0: 0 is not a positive integer"),
     ("train.sample", ["--output=x.png", "--temperature=-1"], "--temperature must be > 0"),
     ("train.sample", ["--output=x.png", "--num_samples=0"], "flag --num_samples=0: 0 is not a positive integer"),

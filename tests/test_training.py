@@ -13,6 +13,7 @@ from absl import flags
 from helpers import REPO_ROOT, fake_mnist_dir
 
 from vqvae_tf import cli, get_config
+from vqvae_tf.data import DataSource
 from vqvae_tf.training import loop, train_vqvae_lib
 from vqvae_tf.training.options import RunOptions
 from vqvae_tf.utils import files
@@ -49,7 +50,9 @@ def tiny(steps=6, **overrides):
 def run(config, workdir, data_dir, **kw):
     kw.setdefault("log_every", 3)
     kw.setdefault("checkpoint_every", 3)
-    return train_vqvae_lib.train_and_evaluate(config, RunOptions(workdir=str(workdir), data_dir=data_dir, **kw))
+    return train_vqvae_lib.train_and_evaluate(
+        config, RunOptions(workdir=str(workdir), data=DataSource(kw.pop("dataset", None), data_dir), **kw)
+    )
 
 
 def test_train_writes_metrics_and_resumes(tmp_path, small_data, capsys):
@@ -88,12 +91,19 @@ def test_workdir_with_other_config_is_refused(tmp_path, small_data):
 
 
 def test_workdir_from_before_a_config_field_resumes(tmp_path, small_data):
-    """A run made before the quantizer-zoo fields existed (its config.json lacks them) resumes;
-    another quantizer is still refused."""
+    """A run made before the quantizer-zoo fields existed (format version 1: its config.json lacks
+    them and a format_version) resumes; another quantizer is still refused; a version-2 record
+    that lacks a field is no old record and is refused."""
     run(tiny(steps=3), tmp_path, small_data)
     path = os.path.join(str(tmp_path), "vqvae", "config.json")
     record = json.load(open(path))
-    for field in ("fsq_levels", "num_quantizers", "distance"):
+    assert record["format_version"] == files.FORMAT_VERSION == 2
+    del record["config"]["distance"]
+    json.dump(record, open(path, "w"))
+    with pytest.raises(files.WorkdirError, match="distance: saved '\\(missing\\)' vs now 'euclidean'"):
+        run(tiny(steps=4), tmp_path, small_data)
+    del record["format_version"]
+    for field in ("fsq_levels", "num_quantizers"):
         del record["config"][field]
     json.dump(record, open(path, "w"))
     run(tiny(steps=4), tmp_path, small_data)

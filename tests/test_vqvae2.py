@@ -325,6 +325,7 @@ def trained(tmp_path_factory):
     """vqvae2_tiny trained 3 steps on fake IDX images at 32x32, its codes, a conditional prior
     with one attention block trained 2 steps, SavedModels and TFLite files."""
     from vqvae_tf import PriorConfig
+    from vqvae_tf.data import DataSource
     from vqvae_tf.serving import export_savedmodel_lib
     from vqvae_tf.training import export_codes_lib, train_prior_lib, train_vqvae_lib
     from vqvae_tf.training.options import RunOptions
@@ -333,7 +334,7 @@ def trained(tmp_path_factory):
     data_dir = str(root / "idx")
     fake_mnist_dir(data_dir, n_train=32, n_test=10)
     workdir = str(root / "work")
-    options = RunOptions(workdir=workdir, data_dir=data_dir, image_size=(32, 32), log_every=3)
+    options = RunOptions(workdir=workdir, data=DataSource(data_dir=data_dir, image_size=(32, 32)), log_every=3)
     config = dataclasses.replace(get_config("vqvae2_tiny"), steps=3, batch_size=8).validate()
     metrics = train_vqvae_lib.train_and_evaluate(config, options)
     meta = export_codes_lib.export_codes_stage(workdir)

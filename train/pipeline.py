@@ -11,6 +11,9 @@ SavedModels and TFLite files, and write WORKDIR/REPORT.md (library: vqvae_tf.pip
 Every stage skips what is already done; re-running after an interruption continues.
 """
 
+import shlex
+import sys
+
 from absl import flags
 
 from vqvae_tf import cli, configs
@@ -20,11 +23,8 @@ _RUN = cli.define_run_flags(dataset_help="Dataset: fashion_mnist (default), mnis
 _RECIPE = flags.DEFINE_enum(
     "recipe", "default", list(configs.RECIPE_NAMES), "default: the quality run; quick: a first look."
 )
-_CONFIG = flags.DEFINE_enum(
-    "config",
-    None,
-    list(configs.CONFIG_NAMES),
-    "Config (default: the dataset's own if it has one, else fashion_mnist; vqvae2_64 with --model=vqvae2).",
+_CONFIG = cli.define_config_flag(
+    "Config (default: the dataset's own if it has one, else fashion_mnist; vqvae2_64 with --model=vqvae2)."
 )
 _MODEL = cli.define_model_flag()
 _QUANTIZER = cli.define_quantizer_flags()
@@ -33,11 +33,12 @@ _PRIOR_STEPS = flags.DEFINE_integer("prior_steps", None, "Override the prior tra
 
 
 def main():
-    recipe = configs.get_recipe(_RECIPE.value, _RUN.data["dataset"].value, _CONFIG.value, _MODEL.value)
+    recipe = configs.get_recipe(_RECIPE.value, _RUN.data["name"].value, _CONFIG.value, _MODEL.value)
     cli.override(recipe.vqvae, _QUANTIZER)
     recipe.vqvae.steps = _VQVAE_STEPS.value or recipe.vqvae.steps
     recipe.prior.steps = _PRIOR_STEPS.value or recipe.prior.steps
-    pipeline_lib.run_pipeline(recipe, _RUN.options())
+    command = shlex.join(["python", "-m", "train.pipeline", *sys.argv[1:]])
+    pipeline_lib.run_pipeline(recipe, _RUN.options(), command=command)
 
 
 if __name__ == "__main__":

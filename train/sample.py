@@ -19,7 +19,7 @@ from vqvae_tf.training import sample_lib
 _WORKDIR, _PRESET = cli.define_model_source("Workdir with vqvae/ and prior/.")
 _NUM_SAMPLES = flags.DEFINE_integer("num_samples", 64, "Number of samples.", lower_bound=1)
 _TEMPERATURE = flags.DEFINE_float("temperature", 1.0, "Softmax temperature (> 0).")
-_SEED = flags.DEFINE_integer("seed", 0, "Random seed.")
+_SEED = cli.define_seed_flag()
 _LABELS = flags.DEFINE_list(
     "labels",
     None,

@@ -22,21 +22,13 @@ _OVERRIDES = dict(
     num_filters=flags.DEFINE_integer("num_filters", None, "Channels of the gated stacks (width).", lower_bound=1),
     num_layers=flags.DEFINE_integer("num_layers", None, "Gated blocks (depth).", lower_bound=1),
     kernel_size=flags.DEFINE_integer("kernel_size", None, "Odd kernel size (>= 3)."),
-    dropout=flags.DEFINE_float("dropout", None, "Dropout rate in the gated blocks."),
+    dropout=flags.DEFINE_float("dropout", None, "Dropout rate in the gated blocks, in [0, 1)."),
     conditional=flags.DEFINE_bool("conditional", None, "Condition the prior on class labels."),
     attention_blocks=flags.DEFINE_integer(
         "attention_blocks", None, "Causal self-attention blocks (VQ-VAE-2's top prior; 0: none).", lower_bound=0
     ),
 )
-flags.register_validator("dropout", lambda v: v is None or 0.0 <= v < 1.0, message="--dropout must be in [0, 1).")
-flags.register_validator(
-    "kernel_size", lambda v: v is None or (v >= 3 and v % 2 == 1), message="--kernel_size must be odd and >= 3."
-)
-
-
-_INIT_FROM = flags.DEFINE_string(
-    "init_from", None, "Fine-tune from a pretrained preset's prior (a name or a preset directory)."
-)
+_INIT_FROM = cli.define_init_from_flag("Fine-tune from a pretrained preset's prior (a name or a preset directory).")
 
 
 def main():

@@ -24,11 +24,8 @@ _RUN = cli.define_run_flags(
     dataset_help="Dataset: fashion_mnist, mnist, image_folder or a TFDS name (default: the config's).",
     cadence=cli.define_cadence_flags(log_every=100, checkpoint_every=500),
 )
-_CONFIG = flags.DEFINE_enum(
-    "config",
-    None,
-    list(configs.CONFIG_NAMES),
-    "Config: network and optimisation (default: fashion_mnist; vqvae2_64 with --model=vqvae2).",
+_CONFIG = cli.define_config_flag(
+    "Config: network and optimisation (default: fashion_mnist; vqvae2_64 with --model=vqvae2)."
 )
 _MODEL = cli.define_model_flag()
 _OVERRIDES = dict(
@@ -39,8 +36,8 @@ _OVERRIDES = dict(
 )
 
 
-_INIT_FROM = flags.DEFINE_string(
-    "init_from", None, "Fine-tune from a pretrained preset (a name or a preset directory): its network and weights."
+_INIT_FROM = cli.define_init_from_flag(
+    "Fine-tune from a pretrained preset (a name or a preset directory): its network and weights."
 )
 _REINIT_CODEBOOK = flags.DEFINE_bool(
     "reinit_codebook", False, "With --init_from: re-initialise the codebook by k-means on the first batch."

@@ -12,8 +12,8 @@ import dataclasses
 
 from absl import app, flags, logging
 
-from vqvae_tf.configs import DEFAULT_CONFIGS, LR_SCHEDULES, MODELS
-from vqvae_tf.data import DataError, parse_image_size
+from vqvae_tf.configs import CONFIG_NAMES, DEFAULT_CONFIGS, LR_SCHEDULES, MODELS
+from vqvae_tf.data import DataError, DataSource
 from vqvae_tf.layers.quantizers import option_fields, registry
 from vqvae_tf.models.presets import PRESETS, PresetError
 from vqvae_tf.training.options import MIXED_PRECISION, STRATEGIES, RunOptions
@@ -48,54 +48,56 @@ def define_model_source(workdir_help: str) -> tuple:
     return workdir, preset
 
 
+def _data_field(name: str):
+    return next(f for f in dataclasses.fields(DataSource) if f.name == name)
+
+
 def define_data_dir() -> flags.FlagHolder:
-    return flags.DEFINE_string(
-        "data_dir",
-        None,
-        "The image folder (--dataset=image_folder), a directory with IDX files, or a TFDS data_dir "
-        "(default: $VQVAE_DATA_DIR, then /usr/share/datasets/fashion-mnist, then TFDS's default).",
-    )
+    """--data_dir alone (the export scripts), as `define_data_flags` defines it."""
+    return flags.DEFINE_string("data_dir", None, _data_field("data_dir").metadata["help"])
 
 
-def define_data_flags(dataset_help: str = "Dataset: fashion_mnist, mnist, image_folder or a TFDS name.") -> dict:
-    """--dataset, --data_dir, --image_size, --channels, --test_fraction, --skip_corrupt_images:
-    the `RunOptions` fields that make its `DataSource`. Unset ones keep the data's own values."""
-    holders = {
-        "dataset": flags.DEFINE_string("dataset", None, dataset_help),
-        "data_dir": define_data_dir(),
-        "image_size": flags.DEFINE_string(
-            "image_size", None, "Resize (centre crop to the aspect ratio) to N or H,W pixels (default: the data's)."
-        ),
-        "channels": flags.DEFINE_enum("channels", None, ["1", "3"], "1: grey, 3: RGB (default: the data's)."),
-        "test_fraction": flags.DEFINE_float(
-            "test_fraction", 0.1, "Image folders without train/ and test/: the held-out fraction (by file path hash)."
-        ),
-        "skip_corrupt_images": flags.DEFINE_bool(
-            "skip_corrupt_images", False, "Image folders: skip (and count) corrupt images instead of failing."
-        ),
-    }
-
-    def image_size_ok(value):
-        try:
-            parse_image_size(value)
-        except DataError:
-            return False
-        return True
-
-    flags.register_validator(
-        "image_size", image_size_ok, message="--image_size must be N or H,W with positive integers."
-    )
-    flags.register_validator("test_fraction", lambda v: 0.0 < v < 1.0, message="--test_fraction must be in (0, 1).")
+def define_data_flags(dataset_help: str | None = None) -> dict:
+    """One flag per `DataSource` field (--dataset for ``name``, --data_dir, --image_size,
+    --channels, --test_fraction, --skip_corrupt_images), its help from the field. They only
+    parse: `DataSource` validates (`RunFlags.options` names the flag). Returns {field: holder}."""
+    holders = {}
+    for field in dataclasses.fields(DataSource):
+        flag, help_text = field.metadata.get("flag", field.name), field.metadata["help"]
+        if field.name == "name" and dataset_help:
+            help_text = dataset_help
+        if "choices" in field.metadata:
+            holders[field.name] = flags.DEFINE_enum(flag, None, list(field.metadata["choices"]), help_text)
+        elif isinstance(field.default, bool):
+            holders[field.name] = flags.DEFINE_bool(flag, field.default, help_text)
+        elif isinstance(field.default, float):
+            holders[field.name] = flags.DEFINE_float(flag, field.default, help_text)
+        else:
+            holders[field.name] = flags.DEFINE_string(flag, None, help_text)
     return holders
 
 
 def data_values(holders: dict, only_present: bool = False) -> dict:
-    """The `RunOptions` data fields of parsed `define_data_flags` holders (`only_present`: only
-    those given on the command line)."""
+    """The `DataSource` fields of parsed `define_data_flags` holders (`only_present`: only those
+    given on the command line)."""
     values = {name: holder.value for name, holder in holders.items() if holder.present or not only_present}
     if values.get("channels") is not None:
         values["channels"] = int(values["channels"])
     return values
+
+
+def data_source(holders: dict, only_present: bool = False) -> DataSource:
+    """The `DataSource` of parsed data flags; a value it refuses is a usage error naming the flag."""
+    values = data_values(holders, only_present)
+    try:
+        return DataSource(**values)
+    except DataError as e:
+        named = [
+            f"--{holders[n].name}={values[n]}"
+            for n in values
+            if values[n] is not None and n in str(e) and f"--{holders[n].name}" not in str(e)
+        ]
+        raise app.UsageError(f"{' '.join(named) + ': ' if named else ''}{e}") from e
 
 
 @dataclasses.dataclass
@@ -114,7 +116,8 @@ class RunFlags:
         """The `RunOptions` of the parsed flags (plus `fields`); flags.txt gets every flag's value."""
         holders = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in ("data", "cadence")}
         values = {name: holder.value for name, holder in {**holders, **self.cadence}.items()}
-        return RunOptions(**values, **data_values(self.data), flags_text=FLAGS.flags_into_string(), **fields)
+        data = data_source(self.data)
+        return RunOptions(**values, data=data, flags_text=FLAGS.flags_into_string(), **fields)
 
 
 def define_run_flags(
@@ -127,7 +130,7 @@ def define_run_flags(
         data=define_data_flags(*([dataset_help] if dataset_help else [])),
         strategy=flags.DEFINE_enum("strategy", "default", list(STRATEGIES), "tf.distribute strategy."),
         mixed_precision=flags.DEFINE_enum("mixed_precision", "none", list(MIXED_PRECISION), "Keras dtype policy."),
-        seed=flags.DEFINE_integer("seed", 0, "Random seed."),
+        seed=define_seed_flag(),
         cadence=cadence or {},
     )
 
@@ -151,12 +154,11 @@ def define_optimization_flags() -> dict:
         "batch_size": flags.DEFINE_integer(
             "batch_size", None, "Global batch size (default: the config's).", lower_bound=1
         ),
-        "learning_rate": flags.DEFINE_float("learning_rate", None, "Adam learning rate (default: the config's)."),
+        "learning_rate": flags.DEFINE_float("learning_rate", None, "Adam learning rate, > 0 (default: the config's)."),
         "lr_schedule": flags.DEFINE_enum(
             "lr_schedule", None, list(LR_SCHEDULES), "Learning-rate schedule (default: the config's)."
         ),
     }
-    positive_float("learning_rate")
     return holders
 
 
@@ -244,6 +246,20 @@ def define_quantizer_flags() -> dict:
     for option in option_fields().values():
         holders[option.field] = _define_option_flag(option)
     return holders
+
+
+def define_config_flag(help_text: str) -> flags.FlagHolder:
+    """--config: a named autoencoder config (`configs.CONFIG_NAMES`); unset: the script's default."""
+    return flags.DEFINE_enum("config", None, list(CONFIG_NAMES), help_text)
+
+
+def define_init_from_flag(help_text: str) -> flags.FlagHolder:
+    """--init_from: a pretrained preset (a shipped name or a preset directory) to fine-tune from."""
+    return flags.DEFINE_string("init_from", None, help_text)
+
+
+def define_seed_flag() -> flags.FlagHolder:
+    return flags.DEFINE_integer("seed", 0, "Random seed.")
 
 
 def define_model_flag() -> flags.FlagHolder:

@@ -9,7 +9,6 @@ train = data.batched(ds, 128, training=True)
 
 from vqvae_tf.data.codes import CodesError, load_meta, read_codes
 from vqvae_tf.data.datasets import (
-    DatasetInfo,
     DataSource,
     batched,
     clear_caches,
@@ -20,8 +19,10 @@ from vqvae_tf.data.datasets import (
 )
 from vqvae_tf.data.errors import DataError
 from vqvae_tf.data.idx import DEBIAN_FASHION_MNIST_DIR, IDX_DATASETS, read_idx
+from vqvae_tf.data.sources import Backend, DatasetInfo, register_backend
 
 __all__ = [
+    "Backend",
     "CodesError",
     "DEBIAN_FASHION_MNIST_DIR",
     "DataError",
@@ -37,4 +38,5 @@ __all__ = [
     "pixel_variance",
     "read_codes",
     "read_idx",
+    "register_backend",
 ]

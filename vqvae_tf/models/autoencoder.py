@@ -21,6 +21,9 @@ RESTARTS_KEY = "restarts"
 
 
 class ImageAutoencoder(presets.PresetMixin, keras.Model):
+    # The prior family (`vqvae_tf.models.priors`) that models this autoencoder's codes.
+    prior_family = "pixelcnn"
+
     """What the zoo's autoencoders (`VQVAE`, `vqvae2.VQVAE2`) share: checked images in [0, 1], the
     decoder head and its likelihood p(x|z), presets, the loss trackers and `test_step`, and the
     code grids API that every stage and export uses:

@@ -138,6 +138,7 @@ def load(cls, name_or_dir: str, load_weights: bool = True):
 def save(model, directory: str, metadata: dict | None = None) -> str:
     """Writes `model`'s preset to `directory` (replaced atomically). Returns the directory."""
     record = {
+        "format_version": files.FORMAT_VERSION,
         "module": type(model).__module__,
         "class_name": type(model).__name__,
         "config": model.get_config(),
@@ -145,6 +146,7 @@ def save(model, directory: str, metadata: dict | None = None) -> str:
     }
     meta = dict(metadata or {})
     meta.update(
+        format_version=files.FORMAT_VERSION,
         class_name=type(model).__name__,
         parameter_count=int(model.count_params()),
         keras_version=keras.__version__,

@@ -77,7 +77,9 @@ def export_codes(
             counts[split] = written
         grids = {name: list(shape) for name, shape in model.prior_grids().items()}
         meta = {
+            "format_version": files.FORMAT_VERSION,
             "model": "vqvae2" if several else "vqvae",
+            "prior_family": model.prior_family,
             "num_embeddings": int(model.num_embeddings),
             "image_shape": list(model.image_shape),
             "num_classes": int(info.num_classes),
@@ -107,6 +109,25 @@ def export_codes(
     return meta
 
 
+def codes_up_to_date(workdir: str, data_dir: str | None = None, **data_overrides) -> str | None:
+    """Why the codes in ``W/codes`` need no new export (they come from the latest VQ-VAE checkpoint
+    and the same data), or None: the one skip test of the codes, for this stage and the pipeline."""
+    out_dir = Workdir(workdir).codes
+    if not os.path.exists(os.path.join(out_dir, codes.META)):
+        return None
+    try:
+        meta = codes.load_meta(out_dir)
+    except codes.CodesError:
+        return None
+    checkpoint = tf.train.latest_checkpoint(Workdir(workdir).vqvae.checkpoints)
+    fingerprint = train_vqvae_lib.trained_data_source(workdir, data_dir=data_dir, **data_overrides).fingerprint()
+    if checkpoint is None or meta.get("data_fingerprint", fingerprint) != fingerprint:
+        return None
+    if meta.get("source_checkpoint") != os.path.basename(checkpoint):
+        return None
+    return f"Codes in {out_dir} already come from {meta['source_checkpoint']}"
+
+
 def export_codes_stage(
     workdir: str, data_dir: str | None = None, batch_size: int = 500, overwrite: bool = False, **data_overrides
 ) -> dict:
@@ -114,18 +135,13 @@ def export_codes_stage(
     data it was trained on, with `data_dir` and `data_overrides` (`DataSource` fields) that are
     not None. Skips the work when the codes there come from that same checkpoint and data
     (unless `overwrite`)."""
+    out_dir = Workdir(workdir).codes
+    reason = None if overwrite else codes_up_to_date(workdir, data_dir, **data_overrides)
+    if reason:
+        progress.log(f"{reason}; skipping.")
+        return codes.load_meta(out_dir)
     model, checkpoint = train_vqvae_lib.load_trained_model_and_path(workdir)
     source = train_vqvae_lib.trained_data_source(workdir, data_dir=data_dir, **data_overrides)
-    out_dir = Workdir(workdir).codes
-    if not overwrite and os.path.exists(os.path.join(out_dir, codes.META)):
-        try:
-            meta = codes.load_meta(out_dir)
-        except codes.CodesError:
-            meta = None
-        same_data = meta and meta.get("data_fingerprint", source.fingerprint()) == source.fingerprint()
-        if meta and same_data and meta.get("source_checkpoint") == os.path.basename(checkpoint):
-            progress.log(f"Codes in {out_dir} already come from {meta['source_checkpoint']}; skipping.")
-            return meta
     return export_codes(
         model,
         source,

@@ -66,9 +66,15 @@ def check_saved_architecture(stage: StageDir, architecture: dict) -> None:
     saved = stage.read_config()
     if saved is None:
         return
-    saved = saved.get("config", {})
-    # A field the saved config lacks came later than that run (e.g. fsq_levels): it had the default.
-    diffs = [f"{k}: saved {saved[k]!r} vs now {v!r}" for k, v in architecture.items() if k in saved and saved[k] != v]
+    version, saved = files.format_version(saved), saved.get("config", {})
+    if version < 2:  # a field the record lacks came later than that run (e.g. fsq_levels): it had the default
+        architecture = {k: v for k, v in architecture.items() if k in saved}
+    missing = "(missing)"
+    diffs = [
+        f"{k}: saved {saved.get(k, missing)!r} vs now {v!r}"
+        for k, v in architecture.items()
+        if saved.get(k, missing) != v
+    ]
     if diffs:
         raise files.WorkdirError(
             f"{stage.path} holds a model trained with another config ({'; '.join(diffs)}). "
@@ -92,7 +98,7 @@ def stage_run(options: RunOptions, stage: StageDir, record: dict, architecture: 
     files.ensure_writable_dir(stage.path)
     with files.WorkdirLock(stage.path):
         check_saved_architecture(stage, architecture)
-        files.atomic_write_json(stage.config, record)
+        files.atomic_write_json(stage.config, {"format_version": files.FORMAT_VERSION, **record})
         if options.flags_text is not None:
             files.atomic_write_text(stage.flags, options.flags_text)
         yield StageRun(options, stage, strategy, chief=True)

@@ -7,10 +7,9 @@ this is the one place that turns either into models.
 from __future__ import annotations
 
 from vqvae_tf import data
-from vqvae_tf.models import presets
-from vqvae_tf.models.pixelcnn import PixelCNN
+from vqvae_tf.models import presets, priors
 from vqvae_tf.models.vqvae import VQVAE
-from vqvae_tf.models.vqvae2 import VQVAE2, HierarchicalPrior
+from vqvae_tf.models.vqvae2 import VQVAE2
 from vqvae_tf.training import train_prior_lib, train_vqvae_lib
 from vqvae_tf.training.workdir import Workdir
 
@@ -21,7 +20,7 @@ def check_one_source(workdir: str | None, preset: str | None) -> None:
 
 
 # The model classes a preset may hold, by config.json's class_name.
-_CLASSES = {cls.__name__: cls for cls in (VQVAE, VQVAE2, PixelCNN, HierarchicalPrior)}
+_CLASSES = {VQVAE.__name__: VQVAE, VQVAE2.__name__: VQVAE2, **priors.model_classes()}
 
 
 def _from_preset(preset: str, kind: str):

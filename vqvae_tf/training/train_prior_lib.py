@@ -14,9 +14,9 @@ import tensorflow as tf
 
 from vqvae_tf.configs import PriorConfig
 from vqvae_tf.data import codes
+from vqvae_tf.models import priors
 from vqvae_tf.models.pixelcnn import PixelCNN
 from vqvae_tf.models.pixelcnn_sampling import sample_images
-from vqvae_tf.models.vqvae2 import HierarchicalPrior
 from vqvae_tf.training import loop, train_vqvae_lib
 from vqvae_tf.training.options import RunOptions
 from vqvae_tf.training.workdir import Workdir
@@ -24,22 +24,12 @@ from vqvae_tf.utils import files, images, progress
 
 
 def build_prior(config: PriorConfig, meta: dict):
-    """A new prior of `config` for the codes described by `meta` (codes/meta.json), compiled: a
-    `PixelCNN`, or a `HierarchicalPrior` for a VQ-VAE-2's two grids."""
-    network = dict(
-        num_embeddings=meta["num_embeddings"],
-        num_filters=config.num_filters,
-        num_layers=config.num_layers,
-        kernel_size=config.kernel_size,
-        num_classes=meta["num_classes"] if config.conditional else 0,
-        dropout=config.dropout,
-        attention_blocks=config.attention_blocks,
-    )
-    grids = codes.grid_shapes(meta)
-    if "grids" in meta:
-        prior = HierarchicalPrior(top_shape=grids["codes_top"], bottom_shape=grids["codes_bottom"], **network)
-    else:
-        prior = PixelCNN(latent_shape=tuple(grids["codes"]), depth=meta.get("depth", 1), **network)
+    """A new prior of `config` for the codes described by `meta` (codes/meta.json), compiled: the
+    model of the codes' prior family (`vqvae_tf.models.priors`: a `PixelCNN`, or a
+    `HierarchicalPrior` for a VQ-VAE-2's two grids)."""
+    network = {name: getattr(config, name) for name in priors.NETWORK_FIELDS}
+    network.update(num_embeddings=meta["num_embeddings"], num_classes=meta["num_classes"] if config.conditional else 0)
+    prior = priors.family_for(meta).build(network, meta)
     prior.compile(optimizer=config.make_optimizer())
     prior.optimizer.build(prior.trainable_variables)
     return prior
@@ -67,18 +57,15 @@ def check_codes_data(meta: dict, options: RunOptions) -> None:
     """Raises ValueError when the data flags of `options` (--dataset, --data_dir) name other data
     than the codes were exported from: the prior trains on the codes, so the flags only guard."""
     saved = meta.get("data") or {"name": meta["dataset"]}
-    if options.dataset is not None and options.dataset != saved["name"]:
+    if options.data.name is not None and options.data.name != saved["name"]:
         raise ValueError(
-            f"--dataset={options.dataset}, but the codes in {Workdir(options.workdir).codes} were exported from "
+            f"--dataset={options.data.name}, but the codes in {Workdir(options.workdir).codes} were exported from "
             f"{saved['name']}: re-run train.export_codes with that dataset, or drop --dataset."
         )
-    if (
-        options.data_dir
-        and saved.get("data_dir")
-        and os.path.realpath(options.data_dir) != os.path.realpath(saved["data_dir"])
-    ):
+    data_dir = options.data.data_dir
+    if data_dir and saved.get("data_dir") and os.path.realpath(data_dir) != os.path.realpath(saved["data_dir"]):
         raise ValueError(
-            f"--data_dir={options.data_dir}, but the codes were exported from {saved['data_dir']}: re-run "
+            f"--data_dir={data_dir}, but the codes were exported from {saved['data_dir']}: re-run "
             "train.export_codes with it, or drop --data_dir."
         )
 
@@ -94,8 +81,7 @@ def train_prior(config: PriorConfig, options: RunOptions, init_from: str | None 
     meta = codes.load_meta(workdir.codes)
     check_codes_data(meta, options)
     init = None
-    hierarchical = "grids" in meta
-    if init_from and hierarchical:
+    if init_from and priors.family_for(meta).cls is not PixelCNN:
         raise ValueError("--init_from fine-tunes a VQ-VAE's PixelCNN prior; VQ-VAE-2 priors train from scratch.")
     if init_from:
         init = PixelCNN.from_preset(init_from)
@@ -137,18 +123,18 @@ def train_prior(config: PriorConfig, options: RunOptions, init_from: str | None 
                 train,
                 config.steps,
                 config.batch_size,
-                format_logs=lambda logs: (
-                    f"nll {logs['loss']:.4f} nats  {logs['bits_per_code']:.3f} bits/code"
-                    + (
-                        f" (top {logs['bits_per_code_top']:.3f}, bottom {logs['bits_per_code_bottom']:.3f})"
-                        if hierarchical
-                        else ""
-                    )
-                ),
+                format_logs=_format_logs,
             )
         if not run.chief:
             return {}
         return _evaluate_and_write(run, prior, options, workdir, meta)
+
+
+def _format_logs(logs: dict) -> str:
+    """The progress line: NLL, bits per code, and each level's bits per code for a prior of several grids."""
+    levels = {k[len("bits_per_code_") :]: v for k, v in logs.items() if k.startswith("bits_per_code_")}
+    line = f"nll {logs['loss']:.4f} nats  {logs['bits_per_code']:.3f} bits/code"
+    return line + (f" ({', '.join(f'{k} {v:.3f}' for k, v in levels.items())})" if levels else "")
 
 
 def _evaluate_and_write(run: loop.StageRun, prior, options: RunOptions, workdir: Workdir, meta) -> dict:

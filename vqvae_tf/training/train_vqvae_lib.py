@@ -72,7 +72,7 @@ def trained_data_source(workdir: str, **overrides) -> data.DataSource:
     if record is None:
         raise FileNotFoundError(f"No trained VQ-VAE in {workdir}. Run train.train_vqvae first.")
     saved = record.get("data") or {"name": record["config"]["dataset"]}
-    return data.DataSource.from_dict(saved).replace(**{"name": overrides.pop("dataset", None), **overrides})
+    return data.DataSource.from_dict(saved).replace(**overrides)
 
 
 # Training images the Gaussian p(x|z)'s std is fitted on (the first ones, in file order).

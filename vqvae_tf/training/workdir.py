@@ -6,8 +6,10 @@
     W/export/    vqvae/N/ prior/N/ models.config batching_parameters.txt tflite/   (vqvae_tf.serving)
     W/presets/   vqvae/ prior/: config.json model.weights.h5 metadata.json        (vqvae_tf.models.presets)
     W/REPORT.md  W/pipeline_flags.txt
+    W/export/savedmodel_export.json  W/export/tflite/source.json   (which checkpoints the exports are of)
 
-A new trained stage is a new `StageDir` property here.
+A new trained stage is a new `StageDir` property here; `StageDir.trained_to` is the one test of
+whether a trained stage is done (the pipeline and bench/ skip on it).
 """
 
 from __future__ import annotations
@@ -59,6 +61,10 @@ class StageDir:
         """metrics.json, or None when it is missing or unreadable (the stage has not finished)."""
         return read_json(self.metrics)
 
+    def trained_to(self, steps: int) -> bool:
+        """Whether the stage finished (trained, evaluated, metrics written) at `steps` steps."""
+        return (self.read_metrics() or {}).get("steps") == steps
+
 
 def read_json(path: str) -> dict | None:
     """A JSON file of the run directory, or None when it is missing or unreadable."""
@@ -84,3 +90,6 @@ class Workdir:
         self.codebook_usage_png = self.vqvae.file("codebook_usage.png")
         self.samples_png = self.prior.file("samples.png")
         self.pipeline_flags = os.path.join(root, "pipeline_flags.txt")
+        # The pipeline's markers: which checkpoints the SavedModels and TFLite files were made from.
+        self.savedmodel_marker = os.path.join(self.export, "savedmodel_export.json")
+        self.tflite_marker = os.path.join(self.export, "tflite", "source.json")

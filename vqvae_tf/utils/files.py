@@ -10,6 +10,20 @@ import os
 import shutil
 import tempfile
 
+# The version of the records this code writes (a stage's config.json, codes/meta.json, a preset's
+# config.json and metadata.json). Bump it when a record changes meaning or gains a field that
+# older records lack; readers treat a record without one as version 1 (before versions) and fill
+# in what that version lacked:
+#   1  no format_version; config.json may lack the quantizer-zoo fields (fsq_levels, ...: their
+#      defaults) and codes/meta.json the prior family (implied by its grids).
+#   2  format_version; every field of its time present; codes/meta.json names its prior_family.
+FORMAT_VERSION = 2
+
+
+def format_version(record: dict) -> int:
+    """The format version of a stored record (1 for one written before versions existed)."""
+    return int(record.get("format_version", 1))
+
 
 class WorkdirError(RuntimeError):
     """A workdir that cannot be used: not writable, locked by another run, or holding another run."""

@@ -45,6 +45,8 @@ RUN_ARGS = ("data_variance", "seed")
 
 @keras.saving.register_keras_serializable(package=SERIALIZATION_PACKAGE)
 class VQVAE2(ImageAutoencoder):
+    prior_family = "hierarchical"
+
     """VQ-VAE-2: `encode(images) -> (codes_top, codes_bottom)`, `decode(codes_top, codes_bottom) -> images`.
 
     Args:

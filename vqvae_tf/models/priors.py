@@ -1,0 +1,95 @@
+"""Prior families by name: which prior models a set of exported codes, and how to build it.
+
+    @register_prior_family("pixelcnn")
+    class PixelCNNFamily(PriorFamily): ...
+
+A family names its Keras model class and builds a model from the prior config's network fields
+and the codes' meta.json (`build`); the stages (train_prior, export, sample, presets) use only
+the prior API every family's model keeps (`grid_shapes`, `num_codes`, `num_classes`,
+`log_prob_grids`, `sample_grids_graph`, `bits_per_code`), so they never branch on the model type.
+An autoencoder names the family of its codes (`ImageAutoencoder.prior_family`) and the codes
+export records it in meta.json; `family_for(meta)` reads it back.
+"""
+
+from __future__ import annotations
+
+from vqvae_tf.data import codes
+from vqvae_tf.models.pixelcnn import PixelCNN
+from vqvae_tf.models.vqvae2.prior import HierarchicalPrior
+from vqvae_tf.utils import files
+
+# The prior config fields a family's model takes (PriorConfig's network fields).
+NETWORK_FIELDS = ("num_filters", "num_layers", "kernel_size", "dropout", "attention_blocks")
+
+
+class PriorFamily:
+    """A kind of prior: `name`, its Keras model class `cls`, and `build(network, meta)`."""
+
+    name = ""
+    cls = None
+
+    def build(self, network: dict, meta: dict):
+        """A new (uncompiled) prior for the codes of `meta` (codes/meta.json): `network` holds
+        `NETWORK_FIELDS`, ``num_embeddings`` and ``num_classes``."""
+        raise NotImplementedError
+
+
+_FAMILIES: dict = {}
+
+
+def register_prior_family(name: str):
+    """Class decorator: registers a `PriorFamily` subclass under `name`."""
+
+    def decorator(cls):
+        if name in _FAMILIES:
+            raise ValueError(f"A prior family named {name!r} is registered already.")
+        cls.name = name
+        _FAMILIES[name] = cls()
+        return cls
+
+    return decorator
+
+
+def names() -> tuple:
+    return tuple(_FAMILIES)
+
+
+def get(name: str) -> PriorFamily:
+    if name not in _FAMILIES:
+        raise ValueError(f"prior family must be one of {', '.join(map(repr, _FAMILIES))}, got {name!r}.")
+    return _FAMILIES[name]
+
+
+def family_for(meta: dict) -> PriorFamily:
+    """The family of the codes of `meta`: the one it names (``prior_family``), or for codes
+    exported before families were recorded (format version 1), the one their grids imply."""
+    if files.format_version(meta) >= 2:
+        return get(meta["prior_family"])
+    return get("hierarchical" if "grids" in meta else "pixelcnn")
+
+
+def model_classes() -> dict:
+    """{class name: class} of every family's model (what a preset's config.json may hold)."""
+    return {family.cls.__name__: family.cls for family in _FAMILIES.values()}
+
+
+@register_prior_family("pixelcnn")
+class PixelCNNFamily(PriorFamily):
+    """A gated PixelCNN over one code grid (residual VQ's depth side by side: ``depth``)."""
+
+    cls = PixelCNN
+
+    def build(self, network: dict, meta: dict):
+        grid = tuple(codes.grid_shapes(meta)["codes"])
+        return PixelCNN(latent_shape=grid, depth=meta.get("depth", 1), **network)
+
+
+@register_prior_family("hierarchical")
+class HierarchicalFamily(PriorFamily):
+    """VQ-VAE-2's top prior and bottom prior conditioned on the top codes."""
+
+    cls = HierarchicalPrior
+
+    def build(self, network: dict, meta: dict):
+        grids = {name: tuple(shape) for name, shape in codes.grid_shapes(meta).items()}
+        return HierarchicalPrior(top_shape=grids["codes_top"], bottom_shape=grids["codes_bottom"], **network)

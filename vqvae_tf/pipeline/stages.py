@@ -1,0 +1,133 @@
+"""Stages: the pipeline as a list of `Stage` objects, each with one skip-if-done test.
+
+A stage has a name (its banner), a `done(ctx)` test that says why its work can be skipped (or
+None), and a `run(ctx)` that does the work; `run_stages` runs a list in order, printing banners
+and skipping what is done. Every stage receives the same `StageContext`: the recipe, the run's
+options and its `Workdir`, and what earlier stages produced (`results`).
+
+Add a stage: a `done` and a `run` function of the context and one `Stage(...)` line in
+`PIPELINE_STAGES` (or in a list of your own passed to `run_stages`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+from collections.abc import Callable
+
+import tensorflow as tf
+
+from vqvae_tf.configs import Recipe
+from vqvae_tf.data import codes
+from vqvae_tf.pipeline.report import write_report
+from vqvae_tf.serving import export_presets_lib, export_savedmodel_lib, export_tflite_lib, tflite
+from vqvae_tf.training import export_codes_lib, train_prior_lib, train_vqvae_lib
+from vqvae_tf.training.options import RunOptions
+from vqvae_tf.training.workdir import Workdir, read_json
+from vqvae_tf.utils import files, progress
+
+
+@dataclasses.dataclass
+class StageContext:
+    """What every stage receives."""
+
+    recipe: Recipe
+    options: RunOptions  # the stages' options (the recipe's cadence, no flags file of their own)
+    workdir: Workdir
+    command: str | None = None  # the command line that started the run (presets' provenance)
+    results: dict = dataclasses.field(default_factory=dict)  # what earlier stages produced
+    start: float = dataclasses.field(default_factory=time.time)
+
+    def sources(self) -> dict:
+        """The checkpoints the exports are made from: {"vqvae": path, "prior": path or None}."""
+        w = self.workdir
+        return {
+            name: tf.train.latest_checkpoint(stage.checkpoints)
+            for name, stage in (("vqvae", w.vqvae), ("prior", w.prior))
+        }
+
+
+@dataclasses.dataclass(frozen=True)
+class Stage:
+    name: str
+    run: Callable[[StageContext], None]
+    done: Callable[[StageContext], str | None] = lambda ctx: None
+
+
+def run_stages(stages, ctx: StageContext) -> StageContext:
+    """Runs `stages` in order: a banner each, then the work unless `done` says why to skip it."""
+    for i, stage in enumerate(stages):
+        elapsed = progress.format_duration(time.time() - ctx.start)
+        progress.log(f"\n=== [{i + 1}/{len(stages)}] {stage.name}  (elapsed {elapsed}) ===")
+        reason = stage.done(ctx)
+        if reason:
+            progress.log(f"{reason}; skipping.")
+        else:
+            stage.run(ctx)
+    return ctx
+
+
+def _trained(stage_dir, steps: int) -> str | None:
+    return f"Done already ({stage_dir.metrics})" if stage_dir.trained_to(steps) else None
+
+
+def _train_prior(ctx: StageContext) -> None:
+    prior = ctx.recipe.prior
+    # Class-conditional only where the dataset has labels.
+    prior.conditional = prior.conditional and bool(codes.load_meta(ctx.workdir.codes)["num_classes"])
+    train_prior_lib.train_prior(prior, ctx.options)
+
+
+def _savedmodels_done(ctx: StageContext) -> str | None:
+    done = read_json(ctx.workdir.savedmodel_marker) or {}
+    if done.get("sources") != ctx.sources():
+        return None
+    ctx.results["paths"] = done["paths"]
+    return "SavedModels of these checkpoints exist already"
+
+
+def _export_savedmodels(ctx: StageContext) -> None:
+    w = ctx.workdir
+    ctx.results["paths"] = export_savedmodel_lib.export_savedmodel_stage(w.root, w.export)
+    files.atomic_write_json(w.savedmodel_marker, {"sources": ctx.sources(), "paths": ctx.results["paths"]})
+
+
+def _tflite_done(ctx: StageContext) -> str | None:
+    w = ctx.workdir
+    same = (read_json(w.tflite_marker) or {}).get("vqvae") == ctx.sources()["vqvae"]
+    return (
+        "TFLite files of this checkpoint exist already"
+        if same and os.path.exists(tflite.report_path(w.export))
+        else None
+    )
+
+
+def _export_tflite(ctx: StageContext) -> None:
+    w = ctx.workdir
+    export_tflite_lib.export_tflite_stage(w.root, w.export, tflite.QUANTIZATIONS, ctx.options.data.data_dir)
+    files.atomic_write_json(w.tflite_marker, {"vqvae": ctx.sources()["vqvae"]})
+
+
+def _presets_and_report(ctx: StageContext) -> None:
+    w = ctx.workdir
+    preset_paths = export_presets_lib.export_presets_stage(w.root, command=ctx.command)
+    ctx.results["report"] = write_report(w.root, ctx.results["paths"], time.time() - ctx.start, preset_paths)
+
+
+PIPELINE_STAGES = (
+    Stage(
+        "train VQ-VAE",
+        lambda ctx: train_vqvae_lib.train_and_evaluate(ctx.recipe.vqvae, ctx.options),
+        lambda ctx: _trained(ctx.workdir.vqvae, ctx.recipe.vqvae.steps),
+    ),
+    Stage(
+        "export codes",
+        lambda ctx: export_codes_lib.export_codes_stage(ctx.workdir.root, ctx.options.data.data_dir, overwrite=True),
+        lambda ctx: export_codes_lib.codes_up_to_date(ctx.workdir.root, ctx.options.data.data_dir),
+    ),
+    Stage("train prior", _train_prior, lambda ctx: _trained(ctx.workdir.prior, ctx.recipe.prior.steps)),
+    Stage("export SavedModels", _export_savedmodels, _savedmodels_done),
+    Stage("convert to TFLite", _export_tflite, _tflite_done),
+    Stage("write presets and report", _presets_and_report),
+)
