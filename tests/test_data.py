@@ -187,3 +187,15 @@ def test_tfds_images_of_varying_size_need_image_size():
         assert info.image_shape == (24, 32, 3) and info.num_classes == 102
         images = [x for x, _ in data.load("oxford_flowers102", "train", image_size="24,32").as_numpy_iterator()]
     assert len(images) == 3 and all(x.shape == (24, 32, 3) for x in images)
+
+
+def test_a_named_directory_that_does_not_exist_is_an_error(tmp_path):
+    """A --data_dir the user names is used or refused, never replaced by a default location (with
+    Debian's Fashion-MNIST installed, the search would otherwise fall back to it)."""
+    missing = str(tmp_path / "nowhere")
+    with pytest.raises(data.DataError, match=f"data_dir {missing} does not exist"):
+        data.DataSource("fashion_mnist", missing)
+    with pytest.raises(data.DataError, match="does not exist"):
+        data.load("mnist", "train", data_dir=missing)
+    moved = data.DataSource.from_dict({"name": "fashion_mnist", "data_dir": missing}, data_dir=str(tmp_path))
+    assert moved.data_dir == str(tmp_path)  # a recorded directory is replaced before it is checked

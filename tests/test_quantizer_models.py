@@ -8,7 +8,7 @@ import os
 import numpy as np
 import pytest
 import tensorflow as tf
-from helpers import train_and_export_tiny
+from helpers import peaked, train_and_export_tiny
 
 from vqvae_tf import VQVAE, PixelCNN, get_config, read_codes, sample_codes
 from vqvae_tf.serving import export_tflite_lib, tflite
@@ -18,6 +18,8 @@ QUANTIZER_FIELDS = {
     "fsq": dict(quantizer="fsq", fsq_levels=(4, 4)),
     "rvq": dict(quantizer="rvq", num_quantizers=2),
     "vq_cosine_rotation": dict(quantizer="vq", distance="cosine", gradient="rotation"),
+    "lfq": dict(quantizer="lfq", embedding_dim=4),  # K = 2^4
+    "bsq": dict(quantizer="bsq", embedding_dim=4),
 }
 
 
@@ -134,7 +136,7 @@ def test_each_depth_has_its_own_embedding_and_head():
 
 @pytest.mark.parametrize("num_classes", [0, 3])
 def test_depth_prior_fast_sampler_equals_plain(num_classes):
-    prior = depth_prior(num_classes=num_classes)
+    prior = peaked(depth_prior(num_classes=num_classes))
     labels = np.arange(4) % 3 if num_classes else None
     for seed in (0, 3):
         plain = sample_codes(prior, 4, seed=seed, labels=labels, fast=False)
@@ -150,7 +152,7 @@ def test_depth_must_divide_the_grid():
 # ------------------------------------------------------------------ the stages, served and on device
 
 
-@pytest.fixture(scope="module", params=["fsq", "rvq"])
+@pytest.fixture(scope="module", params=["fsq", "rvq", "lfq", "bsq"])
 def run(request, tmp_path_factory):
     """A tiny VQ-VAE with the quantizer, its codes, a conditional prior on them, SavedModels."""
     root = tmp_path_factory.mktemp(request.param)

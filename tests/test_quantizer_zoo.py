@@ -34,6 +34,40 @@ def np_fsq(z, levels):
     return values, (digits * basis).sum(-1), bounded
 
 
+def np_fsq_notebook(z, levels):
+    """The paper's reference code (google-research FSQ notebook): bound with a tan shift, round,
+    scale by half_width; codes by the same mixed radix. Written from the paper, not the layer."""
+    levels = np.asarray(levels, np.float64)
+    half_l = (levels - 1) * (1 - 1e-3) / 2
+    offset = np.where(levels % 2 == 1, 0.0, 0.5)
+    bounded = np.tanh(z + np.tan(offset / half_l)) * half_l - offset
+    half_width = levels // 2
+    digits = (np.round(bounded) + half_width).astype(np.int64)
+    basis = np.concatenate([[1], np.cumprod(levels[:-1])]).astype(np.int64)
+    return (digits * basis).sum(-1)
+
+
+@pytest.mark.parametrize("levels", [(8, 5, 5, 5), (8, 6, 5), (7, 3)])
+def test_fsq_agrees_with_the_paper_for_levels_above_two(levels):
+    """Odd L: the same function. Even L > 2: the arctanh shift differs from the notebook's tan by
+    O(x^5), so the codes agree except for inputs within ~1e-4 of a rounding boundary."""
+    z = np.random.default_rng(21).normal(size=(20000, len(levels))) * 1.5
+    ours = FiniteScalarQuantizer(levels).indices_of(z.astype(np.float32)).numpy()
+    assert (ours == np_fsq_notebook(z, levels)).mean() > 0.999
+
+
+def test_fsq_two_levels_split_at_zero_not_at_the_papers_minus_1_56():
+    """The documented departure: L = 2's boundary sits at z = 0 (the notebook's at z = -1.56)."""
+    z = np.array([[-2.0], [-1.0], [-0.01], [0.01], [1.0]])
+    ours = FiniteScalarQuantizer([2]).indices_of(z.astype(np.float32)).numpy()
+    np.testing.assert_array_equal(ours, [0, 0, 0, 1, 1])
+    np.testing.assert_array_equal(np_fsq_notebook(z, [2]), [0, 1, 1, 1, 1])
+    # So a zero-mean input uses both levels evenly here; the notebook's puts 94% on one side.
+    noise = np.random.default_rng(22).normal(size=(10000, 1))
+    assert abs(FiniteScalarQuantizer([2]).indices_of(noise.astype(np.float32)).numpy().mean() - 0.5) < 0.02
+    assert np_fsq_notebook(noise, [2]).mean() > 0.9
+
+
 @pytest.mark.parametrize("levels", [(8, 5, 5, 5), (8, 6, 5), (2, 3), (7,)])
 def test_fsq_matches_numpy(levels):
     rng = np.random.default_rng(0)
@@ -208,6 +242,25 @@ def test_rvq_matches_numpy():
     np.testing.assert_allclose(rvq.lookup(out["indices"], frozen).numpy(), total.reshape(z.shape), atol=1e-5)
 
 
+def test_rvq_kmeans_install_fits_each_stage_to_the_installed_residuals():
+    """On the install step every stage's k-means sees the residuals that the *installed* codebooks
+    of the stages before it leave (issue #26, item 1): stage 1's codebook equals that of a lone
+    stage with its seed installed on those residuals, and the output is of the installed codes."""
+    rng = np.random.default_rng(11)
+    z = (rng.normal(size=(256, 4)) * [3.0, 1.0, 0.5, 0.2]).astype(np.float32)
+    rvq = ResidualVectorQuantizer(2, 8, 4, kmeans_init=True, seed=3)
+    out = rvq(z, training=True)
+    stage0 = rvq.stages[0]
+    first = stage0.lookup(stage0.indices_of(z)).numpy()
+    lone = VectorQuantizerEMA(8, 4, kmeans_init=True, seed=4)  # stage i has seed + i
+    lone(z - first, training=True)
+    np.testing.assert_allclose(rvq.stages[1].codebook.numpy(), lone.codebook.numpy(), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(out["quantized"].numpy(), rvq.lookup(rvq.indices_of(z)).numpy(), atol=1e-5)
+    np.testing.assert_array_equal(out["indices"].numpy(), rvq.indices_of(z).numpy())
+    # The second stage reduces the error of the first (it made it larger when fitted to the wrong residuals).
+    assert np.mean((z - out["quantized"].numpy()) ** 2) < 0.8 * np.mean((z - first) ** 2)
+
+
 @pytest.mark.parametrize("gradient", ["straight_through", "rotation"])
 def test_rvq_gradient_reaches_the_input_once(gradient):
     rvq = make_rvq(3, gradient=gradient)
@@ -321,8 +374,12 @@ def test_cosine_distance_matches_numpy(cls):
         float(out["commitment_loss"]), 0.25 * ((z_unit - unit[out["indices"].numpy()]) ** 2).mean(), rtol=1e-5
     )
     np.testing.assert_array_equal(vq.indices_of(z).numpy(), out["indices"].numpy())
-    vq(z, training=True)  # the EMA / gradient state updates on normalised inputs
-    assert np.isfinite(vq.codebook.numpy()).all()
+    trained = vq(z, training=True)  # the EMA / gradient state updates on normalised inputs
+    np.testing.assert_array_equal(trained["indices"].numpy(), (z_unit @ unit.T).argmax(1))
+    np.testing.assert_allclose(trained["quantized"].numpy(), unit[trained["indices"].numpy()], atol=1e-6)
+    np.testing.assert_allclose(np.linalg.norm(vq.codebook.numpy(), axis=1), 1.0, atol=1e-5)  # still unit codes
+    z_next = z_unit @ vq.codebook.numpy().T
+    np.testing.assert_array_equal(vq.indices_of(z).numpy(), z_next.argmax(1))  # nearest by cosine, updated codes
 
 
 def np_rotation_grad(z, q, g):

@@ -9,7 +9,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from absl import flags
+from absl import app, flags
 from helpers import REPO_ROOT, fake_mnist_dir
 
 from vqvae_tf import cli, get_config
@@ -340,3 +340,32 @@ def test_code_usage_chart_shows_the_sorted_usage_and_dead_codes():
     chart = images.code_usage_chart(counts)
     assert chart.dtype == np.uint8 and chart.ndim == 3 and chart.shape[2] == 3 and chart.shape[1] >= 600
     assert (chart < 100).mean() > 0.005  # axes, text and bars drawn on the white background
+
+
+class _Holder:
+    """What `cli.override` reads of an absl flag holder."""
+
+    def __init__(self, value):
+        self.value = value
+
+
+@pytest.mark.parametrize(
+    "fields, message",
+    [
+        (dict(quantizer_dropout=0.5), "--quantizer_dropout=0.5 applies to the rvq quantizer, not 'ema'"),
+        (dict(quantizer="fsq", num_quantizers=2), "--num_quantizers=2 applies to the rvq quantizer, not 'fsq'"),
+        (dict(quantizer="lfq"), "--quantizer=lfq: LookupFreeQuantizer makes 2^embedding_dim codes"),
+        (
+            dict(quantizer="fsq", embedding_dim=5),
+            "--embedding_dim=5 does not apply: the config's other fields make it 4",
+        ),
+        (dict(quantizer="rvq", learning_rate=0.0), "--learning_rate=0.0: learning_rate must be > 0"),
+    ],
+)
+def test_override_refuses_with_the_flags_named(fields, message):
+    """Flags only parse; the config and the quantizer layer validate, and `cli.override` names the
+    flags in the usage error (the subprocess tests in test_reliability.py cover the scripts)."""
+    with pytest.raises(app.UsageError, match=re.escape(message)):  # fashion_mnist: D = 32, too many bits for LFQ
+        cli.override(get_config("fashion_mnist"), {name: _Holder(value) for name, value in fields.items()})
+    config = cli.override(get_config("tiny"), {"quantizer": _Holder("lfq"), "embedding_dim": _Holder(6)})
+    assert (config.num_embeddings, config.embedding_dim) == (64, 6)

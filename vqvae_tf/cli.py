@@ -286,6 +286,12 @@ def override(config, holders: dict):
                 raise app.UsageError(f"--{name} does not apply to the {config.model} config {config.name!r}.")
             setattr(config, name, holder.value)
             given[name] = holder.value
+    quantizer = getattr(config, "quantizer", None)
+    if isinstance(quantizer, str) and quantizer in registry.names():
+        # A flag given for another quantizer's option is refused even at its default value.
+        for name, value in given.items():
+            if name in option_fields() and name not in registry.get(quantizer).fields:
+                raise app.UsageError(registry.not_applicable(name, f"--{name}={_flag_text(value)}", quantizer))
     try:
         config.validate()
     except (TypeError, ValueError) as e:

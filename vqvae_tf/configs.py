@@ -97,6 +97,11 @@ class _AutoencoderConfigMethods(TrainingConfig):
         """What the image size must be a multiple of."""
         return self.downsample
 
+    @property
+    def downsample_text(self) -> str:
+        """`total_downsample` as the config's fields make it (for errors)."""
+        return f"downsample={self.downsample}"
+
     def build(self, data_variance: float = 1.0, seed: int = 0):
         """A new, untrained model of this config's network (the one way to build from a named
         config: ``get_config("cifar10").build(data_variance=...)``; pretrained models come from
@@ -177,6 +182,10 @@ class _VQVAE2ConfigMethods(_AutoencoderConfigMethods):
     @property
     def total_downsample(self) -> int:
         return self.downsample * self.top_downsample
+
+    @property
+    def downsample_text(self) -> str:
+        return f"downsample * top_downsample = {self.total_downsample}"
 
 
 def _config_class(name, model_cls, methods, architecture_args, run_args, steps, doc):

@@ -105,6 +105,9 @@ class DataSource:
         object.__setattr__(self, "channels", _check_channels(self.channels))
         if not 0.0 < float(self.test_fraction) < 1.0:
             raise DataError(f"test_fraction must be in (0, 1), got {self.test_fraction!r}.")
+        if self.data_dir and not os.path.exists(self.data_dir):
+            # Never fall back silently to a default location when the user named another one.
+            raise DataError(f"data_dir {self.data_dir} does not exist: give the directory that holds the data.")
         if self.name is not None:
             self.backend.check(self)
 
@@ -125,7 +128,10 @@ class DataSource:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict) -> "DataSource":
+    def from_dict(cls, d: dict, **changes) -> "DataSource":
+        """The source of `to_dict`'s record, with the `changes` that are not None applied first (a
+        recorded directory that has moved is replaced before it is checked)."""
+        d = {**d, **{k: v for k, v in changes.items() if v is not None}}
         return cls(**{f.name: d[f.name] for f in dataclasses.fields(cls) if f.name in d})
 
     def replace(self, **changes) -> "DataSource":

@@ -20,6 +20,7 @@ from vqvae_tf.layers.encoder_decoder import DOWNSAMPLE_FACTORS, Decoder
 from vqvae_tf.layers.likelihoods import LOG2
 from vqvae_tf.layers.masked_conv import GatedBlock, shift_down
 from vqvae_tf.models import presets
+from vqvae_tf.models.pixelcnn_inputs import PixelCNNInputs
 from vqvae_tf.models.pixelcnn_sampling import sample_codes_graph
 from vqvae_tf.utils import checks, distribute
 
@@ -34,7 +35,7 @@ def codes_and_labels(data, num_classes: int):
 
 
 @keras.saving.register_keras_serializable(package=SERIALIZATION_PACKAGE)
-class PixelCNN(presets.PresetMixin, keras.Model):
+class PixelCNN(PixelCNNInputs, presets.PresetMixin, keras.Model):
     """Gated PixelCNN over code grids: codes int32 [B,h,w] (+ labels [B]) -> logits [B,h,w,K].
 
     Args:
@@ -223,59 +224,6 @@ class PixelCNN(presets.PresetMixin, keras.Model):
             self.condition_embedding.build((None, hc, wc))
             self.conditioning_stack(keras.KerasTensor((None, hc, wc, self.num_filters)))
         self.built = True
-
-    # ---------------------------------------------------------------- validation
-
-    def check_codes(self, codes):
-        codes = checks.batch_of(codes, "codes", self.latent_shape, integer=True, kind="integers")
-        return checks.in_range(tf.cast(codes, tf.int32), 0, self.num_embeddings, "codes")
-
-    def check_labels(self, labels, batch_size=None):
-        if self.num_classes == 0:
-            if labels is not None:
-                raise ValueError("This prior is unconditional (num_classes=0) but labels were given.")
-            return None
-        if labels is None:
-            raise ValueError(f"This prior is class-conditional (num_classes={self.num_classes}): pass labels.")
-        labels = tf.convert_to_tensor(labels)
-        if not labels.dtype.is_integer:
-            raise TypeError(f"labels must be integers, got dtype {labels.dtype.name}.")
-        labels = checks.in_range(tf.reshape(tf.cast(labels, tf.int32), [-1]), 0, self.num_classes, "labels")
-        if batch_size is not None:
-            labels = checks.require(
-                labels,
-                tf.equal(tf.size(labels), batch_size),
-                "labels must be one per sample: got",
-                tf.size(labels),
-                "labels for",
-                batch_size,
-                "samples",
-            )
-        return labels
-
-    def check_condition(self, condition, batch_size=None):
-        """Spatial conditioning codes int32 ``[B, *condition_shape]`` in range (None without)."""
-        if self.condition_shape is None:
-            if condition is not None:
-                raise ValueError("This prior has no spatial conditioning but a condition was given.")
-            return None
-        if condition is None:
-            raise ValueError(
-                f"This prior is conditioned on a {self.condition_shape[0]}x{self.condition_shape[1]} code grid: "
-                "pass condition."
-            )
-        condition = checks.batch_of(condition, "condition codes", self.condition_shape, integer=True, kind="integers")
-        condition = checks.in_range(tf.cast(condition, tf.int32), 0, self.condition_embeddings, "condition codes")
-        if batch_size is not None:
-            condition = checks.require(
-                condition,
-                tf.equal(tf.shape(condition)[0], batch_size),
-                "condition codes must be one grid per sample: got",
-                tf.shape(condition)[0],
-                "for",
-                batch_size,
-            )
-        return condition
 
     def conditioning(self, labels=None, condition=None):
         """Per gated block, what it adds before its gates: (vertical, horizontal) halves (0.0, or

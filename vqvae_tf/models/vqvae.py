@@ -15,7 +15,7 @@ import tensorflow as tf
 
 from vqvae_tf.layers import SERIALIZATION_PACKAGE
 from vqvae_tf.layers.encoder_decoder import Decoder, Encoder
-from vqvae_tf.layers.quantizers import Quantizer, option_fields, registry
+from vqvae_tf.layers.quantizers import build, option_fields
 from vqvae_tf.models.autoencoder import LIKELIHOODS as LIKELIHOODS  # re-exported: the models' likelihoods
 from vqvae_tf.models.autoencoder import RESTARTS_KEY, ImageAutoencoder, unless_empty
 
@@ -95,15 +95,15 @@ class VQVAE(ImageAutoencoder):
         options = {name: kwargs.pop(name) for name in list(kwargs) if name in fields}
         super().__init__(**kwargs)
         arguments = {name: value for name, value in locals().items() if name in _ARGUMENTS}
-        layer = quantizer_layer(arguments, options, seed)
+        layer = build.as_layer(quantizer, options)
         if layer is None:  # by name: every registered option is a field of the model
-            arguments.update(_option_values(options))
+            arguments.update(build.option_values(options))
         else:
             arguments.update(num_embeddings=layer.num_embeddings, embedding_dim=layer.embedding_dim)
         # `self.quantizer` is the layer; its type string is `quantizer_type`.
         self._set_arguments(arguments, {"quantizer": "quantizer_type"})
         if layer is None:
-            layer = _named_quantizer(arguments, seed)
+            layer = build.named(arguments, seed)
         else:
             self.quantizer_type = getattr(type(layer), "registered_name", type(layer).__name__)
             self._arguments["quantizer"] = keras.saving.serialize_keras_object(layer)
@@ -130,19 +130,14 @@ class VQVAE(ImageAutoencoder):
         """Raises ValueError naming the first bad network argument in `arguments` (the network's,
         then the quantizer's, which its layer validates)."""
         ImageAutoencoder.validate_network(arguments, arguments["downsample"], f"downsample={arguments['downsample']}")
-        if quantizer_layer(arguments, {}, 0) is None:
-            _named_quantizer(arguments, 0)
+        if build.as_layer(arguments["quantizer"]) is None:
+            build.named(arguments)
 
     @staticmethod
     def codebook_geometry(arguments: dict) -> tuple:
         """(K, D, codes per position) of a model made with `arguments` (its quantizer by name and
         its options, or a quantizer config): what its code grids and a config's K and D follow."""
-        layer = quantizer_layer(arguments, {}, 0)
-        if layer is not None:
-            return layer.num_embeddings, layer.embedding_dim, layer.codes_per_position
-        entry = registry.get(arguments["quantizer"])
-        kwargs = entry.layer_kwargs(_option_values(arguments))
-        return entry.cls.geometry(arguments["num_embeddings"], arguments["embedding_dim"], **kwargs)
+        return build.geometry(arguments)
 
     @classmethod
     def prior_grid_shapes(cls, arguments: dict) -> dict:
@@ -346,62 +341,6 @@ class VQVAE(ImageAutoencoder):
 def _has_entropy(layer) -> bool:
     """Whether `layer` has an entropy penalty to log (a weight that is not 0)."""
     return bool(getattr(layer, "entropy_weight", 0.0))
-
-
-def _option_values(given: dict) -> dict:
-    """Every registered option field: its value in `given`, else its default (int lists as tuples)."""
-    values = {}
-    for field, option in option_fields().items():
-        value = given.get(field, option.default)
-        values[field] = tuple(value) if option.type == "int_list" and value is not None else value
-    return values
-
-
-def quantizer_layer(arguments: dict, options: dict, seed: int):
-    """The layer of a `quantizer` argument that is one (a `Quantizer`, or its serialized config as
-    `get_config` writes it), else None (a registered name). Options are refused with a layer."""
-    quantizer = arguments["quantizer"]
-    if isinstance(quantizer, dict):
-        quantizer = keras.saving.deserialize_keras_object(quantizer)
-    if isinstance(quantizer, str):
-        return None
-    if not isinstance(quantizer, Quantizer):
-        raise TypeError(
-            f"quantizer must be a registered name ({', '.join(registry.names())}) or a Quantizer layer, "
-            f"got {type(quantizer).__name__}."
-        )
-    if options:
-        raise ValueError(
-            f"Quantizer options ({', '.join(sorted(options))}) apply to a quantizer given by name; "
-            f"set them on the {type(quantizer).__name__} layer instead."
-        )
-    return quantizer
-
-
-def _named_quantizer(arguments: dict, seed: int):
-    """The quantizer layer named by `arguments["quantizer"]` with its options; ValueError naming an
-    option of another quantizer that is not at its default, or K / D that its options fix otherwise."""
-    name = arguments["quantizer"]
-    entry = registry.get(name)
-    values = _option_values(arguments)
-    for field, option in option_fields().items():
-        if field not in entry.fields and values[field] != option.default:
-            users = registry.users_of(field)
-            listed = ", ".join(users[:-1]) + (" and " if len(users) > 1 else "") + users[-1]
-            raise ValueError(
-                f"{field}={values[field]!r} applies to the {listed} quantizer{'s' if len(users) > 1 else ''}, "
-                f"not {name!r}."
-            )
-    kwargs = entry.layer_kwargs(values)
-    k, d, _ = entry.cls.geometry(arguments["num_embeddings"], arguments["embedding_dim"], **kwargs)
-    if (k, d) != (arguments["num_embeddings"], arguments["embedding_dim"]):
-        fixed = ", ".join(f"{f}={values[f]!r}" for f in entry.fields if option_fields()[f].architecture)
-        raise ValueError(
-            f"quantizer={name!r}{' with ' + fixed if fixed else ''} quantizes embedding_dim={d} channels into "
-            f"num_embeddings={k} codes, got embedding_dim={arguments['embedding_dim']} and num_embeddings="
-            f"{arguments['num_embeddings']} (a config derives both)."
-        )
-    return entry.cls.from_options(k, d, seed=seed, name="quantizer", **kwargs)
 
 
 # The constructor's own arguments: what `get_config` records.

@@ -69,4 +69,4 @@ def data_source(workdir: str | None = None, preset: str | None = None, data_dir:
     saved = presets.read_metadata(preset, "vqvae").get("data")
     if not saved:
         raise presets.PresetError(f"Preset {preset} does not record its data (metadata.json has no 'data').")
-    return data.DataSource.from_dict(saved).replace(data_dir=data_dir)
+    return data.DataSource.from_dict(saved, data_dir=data_dir)

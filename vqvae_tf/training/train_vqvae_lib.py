@@ -72,7 +72,7 @@ def trained_data_source(workdir: str, **overrides) -> data.DataSource:
     if record is None:
         raise FileNotFoundError(f"No trained VQ-VAE in {workdir}. Run train.train_vqvae first.")
     saved = record.get("data") or {"name": record["config"]["dataset"]}
-    return data.DataSource.from_dict(saved).replace(**overrides)
+    return data.DataSource.from_dict(saved, **overrides)
 
 
 # Training images the Gaussian p(x|z)'s std is fitted on (the first ones, in file order).
@@ -247,8 +247,7 @@ def fit_to_data(config: VQVAEConfig, image_shape, source: data.DataSource | None
       ValueError: the config's downsampling does not divide the image size (naming both).
     """
     h, w, c = (int(s) for s in image_shape)
-    d = config.total_downsample
-    factor = f"downsample={d}" if config.model == "vqvae" else f"downsample * top_downsample = {d}"
+    d, factor = config.total_downsample, config.downsample_text
     if h % d or w % d:
         where = f" of {source.describe()}" if source else ""
         raise ValueError(

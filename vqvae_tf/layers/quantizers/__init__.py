@@ -11,6 +11,7 @@
     fsq.py           "fsq"  FiniteScalarQuantizer
     residual_vq.py   "rvq"  ResidualVectorQuantizer
     binary.py        what LFQ and BSQ share (sign codes, entropy penalty)
+    build.py         from a model's arguments (a name and options, or an instance) to its layer
     lfq.py           "lfq"  LookupFreeQuantizer
     bsq.py           "bsq"  BinarySphericalQuantizer
 

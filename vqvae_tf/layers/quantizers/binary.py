@@ -6,10 +6,19 @@ from __future__ import annotations
 
 import tensorflow as tf
 
+from vqvae_tf.layers.quantizers import options
 from vqvae_tf.layers.quantizers.base import Quantizer
 from vqvae_tf.layers.quantizers.ops import bits_to_indices, indices_to_signs, perplexity_from_counts
 from vqvae_tf.utils import checks
 from vqvae_tf.utils.distribute import sync_across_replicas
+
+# The options LFQ and BSQ declare.
+BINARY_OPTIONS = (
+    options.COMMITMENT_COST,
+    options.ENTROPY_WEIGHT,
+    options.DIVERSITY_WEIGHT,
+    options.ENTROPY_TEMPERATURE,
+)
 
 
 class BinaryQuantizer(Quantizer):

@@ -18,18 +18,14 @@ import keras
 import tensorflow as tf
 
 from vqvae_tf.layers import SERIALIZATION_PACKAGE
-from vqvae_tf.layers.quantizers import options
-from vqvae_tf.layers.quantizers.binary import BinaryQuantizer
+from vqvae_tf.layers.quantizers.binary import BINARY_OPTIONS, BinaryQuantizer
 from vqvae_tf.layers.quantizers.ops import binary_entropy
 from vqvae_tf.layers.quantizers.registry import register_quantizer
 
 
 @register_quantizer(
     "bsq",
-    options.COMMITMENT_COST,
-    options.ENTROPY_WEIGHT,
-    options.DIVERSITY_WEIGHT,
-    options.ENTROPY_TEMPERATURE,
+    *BINARY_OPTIONS,
     help="binary spherical quantization: signs on the unit sphere, K = 2^D, factorised entropy penalty",
 )
 @keras.saving.register_keras_serializable(package=SERIALIZATION_PACKAGE)

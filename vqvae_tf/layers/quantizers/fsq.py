@@ -5,6 +5,15 @@ arXiv:2309.15505, section 3 and appendix A.1: each of d channels is bounded to L
 (``tanh``, shifted so that an even L_i rounds to L_i integers), rounded with a straight-through
 gradient and scaled to [-1, 1]; the code of a position is the mixed-radix number of its d
 digits, so the implicit codebook is the grid of prod(L_i) points and no code can collapse.
+
+Where this layer departs from the paper's reference code (google-research's FSQ notebook,
+``bound(z) = tanh(z + tan(offset / half_l)) * half_l - offset``): the shift is
+``arctanh(offset / half_l)``, which makes bound(0) = 0 exactly (the notebook's tan agrees with it to
+third order: for L = 8 the two shifts differ by 1e-5, moving a rounding boundary by as much), and
+for L = 2 no shift at all, since arctanh(offset / half_l) does not exist there (the ratio is above
+1): the notebook's tan(1.001) = 1.56 puts the boundary between L = 2's two levels at z = -1.56,
+where a zero-mean input falls almost always on one side; here it sits at z = 0, so the two levels
+split such inputs evenly. `tests/test_quantizer_zoo.py` compares both with the notebook's formula.
 """
 
 from __future__ import annotations

@@ -16,19 +16,13 @@ import keras
 import tensorflow as tf
 
 from vqvae_tf.layers import SERIALIZATION_PACKAGE
-from vqvae_tf.layers.quantizers import options
-from vqvae_tf.layers.quantizers.binary import BinaryQuantizer
+from vqvae_tf.layers.quantizers.binary import BINARY_OPTIONS, BinaryQuantizer
 from vqvae_tf.layers.quantizers.ops import binary_entropy, entropy, indices_to_signs
 from vqvae_tf.layers.quantizers.registry import register_quantizer
 
 
 @register_quantizer(
-    "lfq",
-    options.COMMITMENT_COST,
-    options.ENTROPY_WEIGHT,
-    options.DIVERSITY_WEIGHT,
-    options.ENTROPY_TEMPERATURE,
-    help="lookup-free quantization (MAGVIT-v2): signs of D channels, K = 2^D, entropy penalty",
+    "lfq", *BINARY_OPTIONS, help="lookup-free quantization (MAGVIT-v2): signs of D channels, K = 2^D, entropy penalty"
 )
 @keras.saving.register_keras_serializable(package=SERIALIZATION_PACKAGE)
 class LookupFreeQuantizer(BinaryQuantizer):

@@ -132,3 +132,11 @@ def option_fields() -> dict:
 def users_of(field: str) -> tuple:
     """The names of the quantizers that declare `field`."""
     return tuple(e.name for e in _REGISTRY.values() if field in e.fields)
+
+
+def not_applicable(field: str, value, quantizer: str) -> str:
+    """The error message for option `field` set for `quantizer`, which does not declare it:
+    "<value> applies to the vq, ema and rvq quantizers, not 'fsq'." (`value`: how it was given)."""
+    users = users_of(field)
+    listed = ", ".join(users[:-1]) + (" and " if len(users) > 1 else "") + users[-1]
+    return f"{value} applies to the {listed} quantizer{'s' if len(users) > 1 else ''}, not {quantizer!r}."

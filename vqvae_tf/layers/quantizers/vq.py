@@ -195,22 +195,34 @@ class VectorQuantizer(CodebookUpkeep, Quantizer):
         dims = tf.shape(z)
         flat = self._effective(tf.reshape(z, [-1, self.embedding_dim]))
         num_vectors = tf.shape(flat)[0]
-
-        codebook = self.codebook
-        indices_flat = tf.argmin(squared_distances(flat, codebook), axis=1, output_type=tf.int32)
-        quantized_flat = tf.gather(codebook, indices_flat)
-        counts = tf.math.unsorted_segment_sum(tf.ones_like(indices_flat, tf.float32), indices_flat, self.num_embeddings)
-
         num_elements = tf.cast(num_vectors * self.embedding_dim, tf.float32)
-        commitment_loss = self.commitment_cost * tf.math.divide_no_nan(
-            tf.reduce_sum(tf.square(flat - tf.stop_gradient(quantized_flat))), num_elements
-        )
-        codebook_loss = self._codebook_loss(flat, quantized_flat, num_elements)
-        # Forward = e; backward: the identity to z_e (section 3.1) or the rotation trick.
-        quantized_st = gradient_estimator(self.gradient)(flat, quantized_flat)
 
+        def quantize(codebook):
+            """(indices, quantized with its gradient estimator, codebook loss, commitment loss)."""
+            indices_flat = tf.argmin(squared_distances(flat, codebook), axis=1, output_type=tf.int32)
+            quantized_flat = tf.gather(codebook, indices_flat)
+            commitment_loss = self.commitment_cost * tf.math.divide_no_nan(
+                tf.reduce_sum(tf.square(flat - tf.stop_gradient(quantized_flat))), num_elements
+            )
+            codebook_loss = self._codebook_loss(flat, quantized_flat, num_elements)
+            # Forward = e; backward: the identity to z_e (section 3.1) or the rotation trick.
+            return indices_flat, gradient_estimator(self.gradient)(flat, quantized_flat), codebook_loss, commitment_loss
+
+        indices_flat, quantized_st, codebook_loss, commitment_loss = quantize(self.codebook)
+        counts = tf.math.unsorted_segment_sum(tf.ones_like(indices_flat, tf.float32), indices_flat, self.num_embeddings)
         if training:
             counts = self._update_state(flat, indices_flat, counts, num_vectors)
+            if self.kmeans_init:
+                # The call that installs the k-means codebook quantizes with it (as lucidrains'
+                # does), so that what it passes on (a residual stage's residuals) is of the codes
+                # in force from now on, not of the codebook it replaced. The perplexity stays that
+                # of the statistics (the global batch's assignment before the install).
+                installed = tf.equal(self.num_updates, 1)
+                indices_flat, quantized_st, codebook_loss, commitment_loss = tf.cond(
+                    installed,
+                    lambda: quantize(self.codebook),
+                    lambda: (indices_flat, quantized_st, codebook_loss, commitment_loss),
+                )
 
         return {
             "quantized": tf.reshape(quantized_st, dims),

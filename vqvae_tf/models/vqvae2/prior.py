@@ -2,8 +2,13 @@
 
 Two gated PixelCNNs (`vqvae_tf.models.pixelcnn.PixelCNN`): the top one over the top codes, with
 optional causal self-attention blocks (the paper's top prior has them); the bottom one over the
-bottom codes, spatially conditioned on the whole top grid through a conditioning stack at the
-bottom grid's resolution. Both may be class-conditional. Trained together on exported codes (the
+bottom codes, spatially conditioned on the top codes through a conditioning stack at the bottom
+grid's resolution. That stack is local, as rosinality's PixelSNAIL conditioning: the first bottom
+position sees the 4 x 4 window of top codes at its corner, whatever the grid size (tested on every
+vqvae2 config's grids), and a later one also, through the causal stack, some of what the earlier
+bottom positions saw; it does not see the whole top grid. We keep it local: the top codes are
+sampled whole before the bottom, and a stack sized to reach the whole top grid from every position
+would cost as much as the bottom prior itself. Both may be class-conditional. Trained together on exported codes (the
 two log-likelihoods add up; their parameters are disjoint, so this is two separate fits in one
 loop); sampled top first, then bottom, in one graph (`sample_grids_graph`).
 """
