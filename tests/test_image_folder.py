@@ -269,7 +269,9 @@ def test_resumed_run_on_a_changed_folder_and_later_stages(tmp_path, capsys):
     with pytest.raises(ValueError, match="--dataset=mnist, but the codes .* were exported from image_folder"):
         train_prior_lib.train_prior(prior, RunOptions(w, data=DataSource("mnist")))
     with pytest.raises(ValueError, match="--data_dir=.*, but the codes were exported from"):
-        train_prior_lib.train_prior(prior, RunOptions(w, data=DataSource(data_dir=str(root))))
+        train_prior_lib.train_prior(prior, RunOptions(w, data=DataSource(data_dir=str(tmp_path))))
+    with pytest.raises(data.DataError, match="does not exist"):  # the folder's old place, after the move
+        RunOptions(w, data=DataSource(data_dir=str(root)))
 
 
 def test_configs_cover_colour_sizes():
