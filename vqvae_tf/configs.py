@@ -27,7 +27,7 @@ import inspect
 
 import keras
 
-from vqvae_tf.layers.quantizers import option_fields
+from vqvae_tf.layers.quantizers import build, option_fields
 from vqvae_tf.models.pixelcnn import PixelCNN
 from vqvae_tf.models.vqvae import ARCHITECTURE_ARGS, RUN_ARGS, VQVAE
 from vqvae_tf.models.vqvae2 import VQVAE2
@@ -160,18 +160,14 @@ class _VQVAEConfigMethods(_AutoencoderConfigMethods):
 
     def validate(self):
         # Some quantizers' options fix K and D (FSQ's levels, LFQ's bits): the config follows them.
-        for name, option in option_fields().items():
-            value = getattr(self, name)
-            if option.type == "int_list" and value is not None:
-                setattr(self, name, tuple(value))
+        for name, value in build.option_values(self.network_kwargs()).items():  # int lists as tuples
+            setattr(self, name, value)
         self.num_embeddings, self.embedding_dim, _ = self.model_cls.codebook_geometry(self.network_kwargs())
         return super().validate()
 
     def to_dict(self) -> dict:
         d = super().to_dict()
-        for name, option in option_fields().items():
-            if option.type == "int_list" and d.get(name) is not None:
-                d[name] = list(d[name])
+        d.update({n: list(d[n]) for n, o in option_fields().items() if o.type == "int_list" and d.get(n) is not None})
         return d
 
 
