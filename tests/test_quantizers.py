@@ -335,9 +335,68 @@ def test_restart_draws_distinct_rows_and_only_as_many_as_there_are(cls, rows):
     assert len({int(m[0]) for m in match}) == len(restarted)
 
 
+@pytest.mark.parametrize("cls", LAYERS)
+def test_restart_draws_among_distinct_values(cls):
+    # 60 rows but 4 distinct values away from the origin (one of them 57 times): the 11 dead codes
+    # never take one value twice (copies split its vectors or die again), and a value a restarted
+    # code holds is no candidate at the next step: two steps give each value exactly one code.
+    values = np.random.default_rng(2).normal(size=(4, D)).astype(np.float32) + 5.0
+    data = np.concatenate([np.repeat(values[:1], 57, axis=0), values[1:]])
+    data = data[np.random.default_rng(3).permutation(len(data))]
+    for seed in range(5):
+        vq = make(cls, dead_code_threshold=1.0, seed=seed)
+        far_codebook(vq)
+        vq(data, training=True)
+        first = np.flatnonzero(vq.reseeded.numpy())
+        np.testing.assert_array_equal(first, np.arange(1, len(first) + 1))
+        vq(data, training=True)
+        assert int(vq.num_restarts.numpy()) == 4, seed
+        # Codes 1-4 sit on the 4 values, one each (the EMA codebook has moved them a little since).
+        codes = vq(values)["indices"].numpy()
+        np.testing.assert_array_equal(np.sort(codes), np.arange(1, 5))
+        np.testing.assert_allclose(vq.codebook.numpy()[codes], values, atol=0.05)
+
+
+@pytest.mark.parametrize("cls", LAYERS)
+def test_restarts_on_repeated_vectors_leave_no_duplicate_codes(cls):
+    # Issue 26's probe: 40 distinct vectors tiled 4 times, 64 codes, no k-means, 8 training calls.
+    # Restarts must not put a second code on a value (nor on a value a live code already holds).
+    values = np.random.default_rng(0).normal(size=(40, 8)).astype(np.float32)
+    vq = cls(64, 8, dead_code_threshold=0.5, kmeans_init=False, seed=3)
+    step = tf.function(lambda z: vq(z, training=True))
+    for _ in range(8):
+        step(np.tile(values, (4, 1)))
+    assert int(vq.num_restarts.numpy()) >= 40
+    codebook = vq.codebook.numpy()
+    gaps = np.sqrt(((codebook[:, None] - codebook[None]) ** 2).sum(-1)) + np.eye(64) * 1e9
+    assert gaps.min() > 1e-3, f"{int((gaps.min(1) <= 1e-3).sum())} codes have a twin"
+    # Every distinct value has a code of its own (the restarts covered them all).
+    np.testing.assert_array_equal(np.unique(vq(values)["indices"].numpy()).size, 40)
+
+
+@pytest.mark.parametrize("cls", LAYERS)
+def test_restart_of_a_code_that_dies_during_the_step(cls):
+    # The restart candidates are drawn only when some code may be dead after the step. Code 1 is
+    # alive before this step (usage 1.5 >= threshold 1) and dead after it (it wins nothing: 0.75).
+    vq = make(cls, dead_code_threshold=1.0, usage_decay=0.5)
+    far_codebook(vq)
+    vq.num_updates.assign(20)
+    usage = np.full(K, 100.0, np.float32)
+    usage[1] = 1.5
+    vq.code_usage.assign(usage)
+    vq(np.random.default_rng(0).normal(size=(30, D)).astype(np.float32) * 0.01, training=True)
+    np.testing.assert_array_equal(np.flatnonzero(vq.reseeded.numpy()), [1])
+    # ... and no draw is needed when no code can die: the alive codes keep their vectors.
+    usage[1] = 2.5
+    vq.code_usage.assign(usage)
+    vq(np.random.default_rng(1).normal(size=(30, D)).astype(np.float32) * 0.01, training=True)
+    assert not vq.reseeded.numpy().any()
+
+
 def test_restart_draw_is_uniform_over_rows():
     # 2000 draws of 11 codes from a batch of 22 rows: each row should be picked about half the time.
-    data = np.repeat(np.arange(22, dtype=np.float32)[:, None] * 0.5, D, axis=1)
+    # (None at the origin, where code 0 sits: a value its code already holds is not a candidate.)
+    data = np.repeat(np.arange(1, 23, dtype=np.float32)[:, None] * 0.5, D, axis=1)
     vq = make(VectorQuantizer, dead_code_threshold=1.0)
     picks = np.zeros(22)
     step = tf.function(lambda z: vq(z, training=True))
@@ -346,7 +405,7 @@ def test_restart_draw_is_uniform_over_rows():
         vq.restarted_at.assign(-np.ones(K, np.int64))
         vq.code_usage.assign(np.zeros(K, np.float32))
         step(data)
-        picks[np.round(vq.codebook.numpy()[1:, 0] / 0.5).astype(int)] += 1
+        picks[np.round(vq.codebook.numpy()[1:, 0] / 0.5).astype(int) - 1] += 1
     frequency = picks / 300
     assert np.all(np.abs(frequency - 0.5) < 0.12), frequency
 
@@ -360,7 +419,9 @@ def test_restarted_code_has_a_grace_period(cls):
     assert int(vq.num_restarts.numpy()) == K - 1  # codes 1..11 take rows near 20; code 0 wins nothing
     restarted_at = vq.restarted_at.numpy().copy()
     np.testing.assert_array_equal(restarted_at[1:], 1)
-    zeros = np.zeros((30, D), np.float32)  # only code 0 (at the origin) wins from now on
+    # Only code 0 (at the origin) wins from now on (rows near it, but not on it: a value a code
+    # already holds is no restart candidate).
+    zeros = np.random.default_rng(1).normal(size=(30, D)).astype(np.float32) * 0.01
     for expected_step in (2, 3):
         step(zeros)
         # Codes 1..11 won nothing, but are within their grace period: not restarted again.
@@ -435,6 +496,10 @@ def test_mirrored_default_configuration_equals_single_replica(mirrored, cls, siz
     batches: every replica ends with the state one replica reaches on the whole batch."""
     rng = np.random.default_rng(11)
     batches = [rng.normal(size=(8, D)).astype(np.float32) + 3.0 * i for i in range(4)]
+    # Two batches repeat their values across the split (rows 4-7 are rows 0-3 in another order):
+    # replicas draw the same value, and the global draw must keep it once.
+    for i in (1, 3):
+        batches[i][4:] = batches[i][[2, 0, 3, 1]]
     kwargs = dict(dead_code_threshold=2.0, kmeans_init=True, usage_decay=0.5, restart_grace_steps=2)
     single = make(cls, **kwargs)
     for b in batches:

@@ -5,11 +5,13 @@ Usage statistics (an EMA of assignments per code), dead-code restarts (Dhariwal 
 initialisation from the first batch (NOTES: a codebook initialised at the wrong scale collapses).
 Every draw is keyed by a row's index in the global batch, and every statistic travels in one packed
 all-reduce per step (`utils.distribute.sync_across_replicas`), so a step on a batch split over
-replicas equals a one-replica step on the whole batch.
+replicas equals a one-replica step on the whole batch. A restart skips a row equal to one drawn
+before it or to its own code: a batch can repeat a value many times.
 
 `CodebookUpkeep` is a mixin for a layer with ``num_embeddings``, ``embedding_dim``, ``seed``,
 ``usage_decay``, ``dead_code_threshold``, ``kmeans_init``, ``kmeans_iterations``,
-``restart_grace_steps`` and a ``_codebook`` variable; its subclass may keep more statistics
+``restart_grace_steps``, a ``_codebook`` variable and a ``codebook`` (the vectors as the
+distance sees them); its subclass may keep more statistics
 (`_extra_statistics`, `_ema_update`) and must keep them consistent when rows change (`_set_codes`).
 """
 
@@ -94,13 +96,34 @@ class CodebookUpkeep:
         high = tf.floor(top / 65536.0)
         return {"rows": tf.gather(rows, picks), "key_high": high, "key_low": top - high * 65536.0}
 
-    def _global_draw(self, gathered, size):
+    def _global_draw(self, gathered, size, distinct=False):
         """The `size` rows of largest key over all replicas ([size, D], sorted by key) and the
-        number of real rows among them: a uniform draw without replacement from the global batch."""
+        number of real rows among them: a uniform draw without replacement from the global batch.
+        `distinct`: a row equal to one drawn before it (`_same`) is dropped, and the rows kept
+        come first, in key order."""
         keys = tf.cast(gathered["key_high"], tf.float64) * 65536.0 + tf.cast(gathered["key_low"], tf.float64)
         top, picks = tf.math.top_k(tf.reshape(keys, [-1]), k=size)
         rows = tf.gather(tf.reshape(gathered["rows"], [-1, self.embedding_dim]), picks)
-        return rows, tf.reduce_sum(tf.cast(top >= 0.0, tf.int32))
+        real = top >= 0.0
+        if distinct:
+            earlier = tf.range(size)[:, None] > tf.range(size)[None, :]  # [j, i]: i drawn before j
+            exact = tf.cast(rows, tf.float64)  # (float64: no cancellation in the distances' expansion)
+            norms = tf.reduce_sum(tf.square(exact), axis=-1)
+            gaps = norms[:, None] + norms[None, :] - 2.0 * tf.matmul(exact, exact, transpose_b=True)
+            same = gaps <= self.SAME * norms[:, None]
+            repeat = tf.reduce_any(earlier & real[None, :] & same, axis=1)
+            real = tf.logical_and(real, tf.logical_not(repeat))
+            rows = tf.gather(rows, tf.argsort(tf.cast(tf.logical_not(real), tf.int32), stable=True))
+        return rows, tf.reduce_sum(tf.cast(real, tf.int32))
+
+    # Two vectors are the same value for a restart when their distance is within 1e-3 of the first
+    # one's norm (squared: 1e-6). A batch repeats a value wherever the encoder sees the same input
+    # (an empty background); not bit equality, as float rounding may change with the batch's split.
+    SAME = 1e-6
+
+    def _same(self, a, b):
+        """Whether rows `a` and `b` [N, D] are the same value for a restart (see `SAME`)."""
+        return tf.reduce_sum(tf.square(a - b), axis=-1) <= self.SAME * tf.reduce_sum(tf.square(a), axis=-1)
 
     @property
     def kmeans_sample_size(self) -> int:
@@ -152,7 +175,7 @@ class CodebookUpkeep:
         if restarts or kmeans:
             offset, total = distribute.replica_offset(num_vectors)
         if restarts:
-            draw = self._local_draw(flat, self._row_keys(offset + tf.range(num_vectors), step, 2), self.num_embeddings)
+            draw = self._restart_draw(flat, indices_flat, self._row_keys(offset + tf.range(num_vectors), step, 2))
             gathered.update({f"restart_{k}": v for k, v in draw.items()})
         distributed = distribute.replica_context() is not None
 
@@ -196,6 +219,7 @@ class CodebookUpkeep:
             candidates, num_candidates = self._global_draw(
                 {k[len("restart_") :]: v for k, v in gathered.items() if k.startswith("restart_")},
                 self.num_embeddings,
+                distinct=True,
             )
             reseeded = tf.logical_or(reseeded, self._restart_dead_codes(candidates, num_candidates))
         self.reseeded.assign(tf.cast(reseeded, tf.float32))
@@ -208,8 +232,31 @@ class CodebookUpkeep:
     def _ema_update(self, summed):
         pass
 
+    def _restart_draw(self, flat, indices_flat, keys):
+        """This replica's restart candidates (a `_local_draw` of K rows by `keys`), leaving out the
+        rows their code already holds (`_same`: a restart there would only duplicate that code).
+        Drawn only when some code may be judged dead at the end of this step (else no row is
+        drawn): an exact test, as a code's usage after the step is at least `usage_decay` times
+        its usage now."""
+        k = self.num_embeddings
+
+        def draw():
+            held = self._same(flat, tf.gather(self.codebook, indices_flat))
+            return self._local_draw(flat, tf.where(held, -tf.ones_like(keys), keys), k)
+
+        def nothing():
+            return self._local_draw(flat[:0], tf.zeros([0], tf.float64), k)
+
+        step = tf.convert_to_tensor(self.num_updates)
+        after = step + 1
+        bias_correction = 1.0 - tf.pow(self.usage_decay, tf.cast(after, tf.float32))
+        judged = tf.logical_or(self.restarted_at < 0, after - self.restarted_at >= self.grace_steps)
+        lowest = self.usage_decay * self.code_usage / bias_correction
+        possible = tf.reduce_any(tf.logical_and(judged, lowest < self.dead_code_threshold))
+        return tf.cond(possible, draw, nothing)
+
     def _restart_dead_codes(self, candidates, num_candidates):
-        """candidates [K, D]: distinct rows of the global batch in random order, the first
+        """candidates [K, D]: distinct values of rows of the global batch in random order, the first
         `num_candidates` real. Returns the bool [K] mask of the codes restarted."""
         step = self.num_updates
         bias_correction = 1.0 - tf.pow(self.usage_decay, tf.cast(step, tf.float32))
