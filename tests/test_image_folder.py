@@ -2,6 +2,7 @@
 references, the hash split, the decoded cache, bad input, and the stages reading a folder. The
 folders are real Fashion-MNIST images written out as files."""
 
+import dataclasses
 import os
 import shutil
 import subprocess
@@ -304,3 +305,40 @@ def test_bad_data_flags(tmp_path, flag, message):
     )
     assert res.returncode != 0 and message in res.stderr, res.stderr[-2000:]
     assert not (tmp_path / "w").exists()
+
+
+def test_own_images_train_the_default_prior_on_a_larger_grid(tmp_path, capsys):
+    """README's own-images command (--config=vqvae_64 --channels=3) gives code grids larger than
+    the default prior's 8 blocks of 3x3 can see (16x16 at 64 px; here 40 px, 10x10, to keep the
+    sampler's compile short: the same path). The pipeline sizes the recipe's stack from the grid
+    (issue 27), and so does train_prior with the default config; a --num_layers the user gives
+    that is too small is refused. (A narrower network and a few steps: the grid is the same.)"""
+    from vqvae_tf.models.pixelcnn import PixelCNN
+    from vqvae_tf.pipeline import pipeline_lib
+    from vqvae_tf.pipeline.stages import PIPELINE_STAGES
+
+    x, y = fashion_mnist_arrays("train", 24)
+    root = tmp_path / "photos"
+    image_folder(root, x, y % 2, rgb=True)
+    recipe = configs.get_recipe("default", "image_folder", "vqvae_64")
+    assert recipe.prior.num_layers == 8 and recipe.prior.kernel_size == 3
+    fields = dict(num_hiddens=8, num_residual_hiddens=4, num_embeddings=16, embedding_dim=4, batch_size=4, steps=2)
+    recipe.vqvae = dataclasses.replace(recipe.vqvae, **fields)
+    w = str(tmp_path / "w")
+    source = DataSource("image_folder", str(root), image_size=40, channels=3)
+    opts = RunOptions(w, data=source, log_every=1, num_sample_columns=1)
+    pipeline_lib.run_pipeline(recipe, opts, stages=PIPELINE_STAGES[:2])  # the VQ-VAE and its codes
+    assert "10x10 code grid: 8 gated blocks of kernel 3 cannot see all of it" in capsys.readouterr().out
+    assert recipe.prior.num_layers is None  # what the pipeline's prior stage trains
+
+    # train_prior with the default prior config (8 blocks) fits itself to the codes' grid ...
+    default = dataclasses.replace(configs.get_prior_config("default"), num_filters=4, batch_size=4, steps=2)
+    # ... but a depth the user asked for (--num_layers) is refused, naming the grid and the need.
+    with pytest.raises(
+        ValueError, match="num_layers=8 with kernel_size=3 cannot see every earlier position of a 10x10"
+    ):
+        train_prior_lib.train_prior(default, opts, fit_to_codes=False)
+    metrics = train_prior_lib.train_prior(dataclasses.replace(default, conditional=True), opts)
+    assert metrics["steps"] == 2
+    prior = train_prior_lib.load_trained_prior(w)
+    assert prior.latent_shape == (10, 10) and prior.num_layers == PixelCNN.layers_to_reach((10, 10), 3) == 9

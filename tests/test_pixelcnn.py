@@ -5,6 +5,7 @@ import tensorflow as tf
 from helpers import logit_spread, peaked
 
 from vqvae_tf import MaskedConv2D, PixelCNN, sample_codes
+from vqvae_tf.configs import CONFIG_NAMES
 from vqvae_tf.layers.masked_conv import causal_mask, shift_down
 from vqvae_tf.models.pixelcnn_sampling import sample_codes_from_uniforms_graph
 
@@ -133,6 +134,38 @@ def test_every_prior_preset_reaches_its_grids():
                 assert prior.num_layers is None or prior.num_layers >= needed, (prior_name, vq_name)
     with pytest.raises(ValueError, match="32x32 code grid"):
         PixelCNN(512, get_config("imagenet128").latent_shape)  # the default stack is 8 blocks of 3x3
+
+
+@pytest.mark.parametrize("name", CONFIG_NAMES)
+def test_every_config_trains_the_recipes_prior_on_its_grids(name):
+    """Every config in README's table: each pipeline recipe's prior and train_prior's default
+    config, fitted to the config's code grids as the pipeline and train_prior fit them, build for
+    those grids (the stack sees every earlier position) and score codes of them."""
+    from vqvae_tf.configs import RECIPE_NAMES, get_config, get_prior_config, get_recipe
+    from vqvae_tf.training import train_prior_lib
+
+    config = get_config(name)
+    grids = config.prior_grids()
+    meta = {
+        "format_version": 2,
+        "prior_family": config.model_cls.prior_family,
+        "num_embeddings": config.num_embeddings,
+        "num_classes": 3,
+        "depth": 1,
+        **({"grids": grids} if len(grids) > 1 else {"latent_shape": list(grids["codes"])}),
+    }
+    candidates = [get_recipe(r, config=name).prior for r in RECIPE_NAMES] + [get_prior_config("default")]
+    for prior_config in candidates:
+        train_prior_lib.fit_to_grids(prior_config, grids)
+        prior_config.num_filters = 4  # the depth and kernel are what reach; the width is not
+        prior = train_prior_lib.build_prior(prior_config, meta)
+        stacks = [prior] if isinstance(prior, PixelCNN) else [prior.top, prior.bottom]
+        assert [s.latent_shape for s in stacks] == [tuple(g) for g in grids.values()]
+        for stack in stacks:
+            assert stack.num_layers >= PixelCNN.layers_to_reach(stack.latent_shape, stack.kernel_size), name
+        codes = {k: tf.zeros([1, *g], tf.int32) for k, g in grids.items()}
+        log_prob = prior.log_prob_grids(codes, tf.constant([1]) if prior.num_classes else None)
+        assert log_prob.shape == (1,) and np.isfinite(log_prob.numpy()).all(), name
 
 
 def test_class_conditioning_changes_logits():

@@ -20,7 +20,12 @@ _CONFIG = flags.DEFINE_enum("config", "default", list(configs.PRIOR_CONFIG_NAMES
 _OVERRIDES = dict(
     cli.define_optimization_flags(),
     num_filters=flags.DEFINE_integer("num_filters", None, "Channels of the gated stacks (width).", lower_bound=1),
-    num_layers=flags.DEFINE_integer("num_layers", None, "Gated blocks (depth).", lower_bound=1),
+    num_layers=flags.DEFINE_integer(
+        "num_layers",
+        None,
+        "Gated blocks (depth). Unset: the config's, or as many as the codes' grid needs if that is more.",
+        lower_bound=1,
+    ),
     kernel_size=flags.DEFINE_integer("kernel_size", None, "Odd kernel size (>= 3)."),
     dropout=flags.DEFINE_float("dropout", None, "Dropout rate in the gated blocks, in [0, 1)."),
     conditional=flags.DEFINE_bool("conditional", None, "Condition the prior on class labels."),
@@ -33,7 +38,9 @@ _INIT_FROM = cli.define_init_from_flag("Fine-tune from a pretrained preset's pri
 
 def main():
     config = cli.override(configs.get_prior_config(_CONFIG.value), _OVERRIDES)
-    train_prior_lib.train_prior(config, _RUN.options(), _INIT_FROM.value)
+    # The config's depth fits itself to the codes' grid; a --num_layers too small for it is refused.
+    fit = not _OVERRIDES["num_layers"].present
+    train_prior_lib.train_prior(config, _RUN.options(), _INIT_FROM.value, fit_to_codes=fit)
 
 
 if __name__ == "__main__":

@@ -12,9 +12,8 @@ import dataclasses
 import time
 
 from vqvae_tf.configs import Recipe
-from vqvae_tf.models.pixelcnn import PixelCNN
 from vqvae_tf.pipeline.stages import PIPELINE_STAGES, StageContext, run_stages
-from vqvae_tf.training import train_vqvae_lib
+from vqvae_tf.training import train_prior_lib, train_vqvae_lib
 from vqvae_tf.training.options import RunOptions
 from vqvae_tf.training.workdir import Workdir
 from vqvae_tf.utils import files, progress
@@ -29,16 +28,8 @@ def run_pipeline(recipe: Recipe, options: RunOptions, command: str | None = None
     recipe.vqvae.dataset = source.name
     train_vqvae_lib.fit_to_data(recipe.vqvae, source.info().image_shape, source)
     recipe.prior.validate()
-    # A recipe's prior stack that cannot see every earlier position of a code grid (a larger image,
-    # residual VQ's wider grid) is sized from the grids instead, now, before anything trains.
-    for grid in recipe.vqvae.prior_grids().values():
-        layers = PixelCNN.layers_to_reach(tuple(grid), recipe.prior.kernel_size)
-        if recipe.prior.num_layers is not None and recipe.prior.num_layers < layers:
-            progress.log(
-                f"The prior models a {grid[0]}x{grid[1]} code grid: {recipe.prior.num_layers} gated blocks of "
-                f"kernel {recipe.prior.kernel_size} cannot see all of it, so its stack is sized from the grid."
-            )
-            recipe.prior.num_layers = None
+    # A recipe's prior stack too shallow for a code grid is sized from it now, before anything trains.
+    train_prior_lib.fit_to_grids(recipe.prior, recipe.vqvae.prior_grids())
     w = Workdir(options.workdir)
     files.ensure_writable_dir(w.root)
     if options.flags_text is not None:

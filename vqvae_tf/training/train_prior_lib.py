@@ -35,6 +35,19 @@ def build_prior(config: PriorConfig, meta: dict):
     return prior
 
 
+def fit_to_grids(config: PriorConfig, grids) -> None:
+    """Sizes `config`'s stack from the code `grids` ({name: (h, w)}) when its `num_layers` blocks
+    cannot see every earlier position of one (a larger image than the config's, residual VQ's
+    wider grid): `num_layers` becomes None, and the log says so."""
+    for h, w in (tuple(grid) for grid in grids.values()):
+        if config.num_layers is not None and config.num_layers < PixelCNN.layers_to_reach((h, w), config.kernel_size):
+            progress.log(
+                f"The prior models a {h}x{w} code grid: {config.num_layers} gated blocks of kernel "
+                f"{config.kernel_size} cannot see all of it, so its stack is sized from the grid."
+            )
+            config.num_layers = None
+
+
 def load_trained_prior(workdir: str):
     """The prior of ``W/prior`` at its latest readable checkpoint."""
     prior, _ = loop.load_trained(
@@ -70,11 +83,15 @@ def check_codes_data(meta: dict, options: RunOptions) -> None:
         )
 
 
-def train_prior(config: PriorConfig, options: RunOptions, init_from: str | None = None) -> dict:
+def train_prior(
+    config: PriorConfig, options: RunOptions, init_from: str | None = None, fit_to_codes: bool = True
+) -> dict:
     """Trains (or resumes) the prior to `config.steps`, evaluates it on the test codes and writes
     metrics.json and samples.png. Returns the metrics. `init_from` (a preset name or directory)
     fine-tunes: the preset prior's network (and class conditioning) replaces the config's, and its
-    weights start the run; its code grid, K and class count must be those of the codes."""
+    weights start the run; its code grid, K and class count must be those of the codes.
+    `fit_to_codes`: a stack too shallow for the codes' grid is sized from it (`fit_to_grids`);
+    False (a depth the user asked for) refuses it instead."""
     options.validate()
     config.validate()
     workdir = Workdir(options.workdir)
@@ -98,6 +115,8 @@ def train_prior(config: PriorConfig, options: RunOptions, init_from: str | None 
         progress.log(f"Fine-tuning the prior from preset {init_from}.")
     if config.conditional and not meta["num_classes"]:
         raise ValueError(f"--conditional needs class labels, but {meta['dataset']} has none.")
+    if fit_to_codes and init is None:
+        fit_to_grids(config, codes.grid_shapes(meta))
     for grid in codes.grid_shapes(meta).values():  # refuse a stack too short for a grid before training
         PixelCNN.resolve_layers(tuple(grid), config.num_layers, config.kernel_size)
     record = {"config": dataclasses.asdict(config), "codes_meta": meta, "seed": options.seed, "init_from": init_from}
