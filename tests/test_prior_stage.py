@@ -103,17 +103,31 @@ def test_train_prior_metrics_and_resume(trained, capsys):
         train_prior_lib.train_prior(config, options)
 
 
-def _run(module, *args):
+def _run(module, *args, **env):
     return subprocess.run(
-        [sys.executable, "-m", module, *args], cwd=REPO_ROOT, capture_output=True, text=True, timeout=600
+        [sys.executable, "-m", module, *args],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={k: v for k, v in {**os.environ, **env}.items() if v is not None},
     )
+
+
+def _quiet(res) -> None:
+    """A script's console holds progress and results only: none of TensorFlow's C++ log (as
+    "I0000 ..."/"E0000 ... remapper failed"), Keras' "ran out of data" warning or a traceback."""
+    assert res.returncode == 0, res.stderr[-3000:]
+    for noise in ("I0000", "W0000", "E0000", "remapper failed", "ran out of data", "Traceback"):
+        assert noise not in res.stdout + res.stderr, (noise, res.stderr[-3000:])
 
 
 @pytest.mark.slow
 def test_scripts_end_to_end_on_real_fashion_mnist(tmp_path):
     w = str(tmp_path / "run")
-    res = _run("train.train_vqvae", f"--workdir={w}", "--config=tiny", "--steps=30")
-    assert res.returncode == 0, res.stderr[-3000:]
+    # (As a user runs them: without the tests' TF_CPP_MIN_LOG_LEVEL.)
+    res = _run("train.train_vqvae", f"--workdir={w}", "--config=tiny", "--steps=30", TF_CPP_MIN_LOG_LEVEL=None)
+    _quiet(res)
     res = _run("train.export_codes", f"--workdir={w}")
     assert res.returncode == 0, res.stderr[-3000:]
     assert json.load(open(os.path.join(w, "codes", "meta.json")))["counts"] == {"train": 60000, "test": 10000}
@@ -127,8 +141,9 @@ def test_scripts_end_to_end_on_real_fashion_mnist(tmp_path):
         "--batch_size=32",
         "--conditional",
         "--log_every=10",
+        TF_CPP_MIN_LOG_LEVEL=None,
     )
-    assert res.returncode == 0, res.stderr[-3000:]
+    _quiet(res)
     assert "bits/code" in res.stdout and "ETA" in res.stdout
     metrics = json.load(open(os.path.join(w, "prior", "metrics.json")))
     for key in ("test_bits_per_code", "bits_per_dim", "steps"):
@@ -169,6 +184,14 @@ def test_scripts_end_to_end_on_real_fashion_mnist(tmp_path):
         f"--output={tmp_path / 'x.png'}",
     )
     assert res.returncode != 0 and "--temperature must be > 0" in res.stderr
+    # An expected user error (no codes yet) ends in one line and exit status 2; the traceback on request.
+    empty = str(tmp_path / "empty")
+    res = _run("train.train_prior", f"--workdir={empty}", TF_CPP_MIN_LOG_LEVEL=None)
+    assert res.returncode == 2 and res.stderr.splitlines() == [
+        f"train.train_prior: error: No exported codes in {empty}/codes (meta.json missing). Run train.export_codes first."
+    ], res.stderr[-3000:]
+    res = _run("train.train_prior", f"--workdir={empty}", VQVAE_TRACEBACK="1")
+    assert res.returncode == 1 and "Traceback" in res.stderr and "CodesError: No exported codes" in res.stderr
 
 
 def test_labels_drawn_from_class_frequencies():

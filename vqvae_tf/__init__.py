@@ -16,6 +16,10 @@ The package map (data flows one way; a module never imports from a later line):
     cli         the scripts' shared absl flags
 """
 
+from vqvae_tf import _console
+
+_console.quiet_tensorflow_import()  # the scripts' console shows progress and results, not TF's C++ log
+
 from vqvae_tf.configs import (
     CONFIG_NAMES,
     PriorConfig,

@@ -9,14 +9,18 @@ floats, odd kernels, comma lists), and hands one library call to `cli.run`.
 from __future__ import annotations
 
 import dataclasses
+import os
+import sys
 
 from absl import app, flags, logging
 
 from vqvae_tf.configs import CONFIG_NAMES, DEFAULT_CONFIGS, LR_SCHEDULES, MODELS
 from vqvae_tf.data import DataError, DataSource
 from vqvae_tf.layers.quantizers import option_fields, registry
-from vqvae_tf.models.presets import PRESETS, PresetError
+from vqvae_tf.models.presets import PRESETS
+from vqvae_tf.training.checkpoints import CheckpointError
 from vqvae_tf.training.options import MIXED_PRECISION, STRATEGIES, RunOptions
+from vqvae_tf.utils.files import WorkdirError
 
 FLAGS = flags.FLAGS
 
@@ -311,17 +315,32 @@ def _flag_text(value) -> str:
     return ",".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)
 
 
+# Errors a user's input or machine causes (bad flags or data, a missing workdir or codes, a full
+# disk): a script reports them in one line and exits with status 2, unless asked for the traceback.
+USER_ERRORS = (app.UsageError, ValueError, OSError, WorkdirError, CheckpointError)
+TRACEBACK_ENV = "VQVAE_TRACEBACK"
+
+
 def run(main) -> None:
     """`app.run` for a script whose `main()` takes no arguments: stray arguments are a usage
-    error, and absl logs warnings and errors only (progress lines go to stdout)."""
+    error, and absl logs warnings and errors only (progress lines go to stdout). A `USER_ERRORS`
+    exception ends the script with one line on stderr and exit status 2; ``--verbosity=1`` or
+    ``VQVAE_TRACEBACK=1`` shows its traceback instead."""
 
     def absl_main(argv):
+        verbosity = FLAGS.verbosity
         logging.set_verbosity(logging.WARNING)
-        if len(argv) > 1:
-            raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
         try:
+            if len(argv) > 1:
+                raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
             main()
-        except PresetError as e:  # a name or directory given on the command line
-            raise app.UsageError(str(e)) from e
+        except USER_ERRORS as e:
+            if verbosity >= 1 or os.environ.get(TRACEBACK_ENV, "") not in ("", "0"):
+                raise
+            spec = getattr(sys.modules["__main__"], "__spec__", None)
+            script = spec.name if spec is not None else os.path.basename(sys.argv[0])
+            text = " ".join(str(e).split()) or type(e).__name__
+            print(f"{script}: error: {text}", file=sys.stderr)
+            sys.exit(2)
 
     app.run(absl_main)

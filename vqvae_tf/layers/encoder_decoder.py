@@ -53,8 +53,12 @@ class ResidualStack(keras.layers.Layer):
             conv1.build(shape[:-1] + (self.num_residual_hiddens,))
 
     def call(self, x):
-        for conv3, conv1 in self.blocks:
-            h = conv3(keras.ops.relu(x))
+        for i, (conv3, conv1) in enumerate(self.blocks):
+            # A later block's input ReLU is written as max(x, 0): Grappler's remapper fuses
+            # Conv2D + BiasAdd + Add + Relu even when the Add also feeds the next residual sum,
+            # then fails ("remapper failed: ... fanout ... exist for missing node '.../add'") and
+            # drops every fusion of the graph. The same function; the train step is a little faster.
+            h = conv3(keras.ops.maximum(x, 0.0) if i else keras.ops.relu(x))
             x = x + conv1(keras.ops.relu(h))
         return keras.ops.relu(x)
 

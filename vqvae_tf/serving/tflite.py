@@ -16,11 +16,13 @@ import json
 import os
 import tempfile
 import time
+import warnings
 
 import keras
 import numpy as np
 import tensorflow as tf
 
+from vqvae_tf import _console
 from vqvae_tf.models.pixelcnn_sampling import sample_codes_from_uniforms_graph
 from vqvae_tf.utils import files
 
@@ -64,7 +66,10 @@ def convert(saved_model_dir: str, signature_key: str, quantization: str, represe
         # indices) stay builtin float rather than Flex. Inputs/outputs keep their dtypes.
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8, tf.lite.OpsSet.TFLITE_BUILTINS]
     try:
-        return converter.convert()
+        with _console.native_output_filtered(), warnings.catch_warnings():
+            # Int8 calibration runs TF's own deprecated tf.lite.Interpreter: its warning is not ours.
+            warnings.filterwarnings("ignore", message=r"\s*Warning: tf.lite.Interpreter is deprecated")
+            return converter.convert()
     except Exception as e:  # ConverterError, with the offending ops in its message
         raise ConversionError(
             f"Converting signature {signature_key!r} ({quantization}) with builtin ops only failed: {e}"
@@ -74,7 +79,9 @@ def convert(saved_model_dir: str, signature_key: str, quantization: str, represe
 def _interpreter(model_bytes: bytes):
     from ai_edge_litert.interpreter import Interpreter
 
-    interpreter = Interpreter(model_content=model_bytes)
+    with _console.native_output_filtered():  # LiteRT prints the XNNPACK delegate's creation
+        interpreter = Interpreter(model_content=model_bytes)
+        interpreter.allocate_tensors()  # (where the delegate is applied)
     return interpreter
 
 

@@ -158,7 +158,11 @@ def _format_logs(logs: dict) -> str:
 
 def _evaluate_and_write(run: loop.StageRun, prior, options: RunOptions, workdir: Workdir, meta) -> dict:
     progress.log("Evaluating the prior on the test codes...")
+    # A known length: Keras warns "Your input ran out of data; interrupting training" at the end of
+    # a dataset whose cardinality it cannot tell (a TFRecord file's), though evaluate reads it all.
+    batches = math.ceil(meta["counts"]["test"] / options.eval_batch_size)
     test = codes.read_codes(workdir.codes, "test").batch(options.eval_batch_size)
+    test = test.apply(tf.data.experimental.assert_cardinality(batches))
     results = prior.evaluate(test, verbose=0, return_dict=True)
     bits_per_code = float(results["bits_per_code"])
     num_codes = prior.num_codes
