@@ -1,5 +1,6 @@
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -72,10 +73,32 @@ def test_pipeline_end_to_end_then_resumes(tmp_path):
     assert meta["command"].startswith("python -m train.pipeline --workdir=") and "--recipe=quick" in meta["command"]
     assert "| float32 |" in report.split("On-device generator")[1]
 
-    res = _pipeline(w)
+    # Re-run on the workdir moved elsewhere: every stage is done already (the done-markers are
+    # relative to the workdir), and nothing is exported twice.
+    moved = tmp_path / "moved"
+    shutil.move(str(w), str(moved))
+    res = _pipeline(moved)
     assert res.returncode == 0, res.stderr[-3000:]
-    assert res.stdout.count("skipping") == 6
-    assert sorted(os.listdir(w / "export" / "vqvae")) == ["1"]  # nothing exported twice
+    assert res.stdout.count("skipping") == 6, res.stdout
+    assert sorted(os.listdir(moved / "export" / "vqvae")) == ["1"]
+    assert f"`vqvae`: `{moved}/export/vqvae/1`" in (moved / "REPORT.md").read_text()  # where they are now
+
+    # Each training stage has its flags file, with the project's flags only, and it repeats the
+    # stage with the stage's own script (here: the prior, resumed at its last step, same network).
+    for stage in ("vqvae", "prior"):
+        text = (moved / stage / "flags.txt").read_text()
+        assert f"--workdir={w}" in text and "--steps=" in text and "--log_every=" in text, text
+        assert "--test_tmpdir" not in text and "--hbm_oom_exit" not in text and "--recipe" not in text, text
+    assert "--conditional" in (moved / "prior" / "flags.txt").read_text()
+    assert "--test_tmpdir" not in (moved / "pipeline_flags.txt").read_text()
+    res = subprocess.run(
+        [sys.executable, "-m", "train.train_prior", f"--flagfile={moved / 'prior' / 'flags.txt'}", f"--workdir={moved}"],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert res.returncode == 0 and "Resumed from step 10" in res.stdout, res.stderr[-3000:] + res.stdout[-2000:]
 
 
 @pytest.mark.slow

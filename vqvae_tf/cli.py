@@ -117,11 +117,21 @@ class RunFlags:
     cadence: dict = dataclasses.field(default_factory=dict)
 
     def options(self, **fields) -> RunOptions:
-        """The `RunOptions` of the parsed flags (plus `fields`); flags.txt gets every flag's value."""
+        """The `RunOptions` of the parsed flags (plus `fields`); flags.txt gets every project flag's value."""
         holders = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in ("data", "cadence")}
         values = {name: holder.value for name, holder in {**holders, **self.cadence}.items()}
         data = data_source(self.data)
-        return RunOptions(**values, data=data, flags_text=FLAGS.flags_into_string(), **fields)
+        return RunOptions(**values, data=data, flags_text=project_flags_text(), **fields)
+
+
+def project_flags_text() -> str:
+    """The values of the script's own flags and of this module's, one ``--flag=value`` per line
+    (what ``--flagfile`` reads): not absl's, TensorFlow's or absltest's (``--test_tmpdir``, ...)."""
+    lines = []
+    for module, module_flags in FLAGS.flags_by_module_dict().items():
+        if module == sys.argv[0] or module.startswith(("vqvae_tf.", "train.", "export.")):
+            lines += [text for text in (flag.serialize() for flag in module_flags) if text]
+    return "\n".join(lines) + "\n"
 
 
 def define_run_flags(

@@ -38,7 +38,7 @@ def run_pipeline(recipe: Recipe, options: RunOptions, command: str | None = None
     stage_options = dataclasses.replace(
         options, log_every=recipe.log_every, checkpoint_every=recipe.checkpoint_every, flags_text=None
     )
-    ctx = run_stages(stages, StageContext(recipe, stage_options, w, command))
+    ctx = run_stages(stages, StageContext(recipe, stage_options, w, command, pipeline_flags=options.flags_text))
     elapsed = progress.format_duration(time.time() - ctx.start)
     progress.log(f"Done in {elapsed}. Report: {ctx.results.get('report')}")
     return {"report": ctx.results.get("report"), "paths": ctx.results.get("paths", {})}

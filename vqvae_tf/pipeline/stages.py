@@ -18,8 +18,9 @@ from collections.abc import Callable
 
 import tensorflow as tf
 
-from vqvae_tf.configs import Recipe
+from vqvae_tf.configs import PRIOR_CONFIG_NAMES, Recipe, get_prior_config
 from vqvae_tf.data import codes
+from vqvae_tf.layers.quantizers import option_fields
 from vqvae_tf.pipeline.report import write_report
 from vqvae_tf.serving import export_presets_lib, export_savedmodel_lib, export_tflite_lib, tflite
 from vqvae_tf.training import export_codes_lib, train_prior_lib, train_vqvae_lib
@@ -36,16 +37,19 @@ class StageContext:
     options: RunOptions  # the stages' options (the recipe's cadence, no flags file of their own)
     workdir: Workdir
     command: str | None = None  # the command line that started the run (presets' provenance)
+    pipeline_flags: str | None = None  # W/pipeline_flags.txt's text (the stages' flags.txt derive from it)
     results: dict = dataclasses.field(default_factory=dict)  # what earlier stages produced
     start: float = dataclasses.field(default_factory=time.time)
 
     def sources(self) -> dict:
-        """The checkpoints the exports are made from: {"vqvae": path, "prior": path or None}."""
+        """The checkpoints the exports are made from: {"vqvae": path, "prior": path or None},
+        relative to the workdir (the done-markers hold them: a copied or moved workdir is done)."""
         w = self.workdir
-        return {
+        latest = {
             name: tf.train.latest_checkpoint(stage.checkpoints)
             for name, stage in (("vqvae", w.vqvae), ("prior", w.prior))
         }
+        return {name: path and os.path.relpath(path, w.root) for name, path in latest.items()}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,25 +76,68 @@ def _trained(stage_dir, steps: int) -> str | None:
     return f"Done already ({stage_dir.metrics})" if stage_dir.trained_to(steps) else None
 
 
+# The flags every stage script shares with train.pipeline (workdir, data, distribution, seed).
+SHARED_FLAGS = ("workdir", "strategy", "mixed_precision", "seed", "dataset", "data_dir", "image_size", "channels")
+SHARED_FLAGS += ("test_fraction", "skip_corrupt_images")
+
+
+def stage_flags(ctx: StageContext, recipe_config, fields, shared=SHARED_FLAGS, **extra) -> str | None:
+    """A stage's flags.txt in a pipeline run: the pipeline's own flags that the stage's script also
+    takes (`shared`), then the `fields` of `recipe_config` (None: left out) and `extra`
+    flags, so that ``python -m train.<stage> --flagfile=W/<stage>/flags.txt`` repeats the stage.
+    None when the pipeline has no flags text (a library call)."""
+    if ctx.pipeline_flags is None:
+        return None
+    lines = [x for x in ctx.pipeline_flags.splitlines() if x.lstrip("-").split("=")[0].removeprefix("no") in shared]
+    values = {name: getattr(recipe_config, name) for name in fields} | extra
+    values |= {"log_every": ctx.options.log_every, "checkpoint_every": ctx.options.checkpoint_every}
+    for name, value in values.items():
+        if isinstance(value, bool):
+            lines.append(f"--{'' if value else 'no'}{name}")
+        elif value is not None:
+            lines.append(f"--{name}={','.join(map(str, value)) if isinstance(value, (list, tuple)) else value}")
+    return "\n".join(lines) + "\n"
+
+
+def _train_vqvae(ctx: StageContext) -> None:
+    vq = ctx.recipe.vqvae
+    given = [x.lstrip("-").split("=")[0] for x in (ctx.pipeline_flags or "").splitlines()]
+    quantizer = [name for name in (*option_fields(), "quantizer") if name in given]
+    text = stage_flags(
+        ctx, vq, ("steps", "batch_size", "learning_rate", "lr_schedule", *quantizer), config=vq.name, model=vq.model
+    )
+    train_vqvae_lib.train_and_evaluate(vq, dataclasses.replace(ctx.options, flags_text=text))
+
+
 def _train_prior(ctx: StageContext) -> None:
     prior = ctx.recipe.prior
     # Class-conditional only where the dataset has labels.
     prior.conditional = prior.conditional and bool(codes.load_meta(ctx.workdir.codes)["num_classes"])
-    train_prior_lib.train_prior(prior, ctx.options)
+    network = ("num_filters", "num_layers", "kernel_size", "dropout", "attention_blocks", "conditional")
+    # Every field is a flag; a stack sized from the grid (num_layers None, no flag for it) starts
+    # from a prior config whose num_layers is None.
+    base = (
+        "default"
+        if prior.num_layers is not None
+        else next(n for n in PRIOR_CONFIG_NAMES if get_prior_config(n).num_layers is None)
+    )
+    text = stage_flags(ctx, prior, ("steps", "batch_size", "learning_rate", "lr_schedule", *network), config=base)
+    train_prior_lib.train_prior(prior, dataclasses.replace(ctx.options, flags_text=text))
 
 
 def _savedmodels_done(ctx: StageContext) -> str | None:
     done = read_json(ctx.workdir.savedmodel_marker) or {}
     if done.get("sources") != ctx.sources():
         return None
-    ctx.results["paths"] = done["paths"]
+    ctx.results["paths"] = {name: os.path.join(ctx.workdir.root, path) for name, path in done["paths"].items()}
     return "SavedModels of these checkpoints exist already"
 
 
 def _export_savedmodels(ctx: StageContext) -> None:
     w = ctx.workdir
     ctx.results["paths"] = export_savedmodel_lib.export_savedmodel_stage(w.root, w.export)
-    files.atomic_write_json(w.savedmodel_marker, {"sources": ctx.sources(), "paths": ctx.results["paths"]})
+    paths = {name: os.path.relpath(path, w.root) for name, path in ctx.results["paths"].items()}
+    files.atomic_write_json(w.savedmodel_marker, {"sources": ctx.sources(), "paths": paths})
 
 
 def _tflite_done(ctx: StageContext) -> str | None:
@@ -118,7 +165,7 @@ def _presets_and_report(ctx: StageContext) -> None:
 PIPELINE_STAGES = (
     Stage(
         "train VQ-VAE",
-        lambda ctx: train_vqvae_lib.train_and_evaluate(ctx.recipe.vqvae, ctx.options),
+        _train_vqvae,
         lambda ctx: _trained(ctx.workdir.vqvae, ctx.recipe.vqvae.steps),
     ),
     Stage(
