@@ -92,7 +92,13 @@ def test_pipeline_end_to_end_then_resumes(tmp_path):
     assert "--conditional" in (moved / "prior" / "flags.txt").read_text()
     assert "--test_tmpdir" not in (moved / "pipeline_flags.txt").read_text()
     res = subprocess.run(
-        [sys.executable, "-m", "train.train_prior", f"--flagfile={moved / 'prior' / 'flags.txt'}", f"--workdir={moved}"],
+        [
+            sys.executable,
+            "-m",
+            "train.train_prior",
+            f"--flagfile={moved / 'prior' / 'flags.txt'}",
+            f"--workdir={moved}",
+        ],
         cwd=REPO_ROOT,
         capture_output=True,
         text=True,
