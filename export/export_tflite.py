@@ -37,5 +37,10 @@ def main():
     )
 
 
-if __name__ == "__main__":
+def run():
+    """The installed command (pyproject's [project.scripts])."""
     cli.run(main)
+
+
+if __name__ == "__main__":
+    run()

@@ -8,7 +8,7 @@ import pytest
 from helpers import REPO_ROOT
 
 # README "Architecture": a module never imports from a later line of this map.
-ORDER = ["utils", "data", "layers", "models", "configs", "training", "serving", "pipeline", "cli"]
+ORDER = ["_console", "utils", "data", "layers", "models", "configs", "training", "serving", "pipeline", "cli"]
 PACKAGE = pathlib.Path(REPO_ROOT) / "vqvae_tf"
 
 
@@ -49,4 +49,56 @@ def test_scripts_are_thin():
         for path in sorted((pathlib.Path(REPO_ROOT) / folder).glob("*.py")):
             tree = ast.parse(path.read_text())
             functions = [n.name for n in tree.body if isinstance(n, ast.FunctionDef)]
-            assert functions in ([], ["main"]), f"{path} defines {functions}"
+            assert functions in ([], ["main", "run"]), f"{path} defines {functions}"
+
+
+def _pyproject() -> dict:
+    import tomllib
+
+    return tomllib.loads((pathlib.Path(REPO_ROOT) / "pyproject.toml").read_text())
+
+
+def test_wheel_holds_vqvae_tf_only_with_the_scripts_as_commands():
+    """The wheel lists every package of the tree (no generic top-level `train`/`export`: they go in
+    as vqvae_tf.scripts.*), and each installed command names a script's `run`."""
+    import setuptools
+
+    tool = _pyproject()["tool"]["setuptools"]
+    tree = setuptools.find_packages(REPO_ROOT, include=["vqvae_tf*"])
+    mapped = {package: folder for package, folder in tool["package-dir"].items()}
+    assert sorted(tool["packages"]) == sorted(tree + list(mapped))
+    assert all(p.startswith("vqvae_tf.") for p in tool["packages"] if p != "vqvae_tf")
+    for command, target in _pyproject()["project"]["scripts"].items():
+        module, function = target.split(":")
+        package, name = module.rsplit(".", 1)
+        path = pathlib.Path(REPO_ROOT) / mapped[package] / f"{name}.py"
+        assert command.startswith("vqvae-") and function == "run" and path.is_file(), target
+        assert "def run():" in path.read_text(), path
+    scripts = {p.stem for folder in mapped.values() for p in (pathlib.Path(REPO_ROOT) / folder).glob("[!_]*.py")}
+    assert scripts == {t.split(":")[0].rsplit(".", 1)[1] for t in _pyproject()["project"]["scripts"].values()}
+
+
+def test_declared_dependencies_cover_the_imports():
+    """Every third-party module the library or its scripts import at run time comes from a
+    distribution pyproject.toml declares (a pip-installed user's run must not die on an import)."""
+    import importlib.metadata
+    import re
+    import sys
+
+    def normal(name):
+        return re.sub(r"[-_.]+", "-", name).lower()
+
+    declared = {normal(re.split(r"[<>=!~ \[;]", d)[0]) for d in _pyproject()["project"]["dependencies"]}
+    providers = importlib.metadata.packages_distributions()
+    imported = set()
+    for folder in ("vqvae_tf", "train", "export"):
+        for path in (pathlib.Path(REPO_ROOT) / folder).rglob("*.py"):
+            for node in ast.walk(ast.parse(path.read_text())):
+                if isinstance(node, ast.Import):
+                    imported |= {a.name.split(".")[0] for a in node.names}
+                elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                    imported.add(node.module.split(".")[0])
+    third_party = imported - set(sys.stdlib_module_names) - {"vqvae_tf", "train", "export", "__future__"}
+    assert third_party >= {"matplotlib", "tensorflow_serving", "numpy", "absl"}  # the check sees them
+    missing = {m: providers.get(m) for m in third_party if not declared & {normal(d) for d in providers.get(m, [])}}
+    assert not missing, f"imported but not declared in pyproject.toml: {missing}"

@@ -41,5 +41,10 @@ def main():
     pipeline_lib.run_pipeline(recipe, _RUN.options(), command=command)
 
 
-if __name__ == "__main__":
+def run():
+    """The installed command (pyproject's [project.scripts])."""
     cli.run(main)
+
+
+if __name__ == "__main__":
+    run()

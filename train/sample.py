@@ -49,5 +49,10 @@ def main():
         raise app.UsageError(str(e)) from e
 
 
-if __name__ == "__main__":
+def run():
+    """The installed command (pyproject's [project.scripts])."""
     cli.run(main)
+
+
+if __name__ == "__main__":
+    run()

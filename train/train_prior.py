@@ -43,5 +43,10 @@ def main():
     train_prior_lib.train_prior(config, _RUN.options(), _INIT_FROM.value, fit_to_codes=fit)
 
 
-if __name__ == "__main__":
+def run():
+    """The installed command (pyproject's [project.scripts])."""
     cli.run(main)
+
+
+if __name__ == "__main__":
+    run()

@@ -54,5 +54,10 @@ def main():
     train_vqvae_lib.train_and_evaluate(config, _RUN.options(), _INIT_FROM.value, _REINIT_CODEBOOK.value)
 
 
-if __name__ == "__main__":
+def run():
+    """The installed command (pyproject's [project.scripts])."""
     cli.run(main)
+
+
+if __name__ == "__main__":
+    run()
