@@ -129,6 +129,18 @@ def test_bad_input_at_serving_time(exported):
     _bad(vq["decode"], r"codes must be in \[0, 16\): found values from\] \[-16\]", codes=-bad_codes)
     _bad(vq["decode_png"], r"codes must be in \[0, 16\)", codes=bad_codes)
     _bad(prior["log_prob"], r"codes must be in \[0, 16\)", codes=bad_codes, labels=np.zeros(1, np.int32))
+    # Codes without the batch dimension: the shape is named, not a broadcast error.
+    for shape in [(h, w), (h,)]:
+        _bad(
+            prior["log_prob"],
+            rf"codes must have shape \[B, {h}, {w}\]",
+            codes=np.zeros(shape, np.int32),
+            labels=np.zeros(1, np.int32),
+        )
+    # An empty batch: empty results, as the VQ-VAE's signatures give.
+    empty = prior["log_prob"](codes=tf.zeros([0, h, w], tf.int32), labels=tf.zeros([0], tf.int32))
+    assert empty["log_prob"].shape == (0,) and empty["bits_per_code"].shape == (0,)
+    assert vq["decode"](codes=tf.zeros([0, h, w], tf.int32))["images"].shape == (0, H, W, C)
     _bad(vq["encode"], r"images must be in \[0, 1\]", images=images() * 3)
     _bad(vq["serving_default"], r"images must be in \[0, 1\]", images=-images())
     _bad(vq["encode"], "finite", images=np.full((1, H, W, C), np.nan, np.float32))
@@ -313,5 +325,25 @@ def test_tflite_parity_and_builtin_only(exported, tmp_path):
     dec = open(tmp_path / "tflite" / "decoder_float32.tflite", "rb").read()
     with pytest.raises(RuntimeError, match="gather index out of bounds"):
         tflite.run_signature(dec, "decode", codes=np.full((1, h, w), K, np.int32))
+    # What LiteRT itself accepts silently, the Python helper refuses with the input named: a 32x32
+    # image in the 28x28 encoder (LiteRT returns 8x8 codes), pixels of 255, temperature 0.
+    enc = open(tmp_path / "tflite" / "encoder_float32.tflite", "rb").read()
+    runner = tflite._interpreter(enc).get_signature_runner("encode")
+    assert runner(images=np.zeros((1, 32, 32, C), np.float32))["codes"].shape == (1, 8, 8)  # LiteRT: no check
+    with pytest.raises(ValueError, match=rf"encode: images must have shape \[B, {H}, {W}, {C}\], got \[1, 32, 32, 1\]"):
+        tflite.run_signature(enc, "encode", images=np.zeros((1, 32, 32, C), np.float32))
+    with pytest.raises(ValueError, match=r"images must be in \[0, 1\].*got values from 255.0 to 255.0"):
+        tflite.run_signature(enc, "encode", images=np.full((1, H, W, C), 255.0, np.float32))
+    with pytest.raises(ValueError, match="images must be float32, got uint8"):
+        tflite.run_signature(enc, "encode", images=np.zeros((1, H, W, C), np.uint8))
+    ok = dict(uniforms=uniforms, labels=np.array([0, 5, 9], np.int32))
+    with pytest.raises(ValueError, match="temperature must be > 0, got 0.0"):
+        tflite.run_signature(data, "generate", temperature=np.float32(0.0), **ok)
+    with pytest.raises(ValueError, match=r"uniforms must be in \[0, 1\]"):
+        tflite.run_signature(data, "generate", temperature=np.float32(1.0), **{**ok, "uniforms": uniforms + 1})
+    with pytest.raises(
+        ValueError, match=r"takes inputs \['labels', 'temperature', 'uniforms'\], got \['temperature', 'uniforms'\]"
+    ):
+        tflite.run_signature(data, "generate", temperature=np.float32(1.0), uniforms=uniforms)
     with pytest.raises(ValueError, match="quantization must be one of"):
         tflite.convert(str(tmp_path), "decode", "int4")

@@ -106,10 +106,12 @@ def _check_images(images, image_shape):
 def _check_codes(codes, codes_shape, name="codes"):
     """`codes` checked to be ``[B, *codes_shape]`` (InvalidArgument naming the shapes otherwise)."""
     shape = tf.shape(codes)
+    # The dimensions after the batch, padded or cut to the expected count (any rank compares).
+    dims = tf.pad(shape[1:], [[0, len(codes_shape)]])[: len(codes_shape)]
     return checks.require(
         codes,
         tf.logical_and(
-            tf.equal(tf.size(shape), len(codes_shape) + 1), tf.reduce_all(tf.equal(shape[1:], list(codes_shape)))
+            tf.equal(tf.size(shape), len(codes_shape) + 1), tf.reduce_all(tf.equal(dims, list(codes_shape)))
         ),
         f"{name} must have shape [B, {', '.join(map(str, codes_shape))}], got",
         shape,
@@ -206,14 +208,18 @@ def prior_endpoints(prior, vqvae) -> dict:
         codes = _check_grids(inputs[: len(names)], grids)
         labels = inputs[len(names)] if len(inputs) > len(names) else None
         first = codes[names[0]]
+        batch = tf.shape(first)[0]
         if labels is not None:
-            labels = checks.require(
-                labels,
-                tf.equal(tf.size(labels), tf.shape(first)[0]),
-                "labels must be one per code grid: got",
-                tf.size(labels),
+            with tf.control_dependencies([first]):  # the codes' own errors come first
+                labels = checks.require(
+                    labels, tf.equal(tf.size(labels), batch), "labels must be one per code grid: got", tf.size(labels)
+                )
+        # An empty batch gets empty results (as the VQ-VAE's signatures give), not a shape error;
+        # nothing reads the codes before their shape check has passed.
+        with tf.control_dependencies(list(codes.values())):
+            lp = tf.cond(
+                batch > 0, lambda: prior.log_prob_grids(vqvae.to_prior_grids(codes), labels), lambda: tf.zeros([0])
             )
-        lp = prior.log_prob_grids(vqvae.to_prior_grids(codes), labels)
         return {"log_prob": lp, "bits_per_code": prior.bits_per_code(lp)}
 
     if prior.num_classes:

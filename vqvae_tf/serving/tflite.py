@@ -85,10 +85,44 @@ def _interpreter(model_bytes: bytes):
     return interpreter
 
 
+# What a LiteRT signature cannot check itself (LiteRT has no Assert): `run_signature` checks the
+# inputs' names, dtypes and shapes against the signature, and these ranges, before running it.
+VALUE_RANGES = {
+    "images": (0.0, 1.0, "images must be in [0, 1] (floats; divide uint8 pixels by 255)"),
+    "uniforms": (0.0, 1.0, "uniforms must be in [0, 1]"),
+}
+
+
+def check_inputs(details: dict, key: str, inputs: dict) -> dict:
+    """`inputs` as arrays, checked against a signature's input `details` (LiteRT's
+    ``get_input_details()``): the names, dtypes, ranks and every dimension but the batch, the
+    `VALUE_RANGES` and temperature > 0. ValueError naming the input otherwise."""
+    if set(inputs) != set(details):
+        raise ValueError(f"Signature {key!r} takes inputs {sorted(details)}, got {sorted(inputs)}.")
+    arrays = {}
+    for name, value in inputs.items():
+        array, want = np.asarray(value), details[name]
+        if array.dtype != want["dtype"]:
+            raise ValueError(f"{key}: {name} must be {np.dtype(want['dtype']).name}, got {array.dtype.name}.")
+        expected = [int(d) for d in want["shape_signature"]]
+        fits = array.ndim == len(expected) and all(e in (-1, a) for e, a in zip(expected[1:], array.shape[1:]))
+        if not fits:
+            shown = ", ".join("B" if i == 0 else str(d) for i, d in enumerate(expected))
+            raise ValueError(f"{key}: {name} must have shape [{shown}], got {list(array.shape)}.")
+        if name in VALUE_RANGES and array.size:
+            low, high, message = VALUE_RANGES[name]
+            if not (np.isfinite(array).all() and array.min() >= low and array.max() <= high):
+                raise ValueError(f"{key}: {message}; got values from {array.min()} to {array.max()}.")
+        if name == "temperature" and not (np.isfinite(array).all() and (array > 0).all()):
+            raise ValueError(f"{key}: temperature must be > 0, got {array}.")
+        arrays[name] = array
+    return arrays
+
+
 def run_signature(model_bytes: bytes, key: str, **inputs) -> dict:
-    """Runs one LiteRT signature (resizing the batch as needed)."""
+    """Runs one LiteRT signature (resizing the batch as needed) on inputs checked by `check_inputs`."""
     runner = _interpreter(model_bytes).get_signature_runner(key)
-    return runner(**inputs)
+    return runner(**check_inputs(runner.get_input_details(), key, inputs))
 
 
 def op_names(model_bytes: bytes) -> set[str]:
