@@ -110,7 +110,7 @@ def test_pipeline_end_to_end_then_resumes(tmp_path):
 @pytest.mark.slow
 def test_quick_pipeline_on_an_image_folder(tmp_path):
     # A user's folder: colour JPEGs in class folders, no split folders, one corrupt file, one text file.
-    x, y = fashion_mnist_arrays("train", 1200)
+    x, y = fashion_mnist_arrays("train", 600)
     root = tmp_path / "photos"
     image_folder(root, x, y, fmt="jpg", rgb=True, quality=95)
     (root / "c0" / "broken.jpg").write_bytes(b"\xff\xd8\xff" + bytes(100))
@@ -123,7 +123,7 @@ def test_quick_pipeline_on_an_image_folder(tmp_path):
     assert "Ignored 1 file(s)" in res.stdout and "LICENSE.txt" in res.stdout
     meta = json.load(open(w / "codes" / "meta.json"))
     assert meta["class_names"] == [f"c{i}" for i in range(10)]
-    assert meta["image_shape"] == [28, 28, 3] and sum(meta["counts"].values()) == 1200
+    assert meta["image_shape"] == [28, 28, 3] and sum(meta["counts"].values()) == 600
     assert meta["data"]["name"] == "image_folder" and meta["data"]["data_dir"] == str(root)
     assert f"dataset `image_folder` (`{root}`), images 28x28x3" in (w / "REPORT.md").read_text()
     decode = tf.saved_model.load(str(w / "export" / "vqvae" / "1")).signatures["decode"]

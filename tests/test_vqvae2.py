@@ -488,10 +488,11 @@ def test_tflite_decoder_takes_both_grids(trained, tmp_path):
 
 
 @pytest.mark.slow
-def test_vqvae2_pipeline_on_a_folder_of_real_images_then_resumes(tmp_path):
-    """VQ-VAE-2 through every stage on 1200 real Fashion-MNIST images written as an RGB image
-    folder, resized to 32x32 (4x4 top, 8x8 bottom codes)."""
-    x, y = fashion_mnist_arrays("train", 1200)
+def test_vqvae2_pipeline_on_a_folder_of_real_images(tmp_path):
+    """VQ-VAE-2 through every stage on 600 real Fashion-MNIST images written as an RGB image
+    folder, resized to 32x32 (4x4 top, 8x8 bottom codes). (A re-run skipping every stage is
+    test_pipeline's: the stages' done tests do not depend on the model.)"""
+    x, y = fashion_mnist_arrays("train", 600)
     root = tmp_path / "photos"
     image_folder(root, x, y, fmt="png", rgb=True)
     w = tmp_path / "run"
@@ -523,6 +524,3 @@ def test_vqvae2_pipeline_on_a_folder_of_real_images_then_resumes(tmp_path):
     )  # fmt: skip
     assert res.returncode == 0, res.stderr[-3000:]
     assert out.is_file()
-    res = subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True, timeout=900, env=env)
-    assert res.returncode == 0, res.stderr[-3000:]
-    assert res.stdout.count("skipping") == 6
