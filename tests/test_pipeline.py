@@ -158,3 +158,40 @@ def test_recipes():
     assert vq.image_shape == (32, 32, 3) and vq.steps == 800 and prior.steps == 600
     with pytest.raises(ValueError, match="Unknown pipeline recipe 'huge'"):
         get_recipe("huge")
+
+
+def test_stage_flags_repeat_the_recipe_with_the_stage_script(tmp_path):
+    """W/vqvae/flags.txt of a pipeline run: the shared flags the pipeline got, the recipe's values
+    spelled out for train.train_vqvae (a bool quantizer option given as --noNAME included), and
+    none of the pipeline's own flags."""
+    import dataclasses
+
+    from vqvae_tf.pipeline.stages import StageContext, vqvae_stage_flags
+    from vqvae_tf.training.options import RunOptions
+    from vqvae_tf.training.workdir import Workdir
+
+    recipe = get_recipe("quick")
+    recipe.vqvae = dataclasses.replace(recipe.vqvae, kmeans_init=False, steps=5)
+    given = [
+        "--workdir=/w",
+        "--recipe=quick",
+        "--nokmeans_init",
+        "--seed=3",
+        "--vqvae_steps=5",
+        "--noskip_corrupt_images",
+    ]
+    ctx = StageContext(
+        recipe, RunOptions(str(tmp_path), log_every=7), Workdir(str(tmp_path)), pipeline_flags="\n".join(given)
+    )
+    lines = vqvae_stage_flags(ctx).splitlines()
+    for line in (
+        "--workdir=/w",
+        "--seed=3",
+        "--noskip_corrupt_images",
+        "--nokmeans_init",
+        "--steps=5",
+        "--log_every=7",
+    ):
+        assert line in lines, lines
+    assert "--config=fashion_mnist" in lines and "--model=vqvae" in lines
+    assert not [x for x in lines if x.startswith(("--recipe", "--vqvae_steps", "--quantizer="))], lines

@@ -99,14 +99,19 @@ def stage_flags(ctx: StageContext, recipe_config, fields, shared=SHARED_FLAGS, *
     return "\n".join(lines) + "\n"
 
 
-def _train_vqvae(ctx: StageContext) -> None:
+def vqvae_stage_flags(ctx: StageContext) -> str | None:
+    """W/vqvae/flags.txt of a pipeline run (`stage_flags`): train.train_vqvae's flags."""
     vq = ctx.recipe.vqvae
     given = [x.lstrip("-").split("=")[0] for x in (ctx.pipeline_flags or "").splitlines()]
-    quantizer = [name for name in (*option_fields(), "quantizer") if name in given]
-    text = stage_flags(
-        ctx, vq, ("steps", "batch_size", "learning_rate", "lr_schedule", *quantizer), config=vq.name, model=vq.model
-    )
-    train_vqvae_lib.train_and_evaluate(vq, dataclasses.replace(ctx.options, flags_text=text))
+    # The quantizer options the pipeline was given (a bool one may be written --noNAME).
+    quantizer = [name for name in (*option_fields(), "quantizer") if name in given or f"no{name}" in given]
+    fields = ("steps", "batch_size", "learning_rate", "lr_schedule", *quantizer)
+    return stage_flags(ctx, vq, fields, config=vq.name, model=vq.model)
+
+
+def _train_vqvae(ctx: StageContext) -> None:
+    text = vqvae_stage_flags(ctx)
+    train_vqvae_lib.train_and_evaluate(ctx.recipe.vqvae, dataclasses.replace(ctx.options, flags_text=text))
 
 
 def _train_prior(ctx: StageContext) -> None:
