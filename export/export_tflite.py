@@ -10,28 +10,21 @@ Writes E/tflite/{decoder,encoder}_<q>.tflite and E/tflite/tflite_report.json.
 from absl import flags
 
 from vqvae_tf import cli
-from vqvae_tf.serving import export_tflite_lib, tflite
+from vqvae_tf.serving import export_tflite_lib
 
 _WORKDIR, _PRESET = cli.define_model_source("Workdir with a trained VQ-VAE.")
 _EXPORT_DIR = flags.DEFINE_string(
     "export_dir", None, "Output base directory (files go to EXPORT_DIR/tflite).", required=True
 )
-# A comma list (--quantization=float32,int8), as documented; DEFINE_multi_enum would need the flag
-# repeated, so the list is checked by a validator.
-_QUANTIZATION = flags.DEFINE_list("quantization", ["all"], f"Any of {', '.join(tflite.QUANTIZATIONS)}, or 'all'.")
+_QUANTIZATION = cli.define_quantization_flag()
 _DATA_DIR = cli.define_data_dir()
 _NUM_TEST_IMAGES = flags.DEFINE_integer(
     "num_test_images", 1000, "Real test images used for parity checks and int8 calibration.", lower_bound=1
 )
-flags.register_validator(
-    "quantization",
-    lambda qs: all(q in tflite.QUANTIZATIONS + ("all",) for q in qs),
-    message=f"--quantization must be from {', '.join(tflite.QUANTIZATIONS)} or 'all'.",
-)
 
 
 def main():
-    qs = tflite.QUANTIZATIONS if "all" in _QUANTIZATION.value else tuple(dict.fromkeys(_QUANTIZATION.value))
+    qs = cli.quantizations(_QUANTIZATION)
     export_tflite_lib.export_tflite_stage(
         _WORKDIR.value, _EXPORT_DIR.value, qs, _DATA_DIR.value, _NUM_TEST_IMAGES.value, preset=_PRESET.value
     )

@@ -162,7 +162,7 @@ def test_prior_fine_tuning_checks_the_codes(run, tmp_path):
 
 
 def test_scripts_take_exactly_one_model_source(tmp_path):
-    for args in ([], ["--workdir=/tmp/x", "--preset=fashion_mnist"]):
+    for args in (["--workdir=/tmp/x", "--preset=fashion_mnist"],):  # (neither: the same check, cli.define_model_source)
         res = subprocess.run(
             [sys.executable, "-m", "export.export_savedmodel", f"--export_dir={tmp_path}", *args],
             cwd=REPO_ROOT,

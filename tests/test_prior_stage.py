@@ -126,8 +126,24 @@ def _quiet(res) -> None:
 def test_scripts_end_to_end_on_real_fashion_mnist(tmp_path):
     w = str(tmp_path / "run")
     # (As a user runs them: without the tests' TF_CPP_MIN_LOG_LEVEL.)
-    res = _run("train.train_vqvae", f"--workdir={w}", "--config=tiny", "--steps=30", TF_CPP_MIN_LOG_LEVEL=None)
+    res = _run(
+        "train.train_vqvae", f"--workdir={w}", "--config=tiny", "--log_every=10", "--checkpoint_every=10",
+        TF_CPP_MIN_LOG_LEVEL=None,
+    )  # fmt: skip
     _quiet(res)
+    assert "step 20/20" in res.stdout and "ETA" in res.stdout and "ex/s" in res.stdout
+    d = os.path.join(w, "vqvae")
+    for name in ("config.json", "flags.txt", "metrics.json", "reconstructions.png", "codebook_usage.png"):
+        assert os.path.isfile(os.path.join(d, name)), name
+    assert os.listdir(os.path.join(d, "tensorboard"))
+    metrics = json.load(open(os.path.join(d, "metrics.json")))
+    for key in ("test_mse", "test_normalized_mse", "test_psnr", "perplexity", "codebook_usage"):
+        assert key in metrics
+    assert metrics["test_examples"] == 10000 and metrics["steps"] == 20
+    # The same command with more steps resumes; the saved flagfile reproduces the run.
+    res = _run("train.train_vqvae", f"--flagfile={os.path.join(d, 'flags.txt')}", "--steps=30")
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "Resumed from step 20" in res.stdout and "step 30/30" in res.stdout
     res = _run("train.export_codes", f"--workdir={w}")
     assert res.returncode == 0, res.stderr[-3000:]
     assert json.load(open(os.path.join(w, "codes", "meta.json")))["counts"] == {"train": 60000, "test": 10000}

@@ -489,21 +489,31 @@ def test_tflite_decoder_takes_both_grids(trained, tmp_path):
 
 @pytest.mark.slow
 def test_vqvae2_pipeline_on_a_folder_of_real_images(tmp_path):
-    """VQ-VAE-2 through every stage on 600 real Fashion-MNIST images written as an RGB image
-    folder, resized to 32x32 (4x4 top, 8x8 bottom codes). (A re-run skipping every stage is
-    test_pipeline's: the stages' done tests do not depend on the model.)"""
+    """VQ-VAE-2 through every stage on a user's folder: 600 real Fashion-MNIST images written as
+    colour JPEGs in class folders (no split folders), one corrupt file and one text file, resized to
+    32x32 (4x4 top, 8x8 bottom codes). The one pipeline test on an image folder; a re-run skipping
+    every stage is test_pipeline's (the stages' done tests do not depend on the model)."""
     x, y = fashion_mnist_arrays("train", 600)
     root = tmp_path / "photos"
-    image_folder(root, x, y, fmt="png", rgb=True)
+    image_folder(root, x, y, fmt="jpg", rgb=True, quality=95)
+    (root / "c0" / "broken.jpg").write_bytes(b"\xff\xd8\xff" + bytes(100))
+    (root / "LICENSE.txt").write_text("CC-BY")
     w = tmp_path / "run"
     cmd = [
         sys.executable, "-m", "train.pipeline", f"--workdir={w}", "--recipe=quick", "--model=vqvae2",
         "--config=vqvae2_tiny", "--dataset=image_folder", f"--data_dir={root}", "--image_size=32",
-        "--vqvae_steps=30", "--prior_steps=10",
+        "--skip_corrupt_images", "--vqvae_steps=30", "--prior_steps=10", "--quantization=float32",
     ]  # fmt: skip
     env = {**os.environ, "VQVAE_CACHE_DIR": str(tmp_path / "cache")}
     res = subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True, timeout=900, env=env)
     assert res.returncode == 0, res.stderr[-3000:]
+    assert "Skipping 1 corrupt image(s)" in res.stdout and "c0/broken.jpg" in res.stdout
+    assert "Ignored 1 file(s)" in res.stdout and "LICENSE.txt" in res.stdout
+    meta = json.load(open(w / "codes" / "meta.json"))
+    assert meta["class_names"] == [f"c{i}" for i in range(10)]
+    assert meta["image_shape"] == [32, 32, 3] and sum(meta["counts"].values()) == 600
+    assert meta["data"]["name"] == "image_folder" and meta["data"]["data_dir"] == str(root)
+    assert f"dataset `image_folder` (`{root}`), images 32x32x3" in (w / "REPORT.md").read_text()
     vq = json.load(open(w / "vqvae" / "metrics.json"))
     prior = json.load(open(w / "prior" / "metrics.json"))
     assert vq["steps"] == 30 and prior["steps"] == 10 and prior["conditional"] is True

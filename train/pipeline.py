@@ -30,6 +30,7 @@ _MODEL = cli.define_model_flag()
 _QUANTIZER = cli.define_quantizer_flags()
 _VQVAE_STEPS = flags.DEFINE_integer("vqvae_steps", None, "Override the VQ-VAE training steps.", lower_bound=1)
 _PRIOR_STEPS = flags.DEFINE_integer("prior_steps", None, "Override the prior training steps.", lower_bound=1)
+_QUANTIZATION = cli.define_quantization_flag()
 
 
 def main():
@@ -38,7 +39,7 @@ def main():
     recipe.vqvae.steps = _VQVAE_STEPS.value or recipe.vqvae.steps
     recipe.prior.steps = _PRIOR_STEPS.value or recipe.prior.steps
     command = shlex.join(["python", "-m", "train.pipeline", *sys.argv[1:]])
-    pipeline_lib.run_pipeline(recipe, _RUN.options(), command=command)
+    pipeline_lib.run_pipeline(recipe, _RUN.options(), command=command, quantizations=cli.quantizations(_QUANTIZATION))
 
 
 def run():

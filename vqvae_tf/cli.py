@@ -124,6 +124,27 @@ class RunFlags:
         return RunOptions(**values, data=data, flags_text=project_flags_text(), **fields)
 
 
+def define_quantization_flag(default: str = "all") -> flags.FlagHolder:
+    """--quantization: a comma list of TFLite quantizations, or 'all' (`quantizations` reads it).
+    A validator checks it (DEFINE_multi_enum would need the flag repeated)."""
+    from vqvae_tf.serving import tflite
+
+    holder = flags.DEFINE_list("quantization", [default], f"Any of {', '.join(tflite.QUANTIZATIONS)}, or 'all'.")
+    flags.register_validator(
+        "quantization",
+        lambda qs: all(q in tflite.QUANTIZATIONS + ("all",) for q in qs),
+        message=f"--quantization must be from {', '.join(tflite.QUANTIZATIONS)} or 'all'.",
+    )
+    return holder
+
+
+def quantizations(holder: flags.FlagHolder) -> tuple:
+    """The quantizations a `define_quantization_flag` holder names, in order, without repeats."""
+    from vqvae_tf.serving import tflite
+
+    return tflite.QUANTIZATIONS if "all" in holder.value else tuple(dict.fromkeys(holder.value))
+
+
 def project_flags_text() -> str:
     """The values of the script's own flags and of this module's, one ``--flag=value`` per line
     (what ``--flagfile`` reads): not absl's, TensorFlow's or absltest's (``--test_tmpdir``, ...)."""

@@ -19,9 +19,12 @@ from vqvae_tf.training.workdir import Workdir
 from vqvae_tf.utils import files, progress
 
 
-def run_pipeline(recipe: Recipe, options: RunOptions, command: str | None = None, stages=PIPELINE_STAGES) -> dict:
+def run_pipeline(
+    recipe: Recipe, options: RunOptions, command: str | None = None, stages=PIPELINE_STAGES, quantizations=None
+) -> dict:
     """Runs `stages` (the pipeline's by default) for `recipe` in `options.workdir`; `command` (the
-    command line that started it) is recorded in the presets' metadata. Returns {"report": path,
+    command line that started it) is recorded in the presets' metadata; `quantizations`: the
+    TFLite files to write (default all of `tflite.QUANTIZATIONS`). Returns {"report": path,
     "paths": {...}}."""
     options.validate()
     source = options.data_source(recipe.vqvae.dataset)
@@ -38,7 +41,9 @@ def run_pipeline(recipe: Recipe, options: RunOptions, command: str | None = None
     stage_options = dataclasses.replace(
         options, log_every=recipe.log_every, checkpoint_every=recipe.checkpoint_every, flags_text=None
     )
-    ctx = run_stages(stages, StageContext(recipe, stage_options, w, command, pipeline_flags=options.flags_text))
+    ctx = StageContext(recipe, stage_options, w, command, pipeline_flags=options.flags_text)
+    ctx.quantizations = tuple(quantizations or ctx.quantizations)
+    ctx = run_stages(stages, ctx)
     elapsed = progress.format_duration(time.time() - ctx.start)
     progress.log(f"Done in {elapsed}. Report: {ctx.results.get('report')}")
     return {"report": ctx.results.get("report"), "paths": ctx.results.get("paths", {})}

@@ -38,6 +38,7 @@ class StageContext:
     workdir: Workdir
     command: str | None = None  # the command line that started the run (presets' provenance)
     pipeline_flags: str | None = None  # W/pipeline_flags.txt's text (the stages' flags.txt derive from it)
+    quantizations: tuple = tflite.QUANTIZATIONS  # the TFLite files to write
     results: dict = dataclasses.field(default_factory=dict)  # what earlier stages produced
     start: float = dataclasses.field(default_factory=time.time)
 
@@ -147,7 +148,9 @@ def _export_savedmodels(ctx: StageContext) -> None:
 
 def _tflite_done(ctx: StageContext) -> str | None:
     w = ctx.workdir
-    same = (read_json(w.tflite_marker) or {}).get("vqvae") == ctx.sources()["vqvae"]
+    marker = read_json(w.tflite_marker) or {}
+    made = list(marker.get("quantizations", tflite.QUANTIZATIONS))  # (a marker from before the flag: all)
+    same = marker.get("vqvae") == ctx.sources()["vqvae"] and made == list(ctx.quantizations)
     return (
         "TFLite files of this checkpoint exist already"
         if same and os.path.exists(tflite.report_path(w.export))
@@ -157,8 +160,10 @@ def _tflite_done(ctx: StageContext) -> str | None:
 
 def _export_tflite(ctx: StageContext) -> None:
     w = ctx.workdir
-    export_tflite_lib.export_tflite_stage(w.root, w.export, tflite.QUANTIZATIONS, ctx.options.data.data_dir)
-    files.atomic_write_json(w.tflite_marker, {"vqvae": ctx.sources()["vqvae"]})
+    export_tflite_lib.export_tflite_stage(w.root, w.export, ctx.quantizations, ctx.options.data.data_dir)
+    files.atomic_write_json(
+        w.tflite_marker, {"vqvae": ctx.sources()["vqvae"], "quantizations": list(ctx.quantizations)}
+    )
 
 
 def _presets_and_report(ctx: StageContext) -> None:
