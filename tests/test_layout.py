@@ -53,7 +53,7 @@ def test_scripts_are_thin():
 
 
 def _pyproject() -> dict:
-    import tomllib
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
 
     return tomllib.loads((pathlib.Path(REPO_ROOT) / "pyproject.toml").read_text())
 
@@ -61,10 +61,8 @@ def _pyproject() -> dict:
 def test_wheel_holds_vqvae_tf_only_with_the_scripts_as_commands():
     """The wheel lists every package of the tree (no generic top-level `train`/`export`: they go in
     as vqvae_tf.scripts.*), and each installed command names a script's `run`."""
-    import setuptools
-
     tool = _pyproject()["tool"]["setuptools"]
-    tree = setuptools.find_packages(REPO_ROOT, include=["vqvae_tf*"])
+    tree = [".".join(path.parent.relative_to(REPO_ROOT).parts) for path in sorted(PACKAGE.rglob("__init__.py"))]
     mapped = {package: folder for package, folder in tool["package-dir"].items()}
     assert sorted(tool["packages"]) == sorted(tree + list(mapped))
     assert all(p.startswith("vqvae_tf.") for p in tool["packages"] if p != "vqvae_tf")
