@@ -18,6 +18,7 @@ from vqvae_tf.configs import CONFIG_NAMES, DEFAULT_CONFIGS, LR_SCHEDULES, MODELS
 from vqvae_tf.data import DataError, DataSource
 from vqvae_tf.layers.quantizers import option_fields, registry
 from vqvae_tf.models.presets import PRESETS
+from vqvae_tf.serving import tflite
 from vqvae_tf.training.checkpoints import CheckpointError
 from vqvae_tf.training.options import MIXED_PRECISION, STRATEGIES, RunOptions
 from vqvae_tf.utils.files import WorkdirError
@@ -127,8 +128,6 @@ class RunFlags:
 def define_quantization_flag(default: str = "all") -> flags.FlagHolder:
     """--quantization: a comma list of TFLite quantizations, or 'all' (`quantizations` reads it).
     A validator checks it (DEFINE_multi_enum would need the flag repeated)."""
-    from vqvae_tf.serving import tflite
-
     holder = flags.DEFINE_list("quantization", [default], f"Any of {', '.join(tflite.QUANTIZATIONS)}, or 'all'.")
     flags.register_validator(
         "quantization",
@@ -140,8 +139,6 @@ def define_quantization_flag(default: str = "all") -> flags.FlagHolder:
 
 def quantizations(holder: flags.FlagHolder) -> tuple:
     """The quantizations a `define_quantization_flag` holder names, in order, without repeats."""
-    from vqvae_tf.serving import tflite
-
     return tflite.QUANTIZATIONS if "all" in holder.value else tuple(dict.fromkeys(holder.value))
 
 

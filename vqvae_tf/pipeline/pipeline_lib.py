@@ -13,6 +13,7 @@ import time
 
 from vqvae_tf.configs import Recipe
 from vqvae_tf.pipeline.stages import PIPELINE_STAGES, StageContext, run_stages
+from vqvae_tf.serving import tflite
 from vqvae_tf.training import train_prior_lib, train_vqvae_lib
 from vqvae_tf.training.options import RunOptions
 from vqvae_tf.training.workdir import Workdir
@@ -41,8 +42,14 @@ def run_pipeline(
     stage_options = dataclasses.replace(
         options, log_every=recipe.log_every, checkpoint_every=recipe.checkpoint_every, flags_text=None
     )
-    ctx = StageContext(recipe, stage_options, w, command, pipeline_flags=options.flags_text)
-    ctx.quantizations = tuple(quantizations or ctx.quantizations)
+    ctx = StageContext(
+        recipe,
+        stage_options,
+        w,
+        command,
+        pipeline_flags=options.flags_text,
+        quantizations=tuple(quantizations or tflite.QUANTIZATIONS),
+    )
     ctx = run_stages(stages, ctx)
     elapsed = progress.format_duration(time.time() - ctx.start)
     progress.log(f"Done in {elapsed}. Report: {ctx.results.get('report')}")

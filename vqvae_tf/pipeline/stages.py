@@ -82,6 +82,11 @@ SHARED_FLAGS = ("workdir", "strategy", "mixed_precision", "seed", "dataset", "da
 SHARED_FLAGS += ("test_fraction", "skip_corrupt_images")
 
 
+def _flag_name(line: str) -> str:
+    """The flag a flags-file line sets: "--name=value", "--name" or "--noname" -> "name" / "noname"."""
+    return line.lstrip("-").split("=")[0]
+
+
 def stage_flags(ctx: StageContext, recipe_config, fields, shared=SHARED_FLAGS, **extra) -> str | None:
     """A stage's flags.txt in a pipeline run: the pipeline's own flags that the stage's script also
     takes (`shared`), then the `fields` of `recipe_config` (None: left out) and `extra`
@@ -89,7 +94,7 @@ def stage_flags(ctx: StageContext, recipe_config, fields, shared=SHARED_FLAGS, *
     None when the pipeline has no flags text (a library call)."""
     if ctx.pipeline_flags is None:
         return None
-    lines = [x for x in ctx.pipeline_flags.splitlines() if x.lstrip("-").split("=")[0].removeprefix("no") in shared]
+    lines = [x for x in ctx.pipeline_flags.splitlines() if _flag_name(x).removeprefix("no") in shared]
     values = {name: getattr(recipe_config, name) for name in fields} | extra
     values |= {"log_every": ctx.options.log_every, "checkpoint_every": ctx.options.checkpoint_every}
     for name, value in values.items():
@@ -103,7 +108,7 @@ def stage_flags(ctx: StageContext, recipe_config, fields, shared=SHARED_FLAGS, *
 def vqvae_stage_flags(ctx: StageContext) -> str | None:
     """W/vqvae/flags.txt of a pipeline run (`stage_flags`): train.train_vqvae's flags."""
     vq = ctx.recipe.vqvae
-    given = [x.lstrip("-").split("=")[0] for x in (ctx.pipeline_flags or "").splitlines()]
+    given = [_flag_name(x) for x in (ctx.pipeline_flags or "").splitlines()]
     # The quantizer options the pipeline was given (a bool one may be written --noNAME).
     quantizer = [name for name in (*option_fields(), "quantizer") if name in given or f"no{name}" in given]
     fields = ("steps", "batch_size", "learning_rate", "lr_schedule", *quantizer)

@@ -247,20 +247,22 @@ class CodebookUpkeep:
         def nothing():
             return self._local_draw(flat[:0], tf.zeros([0], tf.float64), k)
 
-        step = tf.convert_to_tensor(self.num_updates)
-        after = step + 1
-        bias_correction = 1.0 - tf.pow(self.usage_decay, tf.cast(after, tf.float32))
-        judged = tf.logical_or(self.restarted_at < 0, after - self.restarted_at >= self.grace_steps)
+        bias_correction, judged = self._judgement(tf.convert_to_tensor(self.num_updates) + 1)
         lowest = self.usage_decay * self.code_usage / bias_correction
         possible = tf.reduce_any(tf.logical_and(judged, lowest < self.dead_code_threshold))
         return tf.cond(possible, draw, nothing)
+
+    def _judgement(self, step):
+        """At `step` (`num_updates` after its increment): the usage EMA's bias correction, and
+        which codes may be judged dead (never restarted, or past their grace period)."""
+        bias_correction = 1.0 - tf.pow(self.usage_decay, tf.cast(step, tf.float32))
+        return bias_correction, tf.logical_or(self.restarted_at < 0, step - self.restarted_at >= self.grace_steps)
 
     def _restart_dead_codes(self, candidates, num_candidates):
         """candidates [K, D]: distinct values of rows of the global batch in random order, the first
         `num_candidates` real. Returns the bool [K] mask of the codes restarted."""
         step = self.num_updates
-        bias_correction = 1.0 - tf.pow(self.usage_decay, tf.cast(step, tf.float32))
-        judged = tf.logical_or(self.restarted_at < 0, step - self.restarted_at >= self.grace_steps)
+        bias_correction, judged = self._judgement(step)
         dead = tf.logical_and(self.code_usage / bias_correction < self.dead_code_threshold, judged)
         rank = tf.cumsum(tf.cast(dead, tf.int32)) - 1  # the i-th dead code takes the i-th candidate
         restart = tf.logical_and(dead, rank < num_candidates)
