@@ -7,6 +7,9 @@ r"""Trains a VQ-VAE (library: vqvae_tf.training.train_vqvae_lib).
     python -m train.train_vqvae --workdir=/tmp/fsq --quantizer=fsq --fsq_levels=8,6,5
     python -m train.train_vqvae --workdir=/tmp/rvq --quantizer=rvq --num_quantizers=4 --gradient=rotation
     python -m train.train_vqvae --workdir=/tmp/vq2 --config=vqvae2_64 --dataset=image_folder --data_dir=photos/
+    python -m train.train_vqvae --workdir=/tmp/gan --config=vqgan_64 --dataset=image_folder --data_dir=photos/
+    python -m train.train_vqvae --workdir=/tmp/lp --config=vqvae_64 --dataset=image_folder --data_dir=photos/ \
+        --reconstruction_loss=l1 --perceptual_weight=1 --adversarial_weight=0.8 --disc_start=2000
 
     python -m train.train_vqvae --workdir=/tmp/ft --init_from=fashion_mnist --reinit_codebook \
         --dataset=image_folder --data_dir=photos/ --image_size=28 --channels=1 --steps=1000
@@ -31,6 +34,7 @@ _MODEL = cli.define_model_flag()
 _OVERRIDES = dict(
     cli.define_optimization_flags(),
     **cli.define_quantizer_flags(),
+    **cli.define_loss_flags(),
     likelihood=flags.DEFINE_enum("likelihood", None, list(LIKELIHOODS), "Reconstruction loss (default: the config's)."),
     jit_compile=cli.define_jit_compile_flag(),
 )

@@ -17,10 +17,13 @@ from absl import app, flags, logging
 from vqvae_tf.configs import CONFIG_NAMES, DEFAULT_CONFIGS, LR_SCHEDULES, MODELS
 from vqvae_tf.data import DataError, DataSource
 from vqvae_tf.layers.quantizers import option_fields, registry
+from vqvae_tf.losses.objective import PERCEPTUAL_NETS, RECONSTRUCTION_LOSSES
 from vqvae_tf.models.presets import PRESETS
 from vqvae_tf.serving import tflite
 from vqvae_tf.training.checkpoints import CheckpointError
+from vqvae_tf.training.loop import TrainingDiverged
 from vqvae_tf.training.options import MIXED_PRECISION, STRATEGIES, RunOptions
+from vqvae_tf.utils import flag_parsers
 from vqvae_tf.utils.files import WorkdirError
 
 FLAGS = flags.FLAGS
@@ -161,7 +164,13 @@ def define_run_flags(
         workdir=define_workdir(workdir_help),
         data=define_data_flags(*([dataset_help] if dataset_help else [])),
         strategy=flags.DEFINE_enum("strategy", "default", list(STRATEGIES), "tf.distribute strategy."),
-        mixed_precision=flags.DEFINE_enum("mixed_precision", "none", list(MIXED_PRECISION), "Keras dtype policy."),
+        mixed_precision=flags.DEFINE_enum(
+            "mixed_precision",
+            "none",
+            list(MIXED_PRECISION),
+            "Keras dtype policy; auto: mixed_bfloat16 where the CPU has bf16 instructions and a short probe of "
+            "the autoencoder's step shows it faster (the choice is logged and noted in flags.txt).",
+        ),
         seed=define_seed_flag(),
         cadence=cadence or {},
     )
@@ -194,53 +203,46 @@ def define_optimization_flags() -> dict:
     return holders
 
 
-class _IntListParser(flags.ArgumentParser):
-    """A comma-separated list of integers ("8,5,5,5") -> tuple of ints."""
-
-    syntactic_help = "a comma-separated list of integers"
-
-    def parse(self, argument):
-        if isinstance(argument, (list, tuple)):
-            return tuple(int(v) for v in argument)
-        try:
-            return tuple(int(v) for v in str(argument).split(",") if v.strip())
-        except ValueError:
-            raise ValueError(f"expected integers separated by commas, got {argument!r}") from None
-
-    def flag_type(self):
-        return "int list"
-
-
-class _JitCompileParser(flags.ArgumentParser):
-    """true / false / auto (--jit_compile and --nojit_compile also work, as for a bool flag)."""
-
-    syntactic_help = "true, false or auto"
-
-    def parse(self, argument):
-        if isinstance(argument, bool):
-            return argument
-        value = str(argument).strip().lower()
-        if value in ("true", "t", "1", "auto", "false", "f", "0"):
-            return "auto" if value == "auto" else value in ("true", "t", "1")
-        raise ValueError(f"expected true, false or auto, got {argument!r}")
-
-    def flag_type(self):
-        return "bool or auto"
-
-
-class _JitCompileFlag(flags.Flag):
-    """A bool flag that also takes "auto" (and writes it back as --jit_compile=auto to flags.txt)."""
-
-    def _serialize(self, value):
-        return f"--{self.name}=auto" if value == "auto" else super()._serialize(value)
+def define_loss_flags() -> dict:
+    """The autoencoder's training losses (`losses.objective.ImageLossConfig`'s fields: L1, LPIPS,
+    the PatchGAN discriminator); unset ones keep the config's value."""
+    return {
+        "reconstruction_loss": flags.DEFINE_enum(
+            "reconstruction_loss",
+            None,
+            list(RECONSTRUCTION_LOSSES),
+            "mse: the model's likelihood term (MSE / data variance); l1: mean |x - x_hat| on [-1, 1] (VQGAN). "
+            "Default: the config's.",
+        ),
+        "perceptual_weight": flags.DEFINE_float(
+            "perceptual_weight", None, "Weight of the LPIPS loss, >= 0 (VQGAN: 1.0; default: the config's)."
+        ),
+        "perceptual_net": flags.DEFINE_enum(
+            "perceptual_net", None, list(PERCEPTUAL_NETS), "LPIPS backbone in training (default: the config's, alex)."
+        ),
+        "adversarial_weight": flags.DEFINE_float(
+            "adversarial_weight",
+            None,
+            "Weight of the PatchGAN hinge loss, times VQGAN's adaptive weight; 0 trains no discriminator "
+            "(VQGAN: 0.8; default: the config's).",
+        ),
+        "disc_layers": flags.DEFINE_integer("disc_layers", None, "Stride-2 layers of the discriminator (default 3)."),
+        "disc_filters": flags.DEFINE_integer("disc_filters", None, "Width of its first layer (default 64)."),
+        "disc_start": flags.DEFINE_integer(
+            "disc_start", None, "Steps before the discriminator acts and learns (default: the config's)."
+        ),
+        "disc_learning_rate": flags.DEFINE_float(
+            "disc_learning_rate", None, "The discriminator's Adam learning rate (default: --learning_rate)."
+        ),
+    }
 
 
 def define_jit_compile_flag(flag_values=flags.FLAGS):
     """--jit_compile (XLA on), --nojit_compile (off) or --jit_compile=auto (time a few steps each
     way on this machine and keep the faster); unset keeps the config's."""
     return flags.DEFINE_flag(
-        _JitCompileFlag(
-            _JitCompileParser(),
+        flag_parsers.JitCompileFlag(
+            flag_parsers.JitCompileParser(),
             flags.ArgumentSerializer(),
             "jit_compile",
             None,
@@ -255,7 +257,9 @@ def define_jit_compile_flag(flag_values=flags.FLAGS):
 def _define_option_flag(option) -> flags.FlagHolder:
     """The flag of a quantizer `registry.Option` (unset: None, the config's value stays)."""
     if option.type == "int_list":
-        return flags.DEFINE(_IntListParser(), option.field, None, option.help, serializer=flags.CsvListSerializer(","))
+        return flags.DEFINE(
+            flag_parsers.IntListParser(), option.field, None, option.help, serializer=flags.CsvListSerializer(",")
+        )
     if option.type == "str" and option.choices:
         return flags.DEFINE_enum(option.field, None, list(option.choices), option.help)
     define = {"int": flags.DEFINE_integer, "float": flags.DEFINE_float, "bool": flags.DEFINE_bool}
@@ -345,7 +349,7 @@ def _flag_text(value) -> str:
 
 # Errors a user's input or machine causes (bad flags or data, a missing workdir or codes, a full
 # disk): a script reports them in one line and exits with status 2, unless asked for the traceback.
-USER_ERRORS = (app.UsageError, ValueError, OSError, WorkdirError, CheckpointError)
+USER_ERRORS = (app.UsageError, ValueError, OSError, WorkdirError, CheckpointError, TrainingDiverged)
 TRACEBACK_ENV = "VQVAE_TRACEBACK"
 
 

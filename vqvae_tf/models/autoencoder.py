@@ -40,7 +40,7 @@ class ImageAutoencoder(presets.PresetMixin, keras.Model):
       quantizers                 {name: the quantizer layer of that grid}
 
     Subclasses call `_set_arguments` with their constructor's arguments and set `_trackers` (name ->
-    Mean) and `_restarts`; they define `forward`, `compute_losses` and `num_restarts` (dead codes
+    Mean) and `_restarts`; they define `forward`, `losses_of(images, forward_output)` and `num_restarts` (dead codes
     restarted so far, over all quantizers), and may adjust the gradients (`_adjust_gradients`).
     """
 
@@ -123,9 +123,28 @@ class ImageAutoencoder(presets.PresetMixin, keras.Model):
 
     # ------------------------------------------------------------------ training
 
+    # The training objective (`vqvae_tf.losses.objective.Objective`: L1, LPIPS, PatchGAN), or None
+    # for the model's own loss. Never part of the model's state: see `use_objective`.
+    objective = None
+    restarts_key = RESTARTS_KEY
+
+    def use_objective(self, objective) -> None:
+        """Trains with `objective` (None: the model's own loss). It is kept outside Keras' tracking,
+        so its discriminator and LPIPS never enter the model's weights, presets or exports."""
+        object.__setattr__(self, "objective", objective)
+
+    def last_layer_kernel(self):
+        """The kernel of the decoder's output layer (where VQGAN's adaptive weight is measured)."""
+        return self.decoder.strided[-1].kernel
+
+    def compute_losses(self, images, training):
+        """The model's own losses (dict with "loss", "reconstruction_loss", ...) of a forward pass."""
+        return self.losses_of(images, self.forward(images, training=training))
+
     @property
     def metrics(self):
-        return [*self._trackers.values(), self._restarts]
+        extra = list(self.objective.trackers.values()) if self.objective is not None else []
+        return [*self._trackers.values(), self._restarts, *extra]
 
     def _adjust_gradients(self, grads, variables):
         """A subclass's last word on the gradients before the optimizer step (identity)."""
@@ -133,6 +152,8 @@ class ImageAutoencoder(presets.PresetMixin, keras.Model):
 
     def train_step(self, data):
         images = data[0] if isinstance(data, (tuple, list)) else data
+        if self.objective is not None:
+            return self.objective.train_step(self, images)
         restarts_before = self.num_restarts  # read now
         with tf.GradientTape() as tape:
             losses = self.compute_losses(images, training=True)

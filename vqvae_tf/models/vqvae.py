@@ -277,8 +277,7 @@ class VQVAE(ImageAutoencoder):
 
     # ------------------------------------------------------------------ training
 
-    def compute_losses(self, images, training):
-        out = self.forward(images, training=training)
+    def losses_of(self, images, out):
         recon = self.reconstruction_loss(images, out["mean"], out["log_scale"])
         losses = {
             "reconstruction_loss": recon,

@@ -35,8 +35,11 @@ def _candidates(manager: tf.train.CheckpointManager) -> list[str]:
 
 
 def make_manager(model, directory: str, max_to_keep: int = 3):
-    """(tf.train.Checkpoint of `model` and its optimizer, its CheckpointManager in `directory`)."""
-    ckpt = tf.train.Checkpoint(model=model, optimizer=model.optimizer)
+    """(tf.train.Checkpoint of `model`, its optimizer and its training objective's state (an
+    autoencoder's discriminator and its optimizer), its CheckpointManager in `directory`)."""
+    objective = getattr(model, "objective", None)
+    extra = objective.checkpoint_objects() if objective is not None else {}
+    ckpt = tf.train.Checkpoint(model=model, optimizer=model.optimizer, **extra)
     return ckpt, tf.train.CheckpointManager(ckpt, directory, max_to_keep=max_to_keep, checkpoint_name="ckpt")
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
+import math
 import os
 import tempfile
 import time
@@ -90,7 +91,9 @@ def stage_run(options: RunOptions, stage: StageDir, record: dict, architecture: 
     `load_trained` rebuilds the model from), `options.flags_text` to flags.txt."""
     strategy = make_strategy(options.strategy)
     check_batch_size(batch_size, strategy)
-    if options.mixed_precision != "none":
+    if options.mixed_precision == "auto":  # a stage without a probe of its own (the priors)
+        progress.log("mixed_precision=auto: no probe for this stage; float32.")
+    elif options.mixed_precision != "none":
         keras.mixed_precision.set_global_policy(options.mixed_precision)
     if not strategy.extended.should_checkpoint:
         yield StageRun(options, StageDir(tempfile.mkdtemp(prefix=f"{stage.name}-worker-")), strategy, chief=False)
@@ -161,6 +164,16 @@ class StageRun:
         )
         return xla, step
 
+    def _diverged(self, model, step: int):
+        bad = [m.name for m in model.metrics if not math.isfinite(float(m.result()))]
+        self.writer.flush()
+        kept = self.manager.latest_checkpoint if self.manager is not None else None
+        raise TrainingDiverged(
+            f"training diverged at step {step}: {', '.join(bad) or 'a loss'} became NaN or infinite. Nothing of "
+            f"it was saved; the last good checkpoint is {kept or 'none (no step was saved yet)'}. Lower "
+            "--learning_rate (or the loss weights) and re-run to resume from it."
+        )
+
     def train(
         self, model, dataset, total_steps, batch_size, jit_compile=False, format_logs=None, summaries=None
     ) -> float | None:
@@ -184,8 +197,18 @@ class StageRun:
 
             @tf.function
             def run_steps(iterator, n):
-                for _ in tf.range(n):
-                    strategy.run(step_fn, args=(next(iterator),))
+                """Up to `n` steps; stops after the first whose logged losses (running means, so
+                non-finite from then on) are not all finite. Returns the steps run."""
+                done, finite = tf.constant(0), tf.constant(True)
+                while done < n and finite:
+                    logs = strategy.run(step_fn, args=(next(iterator),))
+                    values = [
+                        tf.reduce_all(tf.math.is_finite(v))
+                        for v in strategy.experimental_local_results(logs)[0].values()
+                    ]
+                    finite = tf.reduce_all(tf.stack(values))
+                    done += 1
+                return done
 
             return run_steps
 
@@ -197,7 +220,9 @@ class StageRun:
         while step < total_steps:
             n = min(log_every - step % log_every, checkpoint_every - step % checkpoint_every, total_steps - step)
             t0 = time.time()
-            run_steps(iterator, tf.constant(n))
+            ran = int(run_steps(iterator, tf.constant(n)))
+            if ran < n or not all(math.isfinite(float(m.result())) for m in model.metrics):
+                self._diverged(model, step + ran)
             step += n
             if t_timed is None:  # the first call compiles; time from the second on
                 t_timed = time.time()
@@ -223,6 +248,10 @@ class StageRun:
         self.step = step
         progress.log(f"Trained steps {start_step}..{step} in {time.time() - t_start:.0f}s.")
         return (timed_steps * batch_size / (time.time() - t_timed)) if timed_steps else None
+
+
+class TrainingDiverged(RuntimeError):
+    """A loss became NaN or infinite: training stopped before saving anything of that state."""
 
 
 def load_trained(stage: StageDir, build_fn, what: str, script: str):

@@ -5,47 +5,28 @@ Writes the stage directory ``W/vqvae/`` (layout: `vqvae_tf.training.workdir`).
 
 from __future__ import annotations
 
-import math
+import dataclasses
 
-import numpy as np
 import tensorflow as tf
 
 from vqvae_tf import data
 from vqvae_tf.configs import VQVAEConfig, config_from_dict
-from vqvae_tf.layers import likelihoods
-from vqvae_tf.layers.quantizers import CodebookUsage
-from vqvae_tf.training import loop
+from vqvae_tf.training import loop, precision
+from vqvae_tf.training.evaluation import LIKELIHOOD_FIT_EXAMPLES, QUALITY_KEYS, evaluate, quality_keys  # noqa: F401 (API)
 from vqvae_tf.training.options import RunOptions
 from vqvae_tf.training.workdir import Workdir
 from vqvae_tf.utils import files, images, progress
 
-# The quality figures of W/vqvae/metrics.json (with `steps` and `images_per_second`); a VQ-VAE has
-# perplexity and codebook_usage, a VQ-VAE-2 their _top and _bottom versions (`quality_keys`).
-QUALITY_KEYS = (
-    "test_mse",
-    "test_normalized_mse",
-    "test_psnr",
-    "perplexity",
-    "perplexity_top",
-    "perplexity_bottom",
-    "codebook_usage",
-    "codebook_usage_top",
-    "codebook_usage_bottom",
-    "bits_per_dim_reconstruction",
-)
 
-
-def quality_keys(metrics: dict) -> tuple:
-    """The `QUALITY_KEYS` that `metrics` (a metrics.json) has."""
-    return tuple(k for k in QUALITY_KEYS if k in metrics)
-
-
-def build_vqvae(config: VQVAEConfig, data_variance: float, seed: int):
+def build_vqvae(config: VQVAEConfig, data_variance: float, seed: int, for_training: bool = False):
     """A new VQ-VAE (or VQ-VAE-2, for a `VQVAE2Config`) of `config`, compiled with its optimizer,
-    all state created (for checkpoints)."""
+    all state created (for checkpoints). `for_training` adds the config's training objective
+    (L1, LPIPS, discriminator) when its losses are not the model's own."""
     model = config.build(data_variance=data_variance, seed=seed)
     model.compile(optimizer=config.make_optimizer())
     model.optimizer.build(model.trainable_variables)
+    if for_training:
+        model.use_objective(config.make_objective(model.image_shape))
     return model
 
 
@@ -73,87 +54,6 @@ def trained_data_source(workdir: str, **overrides) -> data.DataSource:
         raise FileNotFoundError(f"No trained VQ-VAE in {workdir}. Run train.train_vqvae first.")
     saved = record.get("data") or {"name": record["config"]["dataset"]}
     return data.DataSource.from_dict(saved, **overrides)
-
-
-# Training images the Gaussian p(x|z)'s std is fitted on (the first ones, in file order).
-LIKELIHOOD_FIT_EXAMPLES = 10_000
-
-
-def evaluate(model, dataset: tf.data.Dataset, fit_dataset: tf.data.Dataset | None = None, with_counts: bool = False):
-    """Full pass over `dataset` (batches of (images, labels)) with a `VQVAE` or `VQVAE2`. Returns
-    the metrics.json fields that depend on the data: test_mse, test_normalized_mse, test_psnr,
-    perplexity, codebook_usage (per level for a VQ-VAE-2: perplexity_top, codebook_usage_bottom,
-    ...), bits_per_dim_reconstruction (+ the likelihood used for it and where it was fitted).
-    With the MSE loss, p(x|z) is a discretized Gaussian whose std is fitted (maximum likelihood) on
-    `fit_dataset`, training images held apart from `dataset`; without one it is
-    fitted on `dataset` itself (which flatters the figure). With `with_counts`: (metrics, the code
-    counts float32 [codes of every grid and depth, one after another])."""
-    usage = {name: CodebookUsage(k, q) for name, (k, q) in model.grid_codebooks.items()}
-    dims = float(np.prod(model.image_shape))
-    gaussian = model.likelihood != "logistic"
-
-    @tf.function
-    def one_pass(x, scale, with_nll=True):
-        """Per image: squared error of the unclipped and clipped mean, -log p(x|z) (logistic head,
-        or a discretized Gaussian of std `scale` pixels; zeros without `with_nll`), and the codes."""
-        out = model.forward(x, training=False)
-        err = tf.reduce_mean(tf.square(out["mean"] - x), axis=[1, 2, 3])
-        clipped_err = tf.reduce_mean(tf.square(out["reconstructions"] - x), axis=[1, 2, 3])
-        nll = tf.zeros_like(err)
-        if with_nll:
-            log_scale = None if gaussian else out["log_scale"]
-            nll = -likelihoods.log_prob_per_image(model.decoder_distribution(out["mean"], log_scale, scale=scale), x)
-        return err, clipped_err, nll, model.codes_of(out)
-
-    def std_of(errs):  # the maximum-likelihood global std, sqrt(MSE), in pixels
-        return max(math.sqrt(float(errs.mean())) * 255.0, 1e-3)
-
-    scale, fit = 1.0, "none (the decoder's own head)"
-    if gaussian and fit_dataset is not None:
-        fit_errs = np.concatenate([one_pass(x, tf.constant(1.0), with_nll=False)[0].numpy() for x, _ in fit_dataset])
-        scale = std_of(fit_errs)
-        fit = f"std fitted on {len(fit_errs)} training images"
-    errs, clipped, nlls = [], [], []
-    for x, _ in dataset:
-        err, cerr, nll, codes = one_pass(x, tf.constant(scale))
-        for name, grid in codes.items():
-            usage[name].update_state(grid)
-        errs.append(err.numpy())
-        clipped.append(cerr.numpy())
-        nlls.append(nll.numpy())
-    errs, clipped, nll_per_image = map(np.concatenate, (errs, clipped, nlls))
-    mse = float(clipped.mean())
-    if gaussian:
-        if fit_dataset is None:
-            # Fitted on the evaluated images themselves: the likelihood needs a second pass
-            # (rather than holding every mean in memory).
-            scale = std_of(errs)
-            nll_per_image = np.concatenate([one_pass(x, tf.constant(scale))[2].numpy() for x, _ in dataset])
-            fit = f"std fitted on the {len(errs)} evaluated images themselves"
-        else:
-            fit += f", evaluated on {len(errs)} test images"
-        likelihood = f"discretized Gaussian, std {scale:.2f}/255 (maximum likelihood)"
-    else:
-        likelihood = "discretized logistic (decoder's own head)"
-    usage_metrics = {}
-    for name, metric in usage.items():
-        suffix = name.replace("codes", "")  # "" for a VQ-VAE's one grid, "_top" / "_bottom" for VQ-VAE-2's
-        usage_metrics.update({f"{k}{suffix}": float(v) for k, v in metric.result().items()})
-    metrics = {
-        "test_mse": mse,
-        "test_normalized_mse": mse / model.data_variance,
-        "test_psnr": float(np.mean(10.0 * np.log10(1.0 / np.maximum(clipped, 1e-10)))),
-        **usage_metrics,
-        "bits_per_dim_reconstruction": float(nll_per_image.mean() / dims / likelihoods.LOG2),
-        "reconstruction_likelihood": likelihood,
-        "reconstruction_likelihood_fit": fit,
-        "test_examples": int(len(errs)),
-        # What the codes of one image take without a prior (log2 K per code).
-        "code_bits_per_image": model.code_bits_per_image,
-    }
-    if not with_counts:
-        return metrics
-    return metrics, np.concatenate([m.counts().numpy().reshape(-1) for m in usage.values()])
 
 
 def adopt_network(config, preset_model, fields) -> list:
@@ -213,6 +113,7 @@ def train_and_evaluate(
             f"keeping the run's pixel variance {saved['data_variance']:.5f}."
         )
     variance = saved["data_variance"] if saved and "data_variance" in saved else source.pixel_variance()
+    options, precision_choice = _resolve_precision(options, config, variance)
     record = {
         "config": config.to_dict(),
         "data": source.to_dict(),
@@ -221,11 +122,12 @@ def train_and_evaluate(
         "seed": options.seed,
         "strategy": str(options.strategy),
         "mixed_precision": options.mixed_precision,
+        "mixed_precision_choice": precision_choice,
         "init_from": init_from,
         "reinit_codebook": reinit_codebook,
     }
     with loop.stage_run(options, stage, record, config.architecture(), config.batch_size) as run:
-        model = run.build(lambda: build_vqvae(config, variance, options.seed), config.steps)
+        model = run.build(lambda: build_vqvae(config, variance, options.seed, for_training=True), config.steps)
         if init is not None and run.step == 0:
             for target, value in zip(model.weights, init.weights, strict=True):
                 target.assign(value)
@@ -238,6 +140,21 @@ def train_and_evaluate(
         if not run.chief:
             return {}
         return _evaluate_and_write(run, model, config, options, images_per_second, source)
+
+
+def _resolve_precision(options: RunOptions, config, variance: float) -> tuple[RunOptions, str | None]:
+    """`--mixed_precision=auto` resolved by `precision.choose` on this config's train step (one
+    replica's batch); the choice and its reason are logged and added to flags.txt as a comment."""
+    if options.mixed_precision != "auto":
+        return options, None
+    batch = max(1, config.batch_size // loop.make_strategy(options.strategy).num_replicas_in_sync)
+    images = tf.random.stateless_uniform([batch, *config.image_shape], seed=[0, 0])
+    policy, why = precision.choose(lambda: build_vqvae(config, variance, options.seed, for_training=True), images)
+    progress.log(f"mixed_precision=auto -> {policy}: {why}.")
+    text = options.flags_text
+    if text is not None:
+        text = text.rstrip("\n") + f"\n# --mixed_precision=auto chose {policy}: {why}.\n"
+    return dataclasses.replace(options, mixed_precision=policy, flags_text=text), f"auto -> {policy}: {why}"
 
 
 def fit_to_data(config: VQVAEConfig, image_shape, source: data.DataSource | None = None) -> VQVAEConfig:
@@ -260,13 +177,12 @@ def fit_to_data(config: VQVAEConfig, image_shape, source: data.DataSource | None
 
 
 def _train(run: loop.StageRun, model, config: VQVAEConfig, options: RunOptions, source: data.DataSource):
-    # Shuffle differently after a resume rather than replaying the first batches.
-    train = data.batched(
-        source.load("train"),
-        config.batch_size,
-        training=True,
-        seed=options.seed * 1_000_003 + run.step,
-    )
+    # One stream of batches per seed; a resumed run skips the batches it has trained on, so that
+    # it sees what an uninterrupted run would (and reaches the same weights).
+    train = data.batched(source.load("train"), config.batch_size, training=True, seed=options.seed * 1_000_003)
+    if run.step:
+        progress.log(f"Skipping the {run.step} batches trained before the resume...")
+        train = train.skip(run.step)
 
     # Log suffixes: "" for a VQ-VAE's one grid, "_top" / "_bottom" for a VQ-VAE-2's.
     quantizers = {name.replace("codes", ""): quantizer for name, quantizer in model.quantizers.items()}
@@ -282,8 +198,18 @@ def _train(run: loop.StageRun, model, config: VQVAEConfig, options: RunOptions, 
             for s in quantizers
         )
         entropy = f"  entropy {logs['entropy_loss']:.4f}" if "entropy_loss" in logs else ""
+        gan = "".join(
+            f"  {label} {logs[key]:.4f}"
+            for key, label in (
+                ("perceptual_loss", "lpips"),
+                ("generator_loss", "g"),
+                ("discriminator_loss", "d"),
+                ("adaptive_weight", "lambda"),
+            )
+            if key in logs
+        )
         return (
-            f"loss {logs['loss']:.4f}  recon {logs['reconstruction_loss']:.4f}  {levels}{entropy}  "
+            f"loss {logs['loss']:.4f}  recon {logs['reconstruction_loss']:.4f}  {levels}{entropy}{gan}  "
             f"restarts/step {logs['restarts']:.2f}"
         )
 

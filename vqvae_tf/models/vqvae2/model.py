@@ -286,8 +286,7 @@ class VQVAE2(ImageAutoencoder):
             self.quantizer_bottom.num_restarts
         )
 
-    def compute_losses(self, images, training):
-        out = self.forward(images, training=training)
+    def losses_of(self, images, out):
         losses = {"reconstruction_loss": self.reconstruction_loss(images, out["mean"], out["log_scale"])}
         for level in LEVELS:
             for key in ("codebook_loss", "commitment_loss", "perplexity"):

@@ -1,24 +1,7 @@
-"""Every configuration in one place: the models', the priors' and the pipeline's run recipes.
-
-    get_config("fashion_mnist")     -> VQVAEConfig   (CONFIG_NAMES: fashion_mnist, cifar10, vqvae_64,
-                                                      imagenet128, vqvae_256, tiny)
-    get_config("vqvae2_64")         -> VQVAE2Config  (vqvae2_64, vqvae2_128, vqvae2_256, vqvae2_tiny)
-    get_prior_config("default")     -> PriorConfig   (PRIOR_CONFIG_NAMES: default, quick, vqvae2, imagenet128)
-    get_recipe("quick")             -> Recipe        (RECIPE_NAMES: default, quick): what train.pipeline runs
-
-    python -m train.train_vqvae --workdir=/tmp/vq --config=fashion_mnist
-    python -m train.train_vqvae --workdir=/tmp/vq --config=cifar10 --dataset=cifar10
-    python -m train.train_vqvae --workdir=/tmp/vq --config=vqvae_64 --dataset=image_folder --data_dir=photos/
-    python -m train.pipeline --workdir=/tmp/run --recipe=quick
-
-The colour configs by image size: cifar10 (32 px), vqvae_64, imagenet128 (128 px), vqvae_256. A
-config's `image_shape` is a default: training takes the shape from the data (``--image_size``,
-``--channels``) and refuses one that the config's `downsample` does not divide.
-
-A config's network fields are the model's constructor arguments, read from the model's signature
-(`VQVAE.__init__`, `PixelCNN.__init__`), so a field and its default are written once, in the model.
-`tiny` is for tests (seconds on a CPU). A new model family adds its config class and names here.
-"""
+"""The configuration types: `TrainingConfig` (optimisation), the autoencoder configs made from
+their models' constructors (`VQVAEConfig`, `VQVAE2Config`, with the training losses of
+`vqvae_tf.losses.objective.ImageLossConfig`), `PriorConfig` and `Recipe`. The named configs are in
+`vqvae_tf.configs` (this package's __init__)."""
 
 from __future__ import annotations
 
@@ -28,6 +11,7 @@ import inspect
 import keras
 
 from vqvae_tf.layers.quantizers import build, option_fields
+from vqvae_tf.losses.objective import ImageLossConfig
 from vqvae_tf.models.pixelcnn import PixelCNN
 from vqvae_tf.models.vqvae import ARCHITECTURE_ARGS, RUN_ARGS, VQVAE
 from vqvae_tf.models.vqvae2 import VQVAE2
@@ -83,9 +67,11 @@ class TrainingConfig:
         return keras.optimizers.Adam(lr)
 
 
-class _AutoencoderConfigMethods(TrainingConfig):
+class _AutoencoderConfigMethods(TrainingConfig, ImageLossConfig):
     """What the autoencoder configs share; a subclass names its model (`model`, `model_cls`), the
-    network fields (the constructor's arguments) and those that shape the variables."""
+    network fields (the constructor's arguments) and those that shape the variables. The training
+    losses' fields (reconstruction_loss, perceptual_weight, adversarial_weight, disc_*) are
+    `ImageLossConfig`'s; `make_objective(image_shape)` builds them for a training run."""
 
     model = "vqvae"
     model_cls = VQVAE
@@ -113,8 +99,13 @@ class _AutoencoderConfigMethods(TrainingConfig):
         return {name: getattr(self, name) for name, _, _ in self._network_fields}
 
     def architecture(self) -> dict:
-        """The fields that shape the variables (a workdir trained with other values is refused)."""
-        return {name: self.to_dict()[name] for name in ("model", *self._architecture_args)}
+        """The fields that shape the variables (a workdir trained with other values is refused),
+        with a discriminator's when the losses have one."""
+        d = self.to_dict()
+        fields = {name: d[name] for name in ("model", *self._architecture_args)}
+        if self.adversarial:  # compared only when there is one: a plain run may resume older workdirs
+            fields["discriminator"] = d["discriminator"]
+        return fields
 
     def prior_grids(self) -> dict:
         """{name: grid} its prior models, as the model computes them from its arguments."""
@@ -124,6 +115,7 @@ class _AutoencoderConfigMethods(TrainingConfig):
         self.image_shape = tuple(int(s) for s in self.image_shape)
         self.model_cls.validate_arguments(self.network_kwargs())
         self.validate_training()
+        self.validate_losses()
         if self.jit_compile not in JIT_COMPILE_CHOICES or not isinstance(self.jit_compile, (bool, str)):
             raise ValueError(f"jit_compile must be true, false or 'auto', got {self.jit_compile!r}.")
         return self
@@ -133,12 +125,14 @@ class _AutoencoderConfigMethods(TrainingConfig):
         d = dataclasses.asdict(self)
         d["image_shape"] = list(self.image_shape)
         d["model"] = self.model
+        d["discriminator"] = self.discriminator_text()  # derived: `from_dict` drops it
         return d
 
     @classmethod
     def from_dict(cls, d: dict):
         d = dict(d)
         model = d.pop("model", cls.model)
+        d.pop("discriminator", None)
         if model != cls.model:
             raise ValueError(f"A {model} config cannot make a {cls.__name__}: use configs.config_from_dict.")
         unknown = set(d) - {f.name for f in dataclasses.fields(cls)}
@@ -278,122 +272,3 @@ class Recipe:
     prior: PriorConfig
     log_every: int = 500
     checkpoint_every: int = 1000
-
-
-def _colour(dataset: str, size: int, hiddens: int, residual_hiddens: int, **fields) -> dict:
-    """A colour config: size x size x 3 images, K=512 codes of D=64 (the paper's and Sonnet's)."""
-    return dict(
-        dataset=dataset,
-        image_shape=(size, size, 3),
-        num_embeddings=512,
-        embedding_dim=64,
-        num_hiddens=hiddens,
-        num_residual_hiddens=residual_hiddens,
-        **fields,
-    )
-
-
-def _vqvae2(size: int, **fields) -> dict:
-    """A VQ-VAE-2 config for size x size x 3 images, VQVAE2's network (the paper's), Adam 3e-4."""
-    return dict(model="vqvae2", dataset="image_folder", image_shape=(size, size, 3), learning_rate=3e-4, **fields)
-
-
-# The test configs' network and optimisation (`tiny`, `vqvae2_tiny`): seconds on a CPU.
-_TINY = dict(
-    num_embeddings=16,
-    embedding_dim=8,
-    num_hiddens=16,
-    num_residual_hiddens=8,
-    num_residual_layers=1,
-    batch_size=16,
-    steps=20,
-    learning_rate=2e-3,
-)
-
-_CONFIGS = {
-    # 28x28x1 -> 7x7 codes: VQVAE's defaults. Small K with EMA codebook, k-means init and
-    # dead-code restart keeps every code in use (see BENCHMARKS.md).
-    "fashion_mnist": dict(),
-    # Sonnet's CIFAR-10 example: 32x32x3 -> 8x8, 128 hidden, 32 residual hidden, Adam 3e-4, batch 32.
-    "cifar10": _colour("cifar10", 32, 128, 32, learning_rate=3e-4, batch_size=32, steps=10_000),
-    # 64x64x3 -> 16x16: Sonnet's network on 4x the pixels, batch 64.
-    "vqvae_64": _colour("image_folder", 64, 128, 32, learning_rate=3e-4, batch_size=64, steps=50_000),
-    # The paper's ImageNet setting: 128x128x3 -> 32x32, 256 hidden, Adam 2e-4, batch 128.
-    "imagenet128": _colour("imagenet2012", 128, 256, 256, learning_rate=2e-4, batch_size=128, steps=250_000),
-    # 256x256x3 -> 32x32 (one more halving, so the prior sees the imagenet128 grid), batch 32.
-    "vqvae_256": _colour("image_folder", 256, 256, 256, downsample=8, learning_rate=2e-4, batch_size=32, steps=250_000),
-    # VQ-VAE-2 (arXiv:1906.00446, appendix A: 128 hidden, 64 residual hidden, 2 residual blocks,
-    # K=512, D=64 at both levels, Adam 3e-4, batch 128): codes at 1/4 (bottom) and 1/8 (top).
-    # 64x64x3 -> 8x8 top, 16x16 bottom.
-    "vqvae2_64": _vqvae2(64, batch_size=64, steps=50_000),
-    "vqvae2_128": _vqvae2(128, batch_size=128, steps=100_000),  # 16x16 top, 32x32 bottom
-    "vqvae2_256": _vqvae2(256, batch_size=128, steps=250_000),  # the paper's ImageNet setting: 32x32, 64x64
-    # For tests: 32x32x1 -> 4x4 top, 8x8 bottom, seconds on a CPU.
-    "vqvae2_tiny": dict(model="vqvae2", image_shape=(32, 32, 1), **_TINY),
-    # For tests: seconds on a CPU.
-    "tiny": dict(_TINY),
-}
-_PRIOR_CONFIGS = {
-    "default": dict(),
-    # A first look: a shallower, shorter prior; 5x5 kernels and the fewest blocks that see the
-    # whole grid (3 on 7x7 codes, 4 on 8x8).
-    "quick": dict(kernel_size=5, num_layers=None, steps=600),
-    # VQ-VAE-2's two grids: 5x5 kernels, each level's stack sized to its grid, 64 filters.
-    "vqvae2": dict(num_filters=64, kernel_size=5, num_layers=None),
-    # For 32x32 code grids (the imagenet128 VQ-VAE): 16 blocks of 5x5, 128 filters.
-    "imagenet128": dict(num_filters=128, kernel_size=5, num_layers=None, learning_rate=2e-4, batch_size=64),
-}
-_RECIPES = {
-    "default": dict(vqvae={}, prior="default"),
-    "quick": dict(vqvae={"steps": 800}, prior="quick"),
-}
-
-CONFIG_NAMES = tuple(_CONFIGS)
-# The config each model starts from when only --model is given.
-DEFAULT_CONFIGS = {"vqvae": "fashion_mnist", "vqvae2": "vqvae2_64"}
-PRIOR_CONFIG_NAMES = tuple(_PRIOR_CONFIGS)
-RECIPE_NAMES = tuple(_RECIPES)
-
-
-def _lookup(table: dict, name: str, what: str) -> dict:
-    if name not in table:
-        raise ValueError(f"Unknown {what} {name!r}; choose one of {', '.join(table)}.")
-    return table[name]
-
-
-def get_config(name: str | None = None, model: str | None = None):
-    """A fresh config `name` (one of `CONFIG_NAMES`): a `VQVAEConfig`, or a `VQVAE2Config` for
-    the vqvae2_* ones. `model` ("vqvae" or "vqvae2") picks `DEFAULT_CONFIGS[model]` without a
-    name, and must be the named config's model with one."""
-    if model is not None:
-        checks.one_of("model", model, MODELS)
-    fields = dict(_lookup(_CONFIGS, name or DEFAULT_CONFIGS[model or "vqvae"], "config"))
-    config_model = fields.pop("model", "vqvae")
-    if model is not None and model != config_model:
-        raise ValueError(
-            f"Config {name!r} is a {config_model} config, not a {model} one: choose one of "
-            f"{', '.join(n for n, c in _CONFIGS.items() if c.get('model', 'vqvae') == model)}, or drop --model."
-        )
-    return CONFIG_CLASSES[config_model](name=name or DEFAULT_CONFIGS[config_model], **fields).validate()
-
-
-def get_prior_config(name: str = "default") -> PriorConfig:
-    """A fresh prior config `name` (one of `PRIOR_CONFIG_NAMES`)."""
-    return PriorConfig(**_lookup(_PRIOR_CONFIGS, name, "prior config")).validate()
-
-
-def get_recipe(name: str, dataset: str | None = None, config: str | None = None, model: str | None = None) -> Recipe:
-    """A pipeline recipe (one of `RECIPE_NAMES`) for `dataset` (default fashion_mnist) with the
-    config `config`: by default the dataset's own when there is one (`cifar10`), else the
-    Fashion-MNIST one; with `model="vqvae2"`, `DEFAULT_CONFIGS["vqvae2"]`. A VQ-VAE-2's prior
-    sizes each level's stack to its grid."""
-    recipe = _lookup(_RECIPES, name, "pipeline recipe")
-    dataset = dataset or "fashion_mnist"
-    if config is None and model in (None, "vqvae"):
-        config = dataset if dataset in _CONFIGS else "fashion_mnist"
-    vqvae = get_config(config, model)
-    vqvae = dataclasses.replace(vqvae, dataset=dataset, **recipe["vqvae"]).validate()
-    prior = dataclasses.replace(get_prior_config(recipe["prior"]), conditional=True)
-    if vqvae.model == "vqvae2":
-        prior.num_layers = None
-    return Recipe(vqvae=vqvae, prior=prior)

@@ -1,0 +1,266 @@
+"""The VQGAN objective (L1, LPIPS, PatchGAN with the adaptive weight): its numbers, distribution,
+checkpoints and exact resume, divergence, and what it keeps out of the model."""
+
+import json
+import os
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+from helpers import fake_mnist_dir
+
+from vqvae_tf import get_config
+from vqvae_tf.data import DataSource
+from vqvae_tf.losses import objective as objective_lib
+from vqvae_tf.models.vqvae import VQVAE
+from vqvae_tf.training import loop, train_vqvae_lib
+from vqvae_tf.training.options import RunOptions
+from vqvae_tf.utils import files
+
+GAN = dict(reconstruction_loss="l1", perceptual_weight=1.0, perceptual_net="alex", adversarial_weight=0.8)
+
+
+def gan_config(**overrides):
+    config = get_config("tiny")
+    config.image_shape = (32, 32, 1)  # AlexNet's LPIPS needs 31 px
+    for k, v in {**GAN, "disc_filters": 8, "disc_layers": 2, **overrides}.items():
+        setattr(config, k, v)
+    return config.validate()
+
+
+def gan_model(config, strategy=None):
+    keras.utils.set_random_seed(0)
+    with (strategy or tf.distribute.get_strategy()).scope():
+        return train_vqvae_lib.build_vqvae(config, 0.1, 0, for_training=True)
+
+
+def test_adaptive_weight_and_losses_match_a_hand_computation():
+    """One step's logged losses against the formulas recomputed by hand on the same weights:
+    L1 on [-1, 1], LPIPS, the hinge losses, and VQGAN eq. 7 at the decoder's last kernel."""
+    config = gan_config(quantizer="vq", kmeans_init=False, dead_code_threshold=0.0)
+    model = gan_model(config)
+    obj = model.objective
+    x = tf.random.stateless_uniform([4, 32, 32, 1], seed=[1, 2])
+    kernel = model.last_layer_kernel()
+    with tf.GradientTape(persistent=True) as tape:
+        mean = model.forward(x, training=True)["mean"]
+        l1 = 2.0 * tf.reduce_mean(tf.abs(mean - x))
+        perceptual = tf.reduce_mean(obj.lpips(x, mean))
+        nll = l1 + perceptual
+        g_loss = -tf.reduce_mean(obj.discriminator(mean))
+    ratio = tf.norm(tape.gradient(nll, kernel)) / (tf.norm(tape.gradient(g_loss, kernel)) + 1e-4)
+    logits_real, logits_fake = obj.discriminator(x), obj.discriminator(mean)
+    hinge = 0.5 * (tf.reduce_mean(tf.nn.relu(1 - logits_real)) + tf.reduce_mean(tf.nn.relu(1 + logits_fake)))
+    disc_before = [v.numpy() for v in obj.discriminator.trainable_variables]
+    logs = model.train_step(x)
+    np.testing.assert_allclose(float(logs["reconstruction_loss"]), float(l1), rtol=1e-5)
+    np.testing.assert_allclose(float(logs["perceptual_loss"]), float(perceptual), rtol=1e-5)
+    np.testing.assert_allclose(float(logs["generator_loss"]), float(g_loss), rtol=1e-5)
+    np.testing.assert_allclose(float(logs["adaptive_weight"]), 0.8 * float(ratio), rtol=1e-4)
+    np.testing.assert_allclose(float(logs["discriminator_loss"]), float(hinge), rtol=1e-5)
+    assert float(logs["adaptive_weight"]) > 0
+    # The discriminator learned (disc_start=0), through its own optimizer.
+    assert any(np.abs(a - v.numpy()).max() > 0 for a, v in zip(disc_before, obj.discriminator.trainable_variables))
+    assert int(obj.discriminator_optimizer.iterations.numpy()) == 1
+
+
+def test_before_disc_start_the_discriminator_neither_acts_nor_learns():
+    config = gan_config(disc_start=5)
+    model = gan_model(config)
+    plain = gan_model(gan_config(disc_start=5, adversarial_weight=0.0))
+    for a, b in zip(plain.weights, model.weights, strict=True):
+        a.assign(b)
+    disc_before = [v.numpy() for v in model.objective.discriminator.weights]
+    x = tf.random.stateless_uniform([4, 32, 32, 1], seed=[3, 4])
+    logs = model.train_step(x)
+    plain.train_step(x)
+    assert float(logs["discriminator_loss"]) == 0.0
+    for a, v in zip(disc_before, model.objective.discriminator.weights):
+        np.testing.assert_array_equal(a, v.numpy())
+    # The generator's step is the one without an adversarial term.
+    for a, b in zip(plain.trainable_weights, model.trainable_weights):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), atol=1e-6, err_msg=a.path)
+
+
+def test_mirrored_gan_step_equals_one_replica(mirrored):
+    """Two replicas reach one replica's weights: autoencoder, discriminator and both optimizers
+    (the adaptive weight's gradient norms are taken on the global batch)."""
+    config = gan_config()
+    batches = [tf.random.stateless_uniform([8, 32, 32, 1], seed=[7, i]) for i in range(2)]
+    single = gan_model(config)
+    step = tf.function(single.train_step)
+    weights = []
+    for b in batches:
+        weights.append(float(step(b)["adaptive_weight"]))
+    multi = gan_model(config, mirrored)
+
+    @tf.function
+    def multi_step(x):
+        return mirrored.run(multi.train_step, args=(x,))
+
+    for b in batches:
+        halves = mirrored.experimental_distribute_values_from_function(
+            lambda ctx, b=b: b[ctx.replica_id_in_sync_group * 4 : (ctx.replica_id_in_sync_group + 1) * 4]
+        )
+        multi_step(halves)
+
+    def state(m):
+        o = m.objective
+        return m.weights + m.optimizer.variables + o.discriminator.weights + o.discriminator_optimizer.variables
+
+    for want, got in zip(state(single), state(multi), strict=True):
+        for value in mirrored.experimental_local_results(got.value):
+            np.testing.assert_allclose(value.numpy(), want.numpy(), rtol=1e-4, atol=1e-5, err_msg=got.path)
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    root = str(tmp_path_factory.mktemp("idx"))
+    fake_mnist_dir(root, n_train=48, n_test=8)
+    return root
+
+
+def _run(workdir, data_dir, steps, **overrides):
+    config = gan_config(**overrides)
+    config.steps, config.batch_size = steps, 8
+    options = RunOptions(
+        workdir=str(workdir), data=DataSource(None, data_dir, image_size=32), log_every=3, checkpoint_every=3
+    )
+    return train_vqvae_lib.train_and_evaluate(config, options)
+
+
+def _checkpoint_values(workdir):
+    path = tf.train.latest_checkpoint(os.path.join(str(workdir), "vqvae", "checkpoints"))
+    reader = tf.train.load_checkpoint(path)
+    values = {k: reader.get_tensor(k) for k in reader.get_variable_to_shape_map() if "save_counter" not in k}
+    return {k: v for k, v in values.items() if np.asarray(v).dtype.kind in "fiub"}  # not the object graph
+
+
+class _Killed(BaseException):
+    pass
+
+
+def test_gan_run_resumed_reaches_the_uninterrupted_weights(tmp_path, data_dir, monkeypatch):
+    """A run killed right after its step-3 checkpoint and resumed equals one that ran its 6 steps
+    straight: every checkpointed value (autoencoder, discriminator, both optimizers), over batches
+    that cross an epoch (48 images, batch 8)."""
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    _run(straight, data_dir, 6, disc_start=2)
+    save = loop.checkpoints.save
+
+    def save_then_die(manager, step):
+        path = save(manager, step)
+        if step == 3:
+            raise _Killed()
+        return path
+
+    monkeypatch.setattr(loop.checkpoints, "save", save_then_die)
+    with pytest.raises(_Killed):
+        _run(resumed, data_dir, 6, disc_start=2)
+    monkeypatch.setattr(loop.checkpoints, "save", save)
+    metrics = _run(resumed, data_dir, 6, disc_start=2)
+    a, b = _checkpoint_values(straight), _checkpoint_values(resumed)
+    assert a.keys() == b.keys()
+    assert any(k.startswith("discriminator/") for k in a) and any(k.startswith("discriminator_optimizer/") for k in a)
+    for key in a:
+        np.testing.assert_allclose(a[key], b[key], rtol=1e-5, atol=1e-6, err_msg=key)
+    assert {"test_ssim", "test_lpips"} <= metrics.keys()
+    # Nothing of the objective is in the trained model: its weights are a plain model's.
+    model = train_vqvae_lib.load_trained_model(str(resumed))
+    assert model.objective is None
+    assert not [w.path for w in model.weights if "discriminator" in w.path or "lpips" in w.path]
+    assert len(model.weights) == len(get_config("tiny").validate().build().weights)
+    # Another discriminator cannot resume this run.
+    with pytest.raises(
+        files.WorkdirError, match="discriminator: saved '2 layers, 8 filters' vs now '3 layers, 8 filters'"
+    ):
+        _run(resumed, data_dir, 9, disc_start=2, disc_layers=3)
+
+
+def test_a_non_finite_loss_stops_the_run_naming_the_step(tmp_path, data_dir, monkeypatch):
+    original = VQVAE.losses_of
+
+    def poisoned(self, images, out):
+        losses = original(self, images, out)
+        bad = tf.where(self.optimizer.iterations >= 4, np.float32(np.nan), np.float32(0.0))
+        return dict(losses, codebook_loss=losses["codebook_loss"] + bad, loss=losses["loss"] + bad)
+
+    monkeypatch.setattr(VQVAE, "losses_of", poisoned)
+    with pytest.raises(loop.TrainingDiverged, match=r"diverged at step 5: loss, codebook_loss.*ckpt-3"):
+        _run(tmp_path, data_dir, 9)
+    checkpoints = sorted(os.listdir(tmp_path / "vqvae" / "checkpoints"))
+    assert "ckpt-3.index" in checkpoints and not [c for c in checkpoints if c.startswith("ckpt-6")]
+    values = _checkpoint_values(tmp_path)
+    assert all(np.isfinite(v).all() for v in values.values() if np.issubdtype(np.asarray(v).dtype, np.floating))
+
+
+def test_loss_fields_are_checked():
+    with pytest.raises(ValueError, match="reconstruction_loss=l1 needs likelihood=mse"):
+        gan_config(likelihood="logistic")
+    with pytest.raises(
+        ValueError,
+        match="perceptual_net=alex needs images of at least 31 px a side, these are 28x28; use --perceptual_net=vgg",
+    ):
+        config = get_config("tiny")
+        config.perceptual_weight = 1.0
+        config.validate()
+    with pytest.raises(ValueError, match="adversarial_weight must be >= 0"):
+        gan_config(adversarial_weight=-1.0)
+    with pytest.raises(ValueError, match="disc_start must be an integer >= 0"):
+        gan_config(disc_start=-2)
+    assert get_config("tiny").make_objective((28, 28, 1)) is None  # the plain loss: no objective
+    assert set(objective_lib.ADVERSARIAL_KEYS) <= {m.name for m in gan_model(gan_config()).metrics}
+
+
+def test_gan_step_under_mixed_bfloat16():
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    try:
+        model = gan_model(gan_config())
+        assert model.objective.discriminator.compute_dtype == "bfloat16"
+        logs = tf.function(model.train_step)(tf.random.stateless_uniform([4, 32, 32, 1], seed=[5, 6]))
+        assert all(np.isfinite(float(v)) for v in logs.values())
+        assert float(logs["adaptive_weight"]) > 0
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+
+
+def test_cpu_bf16_flag(tmp_path):
+    from vqvae_tf.training import precision
+
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor : 0\nflags : fpu sse avx512f avx512_bf16 amx_tile\n\nprocessor : 1\n")
+    assert precision.cpu_bf16_flag(str(info)) == "avx512_bf16"
+    info.write_text("processor : 0\nFeatures : fp asimd bf16\n")
+    assert precision.cpu_bf16_flag(str(info)) == "bf16"
+    info.write_text("processor : 0\nflags : fpu sse avx2\n")
+    assert precision.cpu_bf16_flag(str(info)) is None
+    assert precision.cpu_bf16_flag(str(tmp_path / "missing")) is None
+
+
+def test_mixed_precision_auto_probes_and_records_its_choice(tmp_path, data_dir, monkeypatch):
+    from vqvae_tf.training import precision
+
+    config = get_config("tiny")
+    config.steps, config.batch_size = 2, 8
+    options = RunOptions(
+        workdir=str(tmp_path), data=DataSource(None, data_dir), mixed_precision="auto", flags_text="--steps=2\n"
+    )
+    monkeypatch.setattr(precision, "cpu_bf16_flag", lambda: "amx_bf16")
+    timed = []
+    original = precision._steps_per_second
+    monkeypatch.setattr(precision, "_steps_per_second", lambda b, x, p: timed.append(p) or original(b, x, p))
+    try:
+        train_vqvae_lib.train_and_evaluate(config, options)
+        record = json.load(open(os.path.join(str(tmp_path), "vqvae", "config.json")))
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    assert timed == ["float32", "mixed_bfloat16"]
+    chosen = record["mixed_precision"]
+    assert chosen in ("none", "mixed_bfloat16")
+    assert record["mixed_precision_choice"].startswith(f"auto -> {chosen}: bf16 steps ran ")
+    flags_txt = open(os.path.join(str(tmp_path), "vqvae", "flags.txt")).read()
+    assert flags_txt.startswith("--steps=2\n# --mixed_precision=auto chose " + chosen)
+    monkeypatch.setattr(precision, "cpu_bf16_flag", lambda: None)
+    policy, why = precision.choose(None, None)
+    assert policy == "none" and "reports no bf16 instructions" in why

@@ -1,0 +1,63 @@
+"""The PatchGAN discriminator of pix2pix and VQGAN (taming-transformers' NLayerDiscriminator).
+
+A stack of 4x4 convolutions: `num_layers` of stride 2 (the first without normalisation), one of
+stride 1, and a 4x4 stride-1 convolution to one logit per patch; LeakyReLU(0.2) between them and no
+sigmoid (the hinge loss takes raw logits). Widths start at `filters` and double per layer up to
+8x. Where taming normalises with BatchNorm, this uses GroupNorm (32 groups, or fewer for narrow
+layers): it has no batch statistics, so a step under MirroredStrategy equals one replica's and
+real and reconstructed batches are normalised alike.
+"""
+
+from __future__ import annotations
+
+import keras
+import tensorflow as tf
+
+from vqvae_tf.layers import SERIALIZATION_PACKAGE
+
+
+def _groups(width: int) -> int:
+    groups = 32
+    while width % groups:
+        groups //= 2
+    return groups
+
+
+@keras.saving.register_keras_serializable(package=SERIALIZATION_PACKAGE)
+class NLayerDiscriminator(keras.Model):
+    """images float [B,H,W,C] in [0,1] -> patch logits float32 [B, h, w, 1].
+
+    Args:
+      num_layers: stride-2 convolutions (taming's n_layers, default 3: patches of 70 px at 256).
+      filters: width of the first layer (taming's ndf, 64).
+    """
+
+    def __init__(self, num_layers: int = 3, filters: int = 64, **kwargs):
+        if int(num_layers) < 1:
+            raise ValueError(f"disc_layers must be >= 1, got {num_layers}.")
+        if int(filters) < 1:
+            raise ValueError(f"disc_filters must be >= 1, got {filters}.")
+        super().__init__(name=kwargs.pop("name", "discriminator"), **kwargs)
+        self.num_layers, self.filters = int(num_layers), int(filters)
+        self.blocks = []
+        for i in range(self.num_layers + 1):
+            width = self.filters * min(2**i, 8)
+            # A convolution followed by a norm has no bias (the norm would remove it), as in taming.
+            conv = keras.layers.Conv2D(
+                width, 4, strides=2 if i < self.num_layers else 1, padding="same", use_bias=i == 0, name=f"conv{i}"
+            )
+            norm = keras.layers.GroupNormalization(_groups(width), name=f"norm{i}") if i else None
+            self.blocks.append((conv, norm))
+        self.logits = keras.layers.Conv2D(1, 4, padding="same", name="logits")
+
+    def call(self, images, training=False):
+        x = tf.cast(images, self.compute_dtype) * 2.0 - 1.0
+        for conv, norm in self.blocks:
+            x = conv(x)
+            if norm is not None:
+                x = norm(x)
+            x = keras.ops.leaky_relu(x, 0.2)
+        return tf.cast(self.logits(x), tf.float32)
+
+    def get_config(self):
+        return {"num_layers": self.num_layers, "filters": self.filters, "name": self.name}
