@@ -264,3 +264,29 @@ def test_mixed_precision_auto_probes_and_records_its_choice(tmp_path, data_dir, 
     monkeypatch.setattr(precision, "cpu_bf16_flag", lambda: None)
     policy, why = precision.choose(None, None)
     assert policy == "none" and "reports no bf16 instructions" in why
+
+
+@pytest.mark.parametrize(
+    "name,overrides",
+    [
+        ("vqvae2_tiny", {}),
+        ("tiny", dict(quantizer="fsq", fsq_levels=(4, 4))),
+        ("tiny", dict(quantizer="rvq", num_quantizers=2)),
+        ("tiny", dict(quantizer="lfq", embedding_dim=4, num_embeddings=16, entropy_weight=0.1)),
+    ],
+    ids=["vqvae2", "fsq", "rvq", "lfq"],
+)
+def test_every_autoencoder_trains_with_the_full_objective(name, overrides):
+    """VQ-VAE-2 and the quantizers without a codebook gradient (FSQ, LFQ) or with several (RVQ):
+    one compiled GAN step moves the decoder's last layer and the discriminator, all finite."""
+    config = get_config(name)
+    config.image_shape = (32, 32, 1)
+    for k, v in {**GAN, "disc_filters": 8, "disc_layers": 2, **overrides}.items():
+        setattr(config, k, v)
+    model = gan_model(config.validate())
+    kernel, disc = model.last_layer_kernel(), model.objective.discriminator.trainable_variables[0]
+    before = kernel.numpy(), disc.numpy()
+    logs = tf.function(model.train_step)(tf.random.stateless_uniform([4, 32, 32, 1], seed=[8, 9]))
+    assert all(np.isfinite(float(v)) for v in logs.values()), logs
+    assert float(logs["adaptive_weight"]) > 0 and float(logs["perceptual_loss"]) > 0
+    assert np.abs(kernel.numpy() - before[0]).max() > 0 and np.abs(disc.numpy() - before[1]).max() > 0
