@@ -12,7 +12,7 @@ QUANTIZATION ?= float32,float16
 FASHION_MNIST_DIR = /usr/share/datasets/fashion-mnist
 PY = $(VENV)/bin/python
 
-.PHONY: demo preset-export test test-fast install data lint format clean
+.PHONY: demo preset-export test test-fast install data data-clipart lint format clean
 
 $(VENV)/.installed: requirements.txt requirements-nodeps.txt
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +31,19 @@ data:
 	    $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq dataset-fashion-mnist; \
 	  else \
 	    echo "Fashion-MNIST IDX files not found and apt-get is unavailable: set VQVAE_DATA_DIR (see BUILD.md)." >&2; exit 1; \
+	  fi; \
+	fi
+
+# Colour images (BENCHMARKS.md section 10): Debian's openclipart-png, 8,121 clip-art PNGs in 22 folders.
+CLIPART_DIR = /usr/share/openclipart/png
+data-clipart:
+	@if [ ! -d $(CLIPART_DIR) ]; then \
+	  if command -v apt-get >/dev/null 2>&1; then \
+	    SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	    echo "Installing clip art (Debian package openclipart-png)..."; \
+	    $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq openclipart-png; \
+	  else \
+	    echo "$(CLIPART_DIR) not found and apt-get is unavailable: install openclipart-png or use your own images." >&2; exit 1; \
 	  fi; \
 	fi
 

@@ -43,6 +43,7 @@ flags.DEFINE_integer("steps", 6000, "Training steps of each run.")
 flags.DEFINE_integer("batch_size", 32, "Batch size of each run.")
 flags.DEFINE_integer("disc_start", 2000, "Steps before the discriminator acts (vqgan).")
 flags.DEFINE_list("variants", list(VARIANTS), "Which runs.")
+flags.DEFINE_string("preset", None, "Only evaluate this shipped preset on its full test split (SSIM, LPIPS, ...).")
 flags.DEFINE_bool("report", False, "Only print the table of finished runs (with rfid.json when present).")
 FLAGS = flags.FLAGS
 
@@ -109,8 +110,24 @@ def report() -> dict:
     return results
 
 
+def evaluate_preset(name: str) -> dict:
+    """The shipped preset's evaluation on its data's full test split, as a training run reports it."""
+    from vqvae_tf import VQVAE
+    from vqvae_tf.models import presets
+
+    model = VQVAE.from_preset(name)
+    meta = presets.read_metadata(name, "vqvae")
+    test = data.batched(DataSource.from_dict(meta["data"]).load("test"), 500, training=False)
+    metrics = train_vqvae_lib.evaluate(model, test)
+    keys = ("test_psnr", "test_ssim", "test_lpips", "test_normalized_mse", "codebook_usage", "test_examples")
+    return {"preset": name, **{k: metrics[k] for k in keys}}
+
+
 def main(argv):
     del argv
+    if FLAGS.preset:
+        write_json(None, {"machine": machine(), **evaluate_preset(FLAGS.preset)})
+        return
     if FLAGS.report:
         report()
         return
@@ -126,7 +143,10 @@ def main(argv):
         network="vqgan_64 (128 hidden, 64 residual hidden, 2 residual layers, downsample 4, EMA K=256 D=64)",
     )
     for name in FLAGS.variants:
-        results["runs"][name] = run_variant(name)
+        run = run_variant(name)
+        if os.path.exists(path):  # another process may have added runs meanwhile
+            results["runs"] = {**json.load(open(path))["runs"], **results["runs"]}
+        results["runs"][name] = run
         write_json(path, results)
     picture(list(results["runs"]), os.path.join(FLAGS.out, "reconstructions.png"))
 
