@@ -1,4 +1,5 @@
-"""Test set-up: quiet TF, two logical CPU devices (for MirroredStrategy tests), temp cache dir."""
+"""Test set-up: quiet TF, two logical CPU devices (for MirroredStrategy tests), temp cache dir, a
+smaller LPIPS evaluation."""
 
 import os
 import sys
@@ -6,6 +7,8 @@ import tempfile
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("VQVAE_CACHE_DIR", tempfile.mkdtemp(prefix="vqvae-test-cache-"))
+# test_lpips on the first 64 test images of an evaluation, not 1000 (the cap is tested in test_training).
+os.environ.setdefault("VQVAE_LPIPS_EXAMPLES", "64")
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the repo root
 
 import pytest  # noqa: E402

@@ -268,7 +268,7 @@ def _np_discretized_gaussian_log_prob(x_pixels, mean_pixels, std):
     return np.log(np.maximum(upper - lower, 1e-300))
 
 
-def test_evaluate_matches_numpy_on_a_known_batch():
+def test_evaluate_matches_numpy_on_a_known_batch(monkeypatch):
     keras.utils.set_random_seed(1)
     model = get_config("tiny").build(data_variance=0.05)
     rng = np.random.default_rng(0)
@@ -287,6 +287,16 @@ def test_evaluate_matches_numpy_on_a_known_batch():
     p = counts[counts > 0] / counts.sum()
     assert metrics["perplexity"] == pytest.approx(np.exp(-(p * np.log(p)).sum()), rel=1e-5)
     assert metrics["codebook_usage"] == pytest.approx((counts > 0).mean())
+    # SSIM per image (tf.image.ssim on [0, 1]); LPIPS-VGG on the first LPIPS_EXAMPLES images only.
+    ssim = tf.image.ssim(tf.constant(test_x), tf.constant(recon, tf.float32), max_val=1.0).numpy()
+    assert metrics["test_ssim"] == pytest.approx(ssim.mean(), rel=1e-4)
+    from vqvae_tf import LPIPS
+
+    monkeypatch.setenv("VQVAE_LPIPS_EXAMPLES", "7")  # across the batches of 5
+    capped = train_vqvae_lib.evaluate(model, as_ds(test_x), as_ds(fit_x))
+    distances = LPIPS("vgg")(test_x, recon.astype(np.float32)).numpy()
+    assert metrics["test_lpips"] == pytest.approx(distances.mean(), rel=1e-4) and metrics["test_lpips_examples"] == 12
+    assert capped["test_lpips"] == pytest.approx(distances[:7].mean(), rel=1e-4) and capped["test_lpips_examples"] == 7
     # p(x|z): std = sqrt(mean squared error of the unclipped mean on the FIT set), in pixels.
     fit_mean = model.forward(fit_x)["mean"].numpy().astype(np.float64)
     std = np.sqrt(((fit_mean - fit_x) ** 2).mean()) * 255
