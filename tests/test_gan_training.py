@@ -270,15 +270,14 @@ def test_mixed_precision_auto_probes_and_records_its_choice(tmp_path, data_dir, 
     "name,overrides",
     [
         ("vqvae2_tiny", {}),
-        ("tiny", dict(quantizer="fsq", fsq_levels=(4, 4))),
         ("tiny", dict(quantizer="rvq", num_quantizers=2)),
-        ("tiny", dict(quantizer="lfq", embedding_dim=4, num_embeddings=16, entropy_weight=0.1)),
     ],
-    ids=["vqvae2", "fsq", "rvq", "lfq"],
+    ids=["vqvae2", "rvq"],
 )
 def test_every_autoencoder_trains_with_the_full_objective(name, overrides):
-    """VQ-VAE-2 and the quantizers without a codebook gradient (FSQ, LFQ) or with several (RVQ):
-    one compiled GAN step moves the decoder's last layer and the discriminator, all finite."""
+    """VQ-VAE-2 (two decoders: the adaptive weight at the image decoder's last layer) and residual VQ
+    (several codebooks): one compiled GAN step moves that layer and the discriminator, all finite.
+    (Every quantizer's train step is tested on its own; the objective only adds terms to it.)"""
     config = get_config(name)
     config.image_shape = (32, 32, 1)
     for k, v in {**GAN, "disc_filters": 8, "disc_layers": 2, **overrides}.items():

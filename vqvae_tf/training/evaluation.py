@@ -164,7 +164,7 @@ def perceptual_metrics(image_shape) -> dict:
         progress.log(f"Note: no test_lpips for {h}x{w} images (LPIPS-VGG needs {lpips.MIN_SIZE['vgg']} px).")
         return fns
     try:
-        metric = _lpips_vgg()
+        metric = _lpips_vgg(tuple(int(d) for d in image_shape))
     except LPIPSWeightsError as e:
         progress.log(f"Note: no test_lpips: {e}")
         return fns
@@ -173,7 +173,14 @@ def perceptual_metrics(image_shape) -> dict:
 
 
 @functools.cache
-def _lpips_vgg():
-    """LPIPS-VGG as one tf.function per process (traced once per image shape, not per evaluation)."""
-    model = lpips.LPIPS("vgg", check_inputs=False)
-    return tf.function(lambda x, y: model(x, y), reduce_retracing=True)
+def _lpips_vgg(image_shape: tuple):
+    """LPIPS-VGG of images of `image_shape`, one tf.function per process and shape (traced once,
+    whatever the batch, not once per evaluation)."""
+    model = _lpips_model()
+    spec = tf.TensorSpec([None, *image_shape], tf.float32)
+    return tf.function(lambda x, y: model(x, y), input_signature=[spec, spec])
+
+
+@functools.cache
+def _lpips_model():
+    return lpips.LPIPS("vgg", check_inputs=False)
