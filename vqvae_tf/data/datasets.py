@@ -242,11 +242,13 @@ def batched(
     seed: int | None = None,
     shuffle_buffer: int | None = None,
     repeat: bool | None = None,
+    skip_batches: int = 0,
 ) -> tf.data.Dataset:
     """Batches a dataset from `load` for training (shuffled, repeated, full batches only) or
     evaluation (file order, one pass, last partial batch kept), with prefetching. The shuffle
     buffer defaults to 10,000 images, fewer for large images (about 1 GiB of float32 pixels, at
-    least 1,000 images)."""
+    least 1,000 images). `skip_batches` (training) starts the stream after that many full batches:
+    what a resumed run has already trained on."""
     if batch_size <= 0:
         raise DataError(f"batch_size must be positive, got {batch_size}.")
     repeat = training if repeat is None else repeat
@@ -257,6 +259,8 @@ def batched(
         ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
     if repeat:
         ds = ds.repeat()
+    if skip_batches:  # a resumed run: skip images, not assembled batches (no copies)
+        ds = ds.skip(skip_batches * batch_size)
     ds = ds.batch(batch_size, drop_remainder=training, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     return ds.prefetch(tf.data.AUTOTUNE)
 

@@ -179,10 +179,11 @@ def fit_to_data(config: VQVAEConfig, image_shape, source: data.DataSource | None
 def _train(run: loop.StageRun, model, config: VQVAEConfig, options: RunOptions, source: data.DataSource):
     # One stream of batches per seed; a resumed run skips the batches it has trained on, so that
     # it sees what an uninterrupted run would (and reaches the same weights).
-    train = data.batched(source.load("train"), config.batch_size, training=True, seed=options.seed * 1_000_003)
     if run.step:
         progress.log(f"Skipping the {run.step} batches trained before the resume...")
-        train = train.skip(run.step)
+    train = data.batched(
+        source.load("train"), config.batch_size, training=True, seed=options.seed * 1_000_003, skip_batches=run.step
+    )
 
     # Log suffixes: "" for a VQ-VAE's one grid, "_top" / "_bottom" for a VQ-VAE-2's.
     quantizers = {name.replace("codes", ""): quantizer for name, quantizer in model.quantizers.items()}
