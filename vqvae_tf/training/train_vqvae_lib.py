@@ -147,7 +147,10 @@ def _resolve_precision(options: RunOptions, config, variance: float) -> tuple[Ru
     replica's batch); the choice and its reason are logged and added to flags.txt as a comment."""
     if options.mixed_precision != "auto":
         return options, None
-    batch = max(1, config.batch_size // loop.make_strategy(options.strategy).num_replicas_in_sync)
+    # One replica's batch when the strategy is an object; a strategy by name is not built twice in
+    # one process (a second MirroredStrategy mixes up collectives): the global batch stands in.
+    replicas = options.strategy.num_replicas_in_sync if isinstance(options.strategy, tf.distribute.Strategy) else 1
+    batch = max(1, config.batch_size // replicas)
     images = tf.random.stateless_uniform([batch, *config.image_shape], seed=[0, 0])
     policy, why = precision.choose(lambda: build_vqvae(config, variance, options.seed, for_training=True), images)
     progress.log(f"mixed_precision=auto -> {policy}: {why}.")
