@@ -278,6 +278,19 @@ def test_kmeans_install_step_leaves_the_centroids_untouched_by_adam():
         np.testing.assert_array_equal(slot.numpy(), 0.0)
 
 
+@pytest.mark.parametrize("quantizer", ["vq", "ema", "rvq"])
+def test_the_training_step_differentiates_no_cond(quantizer):
+    """TF 2.21's Grappler breaks the gradient of a tf.cond in the quantizer (ALREADY_EXISTS
+    .../AddOpsRewrite_AddN/tmp_var, seen with LPIPS-VGG or a discriminator at batch 32, 64x64):
+    the upkeep's conds see no gradient and the k-means install picks its results by tf.where."""
+    model = tiny_model(quantizer=quantizer, kmeans_init=True, dead_code_threshold=1.0)
+    graph = tf.function(model.train_step).get_concrete_function(tf.TensorSpec([2, 28, 28, 1])).graph
+    graph_def = graph.as_graph_def()
+    nodes = list(graph_def.node) + [n for f in graph_def.library.function for n in f.node_def]
+    conds = [n.name for n in nodes if n.op in ("If", "StatelessIf")]
+    assert conds and not [name for name in conds if "grad" in name], conds
+
+
 def test_training_logs_restarts_per_step():
     model = tiny_model(dead_code_threshold=60.0)  # of 784 vectors per step: some codes are dead
     images = tf.random.stateless_uniform([16, 28, 28, 1], seed=[7, 8])

@@ -89,17 +89,6 @@ class ImageLossConfig:
         return None if self.is_plain() else Objective(self, image_shape)
 
 
-def disable_arithmetic_rewrites() -> None:
-    """Turns Grappler's arithmetic optimizer off (process-wide: TF has no per-function switch).
-
-    With it on, the GAN step (a persistent tape for the adaptive weight, then the discriminator's
-    own step) fails on the first step that takes a quantizer's restart branch: "ALREADY_EXISTS:
-    Resource .../quantizer/cond_2_grad/.../ArithmeticOptimizer/AddOpsRewrite_AddN_3/tmp_var"
-    (TF 2.21, reproduced on vqgan_64 at batch 32; the plain and the LPIPS-only steps are unaffected,
-    and so are GAN steps with this rewrite off, e.g. 40 steps of cifar10 at batch 128)."""
-    tf.config.optimizer.set_experimental_options({"arithmetic_optimization": False})
-
-
 class Objective:
     """One train step of an autoencoder under the losses of an `ImageLossConfig`; see the module."""
 
@@ -112,7 +101,6 @@ class Objective:
         self.discriminator = self.discriminator_optimizer = None
         keys = (PERCEPTUAL_KEY,) if self.lpips is not None else ()
         if config.adversarial:
-            disable_arithmetic_rewrites()
             self.discriminator = NLayerDiscriminator(config.disc_layers, config.disc_filters)
             self.discriminator(tf.zeros([1, *image_shape]))  # creates its variables
             lr = config.disc_learning_rate or config.learning_rate

@@ -211,17 +211,21 @@ class VectorQuantizer(CodebookUpkeep, Quantizer):
         indices_flat, quantized_st, codebook_loss, commitment_loss = quantize(self.codebook)
         counts = tf.math.unsorted_segment_sum(tf.ones_like(indices_flat, tf.float32), indices_flat, self.num_embeddings)
         if training:
-            counts = self._update_state(flat, indices_flat, counts, num_vectors)
+            counts = self._update_state(tf.stop_gradient(flat), indices_flat, counts, num_vectors)
             if self.kmeans_init:
                 # The call that installs the k-means codebook quantizes with it (as lucidrains'
                 # does), so that what it passes on (a residual stage's residuals) is of the codes
                 # in force from now on, not of the codebook it replaced. The perplexity stays that
-                # of the statistics (the global batch's assignment before the install).
+                # of the statistics (the global batch's assignment before the install). The
+                # install's codebook takes no gradient (every row is reseeded: `_adjust_gradients`
+                # drops it). The results are chosen by tf.where, not tf.cond: TF 2.21's Grappler
+                # breaks the gradient of that cond (ALREADY_EXISTS .../AddOpsRewrite_AddN/tmp_var
+                # on the step after the install, with LPIPS-VGG or a discriminator in the step).
                 installed = tf.equal(self.num_updates, 1)
-                indices_flat, quantized_st, codebook_loss, commitment_loss = tf.cond(
-                    installed,
-                    lambda: quantize(self.codebook),
-                    lambda: (indices_flat, quantized_st, codebook_loss, commitment_loss),
+                results = quantize(tf.stop_gradient(self.codebook))
+                indices_flat, quantized_st, codebook_loss, commitment_loss = (
+                    tf.where(installed, new, old)
+                    for new, old in zip(results, (indices_flat, quantized_st, codebook_loss, commitment_loss))
                 )
 
         return {
