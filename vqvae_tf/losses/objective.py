@@ -90,7 +90,8 @@ class ImageLossConfig:
 
 
 class Objective:
-    """One train step of an autoencoder under the losses of an `ImageLossConfig`; see the module."""
+    """The losses of an `ImageLossConfig` in an autoencoder's train step (`losses`, then
+    `finish_step`, which steps the discriminator); see the module."""
 
     def __init__(self, config: ImageLossConfig, image_shape):
         self.reconstruction = config.reconstruction_loss
@@ -127,47 +128,51 @@ class Objective:
         ratio = tf.norm(tf.cast(g_nll, tf.float32)) / (tf.norm(tf.cast(g_gen, tf.float32)) + 1e-4)
         return tf.stop_gradient(tf.clip_by_value(ratio, 0.0, MAX_ADAPTIVE_WEIGHT) * self.adversarial_weight)
 
-    def train_step(self, model, images):
-        """One step of `model` (an `ImageAutoencoder`) and of the discriminator; returns the logs."""
-        restarts_before = model.num_restarts
+    @property
+    def persistent_tape(self) -> bool:
+        """Whether `losses` takes gradients of its own from the step's tape (the adaptive weight)."""
+        return self.discriminator is not None
+
+    def losses(self, model, images, out, losses, tape):
+        """Inside the autoencoder's step (`ImageAutoencoder.train_step`), recorded on its `tape`:
+        `losses` (the model's own, of the forward pass `out`) under this objective, and the
+        step's logs for `finish_step`."""
         x = tf.cast(images, tf.float32)
-        disc_factor = tf.cast(model.optimizer.iterations >= self.disc_start, tf.float32)
+        mean = out["mean"]
+        own = losses["reconstruction_loss"]
+        rec = tf.reduce_mean(tf.abs(mean - x)) * 2.0 if self.reconstruction == "l1" else own
+        nll = rec
         logs = {}
-        with tf.GradientTape(persistent=True) as tape:
-            out = model.forward(images, training=True)
-            losses = model.losses_of(images, out)
-            mean = out["mean"]
-            own = losses["reconstruction_loss"]
-            rec = tf.reduce_mean(tf.abs(mean - x)) * 2.0 if self.reconstruction == "l1" else own
-            nll = rec
-            if self.lpips is not None:
-                perceptual = tf.reduce_mean(self.lpips(x, mean))
-                nll += self.perceptual_weight * perceptual
-                logs[PERCEPTUAL_KEY] = perceptual
-            total = losses["loss"] - own + nll
-            losses["reconstruction_loss"] = rec
-            if self.discriminator is not None:
-                logits_fake = self.discriminator(mean, training=True)
-                g_loss = -tf.reduce_mean(logits_fake)
-                weight = self._adaptive_weight(tape, nll, g_loss, model.last_layer_kernel())
-                total += weight * disc_factor * g_loss
-                logs.update(generator_loss=g_loss, adaptive_weight=weight)
-            losses["loss"] = total
-            scaled = model.optimizer.scale_loss(distribute.replica_scaled(total))
-        variables = model.trainable_variables
-        grads = model._adjust_gradients(tape.gradient(scaled, variables), variables)
-        del tape
-        model.optimizer.apply_gradients(zip(grads, variables))
+        if self.lpips is not None:
+            perceptual = tf.reduce_mean(self.lpips(x, mean))
+            nll += self.perceptual_weight * perceptual
+            logs[PERCEPTUAL_KEY] = perceptual
+        total = losses["loss"] - own + nll
         if self.discriminator is not None:
-            logs.update(self._discriminator_step(x, tf.stop_gradient(mean), disc_factor))
-        model._restarts.update_state(tf.cast(model.num_restarts - restarts_before, tf.float32))
+            logits_fake = self.discriminator(mean, training=True)
+            g_loss = -tf.reduce_mean(logits_fake)
+            weight = self._adaptive_weight(tape, nll, g_loss, model.last_layer_kernel())
+            disc_factor = self._disc_factor(model)
+            total += weight * disc_factor * g_loss
+            logs.update(generator_loss=g_loss, adaptive_weight=weight, disc_factor=disc_factor)
+        return dict(losses, loss=total, reconstruction_loss=rec), logs
+
+    def _disc_factor(self, model):
+        """1 once the autoencoder has taken `disc_start` steps, else 0 (read before its update)."""
+        return tf.cast(model.optimizer.iterations >= self.disc_start, tf.float32)
+
+    def finish_step(self, images, out, logs) -> dict:
+        """After the autoencoder's update: the discriminator's step (on the reconstructions of the
+        same forward pass, with the disc factor of that step); returns the trackers' results."""
+        logs = dict(logs)
+        if self.discriminator is not None:
+            disc_factor = logs.pop("disc_factor")
+            logs.update(
+                self._discriminator_step(tf.cast(images, tf.float32), tf.stop_gradient(out["mean"]), disc_factor)
+            )
         for key, value in logs.items():
             self.trackers[key].update_state(value)
-        return dict(
-            model._update_trackers(losses),
-            **{k: t.result() for k, t in self.trackers.items()},
-            **{model.restarts_key: model._restarts.result()},
-        )
+        return {k: t.result() for k, t in self.trackers.items()}
 
     def _discriminator_step(self, real, fake, disc_factor) -> dict:
         disc = self.discriminator

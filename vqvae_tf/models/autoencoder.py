@@ -151,18 +151,24 @@ class ImageAutoencoder(presets.PresetMixin, keras.Model):
         return grads
 
     def train_step(self, data):
+        """One optimizer step on the model's own loss, or on its `objective`'s (which may also
+        step a discriminator once the autoencoder's step is applied)."""
         images = data[0] if isinstance(data, (tuple, list)) else data
-        if self.objective is not None:
-            return self.objective.train_step(self, images)
+        objective = self.objective
         restarts_before = self.num_restarts  # read now
-        with tf.GradientTape() as tape:
-            losses = self.compute_losses(images, training=True)
+        with tf.GradientTape(persistent=objective is not None and objective.persistent_tape) as tape:
+            out = self.forward(images, training=True)
+            losses = self.losses_of(images, out)
+            if objective is not None:
+                losses, objective_logs = objective.losses(self, images, out, losses, tape)
             scaled = self.optimizer.scale_loss(distribute.replica_scaled(losses["loss"]))
         variables = self.trainable_variables
         grads = self._adjust_gradients(tape.gradient(scaled, variables), variables)
+        del tape
         self.optimizer.apply_gradients(zip(grads, variables))
+        extra = objective.finish_step(images, out, objective_logs) if objective is not None else {}
         self._restarts.update_state(tf.cast(self.num_restarts - restarts_before, tf.float32))
-        return dict(self._update_trackers(losses), **{RESTARTS_KEY: self._restarts.result()})
+        return dict(self._update_trackers(losses), **extra, **{RESTARTS_KEY: self._restarts.result()})
 
     def get_config(self):
         return dict(super().get_config(), **dict(self._arguments, image_shape=list(self.image_shape)))
