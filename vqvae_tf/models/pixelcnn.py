@@ -12,30 +12,20 @@ from __future__ import annotations
 
 import keras
 import tensorflow as tf
-import tensorflow_probability as tfp
 
 from vqvae_tf.layers import SERIALIZATION_PACKAGE
 from vqvae_tf.layers.attention import CausalSelfAttention
 from vqvae_tf.layers.encoder_decoder import DOWNSAMPLE_FACTORS, Decoder
-from vqvae_tf.layers.likelihoods import LOG2
 from vqvae_tf.layers.masked_conv import GatedBlock, shift_down
 from vqvae_tf.models import presets
+from vqvae_tf.models.autoregressive import AutoregressivePrior
 from vqvae_tf.models.pixelcnn_inputs import PixelCNNInputs
 from vqvae_tf.models.pixelcnn_sampling import sample_codes_graph
-from vqvae_tf.utils import checks, distribute
-
-
-def codes_and_labels(data, num_classes: int):
-    """A prior's training batch -> (codes, labels or None for an unconditional prior): (codes,
-    labels) from a dataset, or Keras' packing ((codes, labels),) / (codes,) from fit(x)."""
-    while isinstance(data, (tuple, list)) and len(data) == 1:
-        data = data[0]
-    codes, labels = (data[0], data[1]) if isinstance(data, (tuple, list)) else (data, None)
-    return codes, (labels if num_classes else None)
+from vqvae_tf.utils import checks
 
 
 @keras.saving.register_keras_serializable(package=SERIALIZATION_PACKAGE)
-class PixelCNN(PixelCNNInputs, presets.PresetMixin, keras.Model):
+class PixelCNN(AutoregressivePrior, PixelCNNInputs, presets.PresetMixin, keras.Model):
     """Gated PixelCNN over code grids: codes int32 [B,h,w] (+ labels [B]) -> logits [B,h,w,K].
 
     Args:
@@ -97,14 +87,7 @@ class PixelCNN(PixelCNNInputs, presets.PresetMixin, keras.Model):
         if num_classes < 0:
             raise ValueError(f"num_classes must be >= 0, got {num_classes}.")
         self.validate_stack(num_filters, num_layers, kernel_size, dropout)
-        self.latent_shape = tuple(int(s) for s in latent_shape)
-        if len(self.latent_shape) != 2 or min(self.latent_shape) < 1:
-            raise ValueError(f"latent_shape must be (h, w) with positive sizes, got {latent_shape}.")
-        if self.latent_shape[1] % depth:
-            raise ValueError(
-                f"latent_shape {self.latent_shape} must have a width that is a multiple of depth={depth} "
-                "(each position's codes side by side)."
-            )
+        self.latent_shape = self.checked_grid(latent_shape, depth)
         num_layers = self.resolve_layers(self.latent_shape, num_layers, kernel_size)
         if attention_blocks > num_layers:
             raise ValueError(f"attention_blocks={attention_blocks} exceeds the {num_layers} gated blocks.")
@@ -148,8 +131,7 @@ class PixelCNN(PixelCNNInputs, presets.PresetMixin, keras.Model):
         self._attention_after = tuple(after)  # block indices, in the order of self.attention
         self.head_hidden = keras.layers.Conv2D(2 * num_filters, 1, activation="relu", name="head_hidden")
         self.head_logits = keras.layers.Conv2D(num_embeddings * depth, 1, name="head_logits")
-        self._loss_tracker = keras.metrics.Mean(name="loss")
-        self._bits_tracker = keras.metrics.Mean(name="bits_per_code")
+        self._make_trackers()
         self._build_all()
 
     @staticmethod
@@ -269,19 +251,6 @@ class PixelCNN(PixelCNNInputs, presets.PresetMixin, keras.Model):
         rows, or, with `column` (the grid column of a single position), [B, 1, 1, F]."""
         return self.select_depth(tf.cast(self.head_logits(self.head_hidden(tf.nn.relu(h))), tf.float32), column)
 
-    def select_depth(self, logits, column=None):
-        """The head's depth * K outputs -> K logits: each grid column's depth selects its own K.
-        `logits` [..., w, depth * K] of whole rows, or [N, depth * K] of one position in grid
-        column `column`. The identity for depth 1."""
-        if self.depth == 1:
-            return logits
-        logits = tf.reshape(logits, tf.concat([tf.shape(logits)[:-1], [self.depth, self.num_embeddings]], 0))
-        if column is None:
-            select = tf.one_hot(tf.range(tf.shape(logits)[-3]) % self.depth, self.depth)[:, :, None]
-        else:
-            select = tf.one_hot(column % self.depth, self.depth)[:, None]
-        return tf.reduce_sum(logits * select, axis=-2)
-
     def logits_from_embeddings(self, x, labels=None, training=False, condition=None):
         """Embedded codes, checked labels and condition -> logits float32 [B,h,w,K]."""
         conditioning = self.conditioning(labels, condition)
@@ -296,67 +265,9 @@ class PixelCNN(PixelCNNInputs, presets.PresetMixin, keras.Model):
         condition = self.check_condition(condition, tf.shape(codes)[0])
         return self.logits_from_embeddings(self.embed(codes), labels, training, condition)
 
-    def distribution(self, codes, labels=None, condition=None):
-        """p(z): a `tfp.distributions.Independent(Categorical)` over the whole code grid."""
-        logits = self(codes, labels, condition=condition)
-        return tfp.distributions.Independent(tfp.distributions.Categorical(logits=logits), reinterpreted_batch_ndims=2)
-
-    def log_prob(self, codes, labels=None, condition=None):
-        """log p(codes) in nats, float32 [B]."""
-        return self.distribution(codes, labels, condition).log_prob(self.check_codes(codes))
-
-    # The prior API that every stage and export uses (shared with `vqvae2.HierarchicalPrior`):
-    # code grids by name, as the autoencoder's `prior_grids` names them.
-
-    @property
-    def grid_shapes(self) -> dict:
-        return {"codes": self.latent_shape}
-
-    @property
-    def num_codes(self) -> int:
-        return self.latent_shape[0] * self.latent_shape[1]
-
-    def log_prob_grids(self, grids: dict, labels=None):
-        return self.log_prob(grids["codes"], labels)
-
     def sample_grids_graph(self, num_samples, temperature, seed, labels=None, top_k=None, fast=True) -> dict:
         """`pixelcnn_sampling.sample_codes_graph` as {"codes": codes}."""
         return {"codes": sample_codes_graph(self, num_samples, temperature, seed, labels, top_k, fast)}
-
-    def bits_per_code(self, log_prob):
-        """`log_prob` of whole code grids (nats, as `log_prob` gives) as bits per code."""
-        h, w = self.latent_shape
-        return -log_prob / (h * w * LOG2)
-
-    # ---------------------------------------------------------------- training
-
-    @property
-    def metrics(self):
-        return [self._loss_tracker, self._bits_tracker]
-
-    def _nll(self, data, training):
-        """Negative log-likelihood of each code grid, nats per code: float32 [B]."""
-        codes, labels = codes_and_labels(data, self.num_classes)
-        logits = self(codes, labels, training=training)
-        nll = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=tf.cast(codes, tf.int32), logits=logits)
-        return tf.reduce_mean(nll, axis=[1, 2])
-
-    def _track(self, nll):
-        # Per-example values, so `evaluate` gives the exact mean over a dataset whatever its last batch.
-        self._loss_tracker.update_state(nll)
-        self._bits_tracker.update_state(nll / LOG2)
-        return {m.name: m.result() for m in self.metrics}
-
-    def train_step(self, data):
-        with tf.GradientTape() as tape:
-            nll = self._nll(data, training=True)
-            scaled = self.optimizer.scale_loss(distribute.replica_scaled(tf.reduce_mean(nll)))
-        variables = self.trainable_variables
-        self.optimizer.apply_gradients(zip(tape.gradient(scaled, variables), variables))
-        return self._track(nll)
-
-    def test_step(self, data):
-        return self._track(self._nll(data, training=False))
 
     def get_config(self):
         config = super().get_config()

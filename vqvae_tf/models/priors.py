@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from vqvae_tf.data import codes
 from vqvae_tf.models.pixelcnn import PixelCNN
+from vqvae_tf.models.transformer import TransformerPrior
 from vqvae_tf.models.vqvae2.prior import HierarchicalPrior
 from vqvae_tf.utils import files
 
@@ -93,3 +94,25 @@ class HierarchicalFamily(PriorFamily):
     def build(self, network: dict, meta: dict):
         grids = {name: tuple(shape) for name, shape in codes.grid_shapes(meta).items()}
         return HierarchicalPrior(top_shape=grids["codes_top"], bottom_shape=grids["codes_bottom"], **network)
+
+
+@register_prior_family("transformer")
+class TransformerFamily(PriorFamily):
+    """A causal transformer over one code grid (residual VQ's depth side by side): the prior
+    config's `num_filters` is its width, `num_layers` its blocks (None: 4), `dropout` its dropout;
+    4 attention heads (fewer when the width is not divisible by 4)."""
+
+    cls = TransformerPrior
+
+    def build(self, network: dict, meta: dict):
+        width = network["num_filters"]
+        return TransformerPrior(
+            num_embeddings=network["num_embeddings"],
+            latent_shape=tuple(codes.grid_shapes(meta)["codes"]),
+            width=width,
+            num_layers=network["num_layers"] or 4,
+            num_heads=next(h for h in (4, 2, 1) if width % h == 0),
+            dropout=network["dropout"],
+            num_classes=network["num_classes"],
+            depth=meta.get("depth", 1),
+        )

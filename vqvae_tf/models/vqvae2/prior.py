@@ -23,7 +23,8 @@ import tensorflow as tf
 from vqvae_tf.layers import SERIALIZATION_PACKAGE
 from vqvae_tf.layers.likelihoods import LOG2
 from vqvae_tf.models import presets
-from vqvae_tf.models.pixelcnn import PixelCNN, codes_and_labels
+from vqvae_tf.models.autoregressive import codes_and_labels
+from vqvae_tf.models.pixelcnn import PixelCNN
 from vqvae_tf.models.pixelcnn_sampling import sample_codes_graph
 from vqvae_tf.models.vqvae2.model import GRID_NAMES, LEVELS
 from vqvae_tf.utils import distribute
