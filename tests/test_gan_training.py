@@ -1,6 +1,7 @@
 """The VQGAN objective (L1, LPIPS, PatchGAN with the adaptive weight): its numbers, distribution,
 checkpoints and exact resume, divergence, and what it keeps out of the model."""
 
+import dataclasses
 import json
 import os
 
@@ -238,7 +239,7 @@ def test_cpu_bf16_flag(tmp_path):
     assert precision.cpu_bf16_flag(str(tmp_path / "missing")) is None
 
 
-def test_mixed_precision_auto_probes_and_records_its_choice(tmp_path, data_dir, monkeypatch):
+def test_mixed_precision_auto_probes_records_and_keeps_its_choice(tmp_path, data_dir, monkeypatch):
     from vqvae_tf.training import precision
 
     config = get_config("tiny")
@@ -247,20 +248,36 @@ def test_mixed_precision_auto_probes_and_records_its_choice(tmp_path, data_dir, 
         workdir=str(tmp_path), data=DataSource(None, data_dir), mixed_precision="auto", flags_text="--steps=2\n"
     )
     monkeypatch.setattr(precision, "cpu_bf16_flag", lambda: "amx_bf16")
+    monkeypatch.setattr(precision, "MIN_PROBE_STEPS", 2)
     timed = []
     original = precision._steps_per_second
     monkeypatch.setattr(precision, "_steps_per_second", lambda b, x, p: timed.append(p) or original(b, x, p))
+    path = os.path.join(str(tmp_path), "vqvae", "config.json")
     try:
         train_vqvae_lib.train_and_evaluate(config, options)
-        record = json.load(open(os.path.join(str(tmp_path), "vqvae", "config.json")))
+        record = json.load(open(path))
+        assert timed == ["float32", "mixed_bfloat16"]
+        chosen = record["mixed_precision"]
+        assert chosen in ("none", "mixed_bfloat16")
+        assert record["mixed_precision_choice"].startswith(f"auto -> {chosen}: bf16 steps ran ")
+        flags_txt = open(os.path.join(str(tmp_path), "vqvae", "flags.txt")).read()
+        assert flags_txt.startswith("--steps=2\n# --mixed_precision=auto chose " + chosen)
+        # Resumed to step 4: no probe, the first choice kept.
+        config.steps = 4
+        train_vqvae_lib.train_and_evaluate(config, options)
+        resumed = json.load(open(path))
+        assert timed == ["float32", "mixed_bfloat16"]
+        assert resumed["mixed_precision"] == chosen
+        assert resumed["mixed_precision_choice"].startswith(f"auto -> {chosen}: this run's choice when it started")
+        # A short run (under MIN_PROBE_STEPS) trains in float32 without a probe.
+        monkeypatch.setattr(precision, "MIN_PROBE_STEPS", 1000)
+        short = dataclasses.replace(options, workdir=str(tmp_path / "short"))
+        train_vqvae_lib.train_and_evaluate(config, short)
+        record = json.load(open(os.path.join(str(tmp_path), "short", "vqvae", "config.json")))
+        assert timed == ["float32", "mixed_bfloat16"] and record["mixed_precision"] == "none"
+        assert "a run of 4 steps (under 1000) trains in float32" in record["mixed_precision_choice"]
     finally:
         keras.mixed_precision.set_global_policy("float32")
-    assert timed == ["float32", "mixed_bfloat16"]
-    chosen = record["mixed_precision"]
-    assert chosen in ("none", "mixed_bfloat16")
-    assert record["mixed_precision_choice"].startswith(f"auto -> {chosen}: bf16 steps ran ")
-    flags_txt = open(os.path.join(str(tmp_path), "vqvae", "flags.txt")).read()
-    assert flags_txt.startswith("--steps=2\n# --mixed_precision=auto chose " + chosen)
     monkeypatch.setattr(precision, "cpu_bf16_flag", lambda: None)
     policy, why = precision.choose(None, None)
     assert policy == "none" and "reports no bf16 instructions" in why

@@ -166,10 +166,11 @@ def define_run_flags(
         strategy=flags.DEFINE_enum("strategy", "default", list(STRATEGIES), "tf.distribute strategy."),
         mixed_precision=flags.DEFINE_enum(
             "mixed_precision",
-            "none",
+            "auto",
             list(MIXED_PRECISION),
             "Keras dtype policy; auto: mixed_bfloat16 where the CPU has bf16 instructions and a short probe of "
-            "the autoencoder's step shows it faster (the choice is logged and noted in flags.txt).",
+            "the autoencoder's step shows it faster, in runs of 1000 steps or more (the choice is logged and noted "
+            "in flags.txt; a resumed run keeps it; the priors train in float32).",
         ),
         seed=define_seed_flag(),
         cadence=cadence or {},

@@ -92,7 +92,7 @@ def stage_run(options: RunOptions, stage: StageDir, record: dict, architecture: 
     strategy = make_strategy(options.strategy)
     check_batch_size(batch_size, strategy)
     if options.mixed_precision == "auto":  # a stage without a probe of its own (the priors)
-        progress.log("mixed_precision=auto: no probe for this stage; float32.")
+        progress.log("mixed_precision=auto: this stage trains in float32 (no probe of its step yet).")
     elif options.mixed_precision != "none":
         keras.mixed_precision.set_global_policy(options.mixed_precision)
     if not strategy.extended.should_checkpoint:

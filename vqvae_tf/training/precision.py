@@ -4,7 +4,9 @@ shows the stage's own train step faster with it; float32 otherwise.
 On an Intel Xeon with AMX the cifar10 config's step ran 1.8x faster in mixed_bfloat16 at the same
 test error (issue 28); an AMD EPYC with AVX512_BF16 gained 1.27x; a CPU without bf16 instructions
 emulates it and loses. Variables stay float32 under the mixed policy, so checkpoints are the same
-either way and a resumed run may choose again.
+either way; a resumed run keeps its first choice (train_vqvae_lib), and a run shorter than
+`MIN_PROBE_STEPS` trains in float32 (the probe, two throwaway models and their compilation, would
+cost more than bf16 could save).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from vqvae_tf.utils import progress
 # Timed steps per policy (after two compiling ones) and the speed-up bf16 must show to be chosen.
 PROBE_STEPS = 5
 MIN_SPEEDUP = 1.1
+MIN_PROBE_STEPS = 1000
 # /proc/cpuinfo flags of bf16 arithmetic: x86 (AMX, AVX-512) and Arm.
 BF16_FLAGS = ("amx_bf16", "avx512_bf16", "bf16")
 

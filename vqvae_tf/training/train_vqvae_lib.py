@@ -113,7 +113,7 @@ def train_and_evaluate(
             f"keeping the run's pixel variance {saved['data_variance']:.5f}."
         )
     variance = saved["data_variance"] if saved and "data_variance" in saved else source.pixel_variance()
-    options, precision_choice = _resolve_precision(options, config, variance)
+    options, precision_choice = _resolve_precision(options, config, variance, saved)
     record = {
         "config": config.to_dict(),
         "data": source.to_dict(),
@@ -142,17 +142,29 @@ def train_and_evaluate(
         return _evaluate_and_write(run, model, config, options, images_per_second, source)
 
 
-def _resolve_precision(options: RunOptions, config, variance: float) -> tuple[RunOptions, str | None]:
-    """`--mixed_precision=auto` resolved by `precision.choose` on this config's train step (one
-    replica's batch); the choice and its reason are logged and added to flags.txt as a comment."""
+def _resolve_precision(
+    options: RunOptions, config, variance: float, saved: dict | None
+) -> tuple[RunOptions, str | None]:
+    """`--mixed_precision=auto` resolved: a resumed run keeps the choice it made when it started
+    (`saved`: its config.json), so that it trains on as an uninterrupted run would; a run of fewer
+    than `precision.MIN_PROBE_STEPS` steps trains in float32; else `precision.choose` probes this
+    config's train step (one replica's batch). The choice and its reason are logged and added to
+    flags.txt as a comment."""
     if options.mixed_precision != "auto":
         return options, None
-    # One replica's batch when the strategy is an object; a strategy by name is not built twice in
-    # one process (a second MirroredStrategy mixes up collectives): the global batch stands in.
-    replicas = options.strategy.num_replicas_in_sync if isinstance(options.strategy, tf.distribute.Strategy) else 1
-    batch = max(1, config.batch_size // replicas)
-    images = tf.random.stateless_uniform([batch, *config.image_shape], seed=[0, 0])
-    policy, why = precision.choose(lambda: build_vqvae(config, variance, options.seed, for_training=True), images)
+    earlier = (saved or {}).get("mixed_precision_choice") or ""
+    if earlier.startswith("auto -> "):
+        policy, why = saved["mixed_precision"], f"this run's choice when it started ({earlier[len('auto -> ') :]})"
+    elif config.steps < precision.MIN_PROBE_STEPS:
+        policy = "none"
+        why = f"a run of {config.steps} steps (under {precision.MIN_PROBE_STEPS}) trains in float32 without a probe"
+    else:
+        # One replica's batch when the strategy is an object; a strategy by name is not built twice
+        # in one process (a second MirroredStrategy mixes up collectives): the global batch stands in.
+        replicas = options.strategy.num_replicas_in_sync if isinstance(options.strategy, tf.distribute.Strategy) else 1
+        batch = max(1, config.batch_size // replicas)
+        images = tf.random.stateless_uniform([batch, *config.image_shape], seed=[0, 0])
+        policy, why = precision.choose(lambda: build_vqvae(config, variance, options.seed, for_training=True), images)
     progress.log(f"mixed_precision=auto -> {policy}: {why}.")
     text = options.flags_text
     if text is not None:
