@@ -1,11 +1,12 @@
-"""`AutoregressivePrior`: what every prior with an exact likelihood over one code grid shares (the
-gated PixelCNN, the transformer): its training on cross-entropy, `log_prob`, bits per code, the
-prior API of the stages, and residual VQ's depths laid side by side along a row.
+"""What the priors over one code grid share. `GridPrior`: the prior API of the stages, the loss and
+bits-per-code metrics, and residual VQ's depths laid side by side along a row (PixelCNN, the
+transformer, MaskGIT). `AutoregressivePrior`: an exact likelihood and its cross-entropy training
+(PixelCNN, the transformer).
 
-A model using it has ``latent_shape`` (h, w), ``num_embeddings`` K, ``num_classes``, ``depth``,
-and ``call(codes, labels=None, training=False, condition=None)`` -> logits float32 [B, h, w, K]
-where the logits at a position depend only on the codes before it in raster order. It calls
-`_make_trackers()` in its constructor.
+A model using them has ``latent_shape`` (h, w), ``num_embeddings`` K, ``num_classes``, ``depth``
+and calls `_make_trackers()` in its constructor; an autoregressive one has ``call(codes,
+labels=None, training=False, condition=None)`` -> logits float32 [B, h, w, K] where the logits at
+a position depend only on the codes before it in raster order.
 """
 
 from __future__ import annotations
@@ -27,8 +28,8 @@ def codes_and_labels(data, num_classes: int):
     return codes, (labels if num_classes else None)
 
 
-class AutoregressivePrior:
-    """Mixin for a Keras model over one code grid (see the module)."""
+class GridPrior:
+    """Mixin for a Keras prior over one code grid (see the module); a subclass defines `_nll`."""
 
     @staticmethod
     def checked_grid(latent_shape, depth: int) -> tuple:
@@ -60,15 +61,6 @@ class AutoregressivePrior:
             select = tf.one_hot(column % self.depth, self.depth)[:, None]
         return tf.reduce_sum(logits * select, axis=-2)
 
-    def distribution(self, codes, labels=None, condition=None):
-        """p(z): a `tfp.distributions.Independent(Categorical)` over the whole code grid."""
-        logits = self(codes, labels, condition=condition)
-        return tfp.distributions.Independent(tfp.distributions.Categorical(logits=logits), reinterpreted_batch_ndims=2)
-
-    def log_prob(self, codes, labels=None, condition=None):
-        """log p(codes) in nats, float32 [B]."""
-        return self.distribution(codes, labels, condition).log_prob(self.check_codes(codes))
-
     # The prior API that every stage and export uses (shared with `vqvae2.HierarchicalPrior`):
     # code grids by name, as the autoencoder's `prior_grids` names them.
 
@@ -80,9 +72,6 @@ class AutoregressivePrior:
     def num_codes(self) -> int:
         return self.latent_shape[0] * self.latent_shape[1]
 
-    def log_prob_grids(self, grids: dict, labels=None):
-        return self.log_prob(grids["codes"], labels)
-
     def bits_per_code(self, log_prob):
         """`log_prob` of whole code grids (nats, as `log_prob` gives) as bits per code."""
         h, w = self.latent_shape
@@ -93,13 +82,6 @@ class AutoregressivePrior:
     @property
     def metrics(self):
         return [self._loss_tracker, self._bits_tracker]
-
-    def _nll(self, data, training):
-        """Negative log-likelihood of each code grid, nats per code: float32 [B]."""
-        codes, labels = codes_and_labels(data, self.num_classes)
-        logits = self(codes, labels, training=training)
-        nll = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=tf.cast(codes, tf.int32), logits=logits)
-        return tf.reduce_mean(nll, axis=[1, 2])
 
     def _track(self, nll):
         # Per-example values, so `evaluate` gives the exact mean over a dataset whatever its last batch.
@@ -117,3 +99,26 @@ class AutoregressivePrior:
 
     def test_step(self, data):
         return self._track(self._nll(data, training=False))
+
+
+class AutoregressivePrior(GridPrior):
+    """A `GridPrior` with an exact likelihood: log p(codes) by the chain rule over raster order."""
+
+    def distribution(self, codes, labels=None, condition=None):
+        """p(z): a `tfp.distributions.Independent(Categorical)` over the whole code grid."""
+        logits = self(codes, labels, condition=condition)
+        return tfp.distributions.Independent(tfp.distributions.Categorical(logits=logits), reinterpreted_batch_ndims=2)
+
+    def log_prob(self, codes, labels=None, condition=None):
+        """log p(codes) in nats, float32 [B]."""
+        return self.distribution(codes, labels, condition).log_prob(self.check_codes(codes))
+
+    def log_prob_grids(self, grids: dict, labels=None):
+        return self.log_prob(grids["codes"], labels)
+
+    def _nll(self, data, training):
+        """Negative log-likelihood of each code grid, nats per code: float32 [B]."""
+        codes, labels = codes_and_labels(data, self.num_classes)
+        logits = self(codes, labels, training=training)
+        nll = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=tf.cast(codes, tf.int32), logits=logits)
+        return tf.reduce_mean(nll, axis=[1, 2])

@@ -14,6 +14,7 @@ export records it in meta.json; `family_for(meta)` reads it back.
 from __future__ import annotations
 
 from vqvae_tf.data import codes
+from vqvae_tf.models.maskgit import MaskGITPrior
 from vqvae_tf.models.pixelcnn import PixelCNN
 from vqvae_tf.models.transformer import TransformerPrior
 from vqvae_tf.models.vqvae2.prior import HierarchicalPrior
@@ -105,14 +106,26 @@ class TransformerFamily(PriorFamily):
     cls = TransformerPrior
 
     def build(self, network: dict, meta: dict):
-        width = network["num_filters"]
-        return TransformerPrior(
-            num_embeddings=network["num_embeddings"],
-            latent_shape=tuple(codes.grid_shapes(meta)["codes"]),
-            width=width,
-            num_layers=network["num_layers"] or 4,
-            num_heads=next(h for h in (4, 2, 1) if width % h == 0),
-            dropout=network["dropout"],
-            num_classes=network["num_classes"],
-            depth=meta.get("depth", 1),
-        )
+        return self.cls(**transformer_arguments(network, meta))
+
+
+@register_prior_family("maskgit")
+class MaskGITFamily(TransformerFamily):
+    """MaskGIT's bidirectional transformer, sized from the prior config as the causal one."""
+
+    cls = MaskGITPrior
+
+
+def transformer_arguments(network: dict, meta: dict) -> dict:
+    """The transformer priors' arguments from the prior config's network fields and the codes' meta."""
+    width = network["num_filters"]
+    return dict(
+        num_embeddings=network["num_embeddings"],
+        latent_shape=tuple(codes.grid_shapes(meta)["codes"]),
+        width=width,
+        num_layers=network["num_layers"] or 4,
+        num_heads=next(h for h in (4, 2, 1) if width % h == 0),
+        dropout=network["dropout"],
+        num_classes=network["num_classes"],
+        depth=meta.get("depth", 1),
+    )

@@ -1,0 +1,254 @@
+"""MaskGIT's prior (Chang et al. 2022, arXiv:2202.04200): a bidirectional transformer over code grids
+with a [MASK] token, trained to fill in masked codes and sampled in a few parallel steps.
+
+Training masks, per grid, ceil(gamma(r) T) of its T codes (at least one) at random, r ~ U(0, 1),
+with the cosine schedule gamma(r) = cos(pi r / 2), and scores the masked ones (cross-entropy).
+A class-conditional prior has a class token in front of the grid; with `class_dropout` it is
+replaced by a null class that often in training, which classifier-free guidance needs.
+
+Sampling (`sample_codes_graph`) starts from an all-masked grid and runs `steps` iterations: predict
+every masked code (temperature, stateless picks with seed ``[seed, step]``), score each pick by its
+log-probability plus Gumbel noise scaled by ``choice_temperature * (1 - (s + 1) / steps)`` (the
+paper's annealed randomness), and keep masked the floor(gamma((s + 1) / steps) T) least confident
+of the codes predicted this step; the last step fills all. With `guidance` g > 0 the logits are
+(1 + g) conditional - g unconditional.
+
+Residual VQ's depths lie side by side along the row, as for the other priors: each depth of a
+position is its own token, so a step predicts a position's depths together (independently given
+what is unmasked). MaskGIT has no exact likelihood: its metric is the masked-token NLL (nats per
+masked code; `bits_per_code` is that in bits), not a bound on bits per dimension.
+"""
+
+from __future__ import annotations
+
+import math
+
+import keras
+import tensorflow as tf
+
+from vqvae_tf.layers import SERIALIZATION_PACKAGE
+from vqvae_tf.layers.transformer import TransformerBlock
+from vqvae_tf.models import presets
+from vqvae_tf.models.autoregressive import GridPrior, codes_and_labels
+from vqvae_tf.models.pixelcnn_inputs import PixelCNNInputs
+from vqvae_tf.models.pixelcnn_sampling import _pick
+from vqvae_tf.utils import checks
+
+
+def cosine_schedule(ratio):
+    """gamma(r) = cos(pi r / 2): the fraction of codes masked at r in [0, 1]."""
+    return tf.cos(math.pi / 2.0 * ratio)
+
+
+@keras.saving.register_keras_serializable(package=SERIALIZATION_PACKAGE)
+class MaskGITPrior(GridPrior, PixelCNNInputs, presets.PresetMixin, keras.Model):
+    """Bidirectional transformer over code grids: codes int32 [B,h,w], mask bool [B,h,w] (True:
+    masked) (+ labels [B]) -> logits float32 [B,h,w,K] of every position.
+
+    Args: as `TransformerPrior`'s (num_embeddings, latent_shape, width, num_layers, num_heads,
+    mlp_ratio, dropout, num_classes, depth), and class_dropout: how often training replaces the
+    class by the null class (classifier-free guidance; 0 for an unconditional prior).
+    """
+
+    condition_shape = None
+    condition_embeddings = 0
+
+    def __init__(
+        self,
+        num_embeddings: int,
+        latent_shape=(7, 7),
+        width: int = 128,
+        num_layers: int = 4,
+        num_heads: int = 4,
+        mlp_ratio: int = 4,
+        dropout: float = 0.0,
+        num_classes: int = 0,
+        depth: int = 1,
+        class_dropout: float = 0.1,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        for name, value in (("num_embeddings", num_embeddings), ("width", width), ("num_layers", num_layers)):
+            checks.positive_int(name, value)
+        checks.positive_int("depth", depth)
+        if num_classes < 0:
+            raise ValueError(f"num_classes must be >= 0, got {num_classes}.")
+        if width % num_heads:
+            raise ValueError(f"width={width} must be divisible by num_heads={num_heads}.")
+        if not 0.0 <= class_dropout < 1.0:
+            raise ValueError(f"class_dropout must be in [0, 1), got {class_dropout}.")
+        self.latent_shape = self.checked_grid(latent_shape, depth)
+        self.num_embeddings, self.width, self.num_layers = int(num_embeddings), int(width), int(num_layers)
+        self.num_heads, self.mlp_ratio, self.dropout = int(num_heads), int(mlp_ratio), float(dropout)
+        self.num_classes, self.depth = int(num_classes), int(depth)
+        self.class_dropout = float(class_dropout) if num_classes else 0.0
+        h, w = self.latent_shape
+        self.mask_id = num_embeddings * depth  # the [MASK] token's row of the embedding
+        self.token_embedding = keras.layers.Embedding(self.mask_id + 1, width, name="code_embedding")
+        # Class tokens; the last row is the null class (unconditional, and guidance's other half).
+        self.class_embedding = keras.layers.Embedding(num_classes + 1, width, name="class_embedding")
+        init = keras.initializers.RandomNormal(stddev=0.02)
+        self.position_embedding = self.add_weight(shape=(h * w + 1, width), initializer=init, name="position_embedding")
+        self.input_dropout = keras.layers.Dropout(dropout)
+        self.blocks = [
+            TransformerBlock(num_heads, mlp_ratio, dropout, causal=False, name=f"block_{i}") for i in range(num_layers)
+        ]
+        self.final_norm = keras.layers.LayerNormalization(epsilon=1e-5, name="final_norm")
+        self.head = keras.layers.Dense(num_embeddings * depth, name="head")
+        self._make_trackers()
+        self.token_embedding.build((None,))
+        self.class_embedding.build((None,))
+        for block in self.blocks:
+            block.build((None, None, width))
+        self.final_norm.build((None, width))
+        self.head.build((None, width))
+        self.built = True
+
+    @property
+    def null_class(self) -> int:
+        return self.num_classes
+
+    def call(self, codes, mask=None, labels=None, training=False):
+        """Logits float32 [B,h,w,K] of every position given the codes where `mask` is False
+        (None: nothing masked); `labels` int32 [B] in [0, num_classes], num_classes being the
+        null class (None for an unconditional prior)."""
+        if isinstance(codes, (tuple, list)):
+            codes, mask, *rest = codes
+            labels = rest[0] if rest else labels
+        codes = self.check_codes(codes)
+        batch = tf.shape(codes)[0]
+        h, w = self.latent_shape
+        if self.num_classes == 0 and labels is not None:
+            raise ValueError("This prior is unconditional (num_classes=0) but labels were given.")
+        if labels is None:
+            if self.num_classes:
+                raise ValueError(f"This prior is class-conditional (num_classes={self.num_classes}): pass labels.")
+            labels = tf.zeros(tf.reshape(batch, [1]), tf.int32)
+        labels = checks.in_range(tf.reshape(tf.cast(labels, tf.int32), [-1]), 0, self.num_classes + 1, "labels")
+        tokens = tf.reshape(codes, [batch, h * w])
+        if self.depth > 1:
+            tokens += (tf.range(h * w) % w % self.depth) * self.num_embeddings
+        if mask is not None:
+            tokens = tf.where(tf.reshape(tf.cast(mask, tf.bool), [batch, h * w]), self.mask_id, tokens)
+        x = tf.concat([self.class_embedding(labels)[:, None], self.token_embedding(tokens)], axis=1)
+        x = self.input_dropout(x + self.position_embedding, training=training)
+        for block in self.blocks:
+            x = block(x, training=training)
+        logits = tf.cast(self.head(self.final_norm(x[:, 1:])), tf.float32)
+        return self.select_depth(tf.reshape(logits, [batch, h, w, self.depth * self.num_embeddings]))
+
+    # ---------------------------------------------------------------- training
+
+    def random_mask(self, batch, seed):
+        """bool [B,h,w]: per grid ceil(gamma(r) T) positions masked (at least 1), r ~ U(0, 1)."""
+        h, w = self.latent_shape
+        length = h * w
+        ratio = tf.random.stateless_uniform([batch], seed)
+        count = tf.maximum(tf.cast(tf.math.ceil(cosine_schedule(ratio) * length), tf.int32), 1)
+        scores = tf.random.stateless_uniform([batch, length], seed + 1)
+        ranks = tf.argsort(tf.argsort(scores, axis=-1), axis=-1)  # each position's rank in its grid
+        return tf.reshape(ranks < count[:, None], [batch, h, w])
+
+    def _nll(self, data, training, seed=None):
+        """Masked-token NLL of each grid (nats per masked code): float32 [B]."""
+        codes, labels = codes_and_labels(data, self.num_classes)
+        codes = tf.cast(codes, tf.int32)
+        batch = tf.shape(codes)[0]
+        if seed is None:
+            seed = tf.random.uniform([2], maxval=2**30, dtype=tf.int32)
+        mask = self.random_mask(batch, seed)
+        if labels is not None and training and self.class_dropout > 0:
+            drop = tf.random.stateless_uniform([batch], seed + 2) < self.class_dropout
+            labels = tf.where(drop, self.null_class, tf.cast(tf.reshape(labels, [-1]), tf.int32))
+        logits = self(codes, mask, labels, training=training)
+        nll = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=codes, logits=logits)
+        masked = tf.cast(mask, tf.float32)
+        return tf.reduce_sum(nll * masked, axis=[1, 2]) / tf.reduce_sum(masked, axis=[1, 2])
+
+    def test_step(self, data):
+        return self._track(self._nll(data, training=False, seed=tf.constant([0, 1])))
+
+    def sample_grids_graph(self, num_samples, temperature, seed, labels=None, top_k=None, steps=8) -> dict:
+        """`sample_codes_graph` as {"codes": codes}."""
+        return {"codes": sample_codes_graph(self, num_samples, temperature, seed, labels, top_k, steps)}
+
+    def get_config(self):
+        return dict(
+            super().get_config(),
+            num_embeddings=self.num_embeddings,
+            latent_shape=list(self.latent_shape),
+            width=self.width,
+            num_layers=self.num_layers,
+            num_heads=self.num_heads,
+            mlp_ratio=self.mlp_ratio,
+            dropout=self.dropout,
+            num_classes=self.num_classes,
+            depth=self.depth,
+            class_dropout=self.class_dropout,
+        )
+
+
+def keep_masked(step, steps, length):
+    """How many codes stay masked after sampling step `step` (0-based) of `steps`: floor(gamma((s +
+    1) / steps) T), and 0 after the last step (int32)."""
+    ratio = tf.cast(step + 1, tf.float32) / tf.cast(steps, tf.float32)
+    # + 1e-3: where gamma T is a whole number (cos(pi / 3) T), float32 lands just below it.
+    count = tf.cast(tf.floor(cosine_schedule(ratio) * length + 1e-3), tf.int32)
+    return tf.where(step + 1 >= steps, 0, tf.clip_by_value(count, 0, length - 1))
+
+
+def sample_codes_graph(
+    prior, num_samples, temperature, seed, labels=None, top_k=None, steps=8, choice_temperature=4.5, guidance=0.0
+):
+    """MaskGIT's parallel decoding as TF ops (see the module): num_samples, steps int32 scalars;
+    temperature (> 0), choice_temperature (>= 0), guidance (>= 0) float32 scalars; seed int32
+    scalar; labels int32 [num_samples] in [0, num_classes) or None; top_k a Python int or None.
+    Returns int32 codes [num_samples, h, w]."""
+    h, w = prior.latent_shape
+    length = h * w
+    num_samples = tf.convert_to_tensor(num_samples, tf.int32)
+    steps = tf.convert_to_tensor(steps, tf.int32)
+    temperature = tf.convert_to_tensor(temperature, tf.float32)
+    choice_temperature = tf.convert_to_tensor(choice_temperature, tf.float32)
+    guidance = tf.convert_to_tensor(guidance, tf.float32)
+    seed = tf.cast(seed, tf.int32)
+    num_samples = checks.require(num_samples, num_samples > 0, "num_samples must be > 0, got", num_samples)
+    steps = checks.require(steps, steps > 0, "steps must be > 0, got", steps)
+    temperature = checks.require(temperature, temperature > 0, "temperature must be > 0, got", temperature)
+    guidance = checks.require(guidance, guidance >= 0, "guidance must be >= 0, got", guidance)
+    if top_k is not None and (not isinstance(top_k, int) or not 1 <= top_k <= prior.num_embeddings):
+        raise ValueError(f"top_k must be in [1, num_embeddings] ({prior.num_embeddings}), got {top_k!r}.")
+    labels = prior.check_labels(labels, num_samples)
+    null = tf.fill(tf.reshape(num_samples, [1]), prior.null_class) if labels is not None else None
+
+    def logits_of(codes, mask):
+        logits = prior(codes, mask, labels)
+        if labels is None:
+            return logits
+        unconditional = prior(codes, mask, null)
+        return logits + guidance * (logits - unconditional)
+
+    def body(step, codes, mask):
+        logits = tf.reshape(logits_of(codes, mask), [-1, prior.num_embeddings])  # [N T, K]
+        picked = tf.reshape(_pick(logits, temperature, seed, step, top_k), [-1, length])
+        flat_mask = tf.reshape(mask, [-1, length])
+        flat_codes = tf.where(flat_mask, picked, tf.reshape(codes, [-1, length]))
+        log_probs = tf.reshape(tf.nn.log_softmax(logits / temperature), [-1, length, prior.num_embeddings])
+        confidence = tf.gather(log_probs, flat_codes, batch_dims=2)
+        uniform = tf.random.stateless_uniform(tf.shape(confidence), tf.stack([seed, -1 - step]), 1e-20, 1.0)
+        anneal = choice_temperature * (1.0 - tf.cast(step + 1, tf.float32) / tf.cast(steps, tf.float32))
+        confidence += anneal * -tf.math.log(-tf.math.log(uniform))
+        confidence = tf.where(flat_mask, confidence, float("inf"))  # codes fixed earlier stay fixed
+        ranks = tf.argsort(tf.argsort(confidence, axis=-1), axis=-1)  # 0: the least confident
+        new_mask = ranks < keep_masked(step, steps, length)
+        shape = [-1, h, w]
+        return step + 1, tf.reshape(flat_codes, shape), tf.reshape(new_mask, shape)
+
+    codes = tf.zeros(tf.stack([num_samples, h, w]), tf.int32)
+    mask = tf.ones(tf.stack([num_samples, h, w]), tf.bool)
+    _, codes, _ = tf.while_loop(
+        lambda s, *_: s < steps,
+        body,
+        [tf.constant(0), tf.ensure_shape(codes, [None, h, w]), tf.ensure_shape(mask, [None, h, w])],
+    )
+    return codes
