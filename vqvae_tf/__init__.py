@@ -45,9 +45,11 @@ from vqvae_tf.layers.quantizers import (
     register_quantizer,
 )
 from vqvae_tf.losses import LPIPS
+from vqvae_tf.models.maskgit import MaskGITPrior
 from vqvae_tf.models.pixelcnn import PixelCNN
 from vqvae_tf.models.pixelcnn_sampling import sample_codes, sample_grids
 from vqvae_tf.models.presets import PresetError, list_presets
+from vqvae_tf.models.transformer import TransformerPrior
 from vqvae_tf.models.vqvae import VQVAE
 from vqvae_tf.models.vqvae2 import VQVAE2, HierarchicalPrior
 
@@ -62,6 +64,7 @@ __all__ = [
     "HierarchicalPrior",
     "LPIPS",
     "LookupFreeQuantizer",
+    "MaskGITPrior",
     "MaskedConv2D",
     "PixelCNN",
     "PresetError",
@@ -69,6 +72,7 @@ __all__ = [
     "Quantizer",
     "ResidualStack",
     "ResidualVectorQuantizer",
+    "TransformerPrior",
     "VQVAE",
     "VQVAE2",
     "VQVAE2Config",
