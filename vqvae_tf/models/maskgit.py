@@ -154,8 +154,8 @@ class MaskGITPrior(GridPrior, PixelCNNInputs, presets.PresetMixin, keras.Model):
         codes, labels = codes_and_labels(data, self.num_classes)
         codes = tf.cast(codes, tf.int32)
         batch = tf.shape(codes)[0]
-        if seed is None:
-            seed = tf.random.uniform([2], maxval=2**30, dtype=tf.int32)
+        if seed is None:  # training: a mask per step, so that a resumed run masks as an uninterrupted one
+            seed = tf.stack([tf.cast(self.optimizer.iterations, tf.int32), 0])
         mask = self.random_mask(batch, seed)
         if labels is not None and training and self.class_dropout > 0:
             drop = tf.random.stateless_uniform([batch], seed + 2) < self.class_dropout
