@@ -119,3 +119,49 @@ class TransformerBlock(keras.layers.Layer):
             dropout=self.dropout,
             causal=self.causal,
         )
+
+
+class TransformerTrunk:
+    """Mixin for the transformer priors: `_check_trunk` checks and keeps the arguments they share,
+    `_make_trunk` makes their blocks, final LayerNorm and linear head (after the prior's own
+    embeddings, so the weights keep their order), `_trunk_config` is their part of get_config."""
+
+    def _check_trunk(self, num_embeddings, width, num_layers, num_heads, mlp_ratio, dropout, num_classes, depth):
+        for name, value in (("num_embeddings", num_embeddings), ("width", width), ("num_layers", num_layers)):
+            checks.positive_int(name, value)
+        checks.positive_int("depth", depth)
+        if num_classes < 0:
+            raise ValueError(f"num_classes must be >= 0, got {num_classes}.")
+        if width % num_heads:
+            raise ValueError(f"width={width} must be divisible by num_heads={num_heads}.")
+        self.num_embeddings, self.width, self.num_layers = int(num_embeddings), int(width), int(num_layers)
+        self.num_heads, self.mlp_ratio, self.dropout = int(num_heads), int(mlp_ratio), float(dropout)
+        self.num_classes, self.depth = int(num_classes), int(depth)
+
+    def _make_trunk(self, causal: bool):
+        self.input_dropout = keras.layers.Dropout(self.dropout)
+        self.blocks = [
+            TransformerBlock(self.num_heads, self.mlp_ratio, self.dropout, causal=causal, name=f"block_{i}")
+            for i in range(self.num_layers)
+        ]
+        self.final_norm = keras.layers.LayerNormalization(epsilon=1e-5, name="final_norm")
+        self.head = keras.layers.Dense(self.num_embeddings * self.depth, name="head")
+
+    def _build_trunk(self):
+        for block in self.blocks:
+            block.build((None, None, self.width))
+        self.final_norm.build((None, self.width))
+        self.head.build((None, self.width))
+
+    def _trunk_config(self) -> dict:
+        return dict(
+            num_embeddings=self.num_embeddings,
+            latent_shape=list(self.latent_shape),
+            width=self.width,
+            num_layers=self.num_layers,
+            num_heads=self.num_heads,
+            mlp_ratio=self.mlp_ratio,
+            dropout=self.dropout,
+            num_classes=self.num_classes,
+            depth=self.depth,
+        )

@@ -27,7 +27,7 @@ import keras
 import tensorflow as tf
 
 from vqvae_tf.layers import SERIALIZATION_PACKAGE
-from vqvae_tf.layers.transformer import TransformerBlock
+from vqvae_tf.layers.transformer import TransformerTrunk
 from vqvae_tf.models import presets
 from vqvae_tf.models.autoregressive import GridPrior, codes_and_labels
 from vqvae_tf.models.pixelcnn_inputs import PixelCNNInputs
@@ -41,7 +41,7 @@ def cosine_schedule(ratio):
 
 
 @keras.saving.register_keras_serializable(package=SERIALIZATION_PACKAGE)
-class MaskGITPrior(GridPrior, PixelCNNInputs, presets.PresetMixin, keras.Model):
+class MaskGITPrior(TransformerTrunk, GridPrior, PixelCNNInputs, presets.PresetMixin, keras.Model):
     """Bidirectional transformer over code grids: codes int32 [B,h,w], mask bool [B,h,w] (True:
     masked) (+ labels [B]) -> logits float32 [B,h,w,K] of every position.
 
@@ -68,19 +68,10 @@ class MaskGITPrior(GridPrior, PixelCNNInputs, presets.PresetMixin, keras.Model):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        for name, value in (("num_embeddings", num_embeddings), ("width", width), ("num_layers", num_layers)):
-            checks.positive_int(name, value)
-        checks.positive_int("depth", depth)
-        if num_classes < 0:
-            raise ValueError(f"num_classes must be >= 0, got {num_classes}.")
-        if width % num_heads:
-            raise ValueError(f"width={width} must be divisible by num_heads={num_heads}.")
+        self._check_trunk(num_embeddings, width, num_layers, num_heads, mlp_ratio, dropout, num_classes, depth)
         if not 0.0 <= class_dropout < 1.0:
             raise ValueError(f"class_dropout must be in [0, 1), got {class_dropout}.")
         self.latent_shape = self.checked_grid(latent_shape, depth)
-        self.num_embeddings, self.width, self.num_layers = int(num_embeddings), int(width), int(num_layers)
-        self.num_heads, self.mlp_ratio, self.dropout = int(num_heads), int(mlp_ratio), float(dropout)
-        self.num_classes, self.depth = int(num_classes), int(depth)
         self.class_dropout = float(class_dropout) if num_classes else 0.0
         h, w = self.latent_shape
         self.mask_id = num_embeddings * depth  # the [MASK] token's row of the embedding
@@ -89,19 +80,11 @@ class MaskGITPrior(GridPrior, PixelCNNInputs, presets.PresetMixin, keras.Model):
         self.class_embedding = keras.layers.Embedding(num_classes + 1, width, name="class_embedding")
         init = keras.initializers.RandomNormal(stddev=0.02)
         self.position_embedding = self.add_weight(shape=(h * w + 1, width), initializer=init, name="position_embedding")
-        self.input_dropout = keras.layers.Dropout(dropout)
-        self.blocks = [
-            TransformerBlock(num_heads, mlp_ratio, dropout, causal=False, name=f"block_{i}") for i in range(num_layers)
-        ]
-        self.final_norm = keras.layers.LayerNormalization(epsilon=1e-5, name="final_norm")
-        self.head = keras.layers.Dense(num_embeddings * depth, name="head")
+        self._make_trunk(causal=False)
         self._make_trackers()
         self.token_embedding.build((None,))
         self.class_embedding.build((None,))
-        for block in self.blocks:
-            block.build((None, None, width))
-        self.final_norm.build((None, width))
-        self.head.build((None, width))
+        self._build_trunk()
         self.built = True
 
     @property
@@ -175,15 +158,7 @@ class MaskGITPrior(GridPrior, PixelCNNInputs, presets.PresetMixin, keras.Model):
     def get_config(self):
         return dict(
             super().get_config(),
-            num_embeddings=self.num_embeddings,
-            latent_shape=list(self.latent_shape),
-            width=self.width,
-            num_layers=self.num_layers,
-            num_heads=self.num_heads,
-            mlp_ratio=self.mlp_ratio,
-            dropout=self.dropout,
-            num_classes=self.num_classes,
-            depth=self.depth,
+            **self._trunk_config(),
             class_dropout=self.class_dropout,
         )
 

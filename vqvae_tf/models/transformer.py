@@ -20,7 +20,7 @@ import keras
 import tensorflow as tf
 
 from vqvae_tf.layers import SERIALIZATION_PACKAGE
-from vqvae_tf.layers.transformer import TransformerBlock
+from vqvae_tf.layers.transformer import TransformerTrunk
 from vqvae_tf.models import presets
 from vqvae_tf.models.autoregressive import AutoregressivePrior
 from vqvae_tf.models.pixelcnn_inputs import PixelCNNInputs
@@ -31,7 +31,7 @@ POSITIONS = ("axial", "learned")
 
 
 @keras.saving.register_keras_serializable(package=SERIALIZATION_PACKAGE)
-class TransformerPrior(AutoregressivePrior, PixelCNNInputs, presets.PresetMixin, keras.Model):
+class TransformerPrior(TransformerTrunk, AutoregressivePrior, PixelCNNInputs, presets.PresetMixin, keras.Model):
     """Causal transformer over code grids: codes int32 [B,h,w] (+ labels [B]) -> logits [B,h,w,K].
 
     Args:
@@ -71,18 +71,10 @@ class TransformerPrior(AutoregressivePrior, PixelCNNInputs, presets.PresetMixin,
         **kwargs,
     ):
         super().__init__(**kwargs)
-        for name, value in (("num_embeddings", num_embeddings), ("width", width), ("num_layers", num_layers)):
-            checks.positive_int(name, value)
-        checks.positive_int("depth", depth)
+        self._check_trunk(num_embeddings, width, num_layers, num_heads, mlp_ratio, dropout, num_classes, depth)
         checks.one_of("positions", positions, POSITIONS)
-        if num_classes < 0:
-            raise ValueError(f"num_classes must be >= 0, got {num_classes}.")
-        if width % num_heads:
-            raise ValueError(f"width={width} must be divisible by num_heads={num_heads}.")
         self.latent_shape = self.checked_grid(latent_shape, depth)
-        self.num_embeddings, self.width, self.num_layers = int(num_embeddings), int(width), int(num_layers)
-        self.num_heads, self.mlp_ratio, self.dropout = int(num_heads), int(mlp_ratio), float(dropout)
-        self.num_classes, self.depth, self.positions = int(num_classes), int(depth), positions
+        self.positions = positions
         h, w = self.latent_shape
         self.token_embedding = keras.layers.Embedding(num_embeddings * depth, width, name="code_embedding")
         self.start_embedding = keras.layers.Embedding(max(num_classes, 1), width, name="start_embedding")
@@ -92,19 +84,11 @@ class TransformerPrior(AutoregressivePrior, PixelCNNInputs, presets.PresetMixin,
             self.column_embedding = self.add_weight(shape=(1, w, width), initializer=init, name="column_embedding")
         else:
             self.position_embedding = self.add_weight(shape=(h, w, width), initializer=init, name="position_embedding")
-        self.input_dropout = keras.layers.Dropout(dropout)
-        self.blocks = [
-            TransformerBlock(num_heads, mlp_ratio, dropout, causal=True, name=f"block_{i}") for i in range(num_layers)
-        ]
-        self.final_norm = keras.layers.LayerNormalization(epsilon=1e-5, name="final_norm")
-        self.head = keras.layers.Dense(num_embeddings * depth, name="head")
+        self._make_trunk(causal=True)
         self._make_trackers()
         self.token_embedding.build((None,))
         self.start_embedding.build((None,))
-        for block in self.blocks:
-            block.build((None, None, width))
-        self.final_norm.build((None, width))
-        self.head.build((None, width))
+        self._build_trunk()
         self.built = True
 
     # ---------------------------------------------------------------- forward
@@ -159,15 +143,7 @@ class TransformerPrior(AutoregressivePrior, PixelCNNInputs, presets.PresetMixin,
     def get_config(self):
         return dict(
             super().get_config(),
-            num_embeddings=self.num_embeddings,
-            latent_shape=list(self.latent_shape),
-            width=self.width,
-            num_layers=self.num_layers,
-            num_heads=self.num_heads,
-            mlp_ratio=self.mlp_ratio,
-            dropout=self.dropout,
-            num_classes=self.num_classes,
-            depth=self.depth,
+            **self._trunk_config(),
             positions=self.positions,
         )
 
