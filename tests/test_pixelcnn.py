@@ -2,7 +2,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from helpers import logit_spread, peaked
+from helpers import logit_spread, peaked, train_prior_on
 
 from vqvae_tf import MaskedConv2D, PixelCNN, sample_codes
 from vqvae_tf.configs import CONFIG_NAMES
@@ -229,16 +229,9 @@ def test_train_step_lowers_nll():
     prior.compile(optimizer=keras.optimizers.Adam(1e-2))
     # Stripes: each row repeats one code, so the prefix predicts the rest.
     codes = tf.tile(tf.range(5)[None, :, None], [16, 1, 5]) % K
-    first = float(prior.test_step(codes)["loss"])
-    for m in prior.metrics:
-        m.reset_state()
-    step = tf.function(prior.train_step)
-    for _ in range(40):
-        logs = step(codes)
+    first, logs, after = train_prior_on(prior, codes, 40)
     assert set(logs) == {"loss", "bits_per_code"}
-    for m in prior.metrics:
-        m.reset_state()
-    assert float(prior.test_step(codes)["loss"]) < 0.5 * first
+    assert after < 0.5 * first
 
 
 # ---------------------------------------------------------------- sampling

@@ -5,7 +5,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from helpers import logit_spread, peaked
+from helpers import logit_spread, peaked, train_prior_on
 
 from vqvae_tf.models import priors
 from vqvae_tf.models.transformer import TransformerPrior, sample_codes_graph
@@ -95,16 +95,9 @@ def test_train_step_lowers_the_nll():
     prior = small_prior(layers=1)
     prior.compile(optimizer=keras.optimizers.Adam(1e-2))
     codes = tf.tile(tf.range(3)[None, :, None], [16, 1, 4]) % K  # each row repeats one code
-    first = float(prior.test_step(codes)["loss"])
-    for m in prior.metrics:
-        m.reset_state()
-    step = tf.function(prior.train_step)
-    for _ in range(30):
-        logs = step(codes)
+    first, logs, after = train_prior_on(prior, codes, 30)
     assert set(logs) == {"loss", "bits_per_code"}
-    for m in prior.metrics:
-        m.reset_state()
-    assert float(prior.test_step(codes)["loss"]) < 0.5 * first
+    assert after < 0.5 * first
 
 
 def test_bad_arguments_and_inputs():
