@@ -4,6 +4,7 @@ import subprocess
 import sys
 
 import numpy as np
+import tensorflow as tf
 import pytest
 from helpers import REPO_ROOT, train_tiny_vqvae
 
@@ -223,3 +224,66 @@ def test_labels_drawn_from_class_frequencies():
     np.testing.assert_array_equal(resolve_labels(["2"], 3, 3), [2, 2, 2])
     with pytest.raises(LabelsError, match="unconditional"):
         resolve_labels(["1"], 2, 0)
+
+
+def _numpy_nll(logits, grid):
+    """Per code NLL (nats) of `grid` under `logits`, by a float64 NumPy log-softmax."""
+    logits = logits.astype(np.float64)
+    log_softmax = logits - logits.max(-1, keepdims=True)
+    log_softmax -= np.log(np.exp(log_softmax).sum(-1, keepdims=True))
+    return -np.take_along_axis(log_softmax, grid[..., None], -1)[..., 0]
+
+
+def test_transformer_and_maskgit_through_the_prior_stage(trained, tmp_path, capsys):
+    """--prior=transformer / maskgit: trained, evaluated (exact bits per code; MaskGIT's masked
+    NLL, no bound), resumed, sampled by the stage's own sample path, and refused on a change of
+    network."""
+    import shutil
+
+    from vqvae_tf import MaskGITPrior, TransformerPrior
+    from vqvae_tf.training import sample_lib
+
+    workdir, data_dir = trained
+    export_codes_lib.export_codes_stage(workdir, data_dir)
+    results = {}
+    for network, cls in (("transformer", TransformerPrior), ("maskgit", MaskGITPrior)):
+        w = str(tmp_path / network)
+        for stage in ("vqvae", "codes"):
+            shutil.copytree(os.path.join(workdir, stage), os.path.join(w, stage))
+        config = PriorConfig(prior=network, num_filters=16, num_layers=1, steps=4, batch_size=8, conditional=True)
+        options = RunOptions(workdir=w, log_every=2, checkpoint_every=2, num_sample_columns=2, eval_batch_size=5)
+        metrics = train_prior_lib.train_prior(config, options)
+        prior = train_prior_lib.load_trained_prior(w)
+        assert type(prior) is cls and prior.num_classes == 10 and metrics["prior"] == network
+        nll = []
+        for grid, label in read_codes(os.path.join(w, "codes"), "test").batch(5):
+            if network == "transformer":
+                nll.append(_numpy_nll(prior(grid, label).numpy(), grid.numpy()).mean(axis=(1, 2)))
+            else:  # the stage's masks: seed [0, 1] per evaluation batch
+                mask = prior.random_mask(len(grid), tf.constant([0, 1])).numpy()
+                per_code = _numpy_nll(prior(grid, mask, label).numpy(), grid.numpy())
+                nll.append((per_code * mask).sum(axis=(1, 2)) / mask.sum(axis=(1, 2)))
+        bits = np.concatenate(nll).mean() / np.log(2)
+        if network == "transformer":
+            assert metrics["test_bits_per_code"] == pytest.approx(bits, rel=1e-5)
+            assert "bits_per_dim" in metrics and "test_masked_bits_per_code" not in metrics
+        else:
+            assert metrics["test_masked_bits_per_code"] == pytest.approx(bits, rel=1e-5)
+            assert "bits_per_dim" not in metrics and "test_bits_per_code" not in metrics
+            assert "no exact likelihood" in metrics["test_masked_bits_per_code_note"]
+        assert os.path.isfile(os.path.join(w, "prior", "samples.png"))
+        out = str(tmp_path / f"{network}.png")
+        options_kw = {"steps": 3} if network == "maskgit" else {}
+        sample_lib.write_samples(w, out, 4, seed=2, labels=["1"], **options_kw)
+        results[network] = open(out, "rb").read()
+        config.steps = 6
+        capsys.readouterr()
+        assert train_prior_lib.train_prior(config, options)["steps"] == 6
+        assert "Resumed from step 4" in capsys.readouterr().out
+        other = "maskgit" if network == "transformer" else "pixelcnn"
+        with pytest.raises(Exception, match=f"prior: saved '{network}' vs now '{other}'"):
+            train_prior_lib.train_prior(PriorConfig(prior=other, steps=6, batch_size=8, conditional=True), options)
+    with pytest.raises(ValueError, match="MaskGITPrior has no sampling option fast"):
+        sample_lib.write_samples(str(tmp_path / "maskgit"), str(tmp_path / "x.png"), 2, labels=["1"], fast=False)
+    with pytest.raises(ValueError, match="TransformerPrior has no sampling option steps"):
+        sample_lib.write_samples(str(tmp_path / "transformer"), str(tmp_path / "x.png"), 2, labels=["1"], steps=2)

@@ -7,6 +7,7 @@ SavedModels and TFLite files, and write WORKDIR/REPORT.md (library: vqvae_tf.pip
         --image_size=64 --channels=3 --config=vqvae_64         # your own images
     python -m train.pipeline --workdir=runs/fsq --quantizer=fsq --fsq_levels=8,6,5  # another quantizer
     python -m train.pipeline --workdir=runs/vq2 --model=vqvae2 --image_size=56     # VQ-VAE-2 (7x7 + 14x14 codes)
+    python -m train.pipeline --workdir=runs/mg --prior=maskgit     # MaskGIT prior (or transformer)
 
 Every stage skips what is already done; re-running after an interruption continues.
 """
@@ -28,13 +29,21 @@ _CONFIG = cli.define_config_flag(
 )
 _MODEL = cli.define_model_flag()
 _QUANTIZER = cli.define_quantizer_flags()
+_PRIOR = flags.DEFINE_enum(
+    "prior",
+    "pixelcnn",
+    list(configs.PRIOR_NETWORKS),
+    "The prior network: pixelcnn, transformer or maskgit (its own prior config, for the recipe's steps).",
+)
 _VQVAE_STEPS = flags.DEFINE_integer("vqvae_steps", None, "Override the VQ-VAE training steps.", lower_bound=1)
 _PRIOR_STEPS = flags.DEFINE_integer("prior_steps", None, "Override the prior training steps.", lower_bound=1)
 _QUANTIZATION = cli.define_quantization_flag()
 
 
 def main():
-    recipe = configs.get_recipe(_RECIPE.value, _RUN.data["name"].value, _CONFIG.value, _MODEL.value)
+    recipe = configs.get_recipe(
+        _RECIPE.value, _RUN.data["name"].value, _CONFIG.value, _MODEL.value, prior=_PRIOR.value
+    )
     cli.override(recipe.vqvae, _QUANTIZER)
     recipe.vqvae.steps = _VQVAE_STEPS.value or recipe.vqvae.steps
     recipe.prior.steps = _PRIOR_STEPS.value or recipe.prior.steps

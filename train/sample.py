@@ -3,6 +3,7 @@ vqvae_tf.training.sample_lib).
 
     python -m train.sample --workdir=/tmp/run --num_samples=64 --temperature=1.0 --seed=0 \
         --output=/tmp/samples.png [--labels=0,1,2] [--top_k=20]
+    python -m train.sample --workdir=/tmp/mg --num_samples=16 --steps=12 --guidance=1.0 --output=/tmp/s.png  # MaskGIT
     python -m train.sample --preset=fashion_mnist --labels=Sneaker,Bag --num_samples=2 --output=/tmp/s.png
 
 The same seed gives the same file. For a conditional prior, --labels lists one label per sample,
@@ -27,6 +28,10 @@ _LABELS = flags.DEFINE_list(
     "the training class frequencies).",
 )
 _TOP_K = flags.DEFINE_integer("top_k", None, "Sample only among the k most likely codes.", lower_bound=1)
+_STEPS = flags.DEFINE_integer("steps", None, "MaskGIT: parallel decoding steps (default 8).", lower_bound=1)
+_GUIDANCE = flags.DEFINE_float(
+    "guidance", None, "MaskGIT, class-conditional: classifier-free guidance scale (>= 0; default 0).", lower_bound=0
+)
 _COLUMNS = flags.DEFINE_integer("columns", 8, "Columns of the PNG grid.", lower_bound=1)
 _OUTPUT = flags.DEFINE_string("output", None, "PNG file to write.", required=True)
 cli.positive_float("temperature")
@@ -44,6 +49,8 @@ def main():
             _TOP_K.value,
             _COLUMNS.value,
             preset=_PRESET.value,
+            steps=_STEPS.value,
+            guidance=_GUIDANCE.value,
         )
     except sample_lib.LabelsError as e:
         raise app.UsageError(str(e)) from e

@@ -3,7 +3,8 @@
     get_config("fashion_mnist")     -> VQVAEConfig   (CONFIG_NAMES: fashion_mnist, cifar10, vqvae_64,
                                                       imagenet128, vqvae_256, vqgan_64, vqgan_128, tiny)
     get_config("vqvae2_64")         -> VQVAE2Config  (vqvae2_64, vqvae2_128, vqvae2_256, vqvae2_tiny)
-    get_prior_config("default")     -> PriorConfig   (PRIOR_CONFIG_NAMES: default, quick, vqvae2, imagenet128)
+    get_prior_config("default")     -> PriorConfig   (PRIOR_CONFIG_NAMES: default, quick, vqvae2, imagenet128,
+                                                      transformer, maskgit)
     get_recipe("quick")             -> Recipe        (RECIPE_NAMES: default, quick): what train.pipeline runs
 
     python -m train.train_vqvae --workdir=/tmp/vq --config=fashion_mnist
@@ -29,6 +30,7 @@ from vqvae_tf.configs.classes import (
     JIT_COMPILE_CHOICES,
     LR_SCHEDULES,
     MODELS,
+    PRIOR_NETWORKS,
     PriorConfig,
     Recipe,
     TrainingConfig,
@@ -46,6 +48,7 @@ __all__ = [
     "LR_SCHEDULES",
     "MODELS",
     "PRIOR_CONFIG_NAMES",
+    "PRIOR_NETWORKS",
     "RECIPE_NAMES",
     "PriorConfig",
     "Recipe",
@@ -162,6 +165,10 @@ _PRIOR_CONFIGS = {
     "vqvae2": dict(num_filters=64, kernel_size=5, num_layers=None),
     # For 32x32 code grids (the imagenet128 VQ-VAE): 16 blocks of 5x5, 128 filters.
     "imagenet128": dict(num_filters=128, kernel_size=5, num_layers=None, learning_rate=2e-4, batch_size=64),
+    # The causal transformer (`--prior=transformer`): width 128, 4 blocks, 4 heads.
+    "transformer": dict(prior="transformer", num_filters=128, num_layers=4, dropout=0.1, learning_rate=5e-4),
+    # MaskGIT (`--prior=maskgit`): as the transformer; masked training needs more steps.
+    "maskgit": dict(prior="maskgit", num_filters=128, num_layers=4, dropout=0.1, learning_rate=5e-4),
 }
 _RECIPES = {
     "default": dict(vqvae={}, prior="default"),
@@ -197,23 +204,40 @@ def get_config(name: str | None = None, model: str | None = None):
     return CONFIG_CLASSES[config_model](name=name or DEFAULT_CONFIGS[config_model], **fields).validate()
 
 
-def get_prior_config(name: str = "default") -> PriorConfig:
-    """A fresh prior config `name` (one of `PRIOR_CONFIG_NAMES`)."""
-    return PriorConfig(**_lookup(_PRIOR_CONFIGS, name, "prior config")).validate()
+def get_prior_config(name: str | None = None, prior: str | None = None) -> PriorConfig:
+    """A fresh prior config `name` (one of `PRIOR_CONFIG_NAMES`). `prior` (a `PRIOR_NETWORKS`
+    name) replaces its network; without a name it picks the config named after that network
+    when there is one ("transformer", "maskgit"), else "default"."""
+    if prior is not None:
+        checks.one_of("prior", prior, PRIOR_NETWORKS)
+    if name is None:
+        name = prior if prior in _PRIOR_CONFIGS else "default"
+    fields = dict(_lookup(_PRIOR_CONFIGS, name, "prior config"))
+    if prior is not None:
+        fields["prior"] = prior
+    return PriorConfig(**fields).validate()
 
 
-def get_recipe(name: str, dataset: str | None = None, config: str | None = None, model: str | None = None) -> Recipe:
+def get_recipe(
+    name: str, dataset: str | None = None, config: str | None = None, model: str | None = None, prior: str | None = None
+) -> Recipe:
     """A pipeline recipe (one of `RECIPE_NAMES`) for `dataset` (default fashion_mnist) with the
     config `config`: by default the dataset's own when there is one (`cifar10`), else the
     Fashion-MNIST one; with `model="vqvae2"`, `DEFAULT_CONFIGS["vqvae2"]`. A VQ-VAE-2's prior
-    sizes each level's stack to its grid."""
+    sizes each level's stack to its grid. `prior` (a `PRIOR_NETWORKS` name) trains that network
+    (its own prior config, for the recipe's steps) instead of the recipe's PixelCNN."""
     recipe = _lookup(_RECIPES, name, "pipeline recipe")
     dataset = dataset or "fashion_mnist"
     if config is None and model in (None, "vqvae"):
         config = dataset if dataset in _CONFIGS else "fashion_mnist"
     vqvae = get_config(config, model)
     vqvae = dataclasses.replace(vqvae, dataset=dataset, **recipe["vqvae"]).validate()
-    prior = dataclasses.replace(get_prior_config(recipe["prior"]), conditional=True)
+    prior_config = get_prior_config(recipe["prior"])
+    if prior not in (None, prior_config.prior):
+        if vqvae.model == "vqvae2":
+            raise ValueError(f"--prior={prior}: a VQ-VAE-2's prior is a pair of PixelCNNs (--prior=pixelcnn).")
+        prior_config = dataclasses.replace(get_prior_config(prior=prior), steps=prior_config.steps)
+    prior = dataclasses.replace(prior_config, conditional=True)
     if vqvae.model == "vqvae2":
         prior.num_layers = None
     return Recipe(vqvae=vqvae, prior=prior)

@@ -23,6 +23,9 @@ JIT_COMPILE_CHOICES = (False, True, "auto")
 
 LR_SCHEDULES = ("constant", "cosine")
 
+# A prior config's networks (`PriorConfig.prior`; `vqvae_tf.models.priors` builds them).
+PRIOR_NETWORKS = ("pixelcnn", "transformer", "maskgit")
+
 
 def _default(model_cls, name: str):
     """The default of constructor argument `name` of `model_cls`."""
@@ -233,12 +236,16 @@ def config_from_dict(d: dict):
 
 @dataclasses.dataclass
 class PriorConfig(TrainingConfig):
-    """A PixelCNN prior's training configuration. Measured on Fashion-MNIST codes (BENCHMARKS.md):
-    the default reaches 3.44 test bits/code in 5000 steps, ~9 min on 2 CPU cores; 64 filters / k=5
-    was 3x slower per step for a similar curve per minute. The network fields and their defaults
-    are PixelCNN's (`num_filters`, `num_layers`, `kernel_size`, `dropout`); `conditional` asks for
-    a class-conditional prior (the class count comes from the codes)."""
+    """A prior's training configuration. `prior` names its network (`PRIOR_NETWORKS`): a gated
+    "pixelcnn" (VQ-VAE-2's codes: one per level), a causal "transformer" or "maskgit". Measured on
+    Fashion-MNIST codes (BENCHMARKS.md): the PixelCNN default reaches 3.44 test bits/code in 5000
+    steps, ~9 min on 2 CPU cores; 64 filters / k=5 was 3x slower per step for a similar curve per
+    minute. The network fields and their defaults are PixelCNN's (`num_filters`, `num_layers`,
+    `kernel_size`, `dropout`); a transformer takes `num_filters` as its width and `num_layers` as
+    its blocks (None: 4), and has no kernel. `conditional` asks for a class-conditional prior
+    (the class count comes from the codes)."""
 
+    prior: str = "pixelcnn"
     num_filters: int = _default(PixelCNN, "num_filters")
     num_layers: int | None = _default(PixelCNN, "num_layers")
     kernel_size: int = _default(PixelCNN, "kernel_size")
@@ -247,6 +254,7 @@ class PriorConfig(TrainingConfig):
     attention_blocks: int = 0  # VQ-VAE-2's top prior: causal self-attention blocks (PixelCNN)
 
     def validate(self) -> "PriorConfig":
+        checks.one_of("prior", self.prior, PRIOR_NETWORKS)
         PixelCNN.validate_stack(self.num_filters, self.num_layers, self.kernel_size, self.dropout)
         if self.attention_blocks < 0:
             raise ValueError(f"attention_blocks must be >= 0, got {self.attention_blocks}.")
@@ -256,7 +264,7 @@ class PriorConfig(TrainingConfig):
     def architecture(self) -> dict:
         return {
             k: getattr(self, k)
-            for k in ("num_filters", "num_layers", "kernel_size", "conditional", "dropout", "attention_blocks")
+            for k in ("prior", "num_filters", "num_layers", "kernel_size", "conditional", "dropout", "attention_blocks")
         }
 
     def to_dict(self) -> dict:

@@ -29,7 +29,12 @@ def codes_and_labels(data, num_classes: int):
 
 
 class GridPrior:
-    """Mixin for a Keras prior over one code grid (see the module); a subclass defines `_nll`."""
+    """Mixin for a Keras prior over one code grid (see the module); a subclass defines `_nll`,
+    `prior_network` (its `PriorConfig.prior` name) and `exact_likelihood` (whether its metric is
+    -log p of the codes, or, MaskGIT's, a masked-token NLL)."""
+
+    prior_network = ""
+    exact_likelihood = False
 
     @staticmethod
     def checked_grid(latent_shape, depth: int) -> tuple:
@@ -103,6 +108,8 @@ class GridPrior:
 
 class AutoregressivePrior(GridPrior):
     """A `GridPrior` with an exact likelihood: log p(codes) by the chain rule over raster order."""
+
+    exact_likelihood = True
 
     def distribution(self, codes, labels=None, condition=None):
         """p(z): a `tfp.distributions.Independent(Categorical)` over the whole code grid."""

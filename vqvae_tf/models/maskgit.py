@@ -7,7 +7,8 @@ A class-conditional prior has a class token in front of the grid; with `class_dr
 replaced by a null class that often in training, which classifier-free guidance needs.
 
 Sampling (`sample_codes_graph`) starts from an all-masked grid and runs `steps` iterations: predict
-every masked code (temperature, stateless picks with seed ``[seed, step]``), score each pick by its
+every masked code (temperature, seeded picks from the uniforms of (seed, step), `hash_random`,
+the same under XLA), score each pick by its
 log-probability plus Gumbel noise scaled by ``choice_temperature * (1 - (s + 1) / steps)`` (the
 paper's annealed randomness), and keep masked the floor(gamma((s + 1) / steps) T) least confident
 of the codes predicted this step; the last step fills all. With `guidance` g > 0 the logits are
@@ -32,7 +33,7 @@ from vqvae_tf.models import presets
 from vqvae_tf.models.autoregressive import GridPrior, codes_and_labels
 from vqvae_tf.models.pixelcnn_inputs import PixelCNNInputs
 from vqvae_tf.models.pixelcnn_sampling import _pick
-from vqvae_tf.utils import checks
+from vqvae_tf.utils import checks, hash_random
 
 
 def cosine_schedule(ratio):
@@ -50,6 +51,7 @@ class MaskGITPrior(TransformerTrunk, GridPrior, PixelCNNInputs, presets.PresetMi
     class by the null class (classifier-free guidance; 0 for an unconditional prior).
     """
 
+    prior_network = "maskgit"
     condition_shape = None
     condition_embeddings = 0
 
@@ -151,9 +153,15 @@ class MaskGITPrior(TransformerTrunk, GridPrior, PixelCNNInputs, presets.PresetMi
     def test_step(self, data):
         return self._track(self._nll(data, training=False, seed=tf.constant([0, 1])))
 
-    def sample_grids_graph(self, num_samples, temperature, seed, labels=None, top_k=None, steps=8) -> dict:
+    def sample_grids_graph(
+        self, num_samples, temperature, seed, labels=None, top_k=None, steps=8, choice_temperature=4.5, guidance=0.0
+    ) -> dict:
         """`sample_codes_graph` as {"codes": codes}."""
-        return {"codes": sample_codes_graph(self, num_samples, temperature, seed, labels, top_k, steps)}
+        return {
+            "codes": sample_codes_graph(
+                self, num_samples, temperature, seed, labels, top_k, steps, choice_temperature, guidance
+            )
+        }
 
     def get_config(self):
         return dict(
@@ -210,7 +218,7 @@ def sample_codes_graph(
         flat_codes = tf.where(flat_mask, picked, tf.reshape(codes, [-1, length]))
         log_probs = tf.reshape(tf.nn.log_softmax(logits / temperature), [-1, length, prior.num_embeddings])
         confidence = tf.gather(log_probs, flat_codes, batch_dims=2)
-        uniform = tf.random.stateless_uniform(tf.shape(confidence), tf.stack([seed, -1 - step]), 1e-20, 1.0)
+        uniform = tf.maximum(hash_random.uniform(seed, -1 - step, tf.shape(confidence)), 1e-20)
         anneal = choice_temperature * (1.0 - tf.cast(step + 1, tf.float32) / tf.cast(steps, tf.float32))
         confidence += anneal * -tf.math.log(-tf.math.log(uniform))
         confidence = tf.where(flat_mask, confidence, float("inf"))  # codes fixed earlier stay fixed

@@ -60,6 +60,8 @@ class PixelCNN(AutoregressivePrior, PixelCNNInputs, presets.PresetMixin, keras.M
     TensorShape([2, 7, 7, 16])
     """
 
+    prior_network = "pixelcnn"
+
     def __init__(
         self,
         num_embeddings: int,

@@ -1,7 +1,8 @@
 """Ancestral sampling of code grids from a `PixelCNN`, as one compiled graph.
 
-Both samplers are a `tf.while_loop` over positions with stateless random ops (seed
-``[seed, position]``), so they run inside a SavedModel signature and under ``jit_compile``:
+Both samplers are a `tf.while_loop` over positions; each code is the inverse CDF at a seeded
+uniform of (seed, position) (`vqvae_tf.utils.hash_random`), so they run inside a SavedModel
+signature and under ``jit_compile``, and pick the same codes with and without XLA:
 
 - plain: the whole network on the whole grid at every position (h*w full passes);
 - fast (default): per-layer caches (Ramachandran et al. 2017, "Fast Generation for Convolutional
@@ -13,12 +14,13 @@ Both samplers are a `tf.while_loop` over positions with stateless random ops (se
 
 from __future__ import annotations
 
+import inspect
 import numbers
 
 import tensorflow as tf
 
 from vqvae_tf.layers.masked_conv import gate
-from vqvae_tf.utils import checks
+from vqvae_tf.utils import checks, hash_random
 
 MAX_TOP_K_NOTE = "top_k must be in [1, num_embeddings]"
 
@@ -32,13 +34,22 @@ def _check_python_args(prior, num_samples, temperature, top_k):
         raise ValueError(f"{MAX_TOP_K_NOTE} ({prior.num_embeddings}), got {top_k!r}.")
 
 
+def inverse_cdf(logits, uniforms):
+    """One code per row of `logits` [N, K]: where the CDF of softmax(logits) passes `uniforms` [N]
+    in [0, 1) (int32 [N]). The uniform is scaled by the CDF's float total, so a code of zero
+    probability (a top-k cut) is never chosen. Builtin ops only (the TFLite generators use it)."""
+    cdf = tf.cumsum(tf.nn.softmax(logits, axis=-1), axis=-1)
+    return tf.reduce_sum(tf.cast(cdf <= uniforms[:, None] * cdf[:, -1:], tf.int32), axis=-1)
+
+
 def _pick(logits, temperature, seed, position, top_k):
-    """One code per row of `logits` [N,K]."""
+    """One code per row of `logits` [N,K] by `inverse_cdf` at the uniforms of (seed, position)
+    (`hash_random`: the same under XLA, so a jit-compiled sampler picks the same codes)."""
     logits = logits / temperature
     if top_k is not None and top_k < logits.shape[-1]:
         kth = tf.math.top_k(logits, k=top_k).values[:, -1:]
         logits = tf.where(logits < kth, tf.constant(-1e30, logits.dtype), logits)
-    return tf.random.stateless_categorical(logits, 1, seed=tf.stack([seed, position]), dtype=tf.int32)[:, 0]
+    return inverse_cdf(logits, hash_random.uniform(seed, position, tf.shape(logits)[:1]))
 
 
 def _place(codes, position, values):
@@ -312,9 +323,7 @@ def sample_codes_from_uniforms_graph(prior, uniforms, temperature, labels=None, 
     codes = tf.zeros(tf.stack([n, h, w]), tf.int32)
 
     def pick(logits, position):
-        probs = tf.nn.softmax(logits / temperature, axis=-1)
-        u = tf.gather(uniforms, position, axis=1)[:, None]
-        return tf.minimum(tf.reduce_sum(tf.cast(tf.cumsum(probs, axis=-1) < u, tf.int32), axis=-1), k - 1)
+        return inverse_cdf(logits / temperature, tf.gather(uniforms, position, axis=1))
 
     if fast and not prior.has_attention:  # LiteRT runs the vertical stack's convolutions faster than im2col
         return _cached_sampler(prior, codes, labels, pick, condition, im2col=False)
@@ -334,12 +343,14 @@ def _levels(value) -> tuple:
 
 
 def sample_grids(
-    prior, num_samples: int, temperature=1.0, seed=0, labels=None, top_k=None, fast=True, jit_compile=False
+    prior, num_samples: int, temperature=1.0, seed=0, labels=None, top_k=None, jit_compile=False, **options
 ) -> dict:
-    """Code grids sampled from `prior` in one compiled graph: {"codes": ...} from a `PixelCNN`,
-    {"codes_top": ..., "codes_bottom": ...} from a `vqvae2.HierarchicalPrior` (top first, then
-    bottom given it). `temperature`, `seed` and `top_k` as `sample_codes`; for a hierarchical
-    prior each may also be a (top, bottom) pair."""
+    """Code grids sampled from any prior in one compiled graph: {"codes": ...} from a `PixelCNN`,
+    `TransformerPrior` or `MaskGITPrior`, {"codes_top": ..., "codes_bottom": ...} from a
+    `vqvae2.HierarchicalPrior` (top first, then bottom given it). `temperature`, `seed` and `top_k`
+    as `sample_codes`; for a hierarchical prior each may also be a (top, bottom) pair. `options`
+    are the prior's own sampling options (its `sample_grids_graph`'s keywords: ``fast`` for the
+    autoregressive priors, ``steps``, ``choice_temperature``, ``guidance`` for MaskGIT)."""
     for t in _levels(temperature):
         _check_python_args(prior, num_samples, t, None)
     for k in _levels(top_k):
@@ -348,7 +359,15 @@ def sample_grids(
     temperature = tf.constant(temperature, tf.float32)
     seed = tf.constant(seed, tf.int32)
     top_k = tuple(top_k) if isinstance(top_k, list) else top_k
-    key = ("grids", top_k, fast, labels is not None, jit_compile, temperature.shape.rank, seed.shape.rank)
+    options = {k: v for k, v in options.items() if v is not None}
+    takes = list(inspect.signature(prior.sample_grids_graph).parameters)[5:]
+    if set(options) - set(takes):
+        raise ValueError(
+            f"A {type(prior).__name__} has no sampling option {', '.join(sorted(set(options) - set(takes)))}; "
+            f"its options: {', '.join(takes) or 'none'}."
+        )
+    key = ("grids", top_k, tuple(sorted(options.items())), labels is not None, jit_compile)
+    key += (temperature.shape.rank, seed.shape.rank)
     cache = prior.__dict__.setdefault("_sampler_cache", {})
 
     def per_level(x):  # a [2] tensor -> (top, bottom)
@@ -356,15 +375,15 @@ def sample_grids(
 
     if key not in cache:
         cache[key] = tf.function(
-            lambda n, t, s, y: prior.sample_grids_graph(n, per_level(t), per_level(s), y, top_k, fast),
+            lambda n, t, s, y: prior.sample_grids_graph(n, per_level(t), per_level(s), y, top_k, **options),
             jit_compile=jit_compile,
             reduce_retracing=True,
         )
     return cache[key](tf.constant(num_samples, tf.int32), temperature, seed, labels)
 
 
-def sample_images(prior, autoencoder, num_samples, temperature=1.0, seed=0, labels=None, top_k=None):
+def sample_images(prior, autoencoder, num_samples, temperature=1.0, seed=0, labels=None, top_k=None, **options):
     """Images float32 [num_samples,H,W,C] in [0,1] (NumPy): codes sampled from `prior` (as
-    `sample_grids`), decoded by `autoencoder` (a `VQVAE` or `VQVAE2`)."""
-    grids = sample_grids(prior, num_samples, temperature=temperature, seed=seed, labels=labels, top_k=top_k)
+    `sample_grids`, with its `options`), decoded by `autoencoder` (a `VQVAE` or `VQVAE2`)."""
+    grids = sample_grids(prior, num_samples, temperature=temperature, seed=seed, labels=labels, top_k=top_k, **options)
     return autoencoder.decode_grids(autoencoder.from_prior_grids(grids)).numpy()

@@ -7,8 +7,10 @@ A family names its Keras model class and builds a model from the prior config's 
 and the codes' meta.json (`build`); the stages (train_prior, export, sample, presets) use only
 the prior API every family's model keeps (`grid_shapes`, `num_codes`, `num_classes`,
 `log_prob_grids`, `sample_grids_graph`, `bits_per_code`), so they never branch on the model type.
-An autoencoder names the family of its codes (`ImageAutoencoder.prior_family`) and the codes
-export records it in meta.json; `family_for(meta)` reads it back.
+An autoencoder names the family of its codes (`ImageAutoencoder.prior_family`: "pixelcnn" for one
+grid, "hierarchical" for VQ-VAE-2's two) and the codes export records it in meta.json;
+`family_for(meta, network)` picks the family for those codes and the prior config's network
+(`PriorConfig.prior`: one grid takes any network; VQ-VAE-2's grids take "pixelcnn").
 """
 
 from __future__ import annotations
@@ -62,12 +64,21 @@ def get(name: str) -> PriorFamily:
     return _FAMILIES[name]
 
 
-def family_for(meta: dict) -> PriorFamily:
-    """The family of the codes of `meta`: the one it names (``prior_family``), or for codes
-    exported before families were recorded (format version 1), the one their grids imply."""
-    if files.format_version(meta) >= 2:
-        return get(meta["prior_family"])
-    return get("hierarchical" if "grids" in meta else "pixelcnn")
+def family_for(meta: dict, network: str = "pixelcnn") -> PriorFamily:
+    """The family that models the codes of `meta` with the prior network `network` (a
+    `PriorConfig.prior`): the network's own for one code grid; for the codes' family
+    (``prior_family``, or for codes exported before families were recorded, format version 1,
+    the one their grids imply) "hierarchical", VQ-VAE-2's PixelCNN pair."""
+    codes_family = meta["prior_family"] if files.format_version(meta) >= 2 else None
+    codes_family = codes_family or ("hierarchical" if "grids" in meta else "pixelcnn")
+    if codes_family == "pixelcnn":
+        return get(network)
+    if network != "pixelcnn":
+        raise ValueError(
+            f"The codes are {codes_family!r} ({', '.join(codes.grid_shapes(meta))}): their prior is a pair "
+            f"of PixelCNNs; --prior={network} models one code grid (a VQ-VAE's)."
+        )
+    return get(codes_family)
 
 
 def model_classes() -> dict:

@@ -8,8 +8,8 @@ class-conditional prior) plus the embedding of position t (a row's plus a column
 one per position: "learned"); decoder-only pre-norm causal blocks (`layers.transformer`); a final
 LayerNorm and a linear head. `log_prob` is exact, as PixelCNN's.
 
-Sampling (`sample_codes_graph`) is one `tf.while_loop` over positions with stateless random
-picks (seed ``[seed, position]``, as PixelCNN's sampler) and, by default, per-block key/value
+Sampling (`sample_codes_graph`) is one `tf.while_loop` over positions with seeded picks (the
+uniforms of (seed, position), as PixelCNN's sampler: the same under XLA) and, by default, per-block key/value
 caches: each step runs the blocks on one token. Without the cache each step runs the whole
 network on the whole grid; both give the same codes for the same seed.
 """
@@ -53,6 +53,7 @@ class TransformerPrior(TransformerTrunk, AutoregressivePrior, PixelCNNInputs, pr
     TensorShape([2, 7, 7, 16])
     """
 
+    prior_network = "transformer"
     condition_shape = None  # no spatial conditioning (PixelCNNInputs' checks refuse a condition)
     condition_embeddings = 0
 

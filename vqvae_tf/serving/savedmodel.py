@@ -17,8 +17,13 @@ Signatures (batch dimension always None; inputs and outputs named as below):
            encode_image_bytes  image_bytes string [B] (PNG/JPEG) -> codes
            decode_png          codes -> png_bytes string [B]
     prior  serving_default     num_samples int32 [], temperature float32 [], seed int32 []
-                               (+ labels int32 [B] if conditional) -> codes, images
+                               (+ steps int32 [] for MaskGIT) (+ labels int32 [B] if conditional)
+                               -> codes, images
            log_prob            codes (+ labels) -> log_prob float32 [B] (nats), bits_per_code
+                               (PixelCNN, transformer, VQ-VAE-2; MaskGIT has no exact likelihood)
+           sample_xla          serving_default's inputs and outputs, XLA-compiled (jit_compile):
+                               only with --xla_sampler; TF Serving on CPU runs it when started
+                               with --xla_cpu_compilation_enabled, TF Serving on GPU cannot
 
 Codes are int32 [B,h,w], or [B,h,w,Q] for a residual-VQ model of depth Q (`VQVAE.codes_shape`). A
 `VQVAE2`'s signatures have two code tensors, ``codes_top`` and ``codes_bottom``, wherever these
@@ -32,6 +37,7 @@ place and renamed when complete, so TF Serving never sees a half-written version
 
 from __future__ import annotations
 
+import inspect
 import os
 import re
 
@@ -186,22 +192,44 @@ def vqvae_endpoints(model) -> dict:
     }
 
 
-def prior_endpoints(prior, vqvae) -> dict:
+def sample_inputs(prior) -> dict:
+    """{input name: spec} of the prior SavedModel's sampling signatures: num_samples, temperature,
+    seed, then MaskGIT's ``steps``, then a conditional prior's ``labels``."""
+    specs = {
+        "num_samples": tf.TensorSpec([], tf.int32, name="num_samples"),
+        "temperature": tf.TensorSpec([], tf.float32, name="temperature"),
+        "seed": tf.TensorSpec([], tf.int32, name="seed"),
+    }
+    if "steps" in inspect.signature(prior.sample_grids_graph).parameters:
+        specs["steps"] = tf.TensorSpec([], tf.int32, name="steps")
+    if prior.num_classes:
+        specs["labels"] = tf.TensorSpec([None], tf.int32, name="labels")
+    return specs
+
+
+def prior_endpoints(prior, vqvae, xla_sampler: bool = False) -> dict:
     """name -> (function, input signature) of the prior SavedModel (prior + decoder). Its codes are
     the autoencoder's (``codes [B, *vqvae.codes_shape]``, or VQ-VAE-2's ``codes_top`` and
-    ``codes_bottom``); the prior's grid layout stays inside."""
-    scalar = lambda dtype, name: tf.TensorSpec([], dtype, name=name)  # noqa: E731
+    ``codes_bottom``); the prior's grid layout stays inside. `serving_default` samples
+    (`sample_inputs`); `log_prob` scores codes (a prior with an exact likelihood only: not
+    MaskGIT); with `xla_sampler`, `sample_xla` is `serving_default` compiled by XLA (jit_compile):
+    the same codes for the same inputs, for TF Serving on CPU with --xla_cpu_compilation_enabled."""
     grids = vqvae.code_grids
     names = list(grids)
     codes_specs = [tf.TensorSpec([None, *shape], tf.int32, name=name) for name, shape in grids.items()]
     labels_spec = tf.TensorSpec([None], tf.int32, name="labels")
-    sample_specs = [scalar(tf.int32, "num_samples"), scalar(tf.float32, "temperature"), scalar(tf.int32, "seed")]
+    specs = sample_inputs(prior)
 
-    def sample(num_samples, temperature, seed, labels=None):
+    def sample(*args):  # the inputs of `specs`, in its order
+        inputs = dict(zip(specs, args))
+        num_samples = inputs.pop("num_samples")
         num_samples = checks.require(
             num_samples, num_samples <= MAX_SAMPLES, f"num_samples must be in [1, {MAX_SAMPLES}], got", num_samples
         )
-        codes = vqvae.from_prior_grids(prior.sample_grids_graph(num_samples, temperature, seed, labels, fast=True))
+        grids = prior.sample_grids_graph(
+            num_samples, inputs.pop("temperature"), inputs.pop("seed"), inputs.pop("labels", None), **inputs
+        )
+        codes = vqvae.from_prior_grids(grids)
         return {**codes, "images": vqvae.decode_grids(codes)}
 
     def log_prob(*inputs):  # one tensor per code grid, then the labels of a conditional prior
@@ -222,15 +250,13 @@ def prior_endpoints(prior, vqvae) -> dict:
             )
         return {"log_prob": lp, "bits_per_code": prior.bits_per_code(lp)}
 
-    if prior.num_classes:
-        return {
-            "serving_default": (sample, sample_specs + [labels_spec]),
-            "log_prob": (log_prob, codes_specs + [labels_spec]),
-        }
-    return {
-        "serving_default": (lambda n, t, s: sample(n, t, s), sample_specs),
-        "log_prob": (log_prob, codes_specs),
-    }
+    endpoints = {"serving_default": (sample, list(specs.values()))}
+    if prior.exact_likelihood:
+        endpoints["log_prob"] = (log_prob, codes_specs + ([labels_spec] if prior.num_classes else []))
+    if xla_sampler:
+        xla = tf.function(sample, input_signature=list(specs.values()), jit_compile=True, autograph=False)
+        endpoints["sample_xla"] = (xla, None)
+    return endpoints
 
 
 # ------------------------------------------------------------------------------ warmup
@@ -264,13 +290,18 @@ def _vqvae_warmup(model) -> list[tuple[str, dict]]:
     ]
 
 
-def _prior_warmup(prior, vqvae) -> list[tuple[str, dict]]:
-    sample_inputs = {"num_samples": np.int32(2), "temperature": np.float32(1.0), "seed": np.int32(0)}
+def _prior_warmup(prior, vqvae, endpoints) -> list[tuple[str, dict]]:
+    values = {"num_samples": np.int32(2), "temperature": np.float32(1.0), "seed": np.int32(0), "steps": np.int32(8)}
+    sampling = {name: values.get(name, np.zeros([2], np.int32)) for name in sample_inputs(prior)}
     log_prob_inputs = {name: np.zeros((2, *shape), np.int32) for name, shape in vqvae.code_grids.items()}
     if prior.num_classes:
-        sample_inputs["labels"] = np.zeros([2], np.int32)
         log_prob_inputs["labels"] = np.zeros([2], np.int32)
-    return [("serving_default", sample_inputs), ("log_prob", log_prob_inputs)]
+    requests = [("serving_default", sampling)]
+    if "log_prob" in endpoints:
+        requests.append(("log_prob", log_prob_inputs))
+    # No sample_xla request: a server started without --xla_cpu_compilation_enabled would fail
+    # the warmup, and with it the model's load.
+    return requests
 
 
 # ------------------------------------------------------------------------------ writing
@@ -286,7 +317,7 @@ def write_savedmodel(
     for obj in tracked:
         archive.track(obj)
     for name, (fn, signature) in endpoints.items():
-        archive.add_endpoint(name, fn, input_signature=signature)
+        archive.add_endpoint(name, fn, input_signature=signature)  # signature None: `fn` is a tf.function
     with files.atomic_directory(final, overwrite=overwrite) as tmp:
         archive.write_out(tmp, verbose=False)
         records = warmup_records(model_name, warmup)
@@ -309,13 +340,14 @@ def export_vqvae(model, export_dir: str, version=None, overwrite=False) -> str:
     )
 
 
-def export_prior(prior, vqvae, export_dir: str, version=None, overwrite=False) -> str:
+def export_prior(prior, vqvae, export_dir: str, version=None, overwrite=False, xla_sampler=False) -> str:
+    endpoints = prior_endpoints(prior, vqvae, xla_sampler)
     return write_savedmodel(
         model_dir(export_dir, "prior"),
         "prior",
         [prior, vqvae],
-        prior_endpoints(prior, vqvae),
-        _prior_warmup(prior, vqvae),
+        endpoints,
+        _prior_warmup(prior, vqvae, endpoints),
         version,
         overwrite,
     )

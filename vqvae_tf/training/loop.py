@@ -62,12 +62,16 @@ def check_batch_size(batch_size: int, strategy: tf.distribute.Strategy) -> None:
         )
 
 
+# Architecture fields added after format version 2, with the value a record without them had.
+ADDED_FIELDS = {"prior": "pixelcnn"}
+
+
 def check_saved_architecture(stage: StageDir, architecture: dict) -> None:
     """Raises WorkdirError if the stage's config.json holds other values of `architecture`'s fields."""
     saved = stage.read_config()
     if saved is None:
         return
-    version, saved = files.format_version(saved), saved.get("config", {})
+    version, saved = files.format_version(saved), {**ADDED_FIELDS, **saved.get("config", {})}
     if version < 2:  # a field the record lacks came later than that run (e.g. fsq_levels): it had the default
         architecture = {k: v for k, v in architecture.items() if k in saved}
     missing = "(missing)"

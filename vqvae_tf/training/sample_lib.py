@@ -59,11 +59,13 @@ def write_samples(
     top_k=None,
     columns=8,
     preset: str | None = None,
+    **options,
 ) -> np.ndarray | None:
     """Samples `num_samples` images from the prior and VQ-VAE of `workdir` (or of `preset`) into
     the PNG `output`. `labels` as for `resolve_labels` (drawn from the training class frequencies
     when None for a conditional prior). The same seed gives the same file. Returns the labels
-    used (or None)."""
+    used (or None). `options`: the prior's own sampling options (`sample_grids`; None: its default),
+    e.g. MaskGIT's ``steps`` and ``guidance``."""
     prior = models_lib.load_prior(workdir, preset)
     classes = models_lib.prior_classes(workdir, preset)
     class_counts = classes["class_counts"] or None
@@ -73,7 +75,7 @@ def write_samples(
         source = "training class frequencies" if class_counts else "uniformly (no class counts recorded)"
         progress.log(f"No --labels: drew labels from the {source} with seed {seed}: {','.join(map(str, labels))}")
     vqvae = models_lib.load_vqvae(workdir, preset)
-    samples = sample_images(prior, vqvae, num_samples, temperature, seed, labels, top_k)
+    samples = sample_images(prior, vqvae, num_samples, temperature, seed, labels, top_k, **options)
     images.write_png(output, images.grid(samples, columns, scale=2))
     progress.log(f"Wrote {num_samples} samples to {output}.")
     return labels

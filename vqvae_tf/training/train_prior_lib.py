@@ -1,4 +1,4 @@
-"""Training of the PixelCNN prior on exported codes (the library behind `python -m train.train_prior`).
+"""Training of the prior (PixelCNN, transformer or MaskGIT) on exported codes (the library behind `python -m train.train_prior`).
 
 Reads ``W/codes/`` and writes the stage directory ``W/prior/`` (layout: `vqvae_tf.training.workdir`).
 """
@@ -25,11 +25,11 @@ from vqvae_tf.utils import files, images, progress
 
 def build_prior(config: PriorConfig, meta: dict):
     """A new prior of `config` for the codes described by `meta` (codes/meta.json), compiled: the
-    model of the codes' prior family (`vqvae_tf.models.priors`: a `PixelCNN`, or a
-    `HierarchicalPrior` for a VQ-VAE-2's two grids)."""
+    model of the family for the codes and `config.prior` (`vqvae_tf.models.priors`: a `PixelCNN`,
+    `TransformerPrior` or `MaskGITPrior`, or a `HierarchicalPrior` for a VQ-VAE-2's two grids)."""
     network = {name: getattr(config, name) for name in priors.NETWORK_FIELDS}
     network.update(num_embeddings=meta["num_embeddings"], num_classes=meta["num_classes"] if config.conditional else 0)
-    prior = priors.family_for(meta).build(network, meta)
+    prior = priors.family_for(meta, config.prior).build(network, meta)
     prior.compile(optimizer=config.make_optimizer())
     prior.optimizer.build(prior.trainable_variables)
     return prior
@@ -98,8 +98,12 @@ def train_prior(
     meta = codes.load_meta(workdir.codes)
     check_codes_data(meta, options)
     init = None
-    if init_from and priors.family_for(meta).cls is not PixelCNN:
-        raise ValueError("--init_from fine-tunes a VQ-VAE's PixelCNN prior; VQ-VAE-2 priors train from scratch.")
+    family = priors.family_for(meta, config.prior)
+    if init_from and family.cls is not PixelCNN:
+        raise ValueError(
+            "--init_from fine-tunes a VQ-VAE's PixelCNN prior (the presets'); VQ-VAE-2, transformer and "
+            "MaskGIT priors train from scratch."
+        )
     if init_from:
         init = PixelCNN.from_preset(init_from)
         want = (tuple(meta["latent_shape"]), meta["num_embeddings"])
@@ -115,10 +119,11 @@ def train_prior(
         progress.log(f"Fine-tuning the prior from preset {init_from}.")
     if config.conditional and not meta["num_classes"]:
         raise ValueError(f"--conditional needs class labels, but {meta['dataset']} has none.")
-    if fit_to_codes and init is None:
-        fit_to_grids(config, codes.grid_shapes(meta))
-    for grid in codes.grid_shapes(meta).values():  # refuse a stack too short for a grid before training
-        PixelCNN.resolve_layers(tuple(grid), config.num_layers, config.kernel_size)
+    if config.prior == "pixelcnn":
+        if fit_to_codes and init is None:
+            fit_to_grids(config, codes.grid_shapes(meta))
+        for grid in codes.grid_shapes(meta).values():  # refuse a stack too short for a grid before training
+            PixelCNN.resolve_layers(tuple(grid), config.num_layers, config.kernel_size)
     record = {"config": dataclasses.asdict(config), "codes_meta": meta, "seed": options.seed, "init_from": init_from}
     with loop.stage_run(options, workdir.prior, record, config.architecture(), config.batch_size) as run:
         prior = run.build(lambda: build_prior(config, meta), config.steps)
@@ -134,7 +139,7 @@ def train_prior(
                 .prefetch(tf.data.AUTOTUNE)
             )
             progress.log(
-                f"Training the prior to step {config.steps} (batch {config.batch_size}, "
+                f"Training the {family.name} prior to step {config.steps} (batch {config.batch_size}, "
                 f"{run.strategy.num_replicas_in_sync} replica(s))."
             )
             run.train(
@@ -142,7 +147,7 @@ def train_prior(
                 train,
                 config.steps,
                 config.batch_size,
-                format_logs=_format_logs,
+                format_logs=_format_logs if prior.exact_likelihood else _format_masked_logs,
             )
         if not run.chief:
             return {}
@@ -156,6 +161,11 @@ def _format_logs(logs: dict) -> str:
     return line + (f" ({', '.join(f'{k} {v:.3f}' for k, v in levels.items())})" if levels else "")
 
 
+def _format_masked_logs(logs: dict) -> str:
+    """MaskGIT's progress line: the masked-token NLL (not a likelihood of the grid)."""
+    return f"masked nll {logs['loss']:.4f} nats  {logs['bits_per_code']:.3f} bits/masked code"
+
+
 def _evaluate_and_write(run: loop.StageRun, prior, options: RunOptions, workdir: Workdir, meta) -> dict:
     progress.log("Evaluating the prior on the test codes...")
     # A known length: Keras warns "Your input ran out of data; interrupting training" at the end of
@@ -165,18 +175,40 @@ def _evaluate_and_write(run: loop.StageRun, prior, options: RunOptions, workdir:
     test = test.apply(tf.data.experimental.assert_cardinality(batches))
     results = prior.evaluate(test, verbose=0, return_dict=True)
     bits_per_code = float(results["bits_per_code"])
-    num_codes = prior.num_codes
-    dims = int(np.prod(meta["image_shape"]))
+    metrics = {"prior": prior.prior_network, "conditional": bool(prior.num_classes)}
+    if prior.exact_likelihood:
+        metrics.update(_likelihood_metrics(prior, results, meta, workdir))
+    else:
+        metrics["test_masked_bits_per_code"] = bits_per_code
+        metrics["test_masked_bits_per_code_note"] = (
+            "MaskGIT has no exact likelihood: this is the masked-token NLL in bits per masked code (each test "
+            "grid masked by the cosine schedule with seed [0, 1]), not -log2 p(z), so there is no bits/dim bound."
+        )
+    metrics.update(log2_num_embeddings=math.log2(meta["num_embeddings"]), steps=int(prior.optimizer.iterations.numpy()))
+    vqvae = train_vqvae_lib.load_trained_model(options.workdir)
+    grid = sample_grid(prior, vqvae, columns=options.num_sample_columns, seed=options.seed)
+    images.write_png(workdir.samples_png, grid)
+    files.atomic_write_json(run.stage.metrics, metrics)
+    with run.writer.as_default(step=metrics["steps"]):
+        tf.summary.scalar("test/bits_per_code" if prior.exact_likelihood else "test/masked_bits_per_code", bits_per_code)
+        tf.summary.image("samples", grid[None])
+    run.writer.flush()
+    progress.log("Prior metrics: " + ", ".join(f"{k}={v:.4g}" for k, v in metrics.items() if isinstance(v, float)))
+    return metrics
+
+
+def _likelihood_metrics(prior, results: dict, meta: dict, workdir: Workdir) -> dict:
+    """Test bits per code of a prior with an exact likelihood, and the bits/dim bound when the
+    VQ-VAE's reconstruction term is known."""
+    bits_per_code = float(results["bits_per_code"])
     metrics = {
         "test_bits_per_code": bits_per_code,
         # VQ-VAE-2: each level's (the bottom one given the top codes).
         **{f"test_{k}": float(v) for k, v in results.items() if k in ("bits_per_code_top", "bits_per_code_bottom")},
-        "log2_num_embeddings": math.log2(meta["num_embeddings"]),
-        "steps": int(prior.optimizer.iterations.numpy()),
-        "conditional": bool(prior.num_classes),
     }
     vq_metrics = workdir.vqvae.read_metrics()
     if vq_metrics is not None:
+        num_codes, dims = prior.num_codes, int(np.prod(meta["image_shape"]))
         # Section 3.3: -log p(x) <= -log p(x|z_q) - log p(z_q), in bits per image dimension; the
         # paper's own figure takes a uniform prior, -log p(z_q) = h w log K, during VQ-VAE training.
         reconstruction = vq_metrics["bits_per_dim_reconstruction"]
@@ -190,13 +222,4 @@ def _evaluate_and_write(run: loop.StageRun, prior, options: RunOptions, workdir:
             + "; "
             + vq_metrics.get("reconstruction_likelihood_fit", "")
         )
-    vqvae = train_vqvae_lib.load_trained_model(options.workdir)
-    grid = sample_grid(prior, vqvae, columns=options.num_sample_columns, seed=options.seed)
-    images.write_png(workdir.samples_png, grid)
-    files.atomic_write_json(run.stage.metrics, metrics)
-    with run.writer.as_default(step=metrics["steps"]):
-        tf.summary.scalar("test/bits_per_code", bits_per_code)
-        tf.summary.image("samples", grid[None])
-    run.writer.flush()
-    progress.log("Prior metrics: " + ", ".join(f"{k}={v:.4g}" for k, v in metrics.items() if isinstance(v, float)))
     return metrics

@@ -58,6 +58,9 @@ class HierarchicalPrior(presets.PresetMixin, keras.Model):
     >>> lp = prior.log_prob(tf.zeros([2, 4, 4], tf.int32), tf.zeros([2, 8, 8], tf.int32))
     """
 
+    prior_network = "pixelcnn"
+    exact_likelihood = True
+
     def __init__(
         self,
         num_embeddings: int,
