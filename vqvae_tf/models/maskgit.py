@@ -32,7 +32,7 @@ from vqvae_tf.layers.transformer import TransformerTrunk
 from vqvae_tf.models import presets
 from vqvae_tf.models.autoregressive import GridPrior, codes_and_labels
 from vqvae_tf.models.pixelcnn_inputs import PixelCNNInputs
-from vqvae_tf.models.pixelcnn_sampling import _pick
+from vqvae_tf.models.pixelcnn_sampling import pick_at
 from vqvae_tf.utils import checks, hash_random
 
 
@@ -163,6 +163,14 @@ class MaskGITPrior(TransformerTrunk, GridPrior, PixelCNNInputs, presets.PresetMi
             )
         }
 
+    def generator_uniforms_shape(self, steps: int = 8) -> list:
+        """The per-sample shape of the TFLite generator's ``uniforms`` input: [steps, 2, h*w]."""
+        return [steps, 2, self.latent_shape[0] * self.latent_shape[1]]
+
+    def sample_from_uniforms_graph(self, uniforms, temperature, labels=None):
+        """`sample_codes_graph` driven by `uniforms` [N, steps, 2, h*w] (the TFLite generator's)."""
+        return sample_codes_graph(self, None, temperature, None, labels, uniforms=uniforms)
+
     def get_config(self):
         return dict(
             super().get_config(),
@@ -181,28 +189,47 @@ def keep_masked(step, steps, length):
 
 
 def sample_codes_graph(
-    prior, num_samples, temperature, seed, labels=None, top_k=None, steps=8, choice_temperature=4.5, guidance=0.0
+    prior,
+    num_samples,
+    temperature,
+    seed,
+    labels=None,
+    top_k=None,
+    steps=8,
+    choice_temperature=4.5,
+    guidance=0.0,
+    uniforms=None,
 ):
     """MaskGIT's parallel decoding as TF ops (see the module): num_samples, steps int32 scalars;
     temperature (> 0), choice_temperature (>= 0), guidance (>= 0) float32 scalars; seed int32
     scalar; labels int32 [num_samples] in [0, num_classes) or None; top_k a Python int or None.
-    Returns int32 codes [num_samples, h, w]."""
+    `uniforms` (the TFLite generator's): float32 [N, steps, 2, h*w] replacing the seeded draws,
+    ``[:, s, 0]`` the picks and ``[:, s, 1]`` the choice noise of step s (num_samples, steps and
+    seed are then taken from it). Returns int32 codes [num_samples, h, w]."""
     h, w = prior.latent_shape
     length = h * w
+    if uniforms is not None:
+        num_samples, steps, seed = tf.shape(uniforms)[0], tf.shape(uniforms)[1], 0
     num_samples = tf.convert_to_tensor(num_samples, tf.int32)
     steps = tf.convert_to_tensor(steps, tf.int32)
     temperature = tf.convert_to_tensor(temperature, tf.float32)
     choice_temperature = tf.convert_to_tensor(choice_temperature, tf.float32)
     guidance = tf.convert_to_tensor(guidance, tf.float32)
     seed = tf.cast(seed, tf.int32)
-    num_samples = checks.require(num_samples, num_samples > 0, "num_samples must be > 0, got", num_samples)
-    steps = checks.require(steps, steps > 0, "steps must be > 0, got", steps)
-    temperature = checks.require(temperature, temperature > 0, "temperature must be > 0, got", temperature)
-    guidance = checks.require(guidance, guidance >= 0, "guidance must be >= 0, got", guidance)
+    if uniforms is None:  # (a TFLite generator has no Assert op: its input shapes are its checks)
+        num_samples = checks.require(num_samples, num_samples > 0, "num_samples must be > 0, got", num_samples)
+        steps = checks.require(steps, steps > 0, "steps must be > 0, got", steps)
+        temperature = checks.require(temperature, temperature > 0, "temperature must be > 0, got", temperature)
+        guidance = checks.require(guidance, guidance >= 0, "guidance must be >= 0, got", guidance)
     if top_k is not None and (not isinstance(top_k, int) or not 1 <= top_k <= prior.num_embeddings):
         raise ValueError(f"top_k must be in [1, num_embeddings] ({prior.num_embeddings}), got {top_k!r}.")
     labels = prior.check_labels(labels, num_samples)
     null = tf.fill(tf.reshape(num_samples, [1]), prior.null_class) if labels is not None else None
+
+    def draw(step, which):  # [N, T] uniforms: the picks (0) or the choice noise (1) of `step`
+        if uniforms is not None:
+            return uniforms[:, step, which]
+        return hash_random.uniform(seed, step if which == 0 else -1 - step, tf.stack([num_samples, length]))
 
     def logits_of(codes, mask):
         logits = prior(codes, mask, labels)
@@ -213,17 +240,21 @@ def sample_codes_graph(
 
     def body(step, codes, mask):
         logits = tf.reshape(logits_of(codes, mask), [-1, prior.num_embeddings])  # [N T, K]
-        picked = tf.reshape(_pick(logits, temperature, seed, step, top_k), [-1, length])
+        picked = tf.reshape(pick_at(logits, temperature, tf.reshape(draw(step, 0), [-1]), top_k), [-1, length])
         flat_mask = tf.reshape(mask, [-1, length])
         flat_codes = tf.where(flat_mask, picked, tf.reshape(codes, [-1, length]))
         log_probs = tf.reshape(tf.nn.log_softmax(logits / temperature), [-1, length, prior.num_embeddings])
-        confidence = tf.gather(log_probs, flat_codes, batch_dims=2)
-        uniform = tf.maximum(hash_random.uniform(seed, -1 - step, tf.shape(confidence)), 1e-20)
+        chosen = tf.one_hot(flat_codes, prior.num_embeddings, dtype=log_probs.dtype)
+        confidence = tf.reduce_sum(log_probs * chosen, axis=-1)
+        uniform = tf.maximum(draw(step, 1), 1e-20)
         anneal = choice_temperature * (1.0 - tf.cast(step + 1, tf.float32) / tf.cast(steps, tf.float32))
         confidence += anneal * -tf.math.log(-tf.math.log(uniform))
         confidence = tf.where(flat_mask, confidence, float("inf"))  # codes fixed earlier stay fixed
-        ranks = tf.argsort(tf.argsort(confidence, axis=-1), axis=-1)  # 0: the least confident
-        new_mask = ranks < keep_masked(step, steps, length)
+        # The `keep` least confident stay masked: those below the (keep + 1)-th smallest (a sort
+        # by top_k, a TFLite builtin; no argsort there).
+        ascending = -tf.math.top_k(-confidence, k=length).values
+        threshold = tf.gather(ascending, keep_masked(step, steps, length), axis=1)[:, None]
+        new_mask = confidence < threshold
         shape = [-1, h, w]
         return step + 1, tf.reshape(flat_codes, shape), tf.reshape(new_mask, shape)
 

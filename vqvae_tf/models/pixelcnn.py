@@ -20,7 +20,7 @@ from vqvae_tf.layers.masked_conv import GatedBlock, shift_down
 from vqvae_tf.models import presets
 from vqvae_tf.models.autoregressive import AutoregressivePrior
 from vqvae_tf.models.pixelcnn_inputs import PixelCNNInputs
-from vqvae_tf.models.pixelcnn_sampling import sample_codes_graph
+from vqvae_tf.models.pixelcnn_sampling import sample_codes_from_uniforms_graph, sample_codes_graph
 from vqvae_tf.utils import checks
 
 
@@ -270,6 +270,14 @@ class PixelCNN(AutoregressivePrior, PixelCNNInputs, presets.PresetMixin, keras.M
     def sample_grids_graph(self, num_samples, temperature, seed, labels=None, top_k=None, fast=True) -> dict:
         """`pixelcnn_sampling.sample_codes_graph` as {"codes": codes}."""
         return {"codes": sample_codes_graph(self, num_samples, temperature, seed, labels, top_k, fast)}
+
+    def generator_uniforms_shape(self, steps=None) -> list:
+        """The per-sample shape of the TFLite generator's ``uniforms`` input: one per position."""
+        return [self.latent_shape[0] * self.latent_shape[1]]
+
+    def sample_from_uniforms_graph(self, uniforms, temperature, labels=None):
+        """`pixelcnn_sampling.sample_codes_from_uniforms_graph` (the TFLite generator's sampler)."""
+        return sample_codes_from_uniforms_graph(self, uniforms, temperature, labels)
 
     def get_config(self):
         config = super().get_config()

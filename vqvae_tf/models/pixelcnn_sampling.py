@@ -42,14 +42,20 @@ def inverse_cdf(logits, uniforms):
     return tf.reduce_sum(tf.cast(cdf <= uniforms[:, None] * cdf[:, -1:], tf.int32), axis=-1)
 
 
-def _pick(logits, temperature, seed, position, top_k):
-    """One code per row of `logits` [N,K] by `inverse_cdf` at the uniforms of (seed, position)
-    (`hash_random`: the same under XLA, so a jit-compiled sampler picks the same codes)."""
+def pick_at(logits, temperature, uniforms, top_k=None):
+    """One code per row of `logits` [N,K]: `inverse_cdf` of softmax(logits / temperature), cut to
+    the `top_k` most likely codes, at `uniforms` [N]."""
     logits = logits / temperature
     if top_k is not None and top_k < logits.shape[-1]:
         kth = tf.math.top_k(logits, k=top_k).values[:, -1:]
         logits = tf.where(logits < kth, tf.constant(-1e30, logits.dtype), logits)
-    return inverse_cdf(logits, hash_random.uniform(seed, position, tf.shape(logits)[:1]))
+    return inverse_cdf(logits, uniforms)
+
+
+def _pick(logits, temperature, seed, position, top_k):
+    """`pick_at` the uniforms of (seed, position) (`hash_random`: the same under XLA, so a
+    jit-compiled sampler picks the same codes)."""
+    return pick_at(logits, temperature, hash_random.uniform(seed, position, tf.shape(logits)[:1]), top_k)
 
 
 def _place(codes, position, values):

@@ -26,7 +26,14 @@ WEIGHTS_FILE = "model.weights.h5"
 METADATA_FILE = "metadata.json"
 WEIGHTS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "weights")
 # What each model class's sub-directory is called in a pair of presets.
-KINDS = {"VQVAE": "vqvae", "VQVAE2": "vqvae", "PixelCNN": "prior", "HierarchicalPrior": "prior"}
+KINDS = {
+    "VQVAE": "vqvae",
+    "VQVAE2": "vqvae",
+    "PixelCNN": "prior",
+    "HierarchicalPrior": "prior",
+    "TransformerPrior": "prior",
+    "MaskGITPrior": "prior",
+}
 # The shipped presets: name -> one line.
 PRESETS = {
     "fashion_mnist": "Fashion-MNIST 28x28x1 -> 7x7 codes (K=256, EMA VQ-VAE) and its class-conditional "

@@ -24,7 +24,7 @@ from vqvae_tf.layers.transformer import TransformerTrunk
 from vqvae_tf.models import presets
 from vqvae_tf.models.autoregressive import AutoregressivePrior
 from vqvae_tf.models.pixelcnn_inputs import PixelCNNInputs
-from vqvae_tf.models.pixelcnn_sampling import _pick, _place
+from vqvae_tf.models.pixelcnn_sampling import _pick, _place, pick_at
 from vqvae_tf.utils import checks
 
 POSITIONS = ("axial", "learned")
@@ -141,6 +141,14 @@ class TransformerPrior(TransformerTrunk, AutoregressivePrior, PixelCNNInputs, pr
         """`sample_codes_graph` as {"codes": codes}."""
         return {"codes": sample_codes_graph(self, num_samples, temperature, seed, labels, top_k, fast)}
 
+    def generator_uniforms_shape(self, steps=None) -> list:
+        """The per-sample shape of the TFLite generator's ``uniforms`` input: one per position."""
+        return [self.latent_shape[0] * self.latent_shape[1]]
+
+    def sample_from_uniforms_graph(self, uniforms, temperature, labels=None):
+        """`sample_codes_from_uniforms_graph` (the TFLite generator's sampler)."""
+        return sample_codes_from_uniforms_graph(self, uniforms, temperature, labels)
+
     def get_config(self):
         return dict(
             super().get_config(),
@@ -154,8 +162,6 @@ def sample_codes_graph(prior, num_samples, temperature, seed, labels=None, top_k
     temperature float32 scalar (> 0), seed int32 scalar, labels int32 [num_samples] or None,
     top_k a Python int or None; `cache`: the key/value-cached sampler (else the whole network at
     every position). Returns int32 codes [num_samples, h, w]."""
-    h, w = prior.latent_shape
-    length = h * w
     num_samples = tf.convert_to_tensor(num_samples, tf.int32)
     temperature = tf.convert_to_tensor(temperature, tf.float32)
     seed = tf.cast(seed, tf.int32)
@@ -163,11 +169,23 @@ def sample_codes_graph(prior, num_samples, temperature, seed, labels=None, top_k
     temperature = checks.require(temperature, temperature > 0, "temperature must be > 0, got", temperature)
     if top_k is not None and (not isinstance(top_k, int) or not 1 <= top_k <= prior.num_embeddings):
         raise ValueError(f"top_k must be in [1, num_embeddings] ({prior.num_embeddings}), got {top_k!r}.")
+    return decode(prior, num_samples, labels, lambda logits, p: _pick(logits, temperature, seed, p, top_k), cache)
+
+
+def sample_codes_from_uniforms_graph(prior, uniforms, temperature, labels=None):
+    """The cached sampler driven by caller-supplied uniforms float32 [N, h*w] (the on-device
+    generator's, where random ops are not builtins): position p picks at ``uniforms[:, p]``, so
+    uniforms equal to `hash_random.uniform(seed, p, [N])` give `sample_codes_graph`'s codes."""
+    pick = lambda logits, p: pick_at(logits, temperature, tf.gather(uniforms, p, axis=1))  # noqa: E731
+    return decode(prior, tf.shape(uniforms)[0], labels, pick, cache=True)
+
+
+def decode(prior, num_samples, labels, pick, cache=True):
+    """The sampling loop: `pick(logits [N, K], position)` -> int32 codes [N] chooses each code."""
+    h, w = prior.latent_shape
+    length = h * w
     labels = prior.check_labels(labels, num_samples)
     codes = tf.ensure_shape(tf.zeros(tf.stack([num_samples, h, w]), tf.int32), [None, h, w])
-
-    def pick(logits, position):
-        return _pick(logits, temperature, seed, position, top_k)
 
     if not cache:
 

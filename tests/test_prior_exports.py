@@ -1,0 +1,159 @@
+"""Every prior family's SavedModel: `serving_default` (MaskGIT's with `steps`), `log_prob` where the
+likelihood is exact, and `sample_xla` (--xla_sampler) giving the portable signature's codes; the
+seeded uniforms behind the samplers, the same with and without XLA."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from helpers import REPO_ROOT, peaked, warmup_requests
+
+from vqvae_tf import MaskGITPrior, PixelCNN, TransformerPrior, get_config
+from vqvae_tf.models.pixelcnn_sampling import sample_grids
+from vqvae_tf.serving import savedmodel
+from vqvae_tf.utils import hash_random
+
+K, GRID, CLASSES = 16, (7, 7), 3
+
+
+def _numpy_uniform(seed: int, stream: int, n: int) -> np.ndarray:
+    """hash_random.uniform in Python integers (mod 2**32), from its documented formula."""
+
+    def mix(x):
+        x ^= x >> 16
+        x = (x * 0x7FEB352D) & 0xFFFFFFFF
+        x ^= x >> 15
+        x = (x * 0x846CA68B) & 0xFFFFFFFF
+        return x ^ (x >> 16)
+
+    base = mix(mix(seed & 0xFFFFFFFF) ^ (stream & 0xFFFFFFFF))
+    return np.array([(mix((base + i * 0x9E3779B9) & 0xFFFFFFFF) >> 8) / 2**24 for i in range(n)])
+
+
+def test_hash_uniforms_match_numpy_and_xla():
+    args = (tf.constant(7), tf.constant(-3), tf.constant([2, 500]))
+    got = hash_random.uniform(*args).numpy()
+    xla = tf.function(hash_random.uniform, jit_compile=True)(*args).numpy()
+    np.testing.assert_array_equal(got, xla)
+    np.testing.assert_array_equal(got.ravel(), _numpy_uniform(7, -3, 1000).astype(np.float32))
+    big = hash_random.uniform(1, 0, [200_000]).numpy()
+    assert 0.0 <= big.min() and big.max() < 1.0
+    assert abs(big.mean() - 0.5) < 0.003 and abs(big.var() - 1 / 12) < 0.002
+    # Another stream or seed gives unrelated numbers.
+    assert np.corrcoef(got.ravel(), hash_random.uniform(7, -2, [1000]).numpy())[0, 1] < 0.1
+    assert not np.array_equal(got, hash_random.uniform(8, -3, [2, 500]).numpy())
+
+
+def _prior(network):
+    common = dict(num_embeddings=K, latent_shape=GRID, num_classes=CLASSES)
+    if network == "pixelcnn":
+        return peaked(PixelCNN(num_filters=8, num_layers=3, kernel_size=5, **common), std=0.5)
+    cls = TransformerPrior if network == "transformer" else MaskGITPrior
+    return peaked(cls(width=16, num_layers=1, num_heads=2, **common), std=0.5)
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    """{network: (prior, vqvae, loaded SavedModel, path)} for the three single-grid priors,
+    exported with --xla_sampler beside the untrained tiny VQ-VAE (K=16, 7x7 codes)."""
+    root = tmp_path_factory.mktemp("priors")
+    vqvae = get_config("tiny").build()
+    out = {}
+    for network in ("pixelcnn", "transformer", "maskgit"):
+        prior = _prior(network)
+        path = savedmodel.export_prior(prior, vqvae, str(root / network), xla_sampler=True)
+        out[network] = (prior, vqvae, tf.saved_model.load(path), path)
+    return out
+
+
+@pytest.mark.parametrize("network", ["pixelcnn", "transformer", "maskgit"])
+def test_signatures_and_codes(exported, network):
+    prior, vqvae, sm, path = exported[network]
+    sigs = sm.signatures
+    exact = network != "maskgit"
+    assert set(sigs) == {"serving_default", "sample_xla"} | ({"log_prob"} if exact else set())
+    names = {"num_samples", "temperature", "seed", "labels"} | ({"steps"} if network == "maskgit" else set())
+    for name in ("serving_default", "sample_xla"):
+        assert set(sigs[name].structured_input_signature[1]) == names
+    labels = np.array([0, 2, 1, 2, 0], np.int32)
+    inputs = dict(num_samples=5, temperature=0.9, seed=11, labels=labels)
+    options = {}
+    if network == "maskgit":
+        inputs["steps"], options["steps"] = 4, 4
+    out = sigs["serving_default"](**{k: tf.constant(v) for k, v in inputs.items()})
+    want = sample_grids(prior, 5, 0.9, 11, labels, **options)["codes"].numpy()
+    np.testing.assert_array_equal(out["codes"].numpy(), want)
+    assert len(np.unique(want)) > 4  # peaked, not degenerate
+    np.testing.assert_allclose(out["images"].numpy(), vqvae.decode(want).numpy(), atol=1e-5)
+    xla = sigs["sample_xla"](**{k: tf.constant(v) for k, v in inputs.items()})
+    np.testing.assert_array_equal(xla["codes"].numpy(), want)
+    np.testing.assert_allclose(xla["images"].numpy(), out["images"].numpy(), atol=1e-4)
+    other = sigs["serving_default"](**{k: tf.constant(v) for k, v in {**inputs, "seed": 12}.items()})
+    assert not np.array_equal(other["codes"].numpy(), want)
+    if exact:
+        lp = sigs["log_prob"](codes=tf.constant(want), labels=tf.constant(labels))["log_prob"].numpy()
+        np.testing.assert_allclose(lp, prior.log_prob(want, labels).numpy(), rtol=1e-5)
+    # The warmup replays serving_default (and log_prob), never sample_xla: a server started
+    # without --xla_cpu_compilation_enabled would fail to load the model.
+    replayed = [name for name, _, _ in warmup_requests(path)]
+    assert replayed == ["serving_default"] + (["log_prob"] if exact else [])
+    for name, request_inputs, _ in warmup_requests(path):
+        sigs[name](**request_inputs)
+
+
+def test_maskgit_steps_is_an_input(exported):
+    prior, _, sm, _ = exported["maskgit"]
+    run = lambda steps: sm.signatures["serving_default"](  # noqa: E731
+        num_samples=tf.constant(3), temperature=tf.constant(1.0), seed=tf.constant(1),
+        labels=tf.constant([0, 1, 2]), steps=tf.constant(steps),
+    )["codes"].numpy()  # fmt: skip
+    for steps in (1, 8):
+        np.testing.assert_array_equal(run(steps), sample_grids(prior, 3, 1.0, 1, [0, 1, 2], steps=steps)["codes"])
+    assert not np.array_equal(run(1), run(8))
+    with pytest.raises(tf.errors.InvalidArgumentError, match="steps must be > 0"):
+        run(0)
+
+
+SCRIPT = textwrap.dedent(
+    """
+    import json, sys
+    sys.path = [p for p in sys.path if p not in ("", {repo!r})]
+    try:
+        import vqvae_tf  # noqa: F401
+        raise SystemExit("vqvae_tf must not be importable here")
+    except ImportError:
+        pass
+    import tensorflow as tf
+    out = {{}}
+    for name, path in {paths!r}.items():
+        sigs = tf.saved_model.load(path).signatures
+        inputs = dict(num_samples=tf.constant(2), temperature=tf.constant(1.0), seed=tf.constant(4),
+                      labels=tf.constant([1, 2]))
+        if "steps" in sigs["serving_default"].structured_input_signature[1]:
+            inputs["steps"] = tf.constant(3)
+        out[name] = [sigs[s](**inputs)["codes"].numpy().tolist() for s in ("serving_default", "sample_xla")]
+    print(json.dumps(out))
+    """
+)
+
+
+def test_load_and_sample_without_the_package(exported, tmp_path):
+    paths = {n: exported[n][3] for n in ("transformer", "maskgit")}
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    res = subprocess.run(
+        [sys.executable, "-c", SCRIPT.format(repo=REPO_ROOT, paths=paths)],
+        cwd=str(tmp_path), env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert res.returncode == 0, res.stderr[-3000:]
+    got = json.loads(res.stdout.strip().splitlines()[-1])
+    for name, (portable, xla) in got.items():
+        prior = exported[name][0]
+        options = {"steps": 3} if name == "maskgit" else {}
+        want = sample_grids(prior, 2, 1.0, 4, [1, 2], **options)["codes"].numpy()
+        np.testing.assert_array_equal(np.array(portable), want)
+        np.testing.assert_array_equal(np.array(xla), want)
