@@ -3,8 +3,9 @@ r"""Sampling code grids from the prior against the keras.io example's sampler, s
 - baseline: the keras.io VQ-VAE example's PixelCNN and sampler (`bench/keras_io_pixelcnn.py`:
   128 filters, one `predict` of the whole grid per position), at 64 grids and at one;
 - ours in Python: `sample_codes` (the cached sampler, default; the plain one; each with XLA);
-- ours served: the prior SavedModel's `serving_default` (codes and decoded images), loaded with
-  `tf.saved_model.load` as TF Serving would;
+- ours served: the prior SavedModel's `serving_default` (codes and decoded images) and its
+  XLA-compiled `sample_xla` (export --xla_sampler), loaded with `tf.saved_model.load` as TF
+  Serving would;
 - on device: the TFLite generator (prior sampling + decoding, builtin ops) under LiteRT, per
   sample at batch 1 and 16;
 - per-position cost of the cached sampler on 7x7, 14x14 and 32x32 grids (the prior's
@@ -49,14 +50,15 @@ def baseline_seconds(prior, n: int) -> float:
 
 
 def served_sampler(prior, vqvae, directory):
-    path = savedmodel.export_prior(prior, vqvae, directory)
-    signature = tf.saved_model.load(path).signatures["serving_default"]
+    """run(n, signature): images from the prior SavedModel's `serving_default` or `sample_xla`."""
+    path = savedmodel.export_prior(prior, vqvae, directory, xla_sampler=True)
+    signatures = tf.saved_model.load(path).signatures
 
-    def run(n):
+    def run(n, signature="serving_default"):
         inputs = dict(num_samples=tf.constant(n), temperature=tf.constant(1.0), seed=tf.constant(1))
         if prior.num_classes:
             inputs["labels"] = tf.constant(np.arange(n) % prior.num_classes, tf.int32)
-        return signature(**inputs)["images"].numpy()
+        return signatures[signature](**inputs)["images"].numpy()
 
     return run
 
@@ -67,11 +69,10 @@ def tflite_generator(prior, vqvae, directory, repeats: int) -> dict:
 
     report = tflite.export_generator(prior, vqvae, directory, quantizations=("float32",))["float32"]
     runner = Interpreter(model_path=f"{directory}/tflite/{report['file']}").get_signature_runner("generate")
-    h, w = prior.latent_shape
     result = {"code_agreement_vs_tensorflow": report["code_agreement_vs_tensorflow"]}
     for n in (1, 16):
         inputs = {
-            "uniforms": np.random.default_rng(0).uniform(size=(n, h * w)).astype(np.float32),
+            "uniforms": np.random.default_rng(0).uniform(size=(n, *prior.generator_uniforms_shape(8))).astype(np.float32),
             "temperature": np.float32(1.0),
         }
         if prior.num_classes:
@@ -125,6 +126,7 @@ def main(argv):
                 ),
                 "plain": (lambda n=n: sample_codes(prior, n, seed=1, labels=labels(n), fast=False).numpy(), 2),
                 "savedmodel_serving_default": (lambda n=n: served(n), repeats),
+                "savedmodel_sample_xla": (lambda n=n: served(n, "sample_xla"), repeats),
             }
             # Rounds over the variants, the best median of each: a shared machine drifts.
             rounds = [{k: timeit(fn, r) for k, (fn, r) in variants.items()} for _ in range(ROUNDS)]

@@ -107,6 +107,40 @@ def test_pipeline_end_to_end_then_resumes(tmp_path):
     assert res.returncode == 0 and "Resumed from step 10" in res.stdout, res.stderr[-3000:] + res.stdout[-2000:]
 
 
+@pytest.mark.slow
+def test_pipeline_with_a_maskgit_prior(tmp_path):
+    """--prior=maskgit through every stage: its masked NLL (no bound) in the metrics and the
+    report, a SavedModel with `steps`, an on-device generator, a preset, and flags that repeat
+    the stage with train.train_prior."""
+    import tensorflow as tf
+
+    from vqvae_tf import MaskGITPrior
+
+    w = tmp_path / "run"
+    res = _pipeline(w, "--prior=maskgit", "--prior_steps=4")
+    assert res.returncode == 0, res.stderr[-3000:]
+    prior = json.load(open(w / "prior" / "metrics.json"))
+    assert prior["prior"] == "maskgit" and prior["steps"] == 4 and "bits_per_dim" not in prior
+    report = (w / "REPORT.md").read_text()
+    assert "# VQ-VAE + MaskGIT prior" in report and "## Prior (MaskGIT, class-conditional)" in report
+    assert f"| test_masked_bits_per_code | {prior['test_masked_bits_per_code']:.4g} |" in report
+    assert "no exact likelihood" in report and "bits_per_dim_uniform_prior" not in report
+    signature = tf.saved_model.load(str(w / "export" / "prior" / "1")).signatures["serving_default"]
+    assert set(signature.structured_input_signature[1]) == {"num_samples", "temperature", "seed", "steps", "labels"}
+    assert (w / "export" / "tflite" / "generator_float32.tflite").is_file()
+    preset = MaskGITPrior.from_preset(str(w / "presets"))
+    assert preset.num_classes == 10
+    check = json.load(open(w / "presets" / "prior" / "metadata.json"))["check_metrics"]
+    assert check["test_masked_bits_per_code"] > 0
+    text = (w / "prior" / "flags.txt").read_text()
+    assert "--prior=maskgit" in text and "--kernel_size" not in text and "--attention_blocks" not in text, text
+    res = subprocess.run(
+        [sys.executable, "-m", "train.train_prior", f"--flagfile={w / 'prior' / 'flags.txt'}", "--steps=5"],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert res.returncode == 0 and "Resumed from step 4" in res.stdout, res.stderr[-3000:] + res.stdout[-2000:]
+
+
 def test_recipes():
     recipe = get_recipe("default")
     vq, prior = recipe.vqvae, recipe.prior

@@ -157,3 +157,38 @@ def test_load_and_sample_without_the_package(exported, tmp_path):
         want = sample_grids(prior, 2, 1.0, 4, [1, 2], **options)["codes"].numpy()
         np.testing.assert_array_equal(np.array(portable), want)
         np.testing.assert_array_equal(np.array(xla), want)
+
+
+@pytest.mark.parametrize("network", ["transformer", "maskgit"])
+def test_tflite_generator_builtin_only_and_equal_to_the_savedmodel(exported, network, tmp_path):
+    """The on-device generator converts with builtin ops only, matches TensorFlow's sampler on the
+    same uniforms, and fed the uniforms the seeded sampler draws, gives the SavedModel's codes."""
+    from vqvae_tf.serving import tflite
+
+    prior, vqvae, sm, _ = exported[network]
+    report = tflite.export_generator(prior, vqvae, str(tmp_path), quantizations=("float32",))["float32"]
+    assert report["converted"], report
+    assert report["code_agreement_vs_tensorflow"] == 1.0 and report["images_max_abs_error_vs_tensorflow"] < 1e-4
+    data = open(tmp_path / "tflite" / report["file"], "rb").read()
+    ops = tflite.op_names(data)
+    assert not [op for op in ops if op.startswith("Flex") or op in ("CUSTOM", "VAR_HANDLE")], ops
+    n, seed, labels, length = 3, 5, np.array([2, 0, 1], np.int32), GRID[0] * GRID[1]
+    steps = 4
+    if network == "maskgit":  # [N, steps, 2, T]: each step's picks (0) and choice noise (1)
+        uniforms = np.stack(
+            [np.stack([hash_random.uniform(seed, s, [n, length]), hash_random.uniform(seed, -1 - s, [n, length])], 1)
+             for s in range(steps)], 1)  # fmt: skip
+        inputs = {"steps": tf.constant(steps)}
+    else:  # [N, T]: position p's pick
+        uniforms = np.stack([hash_random.uniform(seed, p, [n]) for p in range(length)], 1)
+        inputs = {}
+    assert uniforms.shape[1:] == tuple(prior.generator_uniforms_shape(steps))
+    got = tflite.run_signature(
+        data, "generate", uniforms=uniforms.astype(np.float32), temperature=np.float32(1.0), labels=labels
+    )
+    want = sm.signatures["serving_default"](
+        num_samples=tf.constant(n), temperature=tf.constant(1.0), seed=tf.constant(seed), labels=tf.constant(labels),
+        **inputs,
+    )  # fmt: skip
+    np.testing.assert_array_equal(got["codes"], want["codes"].numpy())
+    np.testing.assert_allclose(got["images"], want["images"].numpy(), atol=1e-4)

@@ -12,6 +12,7 @@ import keras
 
 from vqvae_tf.layers.quantizers import build, option_fields
 from vqvae_tf.losses.objective import ImageLossConfig
+from vqvae_tf.models import priors
 from vqvae_tf.models.pixelcnn import PixelCNN
 from vqvae_tf.models.vqvae import ARCHITECTURE_ARGS, RUN_ARGS, VQVAE
 from vqvae_tf.models.vqvae2 import VQVAE2
@@ -23,8 +24,8 @@ JIT_COMPILE_CHOICES = (False, True, "auto")
 
 LR_SCHEDULES = ("constant", "cosine")
 
-# A prior config's networks (`PriorConfig.prior`; `vqvae_tf.models.priors` builds them).
-PRIOR_NETWORKS = ("pixelcnn", "transformer", "maskgit")
+# A prior config's networks (`PriorConfig.prior`): the registered one-grid prior families.
+PRIOR_NETWORKS = priors.network_names()
 
 
 def _default(model_cls, name: str):
@@ -254,7 +255,7 @@ class PriorConfig(TrainingConfig):
     attention_blocks: int = 0  # VQ-VAE-2's top prior: causal self-attention blocks (PixelCNN)
 
     def validate(self) -> "PriorConfig":
-        checks.one_of("prior", self.prior, PRIOR_NETWORKS)
+        checks.one_of("prior", self.prior, priors.network_names())
         PixelCNN.validate_stack(self.num_filters, self.num_layers, self.kernel_size, self.dropout)
         if self.attention_blocks < 0:
             raise ValueError(f"attention_blocks must be >= 0, got {self.attention_blocks}.")

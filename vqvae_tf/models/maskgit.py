@@ -150,6 +150,11 @@ class MaskGITPrior(TransformerTrunk, GridPrior, PixelCNNInputs, presets.PresetMi
         masked = tf.cast(mask, tf.float32)
         return tf.reduce_sum(nll * masked, axis=[1, 2]) / tf.reduce_sum(masked, axis=[1, 2])
 
+    def masked_nll(self, codes, labels=None, seed=(0, 1)):
+        """The masked-token NLL of each grid (nats per masked code, float32 [B]) under the
+        training schedule's masks drawn with `seed` (the metric `evaluate` reports: seed (0, 1))."""
+        return self._nll((codes, labels), training=False, seed=tf.constant(seed, tf.int32))
+
     def test_step(self, data):
         return self._track(self._nll(data, training=False, seed=tf.constant([0, 1])))
 
@@ -163,8 +168,9 @@ class MaskGITPrior(TransformerTrunk, GridPrior, PixelCNNInputs, presets.PresetMi
             )
         }
 
-    def generator_uniforms_shape(self, steps: int = 8) -> list:
-        """The per-sample shape of the TFLite generator's ``uniforms`` input: [steps, 2, h*w]."""
+    def generator_uniforms_shape(self, steps: int | None = None) -> list:
+        """The per-sample shape of the TFLite generator's ``uniforms`` input: [steps, 2, h*w]
+        (steps None: any, the input's shape sets it)."""
         return [steps, 2, self.latent_shape[0] * self.latent_shape[1]]
 
     def sample_from_uniforms_graph(self, uniforms, temperature, labels=None):
@@ -208,6 +214,8 @@ def sample_codes_graph(
     seed are then taken from it). Returns int32 codes [num_samples, h, w]."""
     h, w = prior.latent_shape
     length = h * w
+    # A guidance known to be 0 (a Python number: the signatures') skips the unconditional pass.
+    guided = not (isinstance(guidance, (int, float)) and guidance == 0)
     if uniforms is not None:
         num_samples, steps, seed = tf.shape(uniforms)[0], tf.shape(uniforms)[1], 0
     num_samples = tf.convert_to_tensor(num_samples, tf.int32)
@@ -233,7 +241,7 @@ def sample_codes_graph(
 
     def logits_of(codes, mask):
         logits = prior(codes, mask, labels)
-        if labels is None:
+        if labels is None or not guided:
             return logits
         unconditional = prior(codes, mask, null)
         return logits + guidance * (logits - unconditional)

@@ -27,10 +27,13 @@ NETWORK_FIELDS = ("num_filters", "num_layers", "kernel_size", "dropout", "attent
 
 
 class PriorFamily:
-    """A kind of prior: `name`, its Keras model class `cls`, and `build(network, meta)`."""
+    """A kind of prior: `name`, its Keras model class `cls`, and `build(network, meta)`.
+    `one_grid`: it models a VQ-VAE's one code grid, so `--prior=<name>` chooses it (VQ-VAE-2's
+    "hierarchical" models two and is chosen by the codes)."""
 
     name = ""
     cls = None
+    one_grid = True
 
     def build(self, network: dict, meta: dict):
         """A new (uncompiled) prior for the codes of `meta` (codes/meta.json): `network` holds
@@ -56,6 +59,11 @@ def register_prior_family(name: str):
 
 def names() -> tuple:
     return tuple(_FAMILIES)
+
+
+def network_names() -> tuple:
+    """The families a prior config's `prior` (`--prior`) may name: those of one code grid."""
+    return tuple(name for name, family in _FAMILIES.items() if family.one_grid)
 
 
 def get(name: str) -> PriorFamily:
@@ -102,6 +110,7 @@ class HierarchicalFamily(PriorFamily):
     """VQ-VAE-2's top prior and bottom prior conditioned on the top codes."""
 
     cls = HierarchicalPrior
+    one_grid = False
 
     def build(self, network: dict, meta: dict):
         grids = {name: tuple(shape) for name, shape in codes.grid_shapes(meta).items()}

@@ -37,6 +37,7 @@ def write_report(workdir: str, paths: dict, seconds: float, preset_paths: dict |
         f"| {k} | {_fmt(prior.get(k))} |"
         for k in (
             "test_bits_per_code",
+            "test_masked_bits_per_code",
             "test_bits_per_code_top",
             "test_bits_per_code_bottom",
             "log2_num_embeddings",
@@ -71,7 +72,19 @@ def write_report(workdir: str, paths: dict, seconds: float, preset_paths: dict |
         else ""
     )
     vqvae2 = (w.vqvae.read_config() or {}).get("config", {}).get("model") == "vqvae2"
-    title = "VQ-VAE-2 + hierarchical PixelCNN prior" if vqvae2 else "VQ-VAE + PixelCNN prior"
+    network = prior.get("prior", "pixelcnn")
+    prior_name = {
+        "pixelcnn": "top and bottom gated PixelCNNs" if vqvae2 else "gated PixelCNN",
+        "transformer": "causal transformer",
+        "maskgit": "MaskGIT",
+    }[network]
+    bound_note = (
+        "`bits_per_dim_uniform_prior` is the same bound with the paper's uniform prior over the codes\n"
+        f"(KL = log K per code); the gap to `bits_per_dim` is what the {prior_name} gains."
+        if "bits_per_dim" in prior
+        else ""
+    )
+    title = "VQ-VAE-2 + hierarchical PixelCNN prior" if vqvae2 else f"VQ-VAE + {prior_name} prior"
     text = f"""# {title}: run report
 
 Workdir `{os.path.abspath(workdir)}`, dataset {dataset}, total time {seconds / 60:.1f} min (this run).
@@ -91,16 +104,15 @@ Code usage on the test split: [{usage}]({usage}).
 
 ![codebook usage]({usage})
 
-## Prior ({"top and bottom gated PixelCNNs" if vqvae2 else "gated PixelCNN"}{", class-conditional" if prior.get("conditional") else ""})
+## Prior ({prior_name}{", class-conditional" if prior.get("conditional") else ""})
 
 | metric | value |
 |---|---|
 {prior_rows}
 
-{prior.get("bits_per_dim_note", "")}
+{prior.get("bits_per_dim_note", prior.get("test_masked_bits_per_code_note", ""))}
 
-`bits_per_dim_uniform_prior` is the same bound with the paper's uniform prior over the codes
-(KL = log K per code); the gap to `bits_per_dim` is what the PixelCNN gains.
+{bound_note}
 
 ![samples]({samples})
 

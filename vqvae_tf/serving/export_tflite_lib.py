@@ -37,7 +37,7 @@ def export_tflite_stage(
             f"[tflite] {q}: decoder {r['decoder_bytes'] / 1024:.0f} KiB, max abs error {r['decoder_max_abs_error']:.2e}, "
             f"PSNR vs float {r['decoder_psnr_vs_float_db']:.1f} dB, encoder code agreement {r['encoder_code_agreement']:.4f}"
         )
-    # The on-device generator covers a VQ-VAE's PixelCNN (not VQ-VAE-2's two-level prior).
+    # The on-device generator covers a VQ-VAE's prior (PixelCNN, transformer, MaskGIT), not VQ-VAE-2's pair.
     if models_lib.has_prior(workdir, preset) and len(model.code_grids) == 1:
         prior = models_lib.load_prior(workdir, preset)
         generator_qs = [q for q in quantizations if q != "int8"]  # int8 calibration of a sampler loop: not offered

@@ -23,7 +23,6 @@ import numpy as np
 import tensorflow as tf
 
 from vqvae_tf import _console
-from vqvae_tf.models.pixelcnn_sampling import sample_codes_from_uniforms_graph
 from vqvae_tf.utils import files
 
 QUANTIZATIONS = ("float32", "float16", "dynamic_range", "int8")
@@ -239,22 +238,25 @@ def export_generator(
 ) -> dict:
     """``E/tflite/generator_<q>.tflite``: prior sampling + decoding in one builtin-only model.
 
-    Signature ``generate``: ``uniforms`` float32 [N, h*w*Q] in [0, 1) (the random numbers, passed in
-    because random ops are not builtins; Q: codes per position), ``temperature`` float32 [] and, for a
-    conditional prior, ``labels`` int32 [N] -> ``codes`` int32 [N, *codes_shape], ``images`` float32
-    [N,H,W,C]. Checked against
-    the same sampler in TensorFlow; a quantization the converter refuses is recorded, not fatal.
-    Returns the report entries (also merged into tflite_report.json)."""
-    h, w = prior.latent_shape
+    Signature ``generate``: ``uniforms`` float32 [N, *prior.generator_uniforms_shape()] in [0, 1)
+    (the random numbers, passed in because random ops are not builtins: [N, h*w*Q] for PixelCNN and
+    the transformer, one per position, Q the codes per position; [N, steps, 2, h*w*Q] for MaskGIT,
+    each step's picks and choice noise, the step count read from the input), ``temperature``
+    float32 [] and, for a conditional prior, ``labels`` int32 [N] -> ``codes`` int32
+    [N, *codes_shape], ``images`` float32 [N,H,W,C]. Checked against the same sampler in
+    TensorFlow; a quantization the converter refuses is recorded, not fatal. Returns the report
+    entries (also merged into tflite_report.json)."""
     codebooks = model.frozen_codebooks()
     conditional = bool(prior.num_classes)
+    shape = prior.generator_uniforms_shape()  # MaskGIT's steps: None, any count
+    checked_steps = 8
 
     def generate(uniforms, temperature, labels=None):
-        codes = model.from_prior_grid(sample_codes_from_uniforms_graph(prior, uniforms, temperature, labels))
+        codes = model.from_prior_grid(prior.sample_from_uniforms_graph(uniforms, temperature, labels))
         return {"codes": codes, "images": model.decode_with({"codes": codes}, codebooks)}
 
     specs = [
-        tf.TensorSpec([None, h * w], tf.float32, name="uniforms"),
+        tf.TensorSpec([None, *shape], tf.float32, name="uniforms"),
         tf.TensorSpec([], tf.float32, name="temperature"),
     ]
     fn = generate
@@ -264,7 +266,9 @@ def export_generator(
         fn = lambda uniforms, temperature: generate(uniforms, temperature)  # noqa: E731
     n = 8
     inputs = {
-        "uniforms": np.random.default_rng(seed).uniform(size=(n, h * w)).astype(np.float32),
+        "uniforms": np.random.default_rng(seed)
+        .uniform(size=(n, *prior.generator_uniforms_shape(checked_steps)))
+        .astype(np.float32),
         "temperature": np.float32(1.0),
     }
     if conditional:

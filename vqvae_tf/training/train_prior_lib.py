@@ -38,7 +38,10 @@ def build_prior(config: PriorConfig, meta: dict):
 def fit_to_grids(config: PriorConfig, grids) -> None:
     """Sizes `config`'s stack from the code `grids` ({name: (h, w)}) when its `num_layers` blocks
     cannot see every earlier position of one (a larger image than the config's, residual VQ's
-    wider grid): `num_layers` becomes None, and the log says so."""
+    wider grid): `num_layers` becomes None, and the log says so. A transformer sees the whole
+    grid at any depth: its config is left as it is."""
+    if config.prior != "pixelcnn":
+        return
     for h, w in (tuple(grid) for grid in grids.values()):
         if config.num_layers is not None and config.num_layers < PixelCNN.layers_to_reach((h, w), config.kernel_size):
             progress.log(
