@@ -534,3 +534,57 @@ def test_vqvae2_pipeline_on_a_folder_of_real_images(tmp_path):
     )  # fmt: skip
     assert res.returncode == 0, res.stderr[-3000:]
     assert out.is_file()
+
+
+def test_transformer_top_level(trained, tmp_path):
+    """--prior=transformer on VQ-VAE-2 codes: a causal transformer models the top grid (exact
+    log p(top), its KV-cached sampler), the bottom stays the conditioned PixelCNN; through the
+    stage, the SavedModel and its sample_xla. MaskGIT is refused with the reason."""
+    import shutil
+
+    from vqvae_tf import PriorConfig, TransformerPrior
+    from vqvae_tf.models import transformer
+    from vqvae_tf.serving import savedmodel
+    from vqvae_tf.training import train_prior_lib
+    from vqvae_tf.training.options import RunOptions
+
+    prior = HierarchicalPrior(K, (2, 3), (4, 6), num_filters=8, num_layers=None, num_classes=3, top_prior="transformer")
+    for v in prior.weights:
+        v.assign(tf.random.normal(v.shape, stddev=0.3, seed=7))
+    assert isinstance(prior.top, TransformerPrior) and prior.top.num_layers == 4 and prior.prior_network == "transformer"
+    top = tf.random.uniform([3, 2, 3], 0, K, tf.int32, seed=1)
+    bottom = tf.random.uniform([3, 4, 6], 0, K, tf.int32, seed=2)
+    labels = tf.constant([0, 1, 2])
+    lp_top, lp_bottom = prior.log_prob_levels(top, bottom, labels)
+    np.testing.assert_allclose(lp_top.numpy(), prior.top.log_prob(top, labels).numpy(), rtol=1e-6)
+    np.testing.assert_allclose(
+        lp_bottom.numpy(), prior.bottom.log_prob(bottom, labels, condition=top).numpy(), rtol=1e-6
+    )
+    grids = sample_grids(prior, 3, seed=5, labels=[0, 1, 2])
+    want_top = transformer.sample_codes_graph(prior.top, 3, 1.0, 5, labels)
+    np.testing.assert_array_equal(grids["codes_top"].numpy(), want_top.numpy())
+    want_bottom = sample_codes(prior.bottom, 3, seed=6, labels=[0, 1, 2], condition=want_top)
+    np.testing.assert_array_equal(grids["codes_bottom"].numpy(), want_bottom.numpy())
+    with pytest.raises(ValueError, match="attention_blocks is the PixelCNN top prior's"):
+        HierarchicalPrior(K, (2, 3), (4, 6), attention_blocks=1, top_prior="transformer")
+
+    w = str(tmp_path / "w")
+    for stage in ("vqvae", "codes"):
+        shutil.copytree(os.path.join(trained["workdir"], stage), os.path.join(w, stage))
+    options = RunOptions(workdir=w, log_every=2, num_sample_columns=2)
+    config = PriorConfig(prior="transformer", num_filters=8, num_layers=2, steps=2, batch_size=8, conditional=True)
+    metrics = train_prior_lib.train_prior(config, options)
+    assert metrics["prior"] == "transformer" and {"test_bits_per_code_top", "bits_per_dim"} <= set(metrics)
+    loaded = train_prior_lib.load_trained_prior(w)
+    # 2 gated blocks cannot reach the 8x8 bottom grid: the stack is sized from it; the top has 4.
+    assert isinstance(loaded.top, TransformerPrior) and loaded.top.num_layers == 4 and loaded.bottom.num_layers > 2
+    sigs = tf.saved_model.load(savedmodel.export_prior(loaded, trained["model"], str(tmp_path / "e"), xla_sampler=True))
+    inputs = dict(num_samples=tf.constant(2), temperature=tf.constant(1.0), seed=tf.constant(3), labels=tf.constant([1, 0]))
+    out = sigs.signatures["serving_default"](**inputs)
+    want = sample_grids(loaded, 2, seed=3, labels=[1, 0])
+    xla = sigs.signatures["sample_xla"](**inputs)
+    for name in ("codes_top", "codes_bottom"):
+        np.testing.assert_array_equal(out[name].numpy(), want[name].numpy())
+        np.testing.assert_array_equal(xla[name].numpy(), want[name].numpy())
+    with pytest.raises(ValueError, match="MaskGIT has no exact likelihood"):
+        train_prior_lib.train_prior(PriorConfig(prior="maskgit", steps=2, batch_size=8), RunOptions(workdir=w))

@@ -53,15 +53,10 @@ _OVERRIDES = dict(
 _INIT_FROM = cli.define_init_from_flag("Fine-tune from a pretrained preset's prior (a name or a preset directory).")
 
 
-PIXELCNN_ONLY = ("kernel_size", "attention_blocks")
-
-
 def main():
     config = cli.override(configs.get_prior_config(_CONFIG.value, _PRIOR.value), _OVERRIDES)
-    if config.prior != "pixelcnn":
-        given = [f"--{name}" for name in PIXELCNN_ONLY if _OVERRIDES[name].present]
-        if given:
-            raise app.UsageError(f"{', '.join(given)}: PixelCNN's, not the {config.prior} prior's.")
+    if config.prior != "pixelcnn" and config.attention_blocks:
+        raise app.UsageError(f"--attention_blocks: PixelCNN's, not the {config.prior} prior's (all attention).")
     # The config's depth fits itself to the codes' grid; a --num_layers too small for it is refused.
     fit = not _OVERRIDES["num_layers"].present
     train_prior_lib.train_prior(config, _RUN.options(), _INIT_FROM.value, fit_to_codes=fit)

@@ -166,9 +166,9 @@ _PRIOR_CONFIGS = {
     # For 32x32 code grids (the imagenet128 VQ-VAE): 16 blocks of 5x5, 128 filters.
     "imagenet128": dict(num_filters=128, kernel_size=5, num_layers=None, learning_rate=2e-4, batch_size=64),
     # The causal transformer (`--prior=transformer`): width 128, 4 blocks, 4 heads.
-    "transformer": dict(prior="transformer", num_filters=128, num_layers=4, dropout=0.1, learning_rate=5e-4),
+    "transformer": dict(prior="transformer", num_filters=128, num_layers=4, learning_rate=5e-4),
     # MaskGIT (`--prior=maskgit`): as the transformer; masked training needs more steps.
-    "maskgit": dict(prior="maskgit", num_filters=128, num_layers=4, dropout=0.1, learning_rate=5e-4),
+    "maskgit": dict(prior="maskgit", num_filters=128, num_layers=4, learning_rate=5e-4),
 }
 _RECIPES = {
     "default": dict(vqvae={}, prior="default"),
@@ -234,8 +234,11 @@ def get_recipe(
     vqvae = dataclasses.replace(vqvae, dataset=dataset, **recipe["vqvae"]).validate()
     prior_config = get_prior_config(recipe["prior"])
     if prior not in (None, prior_config.prior):
-        if vqvae.model == "vqvae2":
-            raise ValueError(f"--prior={prior}: a VQ-VAE-2's prior is a pair of PixelCNNs (--prior=pixelcnn).")
+        if vqvae.model == "vqvae2" and prior == "maskgit":
+            raise ValueError(
+                "--prior=maskgit: a VQ-VAE-2's prior scores log p(top) + log p(bottom | top), and MaskGIT has no "
+                "exact likelihood; its top level is --prior=pixelcnn or --prior=transformer."
+            )
         prior_config = dataclasses.replace(get_prior_config(prior=prior), steps=prior_config.steps)
     prior = dataclasses.replace(prior_config, conditional=True)
     if vqvae.model == "vqvae2":

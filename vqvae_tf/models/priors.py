@@ -76,15 +76,16 @@ def family_for(meta: dict, network: str = "pixelcnn") -> PriorFamily:
     """The family that models the codes of `meta` with the prior network `network` (a
     `PriorConfig.prior`): the network's own for one code grid; for the codes' family
     (``prior_family``, or for codes exported before families were recorded, format version 1,
-    the one their grids imply) "hierarchical", VQ-VAE-2's PixelCNN pair."""
+    the one their grids imply) "hierarchical", VQ-VAE-2's pair, whose top level `network` is."""
     codes_family = meta["prior_family"] if files.format_version(meta) >= 2 else None
     codes_family = codes_family or ("hierarchical" if "grids" in meta else "pixelcnn")
     if codes_family == "pixelcnn":
         return get(network)
-    if network != "pixelcnn":
+    if network not in HierarchicalPrior.top_priors:
         raise ValueError(
-            f"The codes are {codes_family!r} ({', '.join(codes.grid_shapes(meta))}): their prior is a pair "
-            f"of PixelCNNs; --prior={network} models one code grid (a VQ-VAE's)."
+            f"The codes are {codes_family!r} ({', '.join(codes.grid_shapes(meta))}): their prior's top level is "
+            f"one of {', '.join(HierarchicalPrior.top_priors)}, not {network!r} (MaskGIT has no exact likelihood, "
+            "which log p(top) + log p(bottom | top) needs)."
         )
     return get(codes_family)
 
@@ -102,7 +103,8 @@ class PixelCNNFamily(PriorFamily):
 
     def build(self, network: dict, meta: dict):
         grid = tuple(codes.grid_shapes(meta)["codes"])
-        return PixelCNN(latent_shape=grid, depth=meta.get("depth", 1), **network)
+        fields = {k: v for k, v in network.items() if k != "prior"}
+        return PixelCNN(latent_shape=grid, depth=meta.get("depth", 1), **fields)
 
 
 @register_prior_family("hierarchical")
@@ -114,7 +116,13 @@ class HierarchicalFamily(PriorFamily):
 
     def build(self, network: dict, meta: dict):
         grids = {name: tuple(shape) for name, shape in codes.grid_shapes(meta).items()}
-        return HierarchicalPrior(top_shape=grids["codes_top"], bottom_shape=grids["codes_bottom"], **network)
+        fields = {k: v for k, v in network.items() if k != "prior"}
+        return HierarchicalPrior(
+            top_shape=grids["codes_top"],
+            bottom_shape=grids["codes_bottom"],
+            top_prior=network.get("prior", "pixelcnn"),
+            **fields,
+        )
 
 
 @register_prior_family("transformer")

@@ -125,17 +125,14 @@ def _train_prior(ctx: StageContext) -> None:
     # Class-conditional only where the dataset has labels.
     prior.conditional = prior.conditional and bool(codes.load_meta(ctx.workdir.codes)["num_classes"])
     network = ("prior", "num_filters", "num_layers", "dropout", "conditional")
-    if prior.prior != "pixelcnn":
-        base = prior.prior  # the transformers' configs are named after them
-    else:
+    if prior.prior == "pixelcnn" or ctx.recipe.vqvae.model == "vqvae2":  # (VQ-VAE-2: the bottom PixelCNN's)
         network += ("kernel_size", "attention_blocks")
-        # Every field is a flag; a stack sized from the grid (num_layers None, no flag for it)
-        # starts from a prior config whose num_layers is None.
-        base = (
-            "default"
-            if prior.num_layers is not None
-            else next(n for n in PRIOR_CONFIG_NAMES if get_prior_config(n).num_layers is None)
-        )
+    # Every field is a flag; a stack sized from the grid (num_layers None, no flag for it) starts
+    # from a prior config whose num_layers is None, a transformer's from its own.
+    if prior.num_layers is None:
+        base = next(n for n in PRIOR_CONFIG_NAMES if get_prior_config(n).num_layers is None)
+    else:
+        base = prior.prior if prior.prior in PRIOR_CONFIG_NAMES else "default"
     text = stage_flags(ctx, prior, ("steps", "batch_size", "learning_rate", "lr_schedule", *network), config=base)
     train_prior_lib.train_prior(prior, dataclasses.replace(ctx.options, flags_text=text))
 

@@ -28,7 +28,11 @@ def build_prior(config: PriorConfig, meta: dict):
     model of the family for the codes and `config.prior` (`vqvae_tf.models.priors`: a `PixelCNN`,
     `TransformerPrior` or `MaskGITPrior`, or a `HierarchicalPrior` for a VQ-VAE-2's two grids)."""
     network = {name: getattr(config, name) for name in priors.NETWORK_FIELDS}
-    network.update(num_embeddings=meta["num_embeddings"], num_classes=meta["num_classes"] if config.conditional else 0)
+    network.update(
+        num_embeddings=meta["num_embeddings"],
+        num_classes=meta["num_classes"] if config.conditional else 0,
+        prior=config.prior,
+    )
     prior = priors.family_for(meta, config.prior).build(network, meta)
     prior.compile(optimizer=config.make_optimizer())
     prior.optimizer.build(prior.trainable_variables)
@@ -39,8 +43,9 @@ def fit_to_grids(config: PriorConfig, grids) -> None:
     """Sizes `config`'s stack from the code `grids` ({name: (h, w)}) when its `num_layers` blocks
     cannot see every earlier position of one (a larger image than the config's, residual VQ's
     wider grid): `num_layers` becomes None, and the log says so. A transformer sees the whole
-    grid at any depth: its config is left as it is."""
-    if config.prior != "pixelcnn":
+    grid at any depth: its config is left as it is, unless it is VQ-VAE-2's top level (two grids:
+    the bottom PixelCNN's stack is sized as above, the transformer then has 4 blocks)."""
+    if config.prior != "pixelcnn" and len(grids) == 1:
         return
     for h, w in (tuple(grid) for grid in grids.values()):
         if config.num_layers is not None and config.num_layers < PixelCNN.layers_to_reach((h, w), config.kernel_size):
@@ -122,7 +127,9 @@ def train_prior(
         progress.log(f"Fine-tuning the prior from preset {init_from}.")
     if config.conditional and not meta["num_classes"]:
         raise ValueError(f"--conditional needs class labels, but {meta['dataset']} has none.")
-    if config.prior == "pixelcnn":
+    if family.one_grid and config.prior != "pixelcnn" and config.kernel_size != PriorConfig.kernel_size:
+        raise ValueError(f"--kernel_size={config.kernel_size}: PixelCNN's, not the {config.prior} prior's.")
+    if config.prior == "pixelcnn" or not family.one_grid:  # (VQ-VAE-2: its bottom PixelCNN)
         if fit_to_codes and init is None:
             fit_to_grids(config, codes.grid_shapes(meta))
         for grid in codes.grid_shapes(meta).values():  # refuse a stack too short for a grid before training

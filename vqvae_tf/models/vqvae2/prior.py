@@ -1,7 +1,8 @@
 """VQ-VAE-2's prior: p(top codes) p(bottom codes | top codes) (arXiv:1906.00446, section 3.3).
 
 Two gated PixelCNNs (`vqvae_tf.models.pixelcnn.PixelCNN`): the top one over the top codes, with
-optional causal self-attention blocks (the paper's top prior has them); the bottom one over the
+optional causal self-attention blocks (the paper's top prior has them), or instead a causal
+transformer (`top_prior="transformer"`, `--prior=transformer`); the bottom one over the
 bottom codes, spatially conditioned on the top codes through a conditioning stack at the bottom
 grid's resolution. That stack is local, as rosinality's PixelSNAIL conditioning: the first bottom
 position sees the 4 x 4 window of top codes at its corner, whatever the grid size (tested on every
@@ -25,11 +26,17 @@ from vqvae_tf.layers.likelihoods import LOG2
 from vqvae_tf.models import presets
 from vqvae_tf.models.autoregressive import codes_and_labels
 from vqvae_tf.models.pixelcnn import PixelCNN
+from vqvae_tf.models import transformer
 from vqvae_tf.models.pixelcnn_sampling import sample_codes_graph
+from vqvae_tf.models.transformer import TransformerPrior
 from vqvae_tf.models.vqvae2.model import GRID_NAMES, LEVELS
-from vqvae_tf.utils import distribute
+from vqvae_tf.utils import checks, distribute
 
 METRIC_KEYS = ("loss", "bits_per_code", "bits_per_code_top", "bits_per_code_bottom")
+# The top level's network: a gated PixelCNN (the paper's, with optional attention) or a causal
+# transformer (`TransformerPrior`: width num_filters, num_layers blocks or 4). MaskGIT has no
+# exact likelihood, which this prior's log p(top) + log p(bottom | top) needs.
+TOP_PRIORS = ("pixelcnn", "transformer")
 
 
 def per_level(value, name: str) -> tuple:
@@ -52,14 +59,15 @@ class HierarchicalPrior(presets.PresetMixin, keras.Model):
         sized to see its whole grid, `PixelCNN.layers_to_reach`).
       num_classes: 0, or class-conditional at both levels.
       attention_blocks, attention_heads: causal self-attention in the top prior (0: none).
+      top_prior: "pixelcnn" or "transformer" (`TOP_PRIORS`); the bottom is always the PixelCNN.
 
     Example:
     >>> prior = HierarchicalPrior(16, (4, 4), (8, 8), num_filters=8, num_layers=None, kernel_size=5)
     >>> lp = prior.log_prob(tf.zeros([2, 4, 4], tf.int32), tf.zeros([2, 8, 8], tf.int32))
     """
 
-    prior_network = "pixelcnn"
     exact_likelihood = True
+    top_priors = TOP_PRIORS
 
     def __init__(
         self,
@@ -73,9 +81,11 @@ class HierarchicalPrior(presets.PresetMixin, keras.Model):
         dropout: float = 0.0,
         attention_blocks: int = 0,
         attention_heads: int = 4,
+        top_prior: str = "pixelcnn",
         **kwargs,
     ):
         super().__init__(**kwargs)
+        checks.one_of("top_prior", top_prior, TOP_PRIORS)
         common = dict(
             num_filters=num_filters,
             num_layers=num_layers,
@@ -83,14 +93,29 @@ class HierarchicalPrior(presets.PresetMixin, keras.Model):
             num_classes=num_classes,
             dropout=dropout,
         )
-        self.top = PixelCNN(
-            num_embeddings,
-            top_shape,
-            attention_blocks=attention_blocks,
-            attention_heads=attention_heads,
-            name="top_prior",
-            **common,
-        )
+        self.top_prior = top_prior
+        if top_prior == "transformer":
+            if attention_blocks:
+                raise ValueError("attention_blocks is the PixelCNN top prior's; a transformer top prior is all attention.")
+            self.top = TransformerPrior(
+                num_embeddings,
+                top_shape,
+                width=num_filters,
+                num_layers=num_layers or 4,
+                num_heads=next(h for h in (4, 2, 1) if num_filters % h == 0),
+                dropout=dropout,
+                num_classes=num_classes,
+                name="top_prior",
+            )
+        else:
+            self.top = PixelCNN(
+                num_embeddings,
+                top_shape,
+                attention_blocks=attention_blocks,
+                attention_heads=attention_heads,
+                name="top_prior",
+                **common,
+            )
         self.bottom = PixelCNN(
             num_embeddings,
             bottom_shape,
@@ -108,9 +133,15 @@ class HierarchicalPrior(presets.PresetMixin, keras.Model):
             bottom_shape=list(self.bottom.latent_shape),
             attention_blocks=attention_blocks,
             attention_heads=attention_heads,
+            top_prior=top_prior,
         )
         self._trackers = {k: keras.metrics.Mean(name=k) for k in METRIC_KEYS}
         self.built = True
+
+    @property
+    def prior_network(self) -> str:
+        """The `PriorConfig.prior` that made it: its top level's network."""
+        return self.top_prior
 
     @property
     def grid_shapes(self) -> dict:
@@ -159,7 +190,8 @@ class HierarchicalPrior(presets.PresetMixin, keras.Model):
         top_ks = per_level(top_k, "top_k")
         seeds = seed if isinstance(seed, (tuple, list)) else (seed, tf.cast(seed, tf.int32) + 1)
         seeds = per_level(seeds, "seed")
-        top = sample_codes_graph(self.top, num_samples, temperatures[0], seeds[0], labels, top_ks[0], fast)
+        sample_top = transformer.sample_codes_graph if self.top_prior == "transformer" else sample_codes_graph
+        top = sample_top(self.top, num_samples, temperatures[0], seeds[0], labels, top_ks[0], fast)
         bottom = sample_codes_graph(
             self.bottom, num_samples, temperatures[1], seeds[1], labels, top_ks[1], fast, condition=top
         )
