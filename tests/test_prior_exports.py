@@ -192,3 +192,27 @@ def test_tflite_generator_builtin_only_and_equal_to_the_savedmodel(exported, net
     )  # fmt: skip
     np.testing.assert_array_equal(got["codes"], want["codes"].numpy())
     np.testing.assert_allclose(got["images"], want["images"].numpy(), atol=1e-4)
+
+
+@pytest.mark.parametrize("network", ["transformer", "maskgit"])
+def test_residual_vq_codes_through_the_savedmodel_and_generator(network, tmp_path):
+    """Residual VQ (depth 2): the prior's grid holds a position's depths side by side; the
+    SavedModel and the on-device generator give [N, h, w, 2] codes, those of the library sampler."""
+    import dataclasses
+
+    from vqvae_tf.serving import tflite
+
+    vqvae = dataclasses.replace(get_config("tiny"), quantizer="rvq", num_quantizers=2).validate().build()
+    assert vqvae.codes_shape == (7, 7, 2)
+    cls = TransformerPrior if network == "transformer" else MaskGITPrior
+    prior = peaked(cls(num_embeddings=K, latent_shape=(7, 14), depth=2, width=16, num_layers=1, num_heads=2), 0.5)
+    sigs = tf.saved_model.load(savedmodel.export_prior(prior, vqvae, str(tmp_path / "e"), xla_sampler=True)).signatures
+    inputs = dict(num_samples=tf.constant(3), temperature=tf.constant(1.0), seed=tf.constant(2))
+    options = {"steps": 4} if network == "maskgit" else {}
+    inputs.update({k: tf.constant(v) for k, v in options.items()})
+    want = vqvae.from_prior_grid(sample_grids(prior, 3, 1.0, 2, **options)["codes"]).numpy()
+    assert want.shape == (3, 7, 7, 2) and len(np.unique(want)) > 4
+    for name in ("serving_default", "sample_xla"):
+        np.testing.assert_array_equal(sigs[name](**inputs)["codes"].numpy(), want)
+    report = tflite.export_generator(prior, vqvae, str(tmp_path), quantizations=("float32",))["float32"]
+    assert report["converted"] and report["code_agreement_vs_tensorflow"] == 1.0, report
