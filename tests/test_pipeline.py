@@ -117,7 +117,7 @@ def test_pipeline_with_a_maskgit_prior(tmp_path):
     from vqvae_tf import MaskGITPrior
 
     w = tmp_path / "run"
-    res = _pipeline(w, "--prior=maskgit", "--prior_steps=4")
+    res = _pipeline(w, "--prior=maskgit", "--prior_steps=4", "--config=tiny")
     assert res.returncode == 0, res.stderr[-3000:]
     prior = json.load(open(w / "prior" / "metrics.json"))
     assert prior["prior"] == "maskgit" and prior["steps"] == 4 and "bits_per_dim" not in prior

@@ -31,7 +31,8 @@ have ``codes`` (the autoencoder's `code_grids` names them).
 
 Bad input raises InvalidArgument with a message naming the problem (codes outside [0, K),
 pixel values outside [0, 1] or not finite, undecodable bytes, wrong image size, num_samples
-outside [1, MAX_SAMPLES], temperature <= 0). Every version directory is written beside its final
+outside [1, MAX_SAMPLES], temperature <= 0, MaskGIT's steps outside [1, MAX_STEPS]). Every
+version directory is written beside its final
 place and renamed when complete, so TF Serving never sees a half-written version.
 """
 
@@ -48,6 +49,7 @@ import tensorflow as tf
 from vqvae_tf.utils import checks, files
 
 MAX_SAMPLES = 256
+MAX_STEPS = 256  # MaskGIT's decoding steps per call (each a full pass of the network)
 WARMUP_PATH = os.path.join("assets.extra", "tf_serving_warmup_requests")
 
 
@@ -226,6 +228,9 @@ def prior_endpoints(prior, vqvae, xla_sampler: bool = False) -> dict:
         num_samples = checks.require(
             num_samples, num_samples <= MAX_SAMPLES, f"num_samples must be in [1, {MAX_SAMPLES}], got", num_samples
         )
+        if "steps" in inputs:
+            steps = inputs["steps"]
+            inputs["steps"] = checks.require(steps, steps <= MAX_STEPS, f"steps must be in [1, {MAX_STEPS}], got", steps)
         grids = prior.sample_grids_graph(
             num_samples, inputs.pop("temperature"), inputs.pop("seed"), inputs.pop("labels", None), **inputs
         )
