@@ -39,7 +39,12 @@ def build(network: str, grid, num_embeddings: int):
     config = configs.get_prior_config(CONFIGS[network])
     fields = {name: getattr(config, name) for name in priors.NETWORK_FIELDS}
     fields.update(num_embeddings=num_embeddings, num_classes=CLASSES)
-    meta = {"format_version": 2, "prior_family": "pixelcnn", "latent_shape": list(grid), "num_embeddings": num_embeddings}
+    meta = {
+        "format_version": 2,
+        "prior_family": "pixelcnn",
+        "latent_shape": list(grid),
+        "num_embeddings": num_embeddings,
+    }
     return priors.get(network).build(fields, meta)
 
 
@@ -85,7 +90,7 @@ def main(argv):
                 if network == "maskgit":
                     inputs["steps"] = tf.constant(STEPS)
                 for name in ("serving_default", "sample_xla"):
-                    run = lambda name=name, inputs=inputs: sigs[name](**inputs)["images"].numpy()  # noqa: E731
+                    run = lambda name=name, inputs=inputs, sigs=sigs: sigs[name](**inputs)["images"].numpy()  # noqa: E731
                     # timeit's warmup call traces / compiles; batch 64: one timed call (tens of seconds)
                     seconds = min(timeit(run, 3) for _ in range(rounds)) if n == 1 else timeit(run, 1)
                     row["ms_per_sample"][f"{name}_batch_{n}"] = seconds / n * 1000

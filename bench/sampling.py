@@ -72,7 +72,9 @@ def tflite_generator(prior, vqvae, directory, repeats: int) -> dict:
     result = {"code_agreement_vs_tensorflow": report["code_agreement_vs_tensorflow"]}
     for n in (1, 16):
         inputs = {
-            "uniforms": np.random.default_rng(0).uniform(size=(n, *prior.generator_uniforms_shape(8))).astype(np.float32),
+            "uniforms": np.random.default_rng(0)
+            .uniform(size=(n, *prior.generator_uniforms_shape(8)))
+            .astype(np.float32),
             "temperature": np.float32(1.0),
         }
         if prior.num_classes:

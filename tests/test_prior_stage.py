@@ -4,8 +4,8 @@ import subprocess
 import sys
 
 import numpy as np
-import tensorflow as tf
 import pytest
+import tensorflow as tf
 from helpers import REPO_ROOT, train_tiny_vqvae
 
 from vqvae_tf import PriorConfig, data, read_codes

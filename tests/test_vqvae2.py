@@ -551,7 +551,9 @@ def test_transformer_top_level(trained, tmp_path):
     prior = HierarchicalPrior(K, (2, 3), (4, 6), num_filters=8, num_layers=None, num_classes=3, top_prior="transformer")
     for v in prior.weights:
         v.assign(tf.random.normal(v.shape, stddev=0.3, seed=7))
-    assert isinstance(prior.top, TransformerPrior) and prior.top.num_layers == 4 and prior.prior_network == "transformer"
+    assert (
+        isinstance(prior.top, TransformerPrior) and prior.top.num_layers == 4 and prior.prior_network == "transformer"
+    )
     top = tf.random.uniform([3, 2, 3], 0, K, tf.int32, seed=1)
     bottom = tf.random.uniform([3, 4, 6], 0, K, tf.int32, seed=2)
     labels = tf.constant([0, 1, 2])
@@ -579,7 +581,9 @@ def test_transformer_top_level(trained, tmp_path):
     # 2 gated blocks cannot reach the 8x8 bottom grid: the stack is sized from it; the top has 4.
     assert isinstance(loaded.top, TransformerPrior) and loaded.top.num_layers == 4 and loaded.bottom.num_layers > 2
     sigs = tf.saved_model.load(savedmodel.export_prior(loaded, trained["model"], str(tmp_path / "e"), xla_sampler=True))
-    inputs = dict(num_samples=tf.constant(2), temperature=tf.constant(1.0), seed=tf.constant(3), labels=tf.constant([1, 0]))
+    inputs = dict(
+        num_samples=tf.constant(2), temperature=tf.constant(1.0), seed=tf.constant(3), labels=tf.constant([1, 0])
+    )
     out = sigs.signatures["serving_default"](**inputs)
     want = sample_grids(loaded, 2, seed=3, labels=[1, 0])
     xla = sigs.signatures["sample_xla"](**inputs)

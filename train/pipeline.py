@@ -41,9 +41,7 @@ _QUANTIZATION = cli.define_quantization_flag()
 
 
 def main():
-    recipe = configs.get_recipe(
-        _RECIPE.value, _RUN.data["name"].value, _CONFIG.value, _MODEL.value, prior=_PRIOR.value
-    )
+    recipe = configs.get_recipe(_RECIPE.value, _RUN.data["name"].value, _CONFIG.value, _MODEL.value, prior=_PRIOR.value)
     cli.override(recipe.vqvae, _QUANTIZER)
     recipe.vqvae.steps = _VQVAE_STEPS.value or recipe.vqvae.steps
     recipe.prior.steps = _PRIOR_STEPS.value or recipe.prior.steps

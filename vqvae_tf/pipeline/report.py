@@ -75,7 +75,7 @@ def write_report(workdir: str, paths: dict, seconds: float, preset_paths: dict |
     network = prior.get("prior", "pixelcnn")
     prior_name = {
         "pixelcnn": "top and bottom gated PixelCNNs" if vqvae2 else "gated PixelCNN",
-        "transformer": "causal transformer",
+        "transformer": "causal transformer (top), gated PixelCNN (bottom)" if vqvae2 else "causal transformer",
         "maskgit": "MaskGIT",
     }[network]
     bound_note = (
@@ -84,7 +84,7 @@ def write_report(workdir: str, paths: dict, seconds: float, preset_paths: dict |
         if "bits_per_dim" in prior
         else ""
     )
-    title = "VQ-VAE-2 + hierarchical PixelCNN prior" if vqvae2 else f"VQ-VAE + {prior_name} prior"
+    title = "VQ-VAE-2 + hierarchical prior" if vqvae2 else f"VQ-VAE + {prior_name} prior"
     text = f"""# {title}: run report
 
 Workdir `{os.path.abspath(workdir)}`, dataset {dataset}, total time {seconds / 60:.1f} min (this run).

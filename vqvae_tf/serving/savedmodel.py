@@ -230,7 +230,9 @@ def prior_endpoints(prior, vqvae, xla_sampler: bool = False) -> dict:
         )
         if "steps" in inputs:
             steps = inputs["steps"]
-            inputs["steps"] = checks.require(steps, steps <= MAX_STEPS, f"steps must be in [1, {MAX_STEPS}], got", steps)
+            inputs["steps"] = checks.require(
+                steps, steps <= MAX_STEPS, f"steps must be in [1, {MAX_STEPS}], got", steps
+            )
         grids = prior.sample_grids_graph(
             num_samples, inputs.pop("temperature"), inputs.pop("seed"), inputs.pop("labels", None), **inputs
         )

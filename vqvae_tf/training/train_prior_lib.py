@@ -200,7 +200,9 @@ def _evaluate_and_write(run: loop.StageRun, prior, options: RunOptions, workdir:
     images.write_png(workdir.samples_png, grid)
     files.atomic_write_json(run.stage.metrics, metrics)
     with run.writer.as_default(step=metrics["steps"]):
-        tf.summary.scalar("test/bits_per_code" if prior.exact_likelihood else "test/masked_bits_per_code", bits_per_code)
+        tf.summary.scalar(
+            "test/bits_per_code" if prior.exact_likelihood else "test/masked_bits_per_code", bits_per_code
+        )
         tf.summary.image("samples", grid[None])
     run.writer.flush()
     progress.log("Prior metrics: " + ", ".join(f"{k}={v:.4g}" for k, v in metrics.items() if isinstance(v, float)))

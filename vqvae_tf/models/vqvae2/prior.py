@@ -23,10 +23,9 @@ import tensorflow as tf
 
 from vqvae_tf.layers import SERIALIZATION_PACKAGE
 from vqvae_tf.layers.likelihoods import LOG2
-from vqvae_tf.models import presets
+from vqvae_tf.models import presets, transformer
 from vqvae_tf.models.autoregressive import codes_and_labels
 from vqvae_tf.models.pixelcnn import PixelCNN
-from vqvae_tf.models import transformer
 from vqvae_tf.models.pixelcnn_sampling import sample_codes_graph
 from vqvae_tf.models.transformer import TransformerPrior
 from vqvae_tf.models.vqvae2.model import GRID_NAMES, LEVELS
@@ -96,7 +95,9 @@ class HierarchicalPrior(presets.PresetMixin, keras.Model):
         self.top_prior = top_prior
         if top_prior == "transformer":
             if attention_blocks:
-                raise ValueError("attention_blocks is the PixelCNN top prior's; a transformer top prior is all attention.")
+                raise ValueError(
+                    "attention_blocks is the PixelCNN top prior's; a transformer top prior is all attention."
+                )
             self.top = TransformerPrior(
                 num_embeddings,
                 top_shape,
