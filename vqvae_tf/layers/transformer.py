@@ -123,6 +123,16 @@ class TransformerBlock(keras.layers.Layer):
         )
 
 
+def sized_from_prior_config(num_filters: int, num_layers: int | None) -> dict:
+    """A transformer prior's width, blocks and heads from a prior config's `num_filters` (the width)
+    and `num_layers` (None: 4): 4 heads, fewer when the width is not divisible by 4."""
+    return dict(
+        width=num_filters,
+        num_layers=num_layers or 4,
+        num_heads=next(h for h in (4, 2, 1) if num_filters % h == 0),
+    )
+
+
 class TransformerTrunk:
     """Mixin for the transformer priors: `_check_trunk` checks and keeps the arguments they share,
     `_make_trunk` makes their blocks, final LayerNorm and linear head (after the prior's own

@@ -16,6 +16,7 @@ grid, "hierarchical" for VQ-VAE-2's two) and the codes export records it in meta
 from __future__ import annotations
 
 from vqvae_tf.data import codes
+from vqvae_tf.layers.transformer import sized_from_prior_config
 from vqvae_tf.models.maskgit import MaskGITPrior
 from vqvae_tf.models.pixelcnn import PixelCNN
 from vqvae_tf.models.transformer import TransformerPrior
@@ -146,13 +147,10 @@ class MaskGITFamily(TransformerFamily):
 
 def transformer_arguments(network: dict, meta: dict) -> dict:
     """The transformer priors' arguments from the prior config's network fields and the codes' meta."""
-    width = network["num_filters"]
     return dict(
         num_embeddings=network["num_embeddings"],
         latent_shape=tuple(codes.grid_shapes(meta)["codes"]),
-        width=width,
-        num_layers=network["num_layers"] or 4,
-        num_heads=next(h for h in (4, 2, 1) if width % h == 0),
+        **sized_from_prior_config(network["num_filters"], network["num_layers"]),
         dropout=network["dropout"],
         num_classes=network["num_classes"],
         depth=meta.get("depth", 1),

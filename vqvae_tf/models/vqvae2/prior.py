@@ -23,6 +23,7 @@ import tensorflow as tf
 
 from vqvae_tf.layers import SERIALIZATION_PACKAGE
 from vqvae_tf.layers.likelihoods import LOG2
+from vqvae_tf.layers.transformer import sized_from_prior_config
 from vqvae_tf.models import presets, transformer
 from vqvae_tf.models.autoregressive import codes_and_labels
 from vqvae_tf.models.pixelcnn import PixelCNN
@@ -101,9 +102,7 @@ class HierarchicalPrior(presets.PresetMixin, keras.Model):
             self.top = TransformerPrior(
                 num_embeddings,
                 top_shape,
-                width=num_filters,
-                num_layers=num_layers or 4,
-                num_heads=next(h for h in (4, 2, 1) if num_filters % h == 0),
+                **sized_from_prior_config(num_filters, num_layers),
                 dropout=dropout,
                 num_classes=num_classes,
                 name="top_prior",
