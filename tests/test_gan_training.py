@@ -84,6 +84,28 @@ def test_before_disc_start_the_discriminator_neither_acts_nor_learns():
         np.testing.assert_allclose(a.numpy(), b.numpy(), atol=1e-6, err_msg=a.path)
 
 
+def test_before_perceptual_start_lpips_neither_acts_nor_costs():
+    """Until `perceptual_start` steps the step is the L1 one (LPIPS logged as 0, the same weights as
+    a model without it); from then on LPIPS enters, with the value recomputed by hand."""
+    no_gan = dict(adversarial_weight=0.0, quantizer="vq", kmeans_init=False, dead_code_threshold=0.0)
+    model = gan_model(gan_config(perceptual_start=2, **no_gan))
+    plain = gan_model(gan_config(perceptual_weight=0.0, **no_gan))
+    for a, b in zip(plain.weights, model.weights, strict=True):
+        a.assign(b)
+    step, plain_step = tf.function(model.train_step), tf.function(plain.train_step)
+    for i in range(2):
+        x = tf.random.stateless_uniform([4, 32, 32, 1], seed=[8, i])
+        assert float(step(x)["perceptual_loss"]) == 0.0
+        plain_step(x)
+    for a, b in zip(plain.trainable_weights, model.trainable_weights):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), atol=1e-6, err_msg=a.path)
+    x = tf.random.stateless_uniform([4, 32, 32, 1], seed=[8, 2])
+    expected = tf.reduce_mean(model.objective.lpips(x, model.forward(x, training=True)["mean"]))
+    model.objective.trackers["perceptual_loss"].reset_state()  # (the logs are running means)
+    np.testing.assert_allclose(float(step(x)["perceptual_loss"]), float(expected), rtol=1e-5)
+    assert float(expected) > 0
+
+
 def test_mirrored_gan_step_equals_one_replica(mirrored):
     """Two replicas reach one replica's weights: autoencoder, discriminator and both optimizers
     (the adaptive weight's gradient norms are taken on the global batch)."""
@@ -210,6 +232,8 @@ def test_loss_fields_are_checked():
         gan_config(adversarial_weight=-1.0)
     with pytest.raises(ValueError, match="disc_start must be an integer >= 0"):
         gan_config(disc_start=-2)
+    with pytest.raises(ValueError, match="perceptual_start must be an integer >= 0"):
+        gan_config(perceptual_start=1.5)
     assert get_config("tiny").make_objective((28, 28, 1)) is None  # the plain loss: no objective
     assert set(objective_lib.ADVERSARIAL_KEYS) <= {m.name for m in gan_model(gan_config()).metrics}
 

@@ -8,6 +8,7 @@ SavedModels and TFLite files, and write WORKDIR/REPORT.md (library: vqvae_tf.pip
     python -m train.pipeline --workdir=runs/fsq --quantizer=fsq --fsq_levels=8,6,5  # another quantizer
     python -m train.pipeline --workdir=runs/vq2 --model=vqvae2 --image_size=56     # VQ-VAE-2 (7x7 + 14x14 codes)
     python -m train.pipeline --workdir=runs/mg --prior=maskgit     # MaskGIT prior (or transformer)
+    python -m train.pipeline --workdir=runs/clipart --recipe=clipart  # colour: 64x64 clip art (make data-clipart)
 
 Every stage skips what is already done; re-running after an interruption continues.
 """
@@ -22,7 +23,10 @@ from vqvae_tf.pipeline import pipeline_lib
 
 _RUN = cli.define_run_flags(dataset_help="Dataset: fashion_mnist (default), mnist, image_folder or a TFDS name.")
 _RECIPE = flags.DEFINE_enum(
-    "recipe", "default", list(configs.RECIPE_NAMES), "default: the quality run; quick: a first look."
+    "recipe",
+    "default",
+    list(configs.RECIPE_NAMES),
+    "default: the quality run; quick: a first look; clipart: the colour zoo's 64x64 clip-art presets (--dataset=clipart).",
 )
 _CONFIG = cli.define_config_flag(
     "Config (default: the dataset's own if it has one, else fashion_mnist; vqvae2_64 with --model=vqvae2)."
@@ -31,9 +35,10 @@ _MODEL = cli.define_model_flag()
 _QUANTIZER = cli.define_quantizer_flags()
 _PRIOR = flags.DEFINE_enum(
     "prior",
-    "pixelcnn",
+    None,
     list(configs.PRIOR_NETWORKS),
-    "The prior network: pixelcnn, transformer or maskgit (its own prior config, for the recipe's steps).",
+    "The prior network: pixelcnn, transformer or maskgit (its own prior config, for the recipe's steps). "
+    "Default: the recipe's (maskgit for clipart, else pixelcnn).",
 )
 _VQVAE_STEPS = flags.DEFINE_integer("vqvae_steps", None, "Override the VQ-VAE training steps.", lower_bound=1)
 _PRIOR_STEPS = flags.DEFINE_integer("prior_steps", None, "Override the prior training steps.", lower_bound=1)

@@ -227,6 +227,12 @@ def define_loss_flags() -> dict:
             "Weight of the PatchGAN hinge loss, times VQGAN's adaptive weight; 0 trains no discriminator "
             "(VQGAN: 0.8; default: the config's).",
         ),
+        "perceptual_start": flags.DEFINE_integer(
+            "perceptual_start",
+            None,
+            "Steps on the reconstruction term alone before LPIPS acts (it costs about 10x a plain step on VGG; "
+            "default: the config's).",
+        ),
         "disc_layers": flags.DEFINE_integer("disc_layers", None, "Stride-2 layers of the discriminator (default 3)."),
         "disc_filters": flags.DEFINE_integer("disc_filters", None, "Width of its first layer (default 64)."),
         "disc_start": flags.DEFINE_integer(
