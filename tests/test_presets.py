@@ -13,11 +13,12 @@ import pytest
 import tensorflow as tf
 from helpers import REPO_ROOT, fashion_mnist_arrays, train_tiny_vqvae
 
-from vqvae_tf import VQVAE, PixelCNN, PresetError, PriorConfig, data, get_config, list_presets
-from vqvae_tf.data import DataSource
+from vqvae_tf import VQVAE, PixelCNN, PresetError, PriorConfig, data, get_config, list_presets, sample_grids
+from vqvae_tf.data import DataSource, image_folder
+from vqvae_tf.data.sources import clipart
 from vqvae_tf.models import presets
 from vqvae_tf.serving import export_presets_lib, export_savedmodel_lib, export_tflite_lib
-from vqvae_tf.training import export_codes_lib, sample_lib, train_prior_lib, train_vqvae_lib
+from vqvae_tf.training import export_codes_lib, models_lib, sample_lib, train_prior_lib, train_vqvae_lib
 from vqvae_tf.training.options import RunOptions
 
 
@@ -212,3 +213,53 @@ def test_shipped_fashion_mnist_presets_on_real_data():
     )
     assert bits == pytest.approx(prior_meta["check_metrics"]["test_bits_per_code"], rel=CHECK_TOLERANCE)
     assert bits == pytest.approx(prior_meta["test_metrics"]["test_bits_per_code"], rel=SUBSET_TOLERANCE)
+
+
+# Image folders' check subsets are smaller (`check_examples`), and a few hundred clip-art images
+# vary more than 1,000 Fashion-MNIST ones about the split's mean.
+FOLDER_SUBSET_TOLERANCE = 0.2
+
+
+def held_out_images(meta: dict, count: int):
+    """The first `count` held-out images of an image-folder preset's data (and their labels), decoded
+    from their files as the data pipeline decodes them, without decoding the whole folder."""
+    source = data.DataSource.from_dict(meta["data"])
+    folder_source = source.backend.folder(source) if hasattr(source.backend, "folder") else source
+    folder = image_folder.scan(folder_source.data_dir, float(source.test_fraction))
+    xs, ys = [], []
+    for rel, label in folder.files["test"]:
+        try:
+            x = image_folder.decode(os.path.join(folder.root, rel), folder_source.image_size, folder_source.channels)
+        except tf.errors.InvalidArgumentError:
+            continue  # a corrupt file, which the pipeline skips too (skip_corrupt_images)
+        xs.append(x.numpy())
+        ys.append(label)
+        if len(xs) == count:
+            break
+    return np.stack(xs).astype(np.float32) / np.float32(255.0), np.array(ys, np.int32)
+
+
+@pytest.mark.parametrize("name", sorted(n for n in list_presets() if n.startswith("clipart")))
+def test_shipped_colour_presets_on_real_clip_art(name):
+    """The clip-art presets' check metrics (autoencoder: normalized MSE, perplexity, LPIPS; prior:
+    its test NLL) recomputed on the held-out clip-art files, and class-conditional samples."""
+    if not os.path.isdir(clipart.default_dir()):
+        pytest.skip(f"{clipart.default_dir()} not found: `make data-clipart` installs Debian's openclipart-png")
+    vq, prior = models_lib.load_vqvae(preset=name), models_lib.load_prior(preset=name)
+    vq_meta, prior_meta = (presets.read_metadata(name, kind) for kind in ("vqvae", "prior"))
+    assert vq_meta["command"] and vq_meta["commit"] and vq_meta["data"]["name"] == "clipart"
+    assert prior.num_classes == 22 == len(prior_meta["class_names"])
+    x, y = held_out_images(vq_meta, export_presets_lib.check_examples(vq.image_shape))
+    assert len(x) == vq_meta["check_metrics"]["examples"] == export_presets_lib.CHECK_EXAMPLES_LARGE
+    check = export_presets_lib.vqvae_check_on(vq, tf.data.Dataset.from_tensor_slices((x, y)))
+    for key in ("test_normalized_mse", "perplexity", "test_lpips"):
+        assert check[key] == pytest.approx(vq_meta["check_metrics"][key], rel=CHECK_TOLERANCE), key
+        assert check[key] == pytest.approx(vq_meta["test_metrics"][key], rel=FOLDER_SUBSET_TOLERANCE), key
+    codes = vq.encode(tf.constant(x))
+    prior_check = export_presets_lib.prior_check_on(prior, tf.data.Dataset.from_tensor_slices((codes, y)))
+    ((key, value),) = ((k, v) for k, v in prior_check.items() if k != "examples")
+    assert value == pytest.approx(prior_meta["check_metrics"][key], rel=CHECK_TOLERANCE)
+    assert value == pytest.approx(prior_meta["test_metrics"][key], rel=FOLDER_SUBSET_TOLERANCE)
+    labels = np.arange(22, dtype=np.int32)
+    samples = vq.decode(sample_grids(prior, 22, seed=0, labels=labels)["codes"]).numpy()
+    assert samples.shape == (22, *vq.image_shape) and np.isfinite(samples).all()

@@ -22,8 +22,12 @@ from vqvae_tf.training import train_prior_lib, train_vqvae_lib
 from vqvae_tf.training.workdir import Workdir
 from vqvae_tf.utils import progress
 
+# The check metrics' subset: the first CHECK_EXAMPLES test images, CHECK_EXAMPLES_LARGE for images
+# over 32x32 (tests recompute them from the image files: decoding is their cost).
 CHECK_EXAMPLES = 1000
+CHECK_EXAMPLES_LARGE = 256
 LICENSES = {
+    "clipart": "Public domain, as the openclipart.org clip art the weights are trained on (Debian openclipart-png)",
     "fashion_mnist": "MIT, as the Fashion-MNIST data the weights are trained on (Zalando Research)",
     "mnist": "CC BY-SA 3.0, as the MNIST data the weights are trained on",
 }
@@ -50,22 +54,37 @@ def git_commit(path: str | None = None) -> str | None:
     return commit + ("+dirty" if dirty else "")
 
 
-def vqvae_check_metrics(model, source: data.DataSource, examples: int = CHECK_EXAMPLES) -> dict:
-    """normalized MSE and perplexity of `model` on the first `examples` test images of `source`."""
-    subset = data.batched(source.load("test").take(examples), 500, training=False)
-    m = train_vqvae_lib.evaluate(model, subset)
-    perplexities = {k: m[k] for k in ("perplexity", "perplexity_top", "perplexity_bottom") if k in m}
-    return {"examples": m["test_examples"], "test_normalized_mse": m["test_normalized_mse"], **perplexities}
+def check_examples(image_shape) -> int:
+    """How many test images (and their codes) the check metrics of a model of `image_shape` use."""
+    return CHECK_EXAMPLES if image_shape[0] * image_shape[1] <= 32 * 32 else CHECK_EXAMPLES_LARGE
+
+
+def vqvae_check_metrics(model, source: data.DataSource, examples: int | None = None) -> dict:
+    """normalized MSE, perplexity and LPIPS (VGG, where it applies) of `model` on the first
+    `examples` (`check_examples`) test images of `source`."""
+    return vqvae_check_on(model, source.load("test").take(examples or check_examples(model.image_shape)))
+
+
+def vqvae_check_on(model, images_and_labels) -> dict:
+    """`vqvae_check_metrics` of a dataset of (image, label) (images as `DataSource.load` gives them)."""
+    m = train_vqvae_lib.evaluate(model, data.batched(images_and_labels, 500, training=False))
+    extra = {k: m[k] for k in ("perplexity", "perplexity_top", "perplexity_bottom", "test_lpips") if k in m}
+    return {"examples": m["test_examples"], "test_normalized_mse": m["test_normalized_mse"], **extra}
 
 
 def prior_check_metrics(prior, codes_dir: str, examples: int = CHECK_EXAMPLES) -> dict:
     """Bits per code of `prior` on the first `examples` test codes of `codes_dir` (MaskGIT: its
     masked-token NLL in bits, masks of seed (0, 1) per batch of 500)."""
-    subset = codes.read_codes(codes_dir, "test").take(examples)
+    return prior_check_on(prior, codes.read_codes(codes_dir, "test").take(examples))
+
+
+def prior_check_on(prior, codes_and_labels) -> dict:
+    """`prior_check_metrics` of a dataset of (codes, label) (`codes.read_codes`' or encoded grids)."""
+    count = int(codes_and_labels.reduce(0, lambda n, _: n + 1))
     if not prior.exact_likelihood:
-        bits = [prior.masked_nll(c, y if prior.num_classes else None).numpy() for c, y in subset.batch(500)]
-        return {"examples": examples, "test_masked_bits_per_code": float(np.concatenate(bits).mean() / np.log(2))}
-    return {"examples": examples, "test_bits_per_code": prior_bits_per_code(prior, subset)}
+        bits = [prior.masked_nll(c, y if prior.num_classes else None).numpy() for c, y in codes_and_labels.batch(500)]
+        return {"examples": count, "test_masked_bits_per_code": float(np.concatenate(bits).mean() / np.log(2))}
+    return {"examples": count, "test_bits_per_code": prior_bits_per_code(prior, codes_and_labels)}
 
 
 def prior_bits_per_code(prior, codes_and_labels) -> float:
@@ -97,6 +116,7 @@ def export_presets_stage(workdir: str, out_dir: str | None = None, command: str 
         progress.log(f"Presets of these checkpoints exist already in {out_dir}; skipping.")
         return {kind: os.path.join(out_dir, kind) for kind in sources}
     source = train_vqvae_lib.trained_data_source(workdir)
+    examples = check_examples(model.image_shape)
     record = w.vqvae.read_config()
     vq_metrics = w.vqvae.read_metrics() or {}
     common = {
@@ -116,7 +136,7 @@ def export_presets_stage(workdir: str, out_dir: str | None = None, command: str 
         **({"latent_shape": list(model.latent_shape)} if hasattr(model, "latent_shape") else {}),
         num_embeddings=int(model.num_embeddings),
         test_metrics={k: vq_metrics.get(k) for k in train_vqvae_lib.quality_keys(vq_metrics) + ("test_examples",)},
-        check_metrics=vqvae_check_metrics(model, source),
+        check_metrics=vqvae_check_metrics(model, source, examples),
     )
     paths = {"vqvae": presets.save(model, os.path.join(out_dir, "vqvae"), vq_meta)}
     if w.prior.exists():
@@ -134,7 +154,7 @@ def export_presets_stage(workdir: str, out_dir: str | None = None, command: str 
             class_names=codes_meta.get("class_names") if prior.num_classes else [],
             class_counts=codes_meta.get("class_counts") if prior.num_classes else [],
             test_metrics={k: v for k, v in prior_metrics.items() if k != "bits_per_dim_note"},
-            check_metrics=prior_check_metrics(prior, w.codes),
+            check_metrics=prior_check_metrics(prior, w.codes, examples),
         )
         paths["prior"] = presets.save(prior, os.path.join(out_dir, "prior"), prior_meta)
     progress.log(f"Wrote presets {', '.join(paths.values())}")
