@@ -8,6 +8,7 @@ import pytest
 from helpers import REPO_ROOT
 
 from vqvae_tf import get_recipe
+from vqvae_tf.data.sources import clipart
 from vqvae_tf.serving import tflite
 
 
@@ -107,33 +108,59 @@ def test_pipeline_end_to_end_then_resumes(tmp_path):
     assert res.returncode == 0 and "Resumed from step 10" in res.stdout, res.stderr[-3000:] + res.stdout[-2000:]
 
 
+def clipart_subset(root, categories=("animals", "food", "plants"), per_category=16) -> str:
+    """A small folder of real clip art (Debian's openclipart-png): links to the first PNGs, in
+    sorted order, of a few categories, in category folders as the package has them."""
+    source = clipart.default_dir()
+    if not os.path.isdir(source):
+        pytest.skip(f"{source} not found: `make data-clipart` installs Debian's openclipart-png")
+    for category in categories:
+        found = sorted(
+            os.path.join(d, f)
+            for d, _, names in os.walk(os.path.join(source, category))
+            for f in names
+            if f.endswith(".png")
+        )
+        os.makedirs(os.path.join(root, category))
+        for i, path in enumerate(found[:per_category]):
+            os.symlink(path, os.path.join(root, category, f"{i:03d}.png"))
+    return str(root)
+
+
 @pytest.mark.slow
-def test_pipeline_with_a_maskgit_prior(tmp_path):
-    """--prior=maskgit through every stage: its masked NLL (no bound) in the metrics and the
-    report, a SavedModel with `steps`, an on-device generator, a preset, and flags that repeat
-    the stage with train.train_prior."""
+def test_clipart_recipe_with_its_maskgit_prior(tmp_path):
+    """--recipe=clipart (the colour presets' recipe) on real clip art, as few steps as it takes:
+    64x64x3 images through clipart_64, its class-conditional MaskGIT prior through every stage
+    (masked NLL, no bound, in the metrics and the report), a SavedModel with `steps`, an on-device
+    generator, presets, and flags that repeat the prior stage with train.train_prior."""
     import tensorflow as tf
 
-    from vqvae_tf import MaskGITPrior
+    from vqvae_tf import VQVAE, MaskGITPrior
 
+    folder = clipart_subset(tmp_path / "clipart")
     w = tmp_path / "run"
-    res = _pipeline(w, "--prior=maskgit", "--prior_steps=4", "--config=tiny")
+    res = _pipeline(w, "--recipe=clipart", f"--data_dir={folder}", "--vqvae_steps=2", "--prior_steps=4")
     assert res.returncode == 0, res.stderr[-3000:]
+    vq = json.load(open(w / "vqvae" / "metrics.json"))
+    assert vq["dataset"] == "clipart" and vq["code_bits_per_image"] == 2048 and "test_lpips" in vq
     prior = json.load(open(w / "prior" / "metrics.json"))
     assert prior["prior"] == "maskgit" and prior["steps"] == 4 and "bits_per_dim" not in prior
     report = (w / "REPORT.md").read_text()
     assert "# VQ-VAE + MaskGIT prior" in report and "## Prior (MaskGIT, class-conditional)" in report
     assert f"| test_masked_bits_per_code | {prior['test_masked_bits_per_code']:.4g} |" in report
     assert "no exact likelihood" in report and "bits_per_dim_uniform_prior" not in report
+    assert "`VQVAE.from_preset` / `MaskGITPrior.from_preset`" in report
     signature = tf.saved_model.load(str(w / "export" / "prior" / "1")).signatures["serving_default"]
     assert set(signature.structured_input_signature[1]) == {"num_samples", "temperature", "seed", "steps", "labels"}
     assert (w / "export" / "tflite" / "generator_float32.tflite").is_file()
+    assert VQVAE.from_preset(str(w / "presets")).image_shape == (64, 64, 3)
     preset = MaskGITPrior.from_preset(str(w / "presets"))
-    assert preset.num_classes == 10
-    check = json.load(open(w / "presets" / "prior" / "metadata.json"))["check_metrics"]
-    assert check["test_masked_bits_per_code"] > 0
+    meta = json.load(open(w / "presets" / "prior" / "metadata.json"))
+    assert preset.num_classes == 3 and meta["class_names"] == ["animals", "food", "plants"]
+    assert meta["check_metrics"]["test_masked_bits_per_code"] > 0
     text = (w / "prior" / "flags.txt").read_text()
-    assert "--prior=maskgit" in text and "--kernel_size" not in text and "--attention_blocks" not in text, text
+    assert "--prior=maskgit" in text and "--kernel_size" not in text, text
+    assert "--config=clipart_64" in (w / "vqvae" / "flags.txt").read_text()  # (its dataset: clipart)
     res = subprocess.run(
         [sys.executable, "-m", "train.train_prior", f"--flagfile={w / 'prior' / 'flags.txt'}", "--steps=5"],
         cwd=REPO_ROOT, capture_output=True, text=True, timeout=600,
@@ -148,6 +175,14 @@ def test_recipes():
     recipe = get_recipe("quick", "cifar10")
     vq, prior = recipe.vqvae, recipe.prior
     assert vq.image_shape == (32, 32, 3) and vq.steps == 800 and prior.steps == 600
+    recipe = get_recipe("clipart")
+    vq, prior = recipe.vqvae, recipe.prior
+    assert (vq.name, vq.dataset, vq.image_shape, vq.num_embeddings) == ("clipart_64", "clipart", (64, 64, 3), 256)
+    assert vq.prior_grids() == {"codes": (16, 16)}  # 256 codes of 8 bits: 2048 bits per image
+    assert (vq.perceptual_net, vq.perceptual_start, vq.adversarial_weight, prior.prior) == ("vgg", 8500, 0.0, "maskgit")
+    assert get_recipe("default", "clipart").vqvae.name == "clipart_64"  # the dataset's own config
+    with pytest.raises(ValueError, match=r"--recipe=clipart\) with a VQ-VAE-2: .* MaskGIT has no exact likelihood"):
+        get_recipe("clipart", model="vqvae2")
     with pytest.raises(ValueError, match="Unknown pipeline recipe 'huge'"):
         get_recipe("huge")
 

@@ -154,7 +154,8 @@ def test_every_config_trains_the_recipes_prior_on_its_grids(name):
         "depth": 1,
         **({"grids": grids} if len(grids) > 1 else {"latent_shape": list(grids["codes"])}),
     }
-    candidates = [get_recipe(r, config=name).prior for r in RECIPE_NAMES] + [get_prior_config("default")]
+    pixelcnn_recipes = [r for r in RECIPE_NAMES if get_recipe(r).prior.prior == "pixelcnn"]  # (not clipart's MaskGIT)
+    candidates = [get_recipe(r, config=name).prior for r in pixelcnn_recipes] + [get_prior_config("default")]
     built = set()
     for prior_config in candidates:
         train_prior_lib.fit_to_grids(prior_config, grids)

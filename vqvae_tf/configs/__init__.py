@@ -277,12 +277,13 @@ def get_recipe(
     vqvae = dataclasses.replace(vqvae, dataset=dataset, **recipe["vqvae"]).validate()
     prior_config = get_prior_config(recipe["prior"])
     if prior not in (None, prior_config.prior):
-        if vqvae.model == "vqvae2" and prior == "maskgit":
-            raise ValueError(
-                "--prior=maskgit: a VQ-VAE-2's prior scores log p(top) + log p(bottom | top), and MaskGIT has no "
-                "exact likelihood; its top level is --prior=pixelcnn or --prior=transformer."
-            )
         prior_config = dataclasses.replace(get_prior_config(prior=prior), steps=prior_config.steps)
+    if vqvae.model == "vqvae2" and prior_config.prior == "maskgit":
+        raise ValueError(
+            f"A MaskGIT prior (--prior=maskgit or --recipe={name}) with a VQ-VAE-2: its prior scores log p(top) + "
+            "log p(bottom | top), and MaskGIT has no exact likelihood; its top level is --prior=pixelcnn or "
+            "--prior=transformer."
+        )
     prior = dataclasses.replace(prior_config, conditional=True)
     if vqvae.model == "vqvae2":
         prior.num_layers = None

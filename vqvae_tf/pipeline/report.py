@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 
+from vqvae_tf.models import presets
 from vqvae_tf.serving import savedmodel, tflite
 from vqvae_tf.training.train_vqvae_lib import quality_keys
 from vqvae_tf.training.workdir import Workdir
@@ -64,8 +65,10 @@ def write_report(workdir: str, paths: dict, seconds: float, preset_paths: dict |
         if generator_rows
         else ""
     )
+    classes = {kind: presets.class_name(path, kind) for kind, path in preset_paths.items()}
     presets_line = (
-        "- Presets (load with `VQVAE.from_preset` / `PixelCNN.from_preset`, or `--preset` on the export and "
+        f"- Presets (load with `{classes.get('vqvae', 'VQVAE')}.from_preset` / "
+        f"`{classes.get('prior', 'PixelCNN')}.from_preset`, or `--preset` on the export and "
         f"sample scripts): {', '.join(f'`{k}`: `{rel(v)}`' for k, v in preset_paths.items())}; both at once: "
         f"`{rel(w.presets)}`\n"
         if preset_paths
