@@ -1,8 +1,8 @@
 r"""The colour presets on held-out clip art (BENCHMARKS section 12): reconstruction quality, codes,
 the prior, and class-conditional samples judged by an independent classifier.
 
-    python -m bench.colour_presets --preset=clipart_64 --out=/work/bench_runs/colour
-    python -m bench.colour_presets --workdir=runs/clipart --name=clipart_64 --out=...   # an unshipped run
+    python -m bench.colour_presets --out=/work/bench_runs/colour     # the shipped clipart_64 and clipart_64_fsq
+    python -m bench.colour_presets --runs=mine=runs/clipart --out=...  # a pipeline workdir
     # then rFID in the PyTorch venv (bench/requirements-torch.txt):
     python -m bench.rfid --runs=/work/bench_runs/colour
 
@@ -10,8 +10,8 @@ For the autoencoder, on the whole held-out split (778 images, 10% by path hash):
 (VGG), code usage and perplexity, code bits per image, and <out>/<name>/reconstructions.npz for
 bench.rfid. For the prior: its test masked-token NLL or bits/code (from the run's metrics). For the
 samples, bench.sample_quality's method on clip art: a small CNN (nothing shared with the library)
-is trained on the real training split's 22 categories; it labels the real held-out images, their
-reconstructions, and one class-conditional sample per held-out image conditioned on that image's
+is trained once on the real training split's 22 categories; it labels the real held-out images,
+each run's reconstructions, and one class-conditional sample per held-out image conditioned on that image's
 category (the same label mix, so the three accuracies compare directly). Pictures: held-out images
 over their reconstructions, and `--columns` samples per category (one row each).
 """
@@ -33,9 +33,9 @@ from vqvae_tf.models.pixelcnn_sampling import sample_grids
 from vqvae_tf.training import models_lib, train_vqvae_lib
 from vqvae_tf.utils import images
 
-flags.DEFINE_string("preset", None, "A shipped preset (or preset directory) to measure.")
-flags.DEFINE_string("workdir", None, "Or a pipeline workdir with a trained VQ-VAE and prior.")
-flags.DEFINE_string("name", None, "The run's name in the results (default: the preset's).")
+flags.DEFINE_list(
+    "runs", ["clipart_64", "clipart_64_fsq"], "Presets (names or directories), or NAME=WORKDIR for pipeline workdirs."
+)
 flags.DEFINE_string("out", "/work/bench_runs/colour", "Results directory (results.json, pictures, npz).")
 flags.DEFINE_integer("classifier_epochs", 12, "Epochs of the independent classifier.")
 flags.DEFINE_integer("sample_rounds", 2, "Class-conditional samples per held-out image (seeds 0..N-1).")
@@ -81,36 +81,32 @@ def decode_all(vqvae, codes, batch=200):
     return np.concatenate([vqvae.decode(codes[i : i + batch]).numpy() for i in range(0, len(codes), batch)])
 
 
-def main(argv):
-    del argv
-    if bool(FLAGS.preset) == bool(FLAGS.workdir):
-        raise app.UsageError("Give exactly one of --preset and --workdir.")
-    name = FLAGS.name or os.path.basename(os.path.normpath(FLAGS.preset or FLAGS.workdir))
-    run_dir = os.path.join(FLAGS.out, name)
-    os.makedirs(run_dir, exist_ok=True)
-    vqvae = models_lib.load_vqvae(FLAGS.workdir, FLAGS.preset)
-    prior = models_lib.load_prior(FLAGS.workdir, FLAGS.preset)
-    source = models_lib.data_source(FLAGS.workdir, FLAGS.preset)
-    if FLAGS.preset:
-        vq_meta, prior_meta = (presets.read_metadata(FLAGS.preset, kind) for kind in ("vqvae", "prior"))
+def load_run(spec: str):
+    """A run to measure: a preset name or directory, or ``name=WORKDIR`` for a pipeline workdir."""
+    name, _, workdir = spec.partition("=") if "=" in spec else (None, None, None)
+    preset = None if workdir else spec
+    name = name or os.path.basename(os.path.normpath(spec))
+    vqvae, prior = models_lib.load_vqvae(workdir, preset), models_lib.load_prior(workdir, preset)
+    if preset:
+        vq_meta, prior_meta = (presets.read_metadata(preset, kind) for kind in ("vqvae", "prior"))
     else:
-        vq_meta, prior_meta = ({"test_metrics": read_metrics(FLAGS.workdir, kind)} for kind in ("vqvae", "prior"))
+        vq_meta, prior_meta = ({"test_metrics": read_metrics(workdir, kind)} for kind in ("vqvae", "prior"))
         vq_meta["steps"], prior_meta["steps"] = (
             vq_meta["test_metrics"]["steps"],
             prior_meta["test_metrics"].get("steps"),
         )
-    class_names = list(source.info().class_names)
+    return name, vqvae, prior, models_lib.data_source(workdir, preset), vq_meta, prior_meta
 
+
+def measure(name, vqvae, prior, source, vq_meta, prior_meta, clf, xt, yt) -> dict:
+    run_dir = os.path.join(FLAGS.out, name)
+    os.makedirs(run_dir, exist_ok=True)
     start = time.time()
     ae = train_vqvae_lib.evaluate(vqvae, data.batched(source.load("test"), 200, training=False))
-    xt, yt = arrays(source, "test")
     recon = np.clip(np.concatenate([vqvae(xt[i : i + 200]).numpy() for i in range(0, len(xt), 200)]), 0, 1)
     to_uint8 = lambda a: np.round(a * 255).astype(np.uint8)  # noqa: E731
     np.savez_compressed(os.path.join(run_dir, "reconstructions.npz"), real=to_uint8(xt), reconstructed=to_uint8(recon))
     images.write_png(os.path.join(run_dir, "reconstructions.png"), images.comparison_grid(xt[:16], recon[:16], 16))
-
-    x, y = arrays(source, "train")
-    clf, real_acc = classifier(x, y, xt, yt, len(class_names), FLAGS.classifier_epochs)
     recon_acc = accuracy(clf, recon, yt)
     options = {"steps": FLAGS.steps} if type(prior).__name__ == "MaskGITPrior" else {}
     sample_acc, sample_seconds = [], 0.0
@@ -124,22 +120,16 @@ def main(argv):
         )
         sample_seconds += time.time() - t0
         sample_acc.append(accuracy(clf, np.clip(decode_all(vqvae, codes), 0, 1), yt))
-    per_class = np.repeat(np.arange(len(class_names), dtype=np.int32), FLAGS.columns)
+    per_class = np.repeat(np.arange(prior.num_classes, dtype=np.int32), FLAGS.columns)
     grid_codes = sample_grids(prior, len(per_class), 1.0, 123, per_class, **options)["codes"]
     samples = np.clip(decode_all(vqvae, grid_codes.numpy()), 0, 1)
     images.write_png(os.path.join(run_dir, "samples_by_category.png"), images.grid(samples, FLAGS.columns, scale=1))
-
     prior_test = prior_meta.get("test_metrics", {})
-    result = {
-        "machine": machine(),
-        "source": FLAGS.preset or FLAGS.workdir,
-        "data": source.describe(),
+    return {
         "test_examples": int(len(yt)),
         **{k: ae.get(k) for k in AE_KEYS},
         "prior": type(prior).__name__,
         **{k: prior_test[k] for k in ("test_masked_bits_per_code", "test_bits_per_code") if k in prior_test},
-        "classifier_epochs": FLAGS.classifier_epochs,
-        "classifier_accuracy_real_test": real_acc,
         "classifier_accuracy_reconstructions": recon_acc,
         "conditional_sample_accuracy": float(np.mean(sample_acc)),
         "conditional_sample_accuracy_per_seed": sample_acc,
@@ -148,13 +138,37 @@ def main(argv):
         "sample_options": options,
         "vqvae_steps": vq_meta.get("steps"),
         "prior_steps": prior_meta.get("steps"),
+        "parameters": {"vqvae": int(vqvae.count_params()), "prior": int(prior.count_params())},
         "seconds": time.time() - start,
     }
+
+
+def main(argv):
+    del argv
+    runs = [load_run(spec) for spec in FLAGS.runs]
+    sources = {json.dumps(r[3].to_dict(), sort_keys=True) for r in runs}
+    if len(sources) != 1:
+        raise app.UsageError(f"The runs were trained on different data: {sorted(sources)}.")
+    source = runs[0][3]
+    class_names = list(source.info().class_names)
+    xt, yt = arrays(source, "test")
+    x, y = arrays(source, "train")
+    t0 = time.time()
+    clf, real_acc = classifier(x, y, xt, yt, len(class_names), FLAGS.classifier_epochs)
     path = os.path.join(FLAGS.out, "results.json")
     results = json.load(open(path)) if os.path.exists(path) else {}
-    results[name] = result
-    write_json(path, results)
-    print(json.dumps(result, indent=1))
+    results["classifier"] = {
+        "machine": machine(),
+        "data": source.describe(),
+        "class_names": class_names,
+        "epochs": FLAGS.classifier_epochs,
+        "accuracy_real_test": real_acc,
+        "train_seconds": time.time() - t0,
+    }
+    for name, *rest in runs:
+        results[name] = measure(name, *rest, clf, xt, yt)
+        print(json.dumps({name: results[name]}, indent=1))
+        write_json(path, results)
 
 
 if __name__ == "__main__":

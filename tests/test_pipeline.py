@@ -36,7 +36,7 @@ def _pipeline(workdir, *extra, env=None):
 @pytest.mark.slow
 def test_pipeline_end_to_end_then_resumes(tmp_path):
     w = tmp_path / "run"
-    res = _pipeline(w)
+    res = _pipeline(w, "--config=tiny")
     assert res.returncode == 0, res.stderr[-3000:]
     for i in range(1, 7):
         assert f"=== [{i}/6]" in res.stdout  # overall progress across stages
@@ -78,7 +78,7 @@ def test_pipeline_end_to_end_then_resumes(tmp_path):
     # relative to the workdir), and nothing is exported twice.
     moved = tmp_path / "moved"
     shutil.move(str(w), str(moved))
-    res = _pipeline(moved)
+    res = _pipeline(moved, "--config=tiny")
     assert res.returncode == 0, res.stderr[-3000:]
     assert res.stdout.count("skipping") == 6, res.stdout
     assert sorted(os.listdir(moved / "export" / "vqvae")) == ["1"]

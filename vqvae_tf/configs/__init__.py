@@ -170,7 +170,8 @@ _CONFIGS = {
         perceptual_start=8_500,
     ),
     # The compact colour tokenizer: 8x8 codes of FSQ levels (8, 5, 5, 5) (1000 codes, no codebook to
-    # train: 638 bits per image, a quarter of clipart_64's tokens for a prior), the same losses.
+    # train: 638 bits per image, a quarter of clipart_64's tokens for a prior), trained on L1 alone
+    # (its LPIPS phase did not fit this session's CPU budget: BENCHMARKS section 12).
     "clipart_64_fsq": _colour(
         "clipart",
         64,
@@ -181,11 +182,8 @@ _CONFIGS = {
         fsq_levels=(8, 5, 5, 5),
         learning_rate=3e-4,
         batch_size=32,
-        steps=4_000,
+        steps=3_500,
         reconstruction_loss="l1",
-        perceptual_weight=1.0,
-        perceptual_net="vgg",
-        perceptual_start=3_500,
     ),
     # For tests: 32x32x1 -> 4x4 top, 8x8 bottom, seconds on a CPU.
     "vqvae2_tiny": dict(model="vqvae2", image_shape=(32, 32, 1), **_TINY),
