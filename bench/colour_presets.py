@@ -47,9 +47,11 @@ AE_KEYS = ("test_psnr", "test_ssim", "test_lpips", "codebook_usage", "perplexity
 
 
 def classifier(x, y, xt, yt, num_classes: int, epochs: int, seed: int = 0):
-    """An independent clip-art classifier (a small CNN with flips): (model, held-out accuracy)."""
+    """An independent clip-art classifier (a small CNN with flips, on 2x-downsampled images):
+    (model, held-out accuracy)."""
     keras.utils.set_random_seed(seed)
-    layers = [keras.Input(x.shape[1:]), keras.layers.RandomFlip("horizontal")]
+    # At half resolution (the judge's cost on 2 CPU cores; categories are told apart at 32 px).
+    layers = [keras.Input(x.shape[1:]), keras.layers.AveragePooling2D(2), keras.layers.RandomFlip("horizontal")]
     for width in (32, 64, 128):
         layers += [
             keras.layers.Conv2D(width, 3, padding="same", activation="relu"),
