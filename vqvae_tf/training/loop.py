@@ -235,8 +235,9 @@ class StageRun:
             logs = {m.name: float(m.result()) for m in model.metrics}
             for m in model.metrics:
                 m.reset_state()
-            elapsed = time.time() - t_timed
-            rate = timed_steps * batch_size / elapsed if timed_steps else n * batch_size / (time.time() - t0)
+            # This window's rate (the run's average is what a phase change, e.g. LPIPS from
+            # perceptual_start, would leave stale) and the ETA at it.
+            rate = n * batch_size / (time.time() - t0)
             eta = (total_steps - step) * batch_size / max(rate, 1e-9)
             detail = format_logs(logs) if format_logs else "  ".join(f"{k} {v:.4f}" for k, v in logs.items())
             progress.log(f"step {step}/{total_steps}  {detail}  {rate:.0f} ex/s  ETA {progress.format_duration(eta)}")
