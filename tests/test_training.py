@@ -356,3 +356,24 @@ def test_override_refuses_with_the_flags_named(fields, message):
         cli.override(get_config("fashion_mnist"), {name: _Holder(value) for name, value in fields.items()})
     config = cli.override(get_config("tiny"), {"quantizer": _Holder("lfq"), "embedding_dim": _Holder(6)})
     assert (config.num_embeddings, config.embedding_dim) == (64, 6)
+
+
+def test_a_stage_dtype_policy_ends_with_the_stage(tmp_path):
+    """A stage under mixed_bfloat16 leaves the global policy as it found it, so that the pipeline's
+    next stages (a prior, the TFLite export, which needs float32 ops) do not inherit it; an "auto"
+    stage without a probe of its own (a prior) runs in float32, as it says."""
+    from vqvae_tf.training.workdir import Workdir
+
+    stage = Workdir(str(tmp_path)).vqvae
+    options = RunOptions(workdir=str(tmp_path), mixed_precision="mixed_bfloat16").validate()
+    with loop.stage_run(options, stage, {}, {}, 8):
+        assert keras.mixed_precision.global_policy().name == "mixed_bfloat16"
+    assert keras.mixed_precision.global_policy().name == "float32"
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")  # (a caller's own policy)
+    try:
+        options = RunOptions(workdir=str(tmp_path), mixed_precision="auto").validate()
+        with loop.stage_run(options, Workdir(str(tmp_path)).prior, {}, {}, 8):
+            assert keras.mixed_precision.global_policy().name == "float32"
+        assert keras.mixed_precision.global_policy().name == "mixed_bfloat16"
+    finally:
+        keras.mixed_precision.set_global_policy("float32")

@@ -38,6 +38,10 @@ KINDS = {
 PRESETS = {
     "fashion_mnist": "Fashion-MNIST 28x28x1 -> 7x7 codes (K=256, EMA VQ-VAE) and its class-conditional "
     "gated PixelCNN prior, made by `make demo`",
+    "clipart_64": "Clip art 64x64x3 -> 16x16 codes (K=256, 2048 bits; L1 then + LPIPS-VGG) and its "
+    "class-conditional MaskGIT prior over the 22 openclipart categories, made by `make demo DATA=clipart`",
+    "clipart_64_fsq": "Clip art 64x64x3 -> 8x8 FSQ codes (levels 8,5,5,5: 1000 codes, 638 bits; L1) and its "
+    "class-conditional MaskGIT prior: a quarter of the tokens, blurrier; made by the clipart recipe",
 }
 
 

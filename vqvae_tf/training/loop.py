@@ -95,20 +95,27 @@ def stage_run(options: RunOptions, stage: StageDir, record: dict, architecture: 
     `load_trained` rebuilds the model from), `options.flags_text` to flags.txt."""
     strategy = make_strategy(options.strategy)
     check_batch_size(batch_size, strategy)
+    # The stage's dtype policy holds inside it only: the next stage of a pipeline (a prior, the
+    # SavedModel and TFLite exports) starts from the policy it had before.
+    previous_policy = keras.mixed_precision.global_policy()
     if options.mixed_precision == "auto":  # a stage without a probe of its own (the priors)
         progress.log("mixed_precision=auto: this stage trains in float32 (no probe of its step yet).")
+        keras.mixed_precision.set_global_policy("float32")
     elif options.mixed_precision != "none":
         keras.mixed_precision.set_global_policy(options.mixed_precision)
-    if not strategy.extended.should_checkpoint:
-        yield StageRun(options, StageDir(tempfile.mkdtemp(prefix=f"{stage.name}-worker-")), strategy, chief=False)
-        return
-    files.ensure_writable_dir(stage.path)
-    with files.WorkdirLock(stage.path):
-        check_saved_architecture(stage, architecture)
-        files.atomic_write_json(stage.config, {"format_version": files.FORMAT_VERSION, **record})
-        if options.flags_text is not None:
-            files.atomic_write_text(stage.flags, options.flags_text)
-        yield StageRun(options, stage, strategy, chief=True)
+    try:
+        if not strategy.extended.should_checkpoint:
+            yield StageRun(options, StageDir(tempfile.mkdtemp(prefix=f"{stage.name}-worker-")), strategy, chief=False)
+            return
+        files.ensure_writable_dir(stage.path)
+        with files.WorkdirLock(stage.path):
+            check_saved_architecture(stage, architecture)
+            files.atomic_write_json(stage.config, {"format_version": files.FORMAT_VERSION, **record})
+            if options.flags_text is not None:
+                files.atomic_write_text(stage.flags, options.flags_text)
+            yield StageRun(options, stage, strategy, chief=True)
+    finally:
+        keras.mixed_precision.set_global_policy(previous_policy)
 
 
 class StageRun:
