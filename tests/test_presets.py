@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import sys
 
+import h5py
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -46,6 +47,8 @@ def _same_weights(a, b):
 def test_presets_round_trip_the_trained_models(run):
     workdir, data_dir, out = run
     assert sorted(os.listdir(os.path.join(out, "vqvae"))) == ["config.json", "metadata.json", "model.weights.h5"]
+    with h5py.File(os.path.join(out, "vqvae", "model.weights.h5")) as weights:
+        assert "optimizer" not in weights  # the weights only, not the training state
     trained = train_vqvae_lib.load_trained_model(workdir)
     loaded = VQVAE.from_preset(out)  # a directory holding vqvae/ and prior/
     _same_weights(loaded, trained)  # every variable, the quantizer's state included

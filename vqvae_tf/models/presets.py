@@ -18,6 +18,7 @@ import json
 import os
 
 import keras
+from keras.src.saving import saving_lib  # save_weights_only(objects_to_skip=): Keras has no public form
 
 from vqvae_tf.utils import files
 
@@ -163,7 +164,12 @@ def save(model, directory: str, metadata: dict | None = None) -> str:
         keras_version=keras.__version__,
     )
     with files.atomic_directory(directory, overwrite=True) as tmp:
-        model.save_weights(os.path.join(tmp, WEIGHTS_FILE))
+        # The model's weights only: a compiled model's optimizer state (Adam's two moments, twice
+        # the weights) is training state, which presets do not carry.
+        optimizer = getattr(model, "optimizer", None)
+        saving_lib.save_weights_only(
+            model, os.path.join(tmp, WEIGHTS_FILE), objects_to_skip=[optimizer] if optimizer is not None else None
+        )
         files.atomic_write_json(os.path.join(tmp, CONFIG_FILE), record)
         files.atomic_write_json(os.path.join(tmp, METADATA_FILE), meta)
     return directory
