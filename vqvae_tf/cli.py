@@ -230,7 +230,7 @@ def define_loss_flags() -> dict:
         "perceptual_start": flags.DEFINE_integer(
             "perceptual_start",
             None,
-            "Steps on the reconstruction term alone before LPIPS acts (it costs about 10x a plain step on VGG; "
+            "Steps on the reconstruction term alone before LPIPS acts (about 7x a plain step at 64 px on VGG, on a CPU; "
             "default: the config's).",
         ),
         "disc_layers": flags.DEFINE_integer("disc_layers", None, "Stride-2 layers of the discriminator (default 3)."),

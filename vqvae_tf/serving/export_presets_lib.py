@@ -79,21 +79,28 @@ def prior_check_metrics(prior, codes_dir: str, examples: int = CHECK_EXAMPLES) -
 
 
 def prior_check_on(prior, codes_and_labels) -> dict:
-    """`prior_check_metrics` of a dataset of (codes, label) (`codes.read_codes`' or encoded grids)."""
-    count = int(codes_and_labels.reduce(0, lambda n, _: n + 1))
+    """`prior_check_metrics` of a dataset of (codes, label) (`codes.read_codes`' or encoded grids),
+    read once: the examples are the grids scored."""
     if not prior.exact_likelihood:
-        bits = [prior.masked_nll(c, y if prior.num_classes else None).numpy() for c, y in codes_and_labels.batch(500)]
-        return {"examples": count, "test_masked_bits_per_code": float(np.concatenate(bits).mean() / np.log(2))}
-    return {"examples": count, "test_bits_per_code": prior_bits_per_code(prior, codes_and_labels)}
+        labels = (lambda y: y) if prior.num_classes else (lambda y: None)
+        nats = np.concatenate([prior.masked_nll(c, labels(y)).numpy() for c, y in codes_and_labels.batch(500)])
+        return {"examples": len(nats), "test_masked_bits_per_code": float(nats.mean() / np.log(2))}
+    bits = _bits_per_grid(prior, codes_and_labels)
+    return {"examples": len(bits), "test_bits_per_code": float(bits.mean())}
 
 
 def prior_bits_per_code(prior, codes_and_labels) -> float:
     """Mean bits per code of `prior` over a dataset of (codes, labels) (`codes.read_codes`')."""
-    bits = [
-        prior.bits_per_code(prior.log_prob_grids(codes.as_grids(c), y if prior.num_classes else None)).numpy()
-        for c, y in codes_and_labels.batch(500)
-    ]
-    return float(np.concatenate(bits).mean())
+    return float(_bits_per_grid(prior, codes_and_labels).mean())
+
+
+def _bits_per_grid(prior, codes_and_labels) -> np.ndarray:
+    return np.concatenate(
+        [
+            prior.bits_per_code(prior.log_prob_grids(codes.as_grids(c), y if prior.num_classes else None)).numpy()
+            for c, y in codes_and_labels.batch(500)
+        ]
+    )
 
 
 def export_presets_stage(workdir: str, out_dir: str | None = None, command: str | None = None) -> dict:

@@ -27,6 +27,10 @@ def default_dir() -> str:
     return os.environ.get("VQVAE_CLIPART_DIR") or DEFAULT_DIR
 
 
+def _directory(source) -> str:
+    return source.data_dir or default_dir()
+
+
 @register_backend
 class ClipartBackend(ImageFolderBackend):
     name = NAME
@@ -36,14 +40,14 @@ class ClipartBackend(ImageFolderBackend):
         return dataclasses.replace(
             source,
             name=image_folder.NAME,
-            data_dir=source.data_dir or default_dir(),
+            data_dir=_directory(source),
             image_size=source.image_size or IMAGE_SIZE,
             channels=source.channels or CHANNELS,
             skip_corrupt_images=True,
         )
 
     def check(self, source) -> None:
-        directory = source.data_dir or default_dir()
+        directory = _directory(source)
         if not os.path.isdir(directory):
             raise DataError(
                 f"--dataset=clipart: {directory} not found. Install Debian's openclipart-png (`make data-clipart`, "
@@ -60,4 +64,4 @@ class ClipartBackend(ImageFolderBackend):
         return dataclasses.replace(super().info(source), name=source.name)
 
     def describe(self, source) -> str:
-        return f"{source.name} ({source.data_dir or default_dir()})"
+        return f"{source.name} ({_directory(source)})"
