@@ -183,3 +183,17 @@ def train_prior_on(prior, codes, steps: int) -> tuple:
     for _ in range(steps):
         logs = step(codes)
     return first, logs, test_loss()
+
+
+def numpy_uniform(seed: int, stream: int, n: int) -> np.ndarray:
+    """hash_random.uniform in Python integers (mod 2**32), from its documented formula."""
+
+    def mix(x):
+        x ^= x >> 16
+        x = (x * 0x7FEB352D) & 0xFFFFFFFF
+        x ^= x >> 15
+        x = (x * 0x846CA68B) & 0xFFFFFFFF
+        return x ^ (x >> 16)
+
+    base = mix(mix(seed & 0xFFFFFFFF) ^ (stream & 0xFFFFFFFF))
+    return np.array([(mix((base + i * 0x9E3779B9) & 0xFFFFFFFF) >> 8) / 2**24 for i in range(n)])

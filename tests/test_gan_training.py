@@ -66,6 +66,41 @@ def test_adaptive_weight_and_losses_match_a_hand_computation():
     assert int(obj.discriminator_optimizer.iterations.numpy()) == 1
 
 
+def test_the_autoencoders_gradient_holds_the_adversarial_term():
+    """The step's gradient with the discriminator acting minus the gradient before `disc_start`
+    (same weights, same batch) is the adversarial term alone, lambda * d(-mean D(x_hat))/d theta,
+    recomputed by hand: zeroing the generator's term in the objective fails this."""
+    config = gan_config(quantizer="vq", kmeans_init=False, dead_code_threshold=0.0)
+    model = gan_model(config)
+    obj = model.objective
+    x = tf.random.stateless_uniform([4, 32, 32, 1], seed=[3, 9])
+    variables = model.trainable_variables
+    captured = []
+    model.optimizer.apply_gradients = lambda pairs: captured.append([g for g, _ in pairs])  # record, do not apply
+    disc = [v.numpy() for v in obj.discriminator.weights]
+    grads, weights = {}, {}
+    for start in (10**9, 0):
+        obj.disc_start = start
+        logs = model.train_step(x)
+        grads[start], weights[start] = captured[-1], float(logs["adaptive_weight"])
+        for v, value in zip(obj.discriminator.weights, disc):
+            v.assign(value)
+    with tf.GradientTape() as tape:
+        g_loss = -tf.reduce_mean(obj.discriminator(model.forward(x, training=True)["mean"], training=True))
+    by_hand = tape.gradient(g_loss, variables)
+    assert weights[0] > 0
+    dense = lambda g, v: np.zeros(v.shape, np.float32) if g is None else tf.convert_to_tensor(g).numpy()  # noqa: E731
+    moved = 0
+    for v, with_gan, without, hand in zip(variables, grads[0], grads[10**9], by_hand, strict=True):
+        difference = dense(with_gan, v) - dense(without, v)
+        want = weights[0] * dense(hand, v)
+        np.testing.assert_allclose(
+            difference, want, rtol=1e-3, atol=1e-5 * max(np.abs(want).max(), 1e-3), err_msg=v.path
+        )
+        moved += np.abs(want).max() > 0
+    assert moved >= len(variables) // 2  # the term reaches the decoder and the encoder
+
+
 def test_before_disc_start_the_discriminator_neither_acts_nor_learns():
     config = gan_config(disc_start=5)
     model = gan_model(config)
@@ -216,6 +251,71 @@ def test_a_non_finite_loss_stops_the_run_naming_the_step(tmp_path, data_dir, mon
     assert "ckpt-3.index" in checkpoints and not [c for c in checkpoints if c.startswith("ckpt-6")]
     values = _checkpoint_values(tmp_path)
     assert all(np.isfinite(v).all() for v in values.values() if np.issubdtype(np.asarray(v).dtype, np.floating))
+
+
+def _numpy_conv(x, kernel, bias, stride):
+    """A 4x4 convolution padded 1 px (PyTorch's Conv2d(padding=1)): x [H,W,C], kernel [4,4,C,F]."""
+    x = np.pad(x, [(1, 1), (1, 1), (0, 0)])
+    out = (x.shape[0] - 4) // stride + 1, (x.shape[1] - 4) // stride + 1
+    y = np.zeros([*out, kernel.shape[-1]])
+    for i in range(out[0]):
+        for j in range(out[1]):
+            patch = x[i * stride : i * stride + 4, j * stride : j * stride + 4]
+            y[i, j] = np.tensordot(patch, kernel, axes=3)
+    return y + (0 if bias is None else bias)
+
+
+def test_discriminator_is_tamings_patchgan():
+    """Logits of taming's NLayerDiscriminator's size (PyTorch's formula for 4x4 convolutions padded
+    1 px: 6x6 at 64 px, 30x30 at 256) and value (a NumPy forward pass), and its initialisation
+    (kernels N(0, 0.02), norm scales N(1, 0.02)); an image too small for the stack is refused."""
+    from vqvae_tf.losses.discriminator import NLayerDiscriminator
+
+    torch_side = lambda n, layers: [n := (n + 2 - 4) // 2 + 1 for _ in range(layers)][-1] - 2  # noqa: E731
+    for size, layers in ((64, 3), (256, 3), (32, 2), (24, 3)):
+        disc = NLayerDiscriminator(layers, 4)
+        assert disc(tf.zeros([1, size, size, 3])).shape == (1, torch_side(size, layers), torch_side(size, layers), 1)
+    keras.utils.set_random_seed(1)
+    disc = NLayerDiscriminator(1, 2)
+    x = tf.random.stateless_uniform([1, 10, 10, 3], [4, 4])
+    got = disc(x).numpy()[0]
+    (c0, _), (c1, n1) = disc.blocks
+    leaky = lambda v: np.where(v > 0, v, 0.2 * v)  # noqa: E731
+    h = leaky(_numpy_conv(x.numpy()[0] * 2 - 1, c0.kernel.numpy(), c0.bias.numpy(), 2))
+    h = _numpy_conv(h, c1.kernel.numpy(), None, 1)
+    groups = h.reshape(*h.shape[:2], n1.groups, -1)  # GroupNorm over (H, W, channels of the group)
+    mean, var = groups.mean((0, 1, 3), keepdims=True), groups.var((0, 1, 3), keepdims=True)
+    h = ((groups - mean) / np.sqrt(var + n1.epsilon)).reshape(h.shape) * n1.gamma.numpy() + n1.beta.numpy()
+    want = _numpy_conv(leaky(h), disc.logits.kernel.numpy(), disc.logits.bias.numpy(), 1)
+    np.testing.assert_allclose(got, want, atol=1e-5)
+    big = NLayerDiscriminator(3, 64)
+    big(tf.zeros([1, 32, 32, 3]))
+    kernels = np.concatenate([c.kernel.numpy().ravel() for c, _ in big.blocks])
+    scales = np.concatenate([n.gamma.numpy() for _, n in big.blocks[1:]])
+    assert abs(kernels.std() - 0.02) < 0.001 and abs(kernels.mean()) < 0.001
+    assert abs(scales.mean() - 1) < 0.005 and 0.01 < scales.std() < 0.03
+    with pytest.raises(ValueError, match="disc_layers=3 needs images of at least 24 px a side, these are 16x16"):
+        gan_config(perceptual_weight=0.0, disc_layers=3).check_image_size((16, 16, 1))
+
+
+def test_the_losses_image_size_is_checked_against_the_data():
+    """--perceptual_weight on the tiny config (28x28) with --image_size=32: the flags pass (the data
+    sets the size), the data's 32x32 trains; 28x28 data is refused naming its size."""
+    from absl import app
+
+    from vqvae_tf import cli
+
+    class Holder:
+        def __init__(self, value):
+            self.value = value
+
+    config = cli.override(get_config("tiny"), {"perceptual_weight": Holder(0.5)})
+    train_vqvae_lib.fit_to_data(config, (32, 32, 3))
+    assert config.image_shape == (32, 32, 3)
+    with pytest.raises(ValueError, match="needs images of at least 31 px a side, these are 28x28"):
+        train_vqvae_lib.fit_to_data(config, (28, 28, 1))
+    with pytest.raises(app.UsageError, match="--perceptual_weight=-1.0: perceptual_weight must be >= 0"):
+        cli.override(get_config("tiny"), {"perceptual_weight": Holder(-1.0)})
 
 
 def test_loss_fields_are_checked():

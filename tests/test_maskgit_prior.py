@@ -7,7 +7,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from helpers import peaked, train_prior_on
+from helpers import numpy_uniform, peaked, train_prior_on
 
 from vqvae_tf.models import priors
 from vqvae_tf.models.maskgit import MaskGITPrior, keep_masked, sample_codes_graph
@@ -76,19 +76,32 @@ def test_train_step_lowers_the_masked_nll():
 
 
 def test_schedule_of_the_sampler():
-    for steps, length in ((8, 49), (3, 12), (12, 1024)):  # cos(pi / 3) * 12 is 6, not 5.9999995
-        kept = [int(keep_masked(tf.constant(s), steps, length)) for s in range(steps)]
-        want = [math.floor(math.cos(math.pi / 2 * (s + 1) / steps) * length + 1e-9) for s in range(steps - 1)]
+    """floor(gamma((s + 1) / S) T) codes stay masked after step s, clamped to [1, unknown - 1]
+    (google-research/maskgit: each step reveals one code at least and leaves one), 0 at the end."""
+    for steps, length in ((8, 49), (3, 12), (12, 1024), (8, 12), (20, 6)):  # cos(pi / 3) * 12 is 6, not 5.9999995
+        kept, unknown = [], length
+        for s in range(steps):
+            kept.append(int(keep_masked(tf.constant(s), steps, length, tf.constant([unknown]))[0]))
+            unknown = kept[-1]
+        want, unknown = [], length
+        for s in range(steps - 1):
+            count = math.floor(math.cos(math.pi / 2 * (s + 1) / steps) * length + 1e-9)
+            want.append(max(1, min(unknown - 1, count)))
+            unknown = want[-1]
         assert kept == want + [0], (steps, length)
         assert kept == sorted(kept, reverse=True)
+    assert [int(k) for k in keep_masked(tf.constant(2), 8, 12, tf.constant([5, 1, 12]))] == [4, 1, 9]
 
 
-def reference_decoding(prior, labels, steps, guidance=0.0):
-    """MaskGIT's decoding in NumPy with greedy picks (top_k=1) and no choice noise: at each step
-    every masked code takes its argmax, and the least confident (log-probability) of them stay
-    masked per the schedule."""
+def reference_decoding(prior, labels, uniforms, temperature=1.0, top_k=None, choice_temperature=0.0, guidance=0.0):
+    """MaskGIT's decoding (google-research/maskgit's `decode`) in NumPy, fed `uniforms` [N, S, 2, T]:
+    at step s every masked code is picked by the inverse CDF of softmax(logits / temperature) cut
+    to the top_k at ``uniforms[:, s, 0]``; its confidence is its log-probability plus
+    choice_temperature (1 - (s + 1) / S) Gumbel noise from ``uniforms[:, s, 1]``; the least
+    confident stay masked, max(1, min(unknown - 1, floor(gamma((s + 1) / S) T))) of them, none
+    after the last step. With guidance g the logits are (1 + g) conditional - g unconditional."""
     h, w = prior.latent_shape
-    n, length = len(labels), h * w
+    n, steps, length = len(labels), uniforms.shape[1], h * w
     codes, mask = np.zeros([n, length], np.int32), np.ones([n, length], bool)
     for s in range(steps):
         logits = prior(codes.reshape(n, h, w), mask.reshape(n, h, w), labels).numpy().reshape(n, length, K)
@@ -96,25 +109,65 @@ def reference_decoding(prior, labels, steps, guidance=0.0):
             null = np.full(n, prior.num_classes)
             unconditional = prior(codes.reshape(n, h, w), mask.reshape(n, h, w), null).numpy().reshape(n, length, K)
             logits = logits + guidance * (logits - unconditional)
-        picked = logits.argmax(-1)
+        scaled = logits.astype(np.float64) / temperature
+        cut = scaled
+        if top_k is not None:
+            kth = np.sort(scaled, axis=-1)[..., -top_k][..., None]
+            cut = np.where(scaled < kth, -np.inf, scaled)
+        cdf = np.cumsum(np.exp(cut - cut.max(-1, keepdims=True)), axis=-1)
+        picked = (cdf <= uniforms[:, s, 0, :, None] * cdf[..., -1:]).sum(-1)
         codes = np.where(mask, picked, codes)
-        log_probs = logits - np.log(np.exp(logits.astype(np.float64)).sum(-1, keepdims=True))
-        confidence = np.where(mask, np.take_along_axis(log_probs, codes[..., None], -1)[..., 0], np.inf)
-        keep = 0 if s == steps - 1 else math.floor(math.cos(math.pi / 2 * (s + 1) / steps) * length + 1e-9)
+        log_probs = scaled - np.log(np.exp(scaled).sum(-1, keepdims=True))
+        confidence = np.take_along_axis(log_probs, codes[..., None], -1)[..., 0]
+        gumbel = -np.log(-np.log(np.maximum(uniforms[:, s, 1], 1e-20)))
+        confidence = np.where(mask, confidence + choice_temperature * (1 - (s + 1) / steps) * gumbel, np.inf)
+        count = math.floor(math.cos(math.pi / 2 * (s + 1) / steps) * length + 1e-9)
         order = np.argsort(confidence, axis=-1, kind="stable")
-        mask = np.zeros_like(mask)
-        np.put_along_axis(mask, order[:, :keep], True, axis=-1)
+        new_mask = np.zeros_like(mask)
+        for i in range(n):
+            keep = 0 if s == steps - 1 else max(1, min(mask[i].sum() - 1, count))
+            new_mask[i, order[i, :keep]] = True
+        mask = new_mask
     return codes.reshape(n, h, w)
 
 
+def seeded_uniforms(seed, n, steps, length):
+    """The uniforms `sample_codes_graph` draws for `seed`: step s's picks from stream s, its choice
+    noise from stream -1 - s (`hash_random`), element [i, t] of each."""
+    draw = lambda stream: numpy_uniform(seed, stream, n * length).reshape(n, length)  # noqa: E731
+    return np.stack([np.stack([draw(s), draw(-1 - s)], axis=1) for s in range(steps)], axis=1)
+
+
 @pytest.mark.parametrize("steps,guidance,depth", [(4, 0.0, 1), (8, 0.0, 2), (3, 2.0, 1)])
-def test_parallel_decoding_matches_the_numpy_reference(steps, guidance, depth):
+def test_greedy_parallel_decoding_matches_the_numpy_reference(steps, guidance, depth):
     prior = varied(small_prior(num_classes=3, depth=depth))
     labels = np.array([0, 1, 2, 1], np.int32)
-    want = reference_decoding(prior, labels, steps, guidance)
+    want = reference_decoding(prior, labels, np.full([4, steps, 2, 12], 0.5), top_k=1, guidance=guidance)
     assert len(np.unique(want)) > 1 and (want[0] != want[1]).any()  # context and class matter
     got = sample_codes_graph(prior, 4, 1.0, 0, labels, top_k=1, steps=steps, choice_temperature=0.0, guidance=guidance)
     np.testing.assert_array_equal(got.numpy(), want)
+
+
+@pytest.mark.parametrize(
+    "steps,temperature,top_k,choice_temperature,guidance",
+    [(8, 1.0, None, 4.5, 0.0), (5, 0.7, 4, 2.0, 1.5), (12, 1.6, None, 4.5, 0.0)],
+)
+def test_random_parallel_decoding_matches_the_numpy_reference(steps, temperature, top_k, choice_temperature, guidance):
+    """The full random decoding (temperature, top_k, annealed choice noise, guidance, the clamp) on
+    12-code grids, seeded and from given uniforms (the TFLite generator's path), code for code."""
+    prior = varied(small_prior(num_classes=3))
+    n, seed = 6, 3
+    labels = np.array([0, 1, 2, 1, 0, 2], np.int32)
+    uniforms = seeded_uniforms(seed, n, steps, 12)
+    args = dict(temperature=temperature, top_k=top_k, choice_temperature=choice_temperature, guidance=guidance)
+    want = reference_decoding(prior, labels, uniforms, **args)
+    assert len(np.unique(want)) > 3
+    options = dict(top_k=top_k, steps=steps, choice_temperature=choice_temperature, guidance=guidance)
+    got = sample_codes_graph(prior, n, temperature, seed, labels, **options).numpy()
+    np.testing.assert_array_equal(got, want)
+    if guidance == 0 and top_k is None and choice_temperature == 4.5:  # the generator's defaults
+        from_uniforms = prior.sample_from_uniforms_graph(tf.constant(uniforms, tf.float32), temperature, labels)
+        np.testing.assert_array_equal(from_uniforms.numpy(), want)
 
 
 def test_sampling_is_seeded_and_fills_the_grid():

@@ -11,7 +11,7 @@ import textwrap
 import numpy as np
 import pytest
 import tensorflow as tf
-from helpers import REPO_ROOT, peaked, warmup_requests
+from helpers import REPO_ROOT, numpy_uniform, peaked, warmup_requests
 
 from vqvae_tf import MaskGITPrior, PixelCNN, TransformerPrior, get_config
 from vqvae_tf.models.pixelcnn_sampling import sample_grids
@@ -21,32 +21,50 @@ from vqvae_tf.utils import hash_random
 K, GRID, CLASSES = 16, (7, 7), 3
 
 
-def _numpy_uniform(seed: int, stream: int, n: int) -> np.ndarray:
-    """hash_random.uniform in Python integers (mod 2**32), from its documented formula."""
-
-    def mix(x):
-        x ^= x >> 16
-        x = (x * 0x7FEB352D) & 0xFFFFFFFF
-        x ^= x >> 15
-        x = (x * 0x846CA68B) & 0xFFFFFFFF
-        return x ^ (x >> 16)
-
-    base = mix(mix(seed & 0xFFFFFFFF) ^ (stream & 0xFFFFFFFF))
-    return np.array([(mix((base + i * 0x9E3779B9) & 0xFFFFFFFF) >> 8) / 2**24 for i in range(n)])
-
-
 def test_hash_uniforms_match_numpy_and_xla():
     args = (tf.constant(7), tf.constant(-3), tf.constant([2, 500]))
     got = hash_random.uniform(*args).numpy()
     xla = tf.function(hash_random.uniform, jit_compile=True)(*args).numpy()
     np.testing.assert_array_equal(got, xla)
-    np.testing.assert_array_equal(got.ravel(), _numpy_uniform(7, -3, 1000).astype(np.float32))
+    np.testing.assert_array_equal(got.ravel(), numpy_uniform(7, -3, 1000).astype(np.float32))
+
+
+def test_hash_uniforms_are_uniform_and_their_streams_independent():
+    """64 bins pass a chi-square test (63 dof: mean 63, sd 11.2); both ends of [0, 1) are reached;
+    streams of one seed (the samplers' positions and steps, negative ones too) and equal streams of
+    neighbouring seeds are uncorrelated, two-sided (|r| < 5 / sqrt(n): an anti-correlated stream fails)."""
     big = hash_random.uniform(1, 0, [200_000]).numpy()
-    assert 0.0 <= big.min() and big.max() < 1.0
-    assert abs(big.mean() - 0.5) < 0.003 and abs(big.var() - 1 / 12) < 0.002
-    # Another stream or seed gives unrelated numbers.
-    assert np.corrcoef(got.ravel(), hash_random.uniform(7, -2, [1000]).numpy())[0, 1] < 0.1
-    assert not np.array_equal(got, hash_random.uniform(8, -3, [2, 500]).numpy())
+    counts = np.bincount((big * 64).astype(int), minlength=64)
+    assert ((counts - 200_000 / 64) ** 2 / (200_000 / 64)).sum() < 63 + 5 * 11.2
+    assert big.min() < 1e-4 and big.max() > 1 - 1e-4
+    n, streams = 4096, np.arange(-8, 40)
+    rows = np.stack([hash_random.uniform(5, int(s), [n]).numpy() for s in streams])
+    r = np.corrcoef(rows)
+    off_diagonal = r[~np.eye(len(streams), dtype=bool)]
+    assert np.abs(off_diagonal).max() < 5 / np.sqrt(n), np.abs(off_diagonal).max()
+    for seed in (6, -5):
+        other = np.stack([hash_random.uniform(seed, int(s), [n]).numpy() for s in streams])
+        cross = [np.corrcoef(a, b)[0, 1] for a, b in zip(rows, other)]
+        assert np.abs(cross).max() < 5 / np.sqrt(n)
+    # Serial correlation within a stream (lag 1 and 2).
+    for lag in (1, 2):
+        assert abs(np.corrcoef(big[:-lag], big[lag:])[0, 1]) < 5 / np.sqrt(len(big))
+
+
+@pytest.mark.parametrize("network", ["pixelcnn", "transformer"])
+@pytest.mark.parametrize("fast", [True, False])
+def test_each_position_draws_from_its_own_stream(network, fast):
+    """With every weight zero the logits are uniform over K = 16 codes, so a sampled code is
+    floor(16 u) of the uniform its position drew: position p of sample n must read element n of
+    stream p (`hash_random.uniform(seed, p, [N])`), which the TFLite generators reproduce."""
+    prior = _prior(network)
+    for v in prior.weights:
+        v.assign(np.zeros(v.shape, v.dtype.name if hasattr(v.dtype, "name") else v.dtype))
+    n, seed = 64, 11
+    codes = prior.sample_grids_graph(n, 1.0, seed, labels=tf.zeros([n], tf.int32), fast=fast)["codes"].numpy()
+    length = GRID[0] * GRID[1]
+    want = np.stack([np.floor(numpy_uniform(seed, p, n) * K) for p in range(length)], axis=1)
+    np.testing.assert_array_equal(codes.reshape(n, length), want.astype(np.int32))
 
 
 def _prior(network):

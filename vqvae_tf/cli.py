@@ -17,7 +17,7 @@ from absl import app, flags, logging
 from vqvae_tf.configs import CONFIG_NAMES, DEFAULT_CONFIGS, LR_SCHEDULES, MODELS
 from vqvae_tf.data import DataError, DataSource
 from vqvae_tf.layers.quantizers import option_fields, registry
-from vqvae_tf.losses.objective import PERCEPTUAL_NETS, RECONSTRUCTION_LOSSES
+from vqvae_tf.losses.objective import PERCEPTUAL_NETS, RECONSTRUCTION_LOSSES, ImageLossConfig
 from vqvae_tf.models.presets import PRESETS
 from vqvae_tf.serving import tflite
 from vqvae_tf.training.checkpoints import CheckpointError
@@ -336,7 +336,8 @@ def override(config, holders: dict):
             if name in option_fields() and name not in registry.get(quantizer).fields:
                 raise app.UsageError(registry.not_applicable(name, f"--{name}={_flag_text(value)}", quantizer))
     try:
-        config.validate()
+        # An autoencoder's image size comes from the data later (fit_to_data checks the losses' minimum then).
+        config.validate(check_image_size=False) if isinstance(config, ImageLossConfig) else config.validate()
     except (TypeError, ValueError) as e:
         named = [n for n in given if n in str(e)] or list(given)
         flags_text = " ".join(f"--{n}={_flag_text(given[n])}" for n in named)

@@ -115,11 +115,16 @@ class _AutoencoderConfigMethods(TrainingConfig, ImageLossConfig):
         """{name: grid} its prior models, as the model computes them from its arguments."""
         return self.model_cls.prior_grid_shapes(self.network_kwargs())
 
-    def validate(self):
+    def validate(self, check_image_size: bool = True):
+        """The config, checked (a ValueError names the field). `check_image_size=False` leaves out
+        the losses' minimum image size, for a config whose image shape the data will still set
+        (`train_vqvae_lib.fit_to_data` validates again)."""
         self.image_shape = tuple(int(s) for s in self.image_shape)
         self.model_cls.validate_arguments(self.network_kwargs())
         self.validate_training()
         self.validate_losses()
+        if check_image_size:
+            self.check_image_size(self.image_shape)
         if self.jit_compile not in JIT_COMPILE_CHOICES or not isinstance(self.jit_compile, (bool, str)):
             raise ValueError(f"jit_compile must be true, false or 'auto', got {self.jit_compile!r}.")
         return self
@@ -156,12 +161,12 @@ class _VQVAEConfigMethods(_AutoencoderConfigMethods):
         """The grid its prior models (`VQVAE.prior_grid_shape`): (h, w * depth) for residual VQ."""
         return self.prior_grids()["codes"]
 
-    def validate(self):
+    def validate(self, check_image_size: bool = True):
         # Some quantizers' options fix K and D (FSQ's levels, LFQ's bits): the config follows them.
         for name, value in build.option_values(self.network_kwargs()).items():  # int lists as tuples
             setattr(self, name, value)
         self.num_embeddings, self.embedding_dim, _ = self.model_cls.codebook_geometry(self.network_kwargs())
-        return super().validate()
+        return super().validate(check_image_size)
 
     def to_dict(self) -> dict:
         d = super().to_dict()

@@ -3,7 +3,10 @@
 A stack of 4x4 convolutions: `num_layers` of stride 2 (the first without normalisation), one of
 stride 1, and a 4x4 stride-1 convolution to one logit per patch; LeakyReLU(0.2) between them and no
 sigmoid (the hinge loss takes raw logits). Widths start at `filters` and double per layer up to
-8x. Where taming normalises with BatchNorm, this uses GroupNorm (32 groups, or fewer for narrow
+8x. As taming's: every convolution pads 1 px and is otherwise unpadded (a side of n gives
+floor((n - 2) / 2) + 1 after a stride-2 layer and n - 1 after a stride-1 one: 6x6 logits at 64 px,
+30x30 at 256), kernels start N(0, 0.02) and norm scales N(1, 0.02) (taming's `weights_init`).
+Where taming normalises with BatchNorm, this uses GroupNorm (32 groups, or fewer for narrow
 layers): it has no batch statistics, so a step under MirroredStrategy equals one replica's and
 real and reconstructed batches are normalised alike.
 """
@@ -40,24 +43,51 @@ class NLayerDiscriminator(keras.Model):
         super().__init__(name=kwargs.pop("name", "discriminator"), **kwargs)
         self.num_layers, self.filters = int(num_layers), int(filters)
         self.blocks = []
+        kernel = keras.initializers.RandomNormal(stddev=0.02)
         for i in range(self.num_layers + 1):
             width = self.filters * min(2**i, 8)
             # A convolution followed by a norm has no bias (the norm would remove it), as in taming.
             conv = keras.layers.Conv2D(
-                width, 4, strides=2 if i < self.num_layers else 1, padding="same", use_bias=i == 0, name=f"conv{i}"
+                width,
+                4,
+                strides=2 if i < self.num_layers else 1,
+                use_bias=i == 0,
+                kernel_initializer=kernel,
+                name=f"conv{i}",
             )
-            norm = keras.layers.GroupNormalization(_groups(width), name=f"norm{i}") if i else None
+            norm = (
+                keras.layers.GroupNormalization(
+                    _groups(width), gamma_initializer=keras.initializers.RandomNormal(1.0, 0.02), name=f"norm{i}"
+                )
+                if i
+                else None
+            )
             self.blocks.append((conv, norm))
-        self.logits = keras.layers.Conv2D(1, 4, padding="same", name="logits")
+        self.logits = keras.layers.Conv2D(1, 4, kernel_initializer=kernel, name="logits")
+
+    @staticmethod
+    def logits_size(size: int, num_layers: int) -> int:
+        """The logits' side for an image side `size` (taming's padding: 1 px, 4x4 kernels)."""
+        for _ in range(num_layers):
+            size = (size - 2) // 2 + 1
+        return size - 2  # the stride-1 layer and the logits, n - 1 each
+
+    @staticmethod
+    def min_image_size(num_layers: int) -> int:
+        """The smallest image side that leaves one logit."""
+        size = 1
+        while NLayerDiscriminator.logits_size(size, num_layers) < 1:
+            size += 1
+        return size
 
     def call(self, images, training=False):
         x = tf.cast(images, self.compute_dtype) * 2.0 - 1.0
         for conv, norm in self.blocks:
-            x = conv(x)
+            x = conv(tf.pad(x, [[0, 0], [1, 1], [1, 1], [0, 0]]))
             if norm is not None:
                 x = norm(x)
             x = keras.ops.leaky_relu(x, 0.2)
-        return tf.cast(self.logits(x), tf.float32)
+        return tf.cast(self.logits(tf.pad(x, [[0, 0], [1, 1], [1, 1], [0, 0]])), tf.float32)
 
     def get_config(self):
         return {"num_layers": self.num_layers, "filters": self.filters, "name": self.name}

@@ -69,13 +69,25 @@ class ImageLossConfig:
             raise ValueError(
                 "reconstruction_loss=l1 needs likelihood=mse: the logistic head is trained by its own likelihood."
             )
-        h, w = tuple(getattr(self, "image_shape", (64, 64, 3)))[:2]
+
+    def check_image_size(self, image_shape) -> None:
+        """Refuses an image size (H, W, ...) too small for these losses: LPIPS's net, or the
+        discriminator's stack (its convolutions are unpadded past taming's 1 px). Checked against
+        the shape the model is built for (the data's, once known), not the config's default."""
+        h, w = (int(s) for s in tuple(image_shape)[:2])
         if self.perceptual_weight > 0 and min(h, w) < MIN_SIZE[self.perceptual_net]:
             raise ValueError(
                 f"perceptual_net={self.perceptual_net} needs images of at least {MIN_SIZE[self.perceptual_net]} px "
                 f"a side, these are {h}x{w}"
                 + ("; use --perceptual_net=vgg (16 px)." if self.perceptual_net == "alex" else ".")
             )
+        if self.adversarial:
+            smallest = NLayerDiscriminator.min_image_size(self.disc_layers)
+            if min(h, w) < smallest:
+                raise ValueError(
+                    f"disc_layers={self.disc_layers} needs images of at least {smallest} px a side, these are {h}x{w}: "
+                    "lower --disc_layers."
+                )
 
     @property
     def adversarial(self) -> bool:
@@ -108,6 +120,7 @@ class Objective:
         self.discriminator = self.discriminator_optimizer = None
         keys = (PERCEPTUAL_KEY,) if self.lpips is not None else ()
         if config.adversarial:
+            config.check_image_size(image_shape)
             self.discriminator = NLayerDiscriminator(config.disc_layers, config.disc_filters)
             self.discriminator(tf.zeros([1, *image_shape]))  # creates its variables
             lr = config.disc_learning_rate or config.learning_rate

@@ -11,7 +11,8 @@ every masked code (temperature, seeded picks from the uniforms of (seed, step), 
 the same under XLA), score each pick by its
 log-probability plus Gumbel noise scaled by ``choice_temperature * (1 - (s + 1) / steps)`` (the
 paper's annealed randomness), and keep masked the floor(gamma((s + 1) / steps) T) least confident
-of the codes predicted this step; the last step fills all. With `guidance` g > 0 the logits are
+of the codes predicted this step, clamped as google-research/maskgit's decoder does to reveal at
+least one code per step and keep one for the next (`keep_masked`); the last step fills all. With `guidance` g > 0 the logits are
 (1 + g) conditional - g unconditional.
 
 Residual VQ's depths lie side by side along the row, as for the other priors: each depth of a
@@ -185,13 +186,16 @@ class MaskGITPrior(TransformerTrunk, GridPrior, PixelCNNInputs, presets.PresetMi
         )
 
 
-def keep_masked(step, steps, length):
-    """How many codes stay masked after sampling step `step` (0-based) of `steps`: floor(gamma((s +
-    1) / steps) T), and 0 after the last step (int32)."""
+def keep_masked(step, steps, length, unknown):
+    """How many codes of each grid stay masked after sampling step `step` (0-based) of `steps`
+    (int32 [N]), given `unknown` int32 [N], the codes masked before the step: google-research/maskgit's
+    max(1, min(unknown - 1, floor(gamma((s + 1) / steps) T))), so that every step reveals at least
+    one code and leaves one for the next, and 0 after the last step (which reveals all)."""
     ratio = tf.cast(step + 1, tf.float32) / tf.cast(steps, tf.float32)
     # + 1e-3: where gamma T is a whole number (cos(pi / 3) T), float32 lands just below it.
     count = tf.cast(tf.floor(cosine_schedule(ratio) * length + 1e-3), tf.int32)
-    return tf.where(step + 1 >= steps, 0, tf.clip_by_value(count, 0, length - 1))
+    count = tf.minimum(tf.maximum(1, tf.minimum(unknown - 1, count)), length - 1)  # (a 1-code grid: 0)
+    return tf.where(step + 1 >= steps, tf.zeros_like(count), count)
 
 
 def sample_codes_graph(
@@ -261,7 +265,8 @@ def sample_codes_graph(
         # The `keep` least confident stay masked: those below the (keep + 1)-th smallest (a sort
         # by top_k, a TFLite builtin; no argsort there).
         ascending = -tf.math.top_k(-confidence, k=length).values
-        threshold = tf.gather(ascending, keep_masked(step, steps, length), axis=1)[:, None]
+        keep = keep_masked(step, steps, length, tf.reduce_sum(tf.cast(flat_mask, tf.int32), axis=1))
+        threshold = tf.gather(ascending, keep, axis=1, batch_dims=1)[:, None]
         new_mask = confidence < threshold
         shape = [-1, h, w]
         return step + 1, tf.reshape(flat_codes, shape), tf.reshape(new_mask, shape)
