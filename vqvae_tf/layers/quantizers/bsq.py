@@ -34,8 +34,10 @@ class BinarySphericalQuantizer(BinaryQuantizer):
 
     Args:
       embedding_dim: D, the bits per code (<= 16); K = 2^D.
-      entropy_weight, commitment_cost, diversity_weight: as `LookupFreeQuantizer` (the commitment
-        loss is on the sphere: mean ||u - sg[q]||^2).
+      entropy_weight, commitment_cost, diversity_weight: as `LookupFreeQuantizer`, but the
+        commitment loss is the paper's (bsq-vit's): commitment_cost * mean over vectors of
+        ||u - sg[q]||^2, a sum over the D channels, so a beta from the paper means the same here
+        (LFQ's, a mean over channels, is D times weaker for the same beta).
       entropy_temperature: tau of the soft assignments (None: 1.0, the paper's).
       num_embeddings: must be 2^D when given.
       **kwargs: passed to `keras.layers.Layer`.
@@ -52,6 +54,7 @@ class BinarySphericalQuantizer(BinaryQuantizer):
 
     max_bits = 16
     default_temperature = 1.0
+    commitment_per_vector = True
 
     def project(self, z):
         return tf.math.l2_normalize(z, axis=-1, epsilon=1e-12)

@@ -4,7 +4,11 @@ default, one type and one help everywhere). An option only one quantizer has liv
 from vqvae_tf.layers.quantizers.ops import DISTANCES, GRADIENTS
 from vqvae_tf.layers.quantizers.registry import Option
 
-COMMITMENT_COST = Option("commitment_cost", 0.25, "beta: weight of the commitment loss ||z_e - sg[e]||^2.")
+COMMITMENT_COST = Option(
+    "commitment_cost",
+    0.25,
+    "beta: weight of the commitment loss ||z_e - sg[e]||^2 (a mean over channels; bsq: over vectors, a sum over channels, as the paper).",
+)
 DECAY = Option("decay", 0.99, "EMA codebooks: decay of the moving averages (paper appendix A.1).")
 DEAD_CODE_THRESHOLD = Option(
     "dead_code_threshold", 1.0, "Re-seed codes used less than this per step (bias-corrected EMA); 0: never."
