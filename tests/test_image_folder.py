@@ -342,3 +342,86 @@ def test_own_images_train_the_default_prior_on_a_larger_grid(tmp_path, capsys):
     assert metrics["steps"] == 2
     prior = train_prior_lib.load_trained_prior(w)
     assert prior.latent_shape == (10, 10) and prior.num_layers == PixelCNN.layers_to_reach((10, 10), 3) == 9
+
+
+def _smooth_image(h, w, channels, seed):
+    """uint8 [h,w,channels]: smooth gradients (a box reduction then a resize agrees with a direct
+    resize on them to about a grey level)."""
+    yy, xx = np.meshgrid(np.linspace(0, 1, h), np.linspace(0, 1, w), indexing="ij")
+    phase = np.random.default_rng(seed).uniform(0, 3, channels)
+    planes = [0.5 + 0.45 * np.sin(2.5 * xx + 1.5 * yy + p) for p in phase]
+    return np.round(np.stack(planes, -1) * 255).astype(np.uint8)
+
+
+def test_very_large_files_decode_at_reduced_size(tmp_path, monkeypatch):
+    """A file over LARGE_PIXELS (lowered here) is decoded by Pillow, box-reduced and then fitted
+    as any other (alpha over white, grey, palette), one at a time: its cached pixels agree with the
+    regular whole-file decode; one over MAX_DECODED_BYTES is corrupt, as TensorFlow finds it."""
+    from PIL import Image
+
+    from vqvae_tf.data import large_images
+
+    root = tmp_path / "f" / "a"
+    root.mkdir(parents=True)
+    rgba = _smooth_image(240, 200, 4, 1)
+    rgba[..., 3] = np.where(rgba[..., 3] > 128, 255, rgba[..., 3])
+    Image.fromarray(rgba, "RGBA").save(root / "rgba.png")
+    Image.fromarray(_smooth_image(160, 240, 1, 2)[..., 0], "L").save(root / "grey.png")
+    Image.fromarray(_smooth_image(200, 200, 3, 3)).quantize(64).save(root / "palette.png")
+    for i in range(6):  # small files, on the regular path
+        Image.fromarray(_smooth_image(20, 20, 3, 10 + i)).save(root / f"small{i}.png")
+    monkeypatch.setattr(large_images, "LARGE_PIXELS", 10_000)
+    monkeypatch.setenv("VQVAE_CACHE_DIR", str(tmp_path / "cache"))
+    reduced = []
+    original = large_images.decode_reduced
+    monkeypatch.setattr(large_images, "decode_reduced", lambda p, h, w: reduced.append(p) or original(p, h, w))
+    folder = folder_lib.scan(str(tmp_path / "f"), 0.1)
+    meta = folder_lib.prepare(folder, (16, 16, 3), 0.1)
+    assert len(reduced) == 3 and not sum(len(v) for v in meta["corrupt"].values())
+    cached = {}
+    for split in ("train", "test"):
+        entries = folder.files[split]
+        for (rel, _), (image, _) in zip(entries, folder_lib.read_cache(meta, split).as_numpy_iterator()):
+            cached[rel] = image
+    for name in ("rgba", "grey", "palette"):
+        whole = folder_lib.decode(tf.constant(str(root / f"{name}.png")), (16, 16), 3).numpy()
+        diff = np.abs(cached[f"a/{name}.png"].astype(int) - whole.astype(int))
+        assert diff.mean() < 1.5 and diff.max() <= 8, (name, diff.mean(), diff.max())
+    monkeypatch.setattr(large_images, "MAX_DECODED_BYTES", 100_000)  # 240x200 RGBA: too large now
+    monkeypatch.setenv("VQVAE_CACHE_DIR", str(tmp_path / "cache2"))
+    meta = folder_lib.prepare(folder, (16, 16, 3), 0.1)
+    assert "a/rgba.png" in sum(meta["corrupt"].values(), [])
+
+
+def test_small_folders_one_line_errors_and_the_batch_fitted(tmp_path, capsys):
+    """A folder whose held-out split is empty is refused in one line before training (it crashed
+    deep in TensorFlow); a training split smaller than the batch lowers the batch, saying so,
+    unless --batch_size was given."""
+    from vqvae_tf.pipeline import pipeline_lib
+
+    x, y = fashion_mnist_arrays("train", 3)
+    image_folder(tmp_path / "three", x, y)
+    res = subprocess.run(
+        [sys.executable, "-m", "train.train_vqvae", f"--workdir={tmp_path / 'w'}", "--config=tiny"]
+        + ["--dataset=image_folder", f"--data_dir={tmp_path / 'three'}", "--steps=2"],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"},  # as a user runs it
+    )
+    assert res.returncode == 2, res.stderr[-3000:]
+    assert res.stderr.strip().count("\n") == 0, res.stderr[-3000:]
+    assert "has no held-out test images (3 training images)" in res.stderr
+    x, y = fashion_mnist_arrays("train", 40)
+    image_folder(tmp_path / "forty", x, y)
+    source = DataSource("image_folder", str(tmp_path / "forty"))
+    train = source.info().num_examples["train"]
+    recipe = configs.get_recipe("quick", "image_folder", "tiny", None)
+    recipe.vqvae.batch_size = 64
+    pipeline_lib.run_pipeline(recipe, RunOptions(str(tmp_path / "w2"), data=source), stages=(), fit_batch=True)
+    assert recipe.vqvae.batch_size == train < 64
+    assert f"training with batches of {train} (--batch_size chooses)" in capsys.readouterr().out
+    recipe.vqvae.batch_size = 64
+    with pytest.raises(data.DataError, match=f"has {train} training images, fewer than one batch of 64"):
+        pipeline_lib.run_pipeline(recipe, RunOptions(str(tmp_path / "w3"), data=source), stages=(), fit_batch=False)

@@ -5,6 +5,8 @@ SavedModels and TFLite files, and write WORKDIR/REPORT.md (library: vqvae_tf.pip
     python -m train.pipeline --workdir=runs/quick --recipe=quick  # a first look (under 5 min)
     python -m train.pipeline --workdir=runs/mine --dataset=image_folder --data_dir=photos/ \
         --image_size=64 --channels=3 --config=vqvae_64         # your own images
+    python -m train.pipeline --workdir=runs/lp --config=vqgan_64 --dataset=image_folder --data_dir=photos/ \
+        --batch_size=16 --perceptual_weight=1 --perceptual_start=2000  # the VQ-VAE's training flags
     python -m train.pipeline --workdir=runs/fsq --quantizer=fsq --fsq_levels=8,6,5  # another quantizer
     python -m train.pipeline --workdir=runs/vq2 --model=vqvae2 --image_size=56     # VQ-VAE-2 (7x7 + 14x14 codes)
     python -m train.pipeline --workdir=runs/mg --prior=maskgit     # MaskGIT prior (or transformer)
@@ -43,15 +45,26 @@ _PRIOR = flags.DEFINE_enum(
 _VQVAE_STEPS = flags.DEFINE_integer("vqvae_steps", None, "Override the VQ-VAE training steps.", lower_bound=1)
 _PRIOR_STEPS = flags.DEFINE_integer("prior_steps", None, "Override the prior training steps.", lower_bound=1)
 _QUANTIZATION = cli.define_quantization_flag()
+# The VQ-VAE stage's training flags (train.train_vqvae's, but --steps: --vqvae_steps here).
+_TRAINING = dict(
+    cli.define_optimization_flags(steps=False, batch_help=" The VQ-VAE's; the prior keeps its config's."),
+    **cli.define_loss_flags(),
+)
 
 
 def main():
     recipe = configs.get_recipe(_RECIPE.value, _RUN.data["name"].value, _CONFIG.value, _MODEL.value, prior=_PRIOR.value)
-    cli.override(recipe.vqvae, _QUANTIZER)
+    cli.override(recipe.vqvae, {**_QUANTIZER, **_TRAINING})
     recipe.vqvae.steps = _VQVAE_STEPS.value or recipe.vqvae.steps
     recipe.prior.steps = _PRIOR_STEPS.value or recipe.prior.steps
     command = shlex.join(["python", "-m", "train.pipeline", *sys.argv[1:]])
-    pipeline_lib.run_pipeline(recipe, _RUN.options(), command=command, quantizations=cli.quantizations(_QUANTIZATION))
+    pipeline_lib.run_pipeline(
+        recipe,
+        _RUN.options(),
+        command=command,
+        quantizations=cli.quantizations(_QUANTIZATION),
+        fit_batch=_TRAINING["batch_size"].value is None,
+    )
 
 
 def run():

@@ -55,7 +55,13 @@ flags.register_multi_flags_validator(
 
 def main():
     config = cli.override(configs.get_config(_CONFIG.value, _MODEL.value), _OVERRIDES)
-    train_vqvae_lib.train_and_evaluate(config, _RUN.options(), _INIT_FROM.value, _REINIT_CODEBOOK.value)
+    train_vqvae_lib.train_and_evaluate(
+        config,
+        _RUN.options(),
+        _INIT_FROM.value,
+        _REINIT_CODEBOOK.value,
+        fit_batch=_OVERRIDES["batch_size"].value is None,
+    )
 
 
 def run():

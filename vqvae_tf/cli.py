@@ -189,12 +189,20 @@ def define_cadence_flags(log_every: int, checkpoint_every: int) -> dict:
     }
 
 
-def define_optimization_flags() -> dict:
-    """--steps, --batch_size, --learning_rate, --lr_schedule; unset ones keep the config's value."""
-    holders = {
-        "steps": flags.DEFINE_integer("steps", None, "Total training steps (default: the config's).", lower_bound=1),
+def define_optimization_flags(steps: bool = True, batch_help: str = "") -> dict:
+    """--steps (unless `steps` is False), --batch_size, --learning_rate, --lr_schedule; unset ones
+    keep the config's value (a batch larger than a small training split is lowered to it, saying so)."""
+    holders = {}
+    if steps:
+        holders["steps"] = flags.DEFINE_integer(
+            "steps", None, "Total training steps (default: the config's).", lower_bound=1
+        )
+    holders |= {
         "batch_size": flags.DEFINE_integer(
-            "batch_size", None, "Global batch size (default: the config's).", lower_bound=1
+            "batch_size",
+            None,
+            "Global batch size (default: the config's, or the number of training images if fewer)." + batch_help,
+            lower_bound=1,
         ),
         "learning_rate": flags.DEFINE_float("learning_rate", None, "Adam learning rate, > 0 (default: the config's)."),
         "lr_schedule": flags.DEFINE_enum(

@@ -19,7 +19,9 @@ as ``keras.utils.image_dataset_from_directory(crop_to_aspect_ratio=True)`` does.
 (uint8) are written once per folder *fingerprint* (relative paths, sizes and modification times
 of the files, image size, channels, test fraction) to TFRecord shards under
 ``$VQVAE_CACHE_DIR/image_folder/<fingerprint>/`` with the training pixel variance; later loads
-read those shards, and hold a split in memory when it fits (`memory_budget_bytes`).
+read those shards, and hold a split in memory when it fits (`memory_budget_bytes`). A file over
+16 megapixels is decoded one at a time at reduced size (`large_images`: about 4 bytes times its
+pixels at most, 2 GiB), not whole in float32.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ import os
 import numpy as np
 import tensorflow as tf
 
+from vqvae_tf.data import large_images
 from vqvae_tf.data.errors import DataError
 from vqvae_tf.utils import files, progress
 
@@ -40,7 +43,7 @@ NAME = "image_folder"
 SPLITS = ("train", "test")
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
 # Bump when the cache's format or the decoding changes: old caches are then not read.
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: files over large_images.LARGE_PIXELS decoded at reduced size
 _RECORD_IMAGES = 256  # images per TFRecord record in the cache
 _SHARD_BYTES = 512 * 2**20  # pixels per cache shard file, at most about
 
@@ -265,14 +268,30 @@ def fingerprint(folder: Scan, image_shape: tuple, test_fraction: float) -> str:
 
 
 def _decode_pass(folder: Scan, split: str, image_shape: tuple):
-    """Yields (indices, uint8 images, labels) batches of `split`, decoded in parallel; the images
-    that fail to decode are missing from the indices."""
+    """Yields (indices, uint8 images, labels) batches of `split`, decoded in parallel (a very large
+    file one at a time, at reduced size: `large_images`); the images that fail to decode are
+    missing from the indices."""
     entries = folder.files.get(split, [])
-    paths = [os.path.join(folder.root, rel) for rel, _ in entries]
-    labels = np.array([y for _, y in entries], np.int32)
+    kinds = [large_images.kind_of(os.path.join(folder.root, rel)) for rel, _ in entries]
+    kept = [i for i, kind in enumerate(kinds) if kind != "too_large"]  # (the others: corrupt)
+    paths = [os.path.join(folder.root, entries[i][0]) for i in kept]
+    labels = np.array([entries[i][1] for i in kept], np.int32)
+    large = np.array([kinds[i] == "large" for i in kept], bool)
     h, w, c = image_shape
-    ds = tf.data.Dataset.from_tensor_slices((np.arange(len(paths), dtype=np.int64), paths, labels))
-    ds = ds.map(lambda i, p, y: (i, decode(p, (h, w), c), y), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+
+    def load(path, big):
+        def reduced():
+            image = tf.numpy_function(large_images.decode_reduced, [path, h, w], tf.uint8, stateful=False)
+            image = fit_image(tf.cast(tf.ensure_shape(image, [None, None, None]), tf.float32) / 255.0, (h, w), c)
+            return tf.cast(tf.round(image * 255.0), tf.uint8)
+
+        return tf.cond(big, reduced, lambda: decode(path, (h, w), c))
+
+    # (tf.constant: an empty list of paths is still a string tensor)
+    ds = tf.data.Dataset.from_tensor_slices(
+        (np.array(kept, np.int64), tf.constant(paths, tf.string, shape=[len(paths)]), labels, large)
+    )
+    ds = ds.map(lambda i, p, y, big: (i, load(p, big), y), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     ds = ds.ignore_errors().batch(_RECORD_IMAGES).prefetch(2)
     yield from ds.as_numpy_iterator()
 

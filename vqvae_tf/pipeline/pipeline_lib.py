@@ -21,16 +21,24 @@ from vqvae_tf.utils import files, progress
 
 
 def run_pipeline(
-    recipe: Recipe, options: RunOptions, command: str | None = None, stages=PIPELINE_STAGES, quantizations=None
+    recipe: Recipe,
+    options: RunOptions,
+    command: str | None = None,
+    stages=PIPELINE_STAGES,
+    quantizations=None,
+    fit_batch: bool = False,
 ) -> dict:
     """Runs `stages` (the pipeline's by default) for `recipe` in `options.workdir`; `command` (the
     command line that started it) is recorded in the presets' metadata; `quantizations`: the
-    TFLite files to write (default all of `tflite.QUANTIZATIONS`). Returns {"report": path,
-    "paths": {...}}."""
+    TFLite files to write (default all of `tflite.QUANTIZATIONS`); `fit_batch`: lower the VQ-VAE's
+    batch to a training split smaller than it (saying so; the script does unless --batch_size is
+    given). Returns {"report": path, "paths": {...}}."""
     options.validate()
     source = options.data_source(recipe.vqvae.dataset)
     recipe.vqvae.dataset = source.name
-    train_vqvae_lib.fit_to_data(recipe.vqvae, source.info().image_shape, source)
+    info = source.info()
+    train_vqvae_lib.fit_to_data(recipe.vqvae, info.image_shape, source)
+    train_vqvae_lib.check_splits(recipe.vqvae, info, source, fit_batch)
     recipe.prior.validate()
     # A recipe's prior stack too shallow for a code grid is sized from it now, before anything trains.
     train_prior_lib.fit_to_grids(recipe.prior, recipe.vqvae.prior_grids())

@@ -21,6 +21,7 @@ import tensorflow as tf
 from vqvae_tf.configs import PRIOR_CONFIG_NAMES, Recipe, get_prior_config
 from vqvae_tf.data import codes
 from vqvae_tf.layers.quantizers import option_fields
+from vqvae_tf.losses.objective import ImageLossConfig
 from vqvae_tf.pipeline.report import write_report
 from vqvae_tf.serving import export_presets_lib, export_savedmodel_lib, export_tflite_lib, tflite
 from vqvae_tf.training import export_codes_lib, train_prior_lib, train_vqvae_lib
@@ -111,7 +112,8 @@ def vqvae_stage_flags(ctx: StageContext) -> str | None:
     given = [_flag_name(x) for x in (ctx.pipeline_flags or "").splitlines()]
     # The quantizer options the pipeline was given (a bool one may be written --noNAME).
     quantizer = [name for name in (*option_fields(), "quantizer") if name in given or f"no{name}" in given]
-    fields = ("steps", "batch_size", "learning_rate", "lr_schedule", *quantizer)
+    losses = [f.name for f in dataclasses.fields(ImageLossConfig) if f.name in given]  # (the loss flags given)
+    fields = ("steps", "batch_size", "learning_rate", "lr_schedule", *quantizer, *losses)
     return stage_flags(ctx, vq, fields, config=vq.name, model=vq.model)
 
 

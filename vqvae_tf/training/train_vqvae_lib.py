@@ -68,11 +68,41 @@ def adopt_network(config, preset_model, fields) -> list:
     return changed
 
 
+def check_splits(config: VQVAEConfig, info, source: data.DataSource, fit_batch: bool = False) -> None:
+    """Refuses data without a held-out test split or with fewer training images than one batch;
+    with `fit_batch` (the batch size was not chosen) a small training split lowers the batch to
+    its size instead, with a note."""
+    counts = info.num_examples
+    train, test = counts.get("train", 0), counts.get("test", 0)
+    if not test:
+        fraction = f" --test_fraction={source.test_fraction} holds out none of them;" if source.test_fraction else ""
+        raise data.DataError(
+            f"{source.describe()} has no held-out test images ({train} training images):{fraction} add images, "
+            "raise --test_fraction or add a test/ folder (the test split is evaluated after training)."
+        )
+    if fit_batch and 0 < train < config.batch_size:
+        progress.log(
+            f"Note: {source.describe()} has {train} training images, fewer than the config's batch of "
+            f"{config.batch_size}: training with batches of {train} (--batch_size chooses)."
+        )
+        config.batch_size = train
+    if train < config.batch_size:
+        raise data.DataError(
+            f"{source.describe()} has {train} training images, fewer than one "
+            f"batch of {config.batch_size}: add images or lower --batch_size."
+        )
+
+
 def train_and_evaluate(
-    config: VQVAEConfig, options: RunOptions, init_from: str | None = None, reinit_codebook: bool = False
+    config: VQVAEConfig,
+    options: RunOptions,
+    init_from: str | None = None,
+    reinit_codebook: bool = False,
+    fit_batch: bool = False,
 ) -> dict:
     """Trains (or resumes) to `config.steps`, evaluates on the full test split and writes the
-    artifacts. Returns the metrics dict written to metrics.json.
+    artifacts. Returns the metrics dict written to metrics.json. `fit_batch`: a training split
+    smaller than the batch lowers it (`check_splits`; the script's default without --batch_size).
 
     `init_from` (a preset name or directory) fine-tunes: the preset's network replaces the
     config's, and its weights start the run (a resumed run continues from its checkpoints);
@@ -98,11 +128,7 @@ def train_and_evaluate(
             f"{source.describe()} gives {'x'.join(map(str, config.image_shape))}: pass --image_size and "
             "--channels to match."
         )
-    if info.num_examples.get("train", 0) < config.batch_size:
-        raise data.DataError(
-            f"{source.describe()} has {info.num_examples.get('train', 0)} training images, fewer than one "
-            f"batch of {config.batch_size}: add images or lower --batch_size."
-        )
+    check_splits(config, info, source, fit_batch)
     stage = Workdir(options.workdir).vqvae
     fingerprint = source.fingerprint()
     saved = stage.read_config() if tf.train.latest_checkpoint(stage.checkpoints) else None
