@@ -155,7 +155,11 @@ def test_bad_input_at_serving_time(exported):
     )
     ok = {"temperature": np.float32(1.0), "seed": np.int32(0)}
     _bad(
-        prior["serving_default"], "num_samples must be > 0", num_samples=np.int32(0), labels=np.zeros(0, np.int32), **ok
+        prior["serving_default"],
+        r"num_samples must be in \[1, 256\]",
+        num_samples=np.int32(0),
+        labels=np.zeros(0, np.int32),
+        **ok,
     )
     _bad(
         prior["serving_default"],
@@ -166,7 +170,7 @@ def test_bad_input_at_serving_time(exported):
     )
     _bad(
         prior["serving_default"],
-        "temperature must be > 0",
+        "temperature must be finite and > 0",
         num_samples=np.int32(1),
         temperature=np.float32(0.0),
         seed=np.int32(0),
@@ -332,15 +336,29 @@ def test_tflite_parity_and_builtin_only(exported, tmp_path):
     assert runner(images=np.zeros((1, 32, 32, C), np.float32))["codes"].shape == (1, 8, 8)  # LiteRT: no check
     with pytest.raises(ValueError, match=rf"encode: images must have shape \[B, {H}, {W}, {C}\], got \[1, 32, 32, 1\]"):
         tflite.run_signature(enc, "encode", images=np.zeros((1, 32, 32, C), np.float32))
-    with pytest.raises(ValueError, match=r"images must be in \[0, 1\].*got values from 255.0 to 255.0"):
+    with pytest.raises(ValueError, match=r"images must be finite and in \[0, 1\].*got values from 255.0 to 255.0"):
         tflite.run_signature(enc, "encode", images=np.full((1, H, W, C), 255.0, np.float32))
     with pytest.raises(ValueError, match="images must be float32, got uint8"):
         tflite.run_signature(enc, "encode", images=np.zeros((1, H, W, C), np.uint8))
     ok = dict(uniforms=uniforms, labels=np.array([0, 5, 9], np.int32))
-    with pytest.raises(ValueError, match="temperature must be > 0, got 0.0"):
+    with pytest.raises(ValueError, match="temperature must be finite and > 0, got 0.0"):
         tflite.run_signature(data, "generate", temperature=np.float32(0.0), **ok)
-    with pytest.raises(ValueError, match=r"uniforms must be in \[0, 1\]"):
+    with pytest.raises(ValueError, match="temperature must be finite and > 0, got nan"):
+        tflite.run_signature(data, "generate", temperature=np.float32("nan"), **ok)
+    with pytest.raises(ValueError, match=r"uniforms must be finite and in \[0, 1\)"):
         tflite.run_signature(data, "generate", temperature=np.float32(1.0), **{**ok, "uniforms": uniforms + 1})
+    ones = np.ones_like(uniforms)  # exactly 1: LiteRT would pick code K
+    with pytest.raises(ValueError, match=r"uniforms must be finite and in \[0, 1\).*from 1.0 to 1.0"):
+        tflite.run_signature(data, "generate", temperature=np.float32(1.0), **{**ok, "uniforms": ones})
+    with pytest.raises(ValueError, match=r"one batch size, got \{'uniforms': 3, 'labels': 2\}"):
+        tflite.run_signature(data, "generate", temperature=np.float32(1.0), uniforms=uniforms, labels=ok["labels"][:2])
+    # An image without its batch dimension (LiteRT gives codes of a wrong shape), a NaN pixel.
+    with pytest.raises(ValueError, match=rf"images must have shape \[B, {H}, {W}, {C}\], got \[{H}, {W}, {C}\]"):
+        tflite.run_signature(enc, "encode", images=np.zeros((H, W, C), np.float32))
+    nan = np.zeros((1, H, W, C), np.float32)
+    nan[0, 0, 0, 0] = np.nan
+    with pytest.raises(ValueError, match=r"images must be finite and in \[0, 1\]"):
+        tflite.run_signature(enc, "encode", images=nan)
     with pytest.raises(
         ValueError, match=r"takes inputs \['labels', 'temperature', 'uniforms'\], got \['temperature', 'uniforms'\]"
     ):

@@ -133,10 +133,41 @@ def test_maskgit_steps_is_an_input(exported):
     for steps in (1, 8):
         np.testing.assert_array_equal(run(steps), sample_grids(prior, 3, 1.0, 1, [0, 1, 2], steps=steps)["codes"])
     assert not np.array_equal(run(1), run(8))
-    with pytest.raises(tf.errors.InvalidArgumentError, match="steps must be > 0"):
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"steps must be in \[1, 256\], got\] \[0\]"):
         run(0)
     with pytest.raises(tf.errors.InvalidArgumentError, match=r"steps must be in \[1, 256\], got\] \[257\]"):
         run(257)
+
+
+BAD_SAMPLE_INPUTS = [
+    (dict(num_samples=0, labels=[]), r"num_samples must be in \[1, 256\], got\] \[0\]"),
+    (dict(num_samples=1000, labels=[0] * 1000), r"num_samples must be in \[1, 256\], got\] \[1000\]"),
+    (dict(temperature=0.0), r"temperature must be finite and > 0, got\] \[0\]"),
+    (dict(temperature=float("nan")), r"temperature must be finite and > 0, got\] \[nan\]"),
+    (dict(temperature=float("inf")), r"temperature must be finite and > 0, got\] \[inf\]"),
+    (dict(labels=[0, 99]), r"labels must be in \[0, 3\): found values from\] \[0\] \[to\] \[99\]"),
+    (dict(labels=[-1, 0]), r"labels must be in \[0, 3\): found values from\] \[-1\]"),
+    (dict(labels=[0, 1, 2]), r"labels must be one per sample: got\] \[3\] \[for num_samples\] \[2\]"),
+    (dict(steps=0), r"steps must be in \[1, 256\], got\] \[0\]"),
+    (dict(steps=1000), r"steps must be in \[1, 256\], got\] \[1000\]"),
+]
+
+
+@pytest.mark.parametrize("signature", ["serving_default", "sample_xla"])
+@pytest.mark.parametrize("network", ["pixelcnn", "transformer", "maskgit"])
+def test_bad_sample_inputs_fail_in_every_sampling_signature(exported, network, signature):
+    """Each bad input fails with InvalidArgumentError naming it, in sample_xla too: XLA drops the
+    sampler's own Assert ops, so the signature checks its inputs before the compiled sampler."""
+    sig = exported[network][2].signatures[signature]
+    good = dict(num_samples=2, temperature=1.0, seed=0, labels=[0, 1]) | ({"steps": 2} if network == "maskgit" else {})
+    dtypes = dict(num_samples=tf.int32, temperature=tf.float32, seed=tf.int32, labels=tf.int32, steps=tf.int32)
+    sig(**{k: tf.constant(v, dtypes[k]) for k, v in good.items()})
+    for bad, message in BAD_SAMPLE_INPUTS:
+        if "steps" in bad and network != "maskgit":
+            continue
+        inputs = {k: tf.constant(v, dtypes[k]) for k, v in (good | bad).items()}
+        with pytest.raises(tf.errors.InvalidArgumentError, match=message):
+            sig(**inputs)
 
 
 SCRIPT = textwrap.dedent(
@@ -212,6 +243,15 @@ def test_tflite_generator_builtin_only_and_equal_to_the_savedmodel(exported, net
     )  # fmt: skip
     np.testing.assert_array_equal(got["codes"], want["codes"].numpy())
     np.testing.assert_allclose(got["images"], want["images"].numpy(), atol=1e-4)
+    if network == "maskgit":  # S = 0 steps: LiteRT returns all-zero codes; the helper refuses it
+        with pytest.raises(ValueError, match=r"generate: uniforms has an empty dimension: shape \[3, 0, 2, 49\]"):
+            tflite.run_signature(
+                data,
+                "generate",
+                uniforms=uniforms[:, :0].astype(np.float32),
+                temperature=np.float32(1.0),
+                labels=labels,
+            )
 
 
 def test_residual_vq_codes_through_the_savedmodel_and_generator(tmp_path, network="transformer"):

@@ -87,15 +87,8 @@ def resolve_version(model_dir: str, version: int | None, overwrite: bool) -> int
 
 
 def _check_images(images, image_shape):
-    H, W, C = image_shape
     # The signature's static shape is not enforced by every loader: check it in the graph.
-    shape = tf.shape(images)
-    images = checks.require(
-        images,
-        tf.reduce_all(tf.equal(shape[1:], [H, W, C])),
-        f"images must have shape [B, {H}, {W}, {C}], got",
-        shape,
-    )
+    images = _check_codes(images, image_shape, "images")
     images = checks.require(
         images, tf.reduce_all(tf.math.is_finite(images)), "images must be finite (found NaN or Inf)"
     )
@@ -112,16 +105,17 @@ def _check_images(images, image_shape):
 
 
 def _check_codes(codes, codes_shape, name="codes"):
-    """`codes` checked to be ``[B, *codes_shape]`` (InvalidArgument naming the shapes otherwise)."""
+    """`codes` (or any input `name`) checked to be ``[B, *codes_shape]``, whatever its rank
+    (InvalidArgument naming the input and the shapes otherwise)."""
     shape = tf.shape(codes)
     # The dimensions after the batch, padded or cut to the expected count (any rank compares).
-    dims = tf.pad(shape[1:], [[0, len(codes_shape)]])[: len(codes_shape)]
+    dims = tf.pad(shape, [[0, len(codes_shape) + 1]])[1 : len(codes_shape) + 1]  # (a scalar's shape is empty)
     return checks.require(
         codes,
         tf.logical_and(
             tf.equal(tf.size(shape), len(codes_shape) + 1), tf.reduce_all(tf.equal(dims, list(codes_shape)))
         ),
-        f"{name} must have shape [B, {', '.join(map(str, codes_shape))}], got",
+        f"{name} must have shape [{', '.join(['B', *map(str, codes_shape)])}], got",
         shape,
     )
 
@@ -223,16 +217,8 @@ def prior_endpoints(prior, vqvae, xla_sampler: bool = False) -> dict:
     specs = sample_inputs(prior)
 
     def sample(*args):  # the inputs of `specs`, in its order
-        inputs = dict(zip(specs, args))
+        inputs = check_sample_inputs(prior, dict(zip(specs, args)))
         num_samples = inputs.pop("num_samples")
-        num_samples = checks.require(
-            num_samples, num_samples <= MAX_SAMPLES, f"num_samples must be in [1, {MAX_SAMPLES}], got", num_samples
-        )
-        if "steps" in inputs:
-            steps = inputs["steps"]
-            inputs["steps"] = checks.require(
-                steps, steps <= MAX_STEPS, f"steps must be in [1, {MAX_STEPS}], got", steps
-            )
         grids = prior.sample_grids_graph(
             num_samples, inputs.pop("temperature"), inputs.pop("seed"), inputs.pop("labels", None), **inputs
         )
@@ -261,9 +247,47 @@ def prior_endpoints(prior, vqvae, xla_sampler: bool = False) -> dict:
     if prior.exact_likelihood:
         endpoints["log_prob"] = (log_prob, codes_specs + ([labels_spec] if prior.num_classes else []))
     if xla_sampler:
+        # XLA drops Assert ops: the inputs are checked in the signature's own graph, before the
+        # compiled sampler (whose checks are gone) runs.
         xla = tf.function(sample, input_signature=list(specs.values()), jit_compile=True, autograph=False)
-        endpoints["sample_xla"] = (xla, None)
+
+        def sample_xla(*args):
+            checked = check_sample_inputs(prior, dict(zip(specs, args)))
+            return xla(*checked.values())
+
+        endpoints["sample_xla"] = (sample_xla, list(specs.values()))
     return endpoints
+
+
+def check_sample_inputs(prior, inputs: dict) -> dict:
+    """The sampling signatures' inputs (`sample_inputs`), each behind a check that fails with
+    InvalidArgumentError naming it: num_samples in [1, MAX_SAMPLES], temperature finite and > 0,
+    steps in [1, MAX_STEPS], labels one per sample in [0, num_classes)."""
+    out = dict(inputs)
+    n = inputs["num_samples"]
+    out["num_samples"] = checks.require(
+        n, tf.logical_and(n >= 1, n <= MAX_SAMPLES), f"num_samples must be in [1, {MAX_SAMPLES}], got", n
+    )
+    t = inputs["temperature"]
+    out["temperature"] = checks.require(
+        t, tf.logical_and(t > 0, tf.math.is_finite(t)), "temperature must be finite and > 0, got", t
+    )
+    if "steps" in inputs:
+        steps = inputs["steps"]
+        out["steps"] = checks.require(
+            steps, tf.logical_and(steps >= 1, steps <= MAX_STEPS), f"steps must be in [1, {MAX_STEPS}], got", steps
+        )
+    if "labels" in inputs:
+        labels = checks.require(
+            inputs["labels"],
+            tf.equal(tf.size(inputs["labels"]), n),
+            "labels must be one per sample: got",
+            tf.size(inputs["labels"]),
+            "for num_samples",
+            n,
+        )
+        out["labels"] = checks.in_range(labels, 0, prior.num_classes, "labels")
+    return out
 
 
 # ------------------------------------------------------------------------------ warmup

@@ -86,19 +86,21 @@ def _interpreter(model_bytes: bytes):
 
 # What a LiteRT signature cannot check itself (LiteRT has no Assert): `run_signature` checks the
 # inputs' names, dtypes and shapes against the signature, and these ranges, before running it.
-VALUE_RANGES = {
-    "images": (0.0, 1.0, "images must be in [0, 1] (floats; divide uint8 pixels by 255)"),
-    "uniforms": (0.0, 1.0, "uniforms must be in [0, 1]"),
+VALUE_RANGES = {  # (low, high, high included, message)
+    "images": (0.0, 1.0, True, "images must be finite and in [0, 1] (floats; divide uint8 pixels by 255)"),
+    "uniforms": (0.0, 1.0, False, "uniforms must be finite and in [0, 1) (a 1 picks code K, out of range)"),
 }
 
 
 def check_inputs(details: dict, key: str, inputs: dict) -> dict:
     """`inputs` as arrays, checked against a signature's input `details` (LiteRT's
     ``get_input_details()``): the names, dtypes, ranks and every dimension but the batch, the
-    `VALUE_RANGES` and temperature > 0. ValueError naming the input otherwise."""
+    `VALUE_RANGES`, temperature finite and > 0, no empty dimension but the batch (MaskGIT's S = 0
+    steps), and one batch size for every batched input (labels and uniforms). ValueError naming the
+    input otherwise."""
     if set(inputs) != set(details):
         raise ValueError(f"Signature {key!r} takes inputs {sorted(details)}, got {sorted(inputs)}.")
-    arrays = {}
+    arrays, batches = {}, {}
     for name, value in inputs.items():
         array, want = np.asarray(value), details[name]
         if array.dtype != want["dtype"]:
@@ -108,13 +110,20 @@ def check_inputs(details: dict, key: str, inputs: dict) -> dict:
         if not fits:
             shown = ", ".join("B" if i == 0 else str(d) for i, d in enumerate(expected))
             raise ValueError(f"{key}: {name} must have shape [{shown}], got {list(array.shape)}.")
+        if 0 in array.shape[1:]:
+            raise ValueError(f"{key}: {name} has an empty dimension: shape {list(array.shape)}.")
+        if expected and expected[0] == -1:
+            batches[name] = array.shape[0]
         if name in VALUE_RANGES and array.size:
-            low, high, message = VALUE_RANGES[name]
-            if not (np.isfinite(array).all() and array.min() >= low and array.max() <= high):
+            low, high, closed, message = VALUE_RANGES[name]
+            top_ok = array.max() <= high if closed else array.max() < high
+            if not (np.isfinite(array).all() and array.min() >= low and top_ok):
                 raise ValueError(f"{key}: {message}; got values from {array.min()} to {array.max()}.")
         if name == "temperature" and not (np.isfinite(array).all() and (array > 0).all()):
-            raise ValueError(f"{key}: temperature must be > 0, got {array}.")
+            raise ValueError(f"{key}: temperature must be finite and > 0, got {array}.")
         arrays[name] = array
+    if len(set(batches.values())) > 1:
+        raise ValueError(f"{key}: the inputs must have one batch size, got {batches}.")
     return arrays
 
 
