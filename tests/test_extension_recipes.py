@@ -194,3 +194,77 @@ def test_a_data_source_of_our_own_trains_and_exports(tmp_path, squares):
     x = next(iter(source.load("test").batch(4)))[0]
     served = tf.saved_model.load(version_dir).signatures["encode"](images=x)["codes"]
     np.testing.assert_array_equal(served.numpy(), model.encode(x).numpy())
+
+
+@keras.saving.register_keras_serializable(package="tests_mine")
+class RandomProjectionQuantizer(Quantizer):
+    """BEST-RQ style: a fixed random codebook, nearest code. Its get_config adds only its own
+    argument, as Keras' convention has it (issue 44)."""
+
+    def __init__(self, num_embeddings, embedding_dim, seed=7, **kwargs):
+        super().__init__(num_embeddings, embedding_dim, **kwargs)
+        self.seed = seed
+
+    def build_state(self):
+        init = keras.initializers.RandomNormal(seed=self.seed)
+        self.table = self.add_weight(shape=(self.num_embeddings, self.embedding_dim), initializer=init, trainable=False)
+
+    def indices_of(self, z, codebook=None):
+        table = self.table if codebook is None else codebook
+        z = tf.cast(z, tf.float32)
+        d = (
+            tf.reduce_sum(z**2, -1, keepdims=True)
+            - 2 * tf.tensordot(z, table, [[-1], [1]])
+            + tf.reduce_sum(table**2, -1)
+        )
+        return tf.argmin(d, axis=-1, output_type=tf.int32)
+
+    def lookup(self, indices, codebook=None, check=True):
+        return tf.gather(self.table if codebook is None else codebook, self.checked_indices(indices, check))
+
+    def call(self, z, training=False):
+        indices = self.indices_of(z)
+        values = self.lookup(indices, check=False)
+        return {
+            "quantized": z + tf.stop_gradient(values - z),
+            "indices": indices,
+            "codebook_loss": tf.zeros([]),
+            "commitment_loss": 0.25 * tf.reduce_mean(tf.square(z - tf.stop_gradient(values))),
+            "perplexity": tf.ones([]),
+        }
+
+    def get_config(self):
+        return dict(super().get_config(), seed=self.seed)
+
+
+@keras.saving.register_keras_serializable(package="tests_mine")
+class ForgetfulQuantizer(RandomProjectionQuantizer):
+    """Takes one more argument but does not record it."""
+
+    def __init__(self, num_embeddings, embedding_dim, scale, **kwargs):
+        super().__init__(num_embeddings, embedding_dim, **kwargs)
+        self.scale = scale
+
+
+def test_a_user_quantizer_following_keras_config_convention_reloads(tmp_path):
+    """The base records K and D: a subclass whose get_config adds only its own argument round-trips
+    .keras and presets with equal codes, and exports; one that forgets an argument gets one line
+    naming its class and the argument."""
+    model = small_vqvae(RandomProjectionQuantizer(16, 8, seed=3, name="rp"))
+    x = tf.random.stateless_uniform([8, 28, 28, 1], seed=[5, 6])
+    codes = model.encode(x)
+    assert len(np.unique(codes.numpy())) > 1
+    path = str(tmp_path / "model.keras")
+    model.save(path)
+    loaded = keras.models.load_model(path)
+    assert isinstance(loaded.quantizer, RandomProjectionQuantizer) and loaded.quantizer.seed == 3
+    np.testing.assert_array_equal(loaded.encode(x).numpy(), codes.numpy())
+    model.save_to_preset(str(tmp_path / "preset"))
+    np.testing.assert_array_equal(VQVAE.from_preset(str(tmp_path / "preset")).encode(x).numpy(), codes.numpy())
+    served = tf.saved_model.load(savedmodel.export_vqvae(model, str(tmp_path / "export")))
+    np.testing.assert_array_equal(served.signatures["encode"](images=x)["codes"].numpy(), codes.numpy())
+    report = tflite.export_tflite(model, str(tmp_path / "export"), x.numpy(), quantizations=("float32",))
+    assert report["models"]["float32"]["encoder_code_agreement"] == 1.0
+    forgetful = ForgetfulQuantizer(16, 8, scale=2.0)
+    with pytest.raises(TypeError, match=r"^ForgetfulQuantizer cannot be rebuilt from its config \(.*'scale'\)"):
+        ForgetfulQuantizer.from_config(forgetful.get_config())

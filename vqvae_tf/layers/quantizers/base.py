@@ -99,6 +99,29 @@ class Quantizer(keras.layers.Layer):
         self.num_embeddings = int(num_embeddings)
         self.embedding_dim = int(embedding_dim)
 
+    def get_config(self):
+        """Keras' convention: the base records its own arguments (K and D) and a subclass adds
+        its own to ``super().get_config()``."""
+        return dict(super().get_config(), num_embeddings=self.num_embeddings, embedding_dim=self.embedding_dim)
+
+    @classmethod
+    def from_config(cls, config):
+        """The layer of `config`, passing the constructor only the base's arguments it names (FSQ's
+        levels fix K and D: its constructor takes no num_embeddings). A config that still cannot
+        rebuild the layer is a TypeError naming the class and the argument, in one line."""
+        config = dict(config)
+        named = inspect.signature(cls.__init__).parameters
+        for base_argument in ("num_embeddings", "embedding_dim"):
+            if base_argument not in named:
+                config.pop(base_argument, None)
+        try:
+            return cls(**config)
+        except TypeError as e:
+            raise TypeError(
+                f"{cls.__name__} cannot be rebuilt from its config ({e}); its get_config must record every "
+                f"argument of its constructor (recorded: {', '.join(sorted(config))})."
+            ) from None
+
     # ---------------------------------------------------------------- geometry (from arguments)
 
     @classmethod
