@@ -374,8 +374,8 @@ def test_mixed_precision_auto_probes_records_and_keeps_its_choice(tmp_path, data
     monkeypatch.setattr(precision, "cpu_bf16_flag", lambda: "amx_bf16")
     monkeypatch.setattr(precision, "MIN_PROBE_STEPS", 2)
     timed = []
-    original = precision._steps_per_second
-    monkeypatch.setattr(precision, "_steps_per_second", lambda b, x, p: timed.append(p) or original(b, x, p))
+    original = precision._compiled_step
+    monkeypatch.setattr(precision, "_compiled_step", lambda b, x, p: timed.append(p) or original(b, x, p))
     path = os.path.join(str(tmp_path), "vqvae", "config.json")
     try:
         train_vqvae_lib.train_and_evaluate(config, options)
@@ -405,6 +405,34 @@ def test_mixed_precision_auto_probes_records_and_keeps_its_choice(tmp_path, data
     monkeypatch.setattr(precision, "cpu_bf16_flag", lambda: None)
     policy, why = precision.choose(None, None)
     assert policy == "none" and "reports no bf16 instructions" in why
+
+
+def test_mixed_precision_probe_decides_on_the_median_of_interleaved_rounds(monkeypatch):
+    """A fake clock (no real timing): the rounds alternate the policies' order; a slow spell during
+    one block moves one round, not the decision; equal times keep float32; a clear gain in most
+    rounds picks bf16."""
+    from vqvae_tf.training import precision
+
+    assert precision.decide([1.0] * 5, [1.0] * 5)[0] == "none"  # equal: float32 kept
+    assert precision.decide([1.5] * 5, [1.0] * 5)[0] == "mixed_bfloat16"
+    # A loaded machine during one float32 block (4x slower) does not make bf16 look faster.
+    assert precision.decide([1.0, 4.0, 1.0, 1.0, 1.0], [1.0] * 5)[0] == "none"
+    # ... nor does one slow bf16 block hide a real gain.
+    assert precision.decide([1.5] * 5, [1.0, 1.0, 6.0, 1.0, 1.0])[0] == "mixed_bfloat16"
+    assert precision.decide([1.5, 1.5, 1.0, 1.0, 1.0], [1.0] * 5)[0] == "none"  # 2 of 5 rounds: noise
+    policy, figures = precision.decide([1.2, 1.3, 1.1, 1.25, 1.2], [1.0] * 5)
+    assert policy == "mixed_bfloat16" and figures == "median 1.20x over 5 interleaved rounds (range 1.10-1.30x)"
+    # The probe's order of blocks and what it times, with fake steps and a fake clock.
+    now, order = [0.0], []
+
+    def fake_step(build_fn, batch, policy):
+        return lambda: (order.append(policy), now.__setitem__(0, now[0] + (1.0 if policy == "float32" else 0.5)))
+
+    monkeypatch.setattr(precision, "_compiled_step", fake_step)
+    f32, bf16 = precision.probe(None, None, clock=lambda: now[0])
+    blocks = order[:: precision.BLOCK_STEPS]
+    assert blocks[:4] == ["float32", "mixed_bfloat16", "mixed_bfloat16", "float32"]
+    assert f32 == [1.0 * precision.BLOCK_STEPS] * precision.ROUNDS and bf16 == [0.5 * precision.BLOCK_STEPS] * 5
 
 
 @pytest.mark.parametrize(
