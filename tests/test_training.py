@@ -377,3 +377,23 @@ def test_a_stage_dtype_policy_ends_with_the_stage(tmp_path):
         assert keras.mixed_precision.global_policy().name == "mixed_bfloat16"
     finally:
         keras.mixed_precision.set_global_policy("float32")
+
+
+def test_a_second_prior_in_a_workdir_is_refused_saying_how_to_train_it_beside(tmp_path):
+    """README's transformer beside make demo's PixelCNN: the prior stage refuses another network in
+    W/prior and says how to train it on the same codes (copy vqvae/ and codes/ to a new workdir)."""
+    from vqvae_tf.training.workdir import Workdir
+    from vqvae_tf.utils import files
+
+    w = Workdir(str(tmp_path))
+    os.makedirs(w.prior.path)
+    files.atomic_write_json(w.prior.config, {"format_version": 2, "config": {"prior": "pixelcnn"}})
+    with pytest.raises(files.WorkdirError) as e:
+        loop.check_saved_architecture(w.prior, {"prior": "transformer"})
+    message = str(e.value)
+    assert "prior: saved 'pixelcnn' vs now 'transformer'" in message
+    assert f"cp -r {tmp_path}/vqvae {tmp_path}/codes NEW/" in message
+    with pytest.raises(files.WorkdirError, match="Use another --workdir, or delete this one"):
+        os.makedirs(w.vqvae.path)
+        files.atomic_write_json(w.vqvae.config, {"format_version": 2, "config": {"num_embeddings": 8}})
+        loop.check_saved_architecture(w.vqvae, {"num_embeddings": 16})

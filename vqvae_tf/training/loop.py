@@ -81,10 +81,15 @@ def check_saved_architecture(stage: StageDir, architecture: dict) -> None:
         if saved.get(k, missing) != v
     ]
     if diffs:
-        raise files.WorkdirError(
-            f"{stage.path} holds a model trained with another config ({'; '.join(diffs)}). "
-            "Use another --workdir, or delete this one to start over."
-        )
+        hint = "Use another --workdir, or delete this one to start over."
+        if os.path.basename(os.path.normpath(stage.path)) == "prior":  # a second prior on the same codes
+            root = os.path.dirname(os.path.normpath(stage.path))
+            hint = (
+                f"To train another prior on the same codes, copy the autoencoder and its codes to a new workdir "
+                f"(mkdir NEW && cp -r {os.path.join(root, 'vqvae')} {os.path.join(root, 'codes')} NEW/) and train "
+                "there; or delete this prior to start over."
+            )
+        raise files.WorkdirError(f"{stage.path} holds a model trained with another config ({'; '.join(diffs)}). {hint}")
 
 
 @contextlib.contextmanager
