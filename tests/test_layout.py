@@ -74,6 +74,42 @@ def test_wheel_holds_vqvae_tf_only_with_the_scripts_as_commands():
         assert "def run():" in path.read_text(), path
     scripts = {p.stem for folder in mapped.values() for p in (pathlib.Path(REPO_ROOT) / folder).glob("[!_]*.py")}
     assert scripts == {t.split(":")[0].rsplit(".", 1)[1] for t in _pyproject()["project"]["scripts"].values()}
+    # The commands' names in messages (cli.COMMANDS) are pyproject's.
+    from vqvae_tf import cli
+
+    installed = {
+        t.split(":")[0].removeprefix("vqvae_tf.scripts."): c for c, t in _pyproject()["project"]["scripts"].items()
+    }
+    assert cli.COMMANDS == installed
+
+
+def test_installed_commands_show_their_flags_and_speak_their_names(tmp_path):
+    """Run as an installed command (vqvae-train-prior: the wheel's script, built here into a
+    target folder), --help lists the script's flags and docstring in the command's name, and an
+    error names the command and the next command to run, not `python -m train.X`."""
+    import subprocess
+    import sys
+
+    target = tmp_path / "pkg"
+    build = subprocess.run(
+        [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", "--target", str(target)]
+        + [REPO_ROOT],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert build.returncode == 0, build.stderr[-3000:]
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"} | {"PYTHONPATH": str(target)}
+    command = [sys.executable, str(target / "bin" / "vqvae-train-prior")]
+    shown = subprocess.run(command + ["--help"], cwd=tmp_path, capture_output=True, text=True, env=env, timeout=300)
+    assert "  --workdir:" in shown.stdout and "  --prior:" in shown.stdout, shown.stdout
+    assert "vqvae-train-prior --workdir" in shown.stdout and "python -m train" not in shown.stdout
+    failed = subprocess.run(
+        command + [f"--workdir={tmp_path / 'none'}"], cwd=tmp_path, capture_output=True, text=True, env=env, timeout=300
+    )
+    assert failed.returncode == 2
+    assert failed.stderr.strip().splitlines()[-1].startswith("vqvae-train-prior: error: No exported codes")
+    assert "Run vqvae-export-codes first." in failed.stderr
 
 
 def test_declared_dependencies_cover_the_imports():
