@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import re
 import sys
 
 from absl import app, flags, logging
@@ -25,6 +24,7 @@ from vqvae_tf.training.checkpoints import CheckpointError
 from vqvae_tf.training.loop import TrainingDiverged
 from vqvae_tf.training.options import MIXED_PRECISION, STRATEGIES, RunOptions
 from vqvae_tf.utils import flag_parsers
+from vqvae_tf.utils.commands import COMMANDS, as_command_text, command_name, prepare_help  # noqa: F401 (API)
 from vqvae_tf.utils.files import WorkdirError
 
 FLAGS = flags.FLAGS
@@ -370,46 +370,6 @@ USER_ERRORS = (app.UsageError, ValueError, OSError, WorkdirError, CheckpointErro
 TRACEBACK_ENV = "VQVAE_TRACEBACK"
 
 
-# The scripts as installed commands (pyproject's [project.scripts]): module -> command.
-COMMANDS = {
-    "train.pipeline": "vqvae-pipeline",
-    "train.train_vqvae": "vqvae-train",
-    "train.export_codes": "vqvae-export-codes",
-    "train.train_prior": "vqvae-train-prior",
-    "train.sample": "vqvae-sample",
-    "export.export_savedmodel": "vqvae-export-savedmodel",
-    "export.export_tflite": "vqvae-export-tflite",
-}
-
-
-def as_command_text(text: str) -> str:
-    """`text` with ``python -m train.X`` / ``train.X`` spelled as the installed command
-    (``vqvae-...``), when this process runs as one."""
-    if _command_name() is None:
-        return text
-    for module, command in COMMANDS.items():
-        text = re.sub(rf"(python -m )?\b{re.escape(module)}\b", command, text)
-    return text
-
-
-def _command_name() -> str | None:
-    """The installed command running (vqvae-train, ...), or None under ``python -m``."""
-    name = os.path.basename(sys.argv[0])
-    return name if name in COMMANDS.values() else None
-
-
-def _prepare_help(main) -> None:
-    """--help lists the script's own flags (defined through this module's define_* functions, so
-    absl files them under vqvae_tf.cli) and, for an installed command, the script's docstring."""
-    for module, module_flags in FLAGS.flags_by_module_dict().items():
-        if module != sys.argv[0] and module.startswith(("vqvae_tf.", "train.", "export.")):
-            for flag in module_flags:
-                FLAGS.register_key_flag_for_module(sys.argv[0], flag)
-    main_module, script = sys.modules["__main__"], sys.modules.get(getattr(main, "__module__", ""))
-    if not getattr(main_module, "__doc__", None) and script is not None and script.__doc__:
-        main_module.__doc__ = as_command_text(script.__doc__)
-
-
 def run(main) -> None:
     """`app.run` for a script whose `main()` takes no arguments: stray arguments are a usage
     error, and absl logs warnings and errors only (progress lines go to stdout). A `USER_ERRORS`
@@ -427,10 +387,10 @@ def run(main) -> None:
             if verbosity >= 1 or os.environ.get(TRACEBACK_ENV, "") not in ("", "0"):
                 raise
             spec = getattr(sys.modules["__main__"], "__spec__", None)
-            script = _command_name() or (spec.name if spec is not None else os.path.basename(sys.argv[0]))
+            script = command_name() or (spec.name if spec is not None else os.path.basename(sys.argv[0]))
             text = as_command_text(" ".join(str(e).split()) or type(e).__name__)
             print(f"{script}: error: {text}", file=sys.stderr)
             sys.exit(2)
 
-    _prepare_help(main)
+    prepare_help(main, FLAGS)
     app.run(absl_main)
