@@ -6,7 +6,8 @@ The cifar10 config (32x32x3, batch 128): its own loss, and with the VQGAN losses
 PatchGAN of 3 layers acting from step 0). Each (step, policy) is built once (a throwaway model on a
 fixed random batch), then the rounds alternate float32 and bf16, `--steps` timed steps each after
 two compiling ones; the best round counts (a shared machine only ever slows a round down). What
-`--mixed_precision=auto` decides is this comparison, at 5 steps, for the run's own config.
+`--mixed_precision=auto` decides is this comparison for the run's own config, in 5 interleaved rounds of
+3 steps, on the median speed-up (`training.precision.decide`).
 """
 
 from __future__ import annotations

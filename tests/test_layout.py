@@ -74,26 +74,33 @@ def test_wheel_holds_vqvae_tf_only_with_the_scripts_as_commands():
         assert "def run():" in path.read_text(), path
     scripts = {p.stem for folder in mapped.values() for p in (pathlib.Path(REPO_ROOT) / folder).glob("[!_]*.py")}
     assert scripts == {t.split(":")[0].rsplit(".", 1)[1] for t in _pyproject()["project"]["scripts"].values()}
-    # The commands' names in messages (cli.COMMANDS) are pyproject's.
-    from vqvae_tf import cli
+    # The commands' names in messages (utils.commands.COMMANDS) are pyproject's.
+    from vqvae_tf.utils import commands
 
     installed = {
         t.split(":")[0].removeprefix("vqvae_tf.scripts."): c for c, t in _pyproject()["project"]["scripts"].items()
     }
-    assert cli.COMMANDS == installed
+    assert commands.COMMANDS == installed
 
 
 def test_installed_commands_show_their_flags_and_speak_their_names(tmp_path):
     """Run as an installed command (vqvae-train-prior: the wheel's script, built here into a
     target folder), --help lists the script's flags and docstring in the command's name, and an
     error names the command and the next command to run, not `python -m train.X`."""
+    import shutil
     import subprocess
     import sys
 
-    target = tmp_path / "pkg"
+    source, target = tmp_path / "src", tmp_path / "pkg"  # (a copy: the build writes build/ beside the sources)
+    source.mkdir()
+    for name in ("pyproject.toml", "README.md", "vqvae_tf", "train", "export"):
+        if os.path.isdir(os.path.join(REPO_ROOT, name)):
+            shutil.copytree(os.path.join(REPO_ROOT, name), source / name, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy(os.path.join(REPO_ROOT, name), source / name)
     build = subprocess.run(
         [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", "--target", str(target)]
-        + [REPO_ROOT],
+        + [str(source)],
         capture_output=True,
         text=True,
         timeout=600,

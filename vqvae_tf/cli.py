@@ -24,7 +24,7 @@ from vqvae_tf.training.checkpoints import CheckpointError
 from vqvae_tf.training.loop import TrainingDiverged
 from vqvae_tf.training.options import MIXED_PRECISION, STRATEGIES, RunOptions
 from vqvae_tf.utils import flag_parsers
-from vqvae_tf.utils.commands import COMMANDS, as_command_text, command_name, prepare_help  # noqa: F401 (API)
+from vqvae_tf.utils.commands import as_command_text, command_name, prepare_help
 from vqvae_tf.utils.files import WorkdirError
 
 FLAGS = flags.FLAGS

@@ -13,6 +13,7 @@ about 4 bytes times its largest image's pixels (2 GiB) beyond the small images d
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import warnings
 
@@ -27,22 +28,28 @@ MARGIN = 4
 _ONE_AT_A_TIME = threading.Lock()
 
 
+@contextlib.contextmanager
+def _without_pixel_limit():
+    """Pillow without its decompression-bomb limit (these files are big on purpose), restored after."""
+    from PIL import Image
+
+    previous, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
+    try:
+        yield Image
+    finally:
+        Image.MAX_IMAGE_PIXELS = previous
+
+
 def header_size(path: str) -> tuple | None:
     """(width, height, bytes a decoded pixel takes) of an image file from its header (nothing
     decoded), or None if Pillow cannot read it (TensorFlow decides then)."""
-    from PIL import Image
-
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), _without_pixel_limit() as Image:
             warnings.simplefilter("ignore")  # DecompressionBombWarning: we only read the header
-            previous, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
-            try:
-                with Image.open(path) as image:
-                    palette = image.mode in ("P", "PA")
-                    bands = (4 if image.has_transparency_data else 3) if palette else len(image.getbands())
-                    return image.size[0], image.size[1], bands
-            finally:
-                Image.MAX_IMAGE_PIXELS = previous
+            with Image.open(path) as image:
+                palette = image.mode in ("P", "PA")
+                bands = (4 if image.has_transparency_data else 3) if palette else len(image.getbands())
+                return image.size[0], image.size[1], bands
     except Exception:  # noqa: BLE001  not an image Pillow knows: the regular path reports it
         return None
 
@@ -59,23 +66,15 @@ def kind_of(path: str) -> str:
 def decode_reduced(path: bytes, height: int, width: int) -> np.ndarray:
     """uint8 [h, w, c] (c in 1..4, as TensorFlow's decode_image gives) of a large file, box-reduced
     to at least MARGIN x (height, width) per side (`kind_of` said "large")."""
-    from PIL import Image
-
     path = path.decode() if isinstance(path, bytes) else path
-    with _ONE_AT_A_TIME:
-        previous, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
-        try:
-            with Image.open(path) as image:
-                image.load()
-                if image.mode in ("I;16", "I;16B", "I;16L", "I"):
-                    array = (np.asarray(image, np.uint32) >> 8).clip(0, 255).astype(np.uint8)  # 16 -> 8 bits
-                    image = Image.fromarray(array)
-                elif image.mode not in ("L", "LA", "RGB", "RGBA"):
-                    has_alpha = "A" in image.getbands() or image.has_transparency_data
-                    image = image.convert("RGBA" if has_alpha else "RGB")
-                factor = max(1, min(image.size[1] // (MARGIN * height), image.size[0] // (MARGIN * width)))
-                reduced = image.reduce(factor) if factor > 1 else image
-                array = np.asarray(reduced, np.uint8)
-        finally:
-            Image.MAX_IMAGE_PIXELS = previous
+    with _ONE_AT_A_TIME, _without_pixel_limit() as Image, Image.open(path) as image:
+        image.load()
+        if image.mode in ("I;16", "I;16B", "I;16L", "I"):
+            array = (np.asarray(image, np.uint32) >> 8).clip(0, 255).astype(np.uint8)  # 16 -> 8 bits
+            image = Image.fromarray(array)
+        elif image.mode not in ("L", "LA", "RGB", "RGBA"):
+            has_alpha = "A" in image.getbands() or image.has_transparency_data
+            image = image.convert("RGBA" if has_alpha else "RGB")
+        factor = max(1, min(image.size[1] // (MARGIN * height), image.size[0] // (MARGIN * width)))
+        array = np.asarray(image.reduce(factor) if factor > 1 else image, np.uint8)
     return array if array.ndim == 3 else array[..., None]

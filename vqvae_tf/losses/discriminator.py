@@ -19,6 +19,11 @@ import tensorflow as tf
 from vqvae_tf.layers import SERIALIZATION_PACKAGE
 
 
+def _pad_1px(x):
+    """x [B,H,W,C] with 1 zero pixel on each side (PyTorch's Conv2d(padding=1), taming's)."""
+    return tf.pad(x, [[0, 0], [1, 1], [1, 1], [0, 0]])
+
+
 def _groups(width: int) -> int:
     groups = 32
     while width % groups:
@@ -83,11 +88,11 @@ class NLayerDiscriminator(keras.Model):
     def call(self, images, training=False):
         x = tf.cast(images, self.compute_dtype) * 2.0 - 1.0
         for conv, norm in self.blocks:
-            x = conv(tf.pad(x, [[0, 0], [1, 1], [1, 1], [0, 0]]))
+            x = conv(_pad_1px(x))
             if norm is not None:
                 x = norm(x)
             x = keras.ops.leaky_relu(x, 0.2)
-        return tf.cast(self.logits(tf.pad(x, [[0, 0], [1, 1], [1, 1], [0, 0]])), tf.float32)
+        return tf.cast(self.logits(_pad_1px(x)), tf.float32)
 
     def get_config(self):
         return {"num_layers": self.num_layers, "filters": self.filters, "name": self.name}
