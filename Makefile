@@ -25,11 +25,15 @@ PY = $(VENV)/bin/python
 
 .PHONY: demo preset-export test test-fast install data data-clipart lint format clean
 
-$(VENV)/.installed: requirements.txt requirements-nodeps.txt
+$(VENV)/.installed: requirements.txt requirements-nodeps.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -r requirements.txt
 	$(PY) -m pip install -q --no-deps -r requirements-nodeps.txt
+	@# The installed commands (vqvae-train, ...: pyproject's [project.scripts]); strict: the scripts'
+	@# package-dir mapping (vqvae_tf.scripts.train -> train/) needs the link tree in build/.
+	$(PY) -m pip install -q --no-deps -e . --config-settings editable_mode=strict > $(VENV)/editable.log 2>&1 \
+	  || { cat $(VENV)/editable.log; exit 1; }
 	touch $@
 
 install: $(VENV)/.installed

@@ -234,7 +234,7 @@ def test_versions_and_atomic_export(exported, tmp_path, monkeypatch):
 SCRIPT_NO_PACKAGE = textwrap.dedent(
     """
     import json, sys
-    sys.path = [p for p in sys.path if p not in ("", {repo!r})]
+    sys.path = [p for p in sys.path if p not in ("", {repo!r}) and "__editable__" not in p]
     try:
         import vqvae_tf  # noqa: F401
         raise SystemExit("vqvae_tf must not be importable here")
@@ -250,7 +250,7 @@ SCRIPT_NO_PACKAGE = textwrap.dedent(
 SCRIPT_TF1 = textwrap.dedent(
     """
     import json, sys
-    sys.path = [p for p in sys.path if p not in ("", {repo!r})]
+    sys.path = [p for p in sys.path if p not in ("", {repo!r}) and "__editable__" not in p]
     import numpy as np, tensorflow as tf
     tf1 = tf.compat.v1
     with tf1.Session(graph=tf.Graph()) as sess:

@@ -420,8 +420,11 @@ def test_mixed_precision_probe_decides_on_the_median_of_interleaved_rounds(monke
     # ... nor does one slow bf16 block hide a real gain.
     assert precision.decide([1.5] * 5, [1.0, 1.0, 6.0, 1.0, 1.0])[0] == "mixed_bfloat16"
     assert precision.decide([1.5, 1.5, 1.0, 1.0, 1.0], [1.0] * 5)[0] == "none"  # 2 of 5 rounds: noise
-    policy, figures = precision.decide([1.2, 1.3, 1.1, 1.25, 1.2], [1.0] * 5)
-    assert policy == "mixed_bfloat16" and figures == "median 1.20x over 5 interleaved rounds (range 1.10-1.30x)"
+    policy, figures = precision.decide([1.3, 1.4, 1.1, 1.35, 1.3], [1.0] * 5)
+    assert policy == "mixed_bfloat16" and figures == "median 1.30x over 5 interleaved rounds (range 1.10-1.40x)"
+    # Within the noise measured with float32 against itself (medians up to 1.12 on a loaded
+    # machine, BENCHMARKS section 2): float32 stays.
+    assert precision.decide([1.12, 1.15, 1.05, 1.1, 1.13], [1.0] * 5)[0] == "none"
     # The probe's order of blocks and what it times, with fake steps and a fake clock.
     now, order = [0.0], []
 

@@ -391,6 +391,21 @@ def test_hostile_image_bytes(served, payload):
         assert out["codes"].shape == (1, 7, 7)
 
 
+def test_image_bytes_of_another_rank_is_refused_by_name(served):
+    """TF Serving feeds the graph whatever shape a request has (the Python signature's shape check
+    is not there): called on the graph itself, a scalar or a matrix of strings is refused naming
+    `image_bytes`, while a vector (also an empty one) is encoded."""
+    vq, _ = served
+    fn = vq["encode_image_bytes"]
+    png = tf.io.encode_png(np.zeros((28, 28, 1), np.uint8))
+    for strings in (png, tf.reshape(png, [1, 1]), tf.stack([png, png])[None], tf.reshape(tf.stack([png, png]), [2, 1])):
+        with pytest.raises(tf.errors.InvalidArgumentError, match=r"image_bytes must be a vector \[B\]"):
+            fn._call_flat([strings], fn.captured_inputs)
+    for n in (0, 1, 3):
+        out = fn._call_flat([tf.stack([png] * n) if n else tf.zeros([0], tf.string)], fn.captured_inputs)
+        assert out["codes"].shape == (n, 7, 7)
+
+
 @hostile_settings
 @given(
     n=st.sampled_from([-5, 0, 1, 3, 256, 257, 2**31 - 1]),

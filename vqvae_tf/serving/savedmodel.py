@@ -137,8 +137,22 @@ def _check_grids(codes, grids: dict) -> dict:
     return checked
 
 
+def _check_vector(strings, name: str):
+    """`strings` checked to be a vector [B]. Not by its rank: the graph optimizer folds rank checks
+    to the declared [None]; by values it cannot know, the shape's first entry (0 for a scalar) and
+    its sum, which both equal the size only for a vector."""
+    shape = tf.shape(strings)
+    size = tf.size(strings)
+    first = tf.concat([shape, [0]], 0)[0]
+    vector = tf.logical_and(tf.equal(first, size), tf.equal(tf.reduce_sum(shape), size))
+    message = f"{name} must be a vector [B] of encoded images (one string each), got a tensor of shape"
+    with tf.control_dependencies([tf.debugging.Assert(vector, [message, shape])]):
+        return tf.reshape(tf.identity(strings), [-1])
+
+
 def _decode_image_bytes(image_bytes, image_shape):
     h, w, c = image_shape
+    image_bytes = _check_vector(image_bytes, "image_bytes")
 
     def one(data):
         # A wrong size fails here with "Shape of tensor ... [h', w', c] is not compatible with
