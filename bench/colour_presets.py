@@ -29,7 +29,7 @@ from absl import app, flags
 from bench.common import machine, write_json
 from vqvae_tf import data
 from vqvae_tf.models import presets
-from vqvae_tf.models.pixelcnn_sampling import sample_grids
+from vqvae_tf.models.priors.sampling import sample_grids
 from vqvae_tf.training import models_lib, train_vqvae_lib
 from vqvae_tf.utils import images
 

@@ -26,7 +26,7 @@ from bench.common import classifier, machine, write_json
 from vqvae_tf import VQVAE, configs, data
 from vqvae_tf.data import codes
 from vqvae_tf.models import presets
-from vqvae_tf.models.pixelcnn_sampling import sample_grids
+from vqvae_tf.models.priors.sampling import sample_grids
 from vqvae_tf.training import export_codes_lib, train_prior_lib
 
 flags.DEFINE_string("out", None, "Directory for the codes and results.json.", required=True)

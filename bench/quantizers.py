@@ -27,7 +27,7 @@ from absl import app, flags
 
 from bench.common import machine, write_json
 from vqvae_tf import configs, data
-from vqvae_tf.models.pixelcnn import PixelCNN
+from vqvae_tf.models.priors.pixelcnn import PixelCNN
 from vqvae_tf.training import export_codes_lib, train_prior_lib, train_vqvae_lib
 from vqvae_tf.training.options import RunOptions
 from vqvae_tf.training.workdir import Workdir

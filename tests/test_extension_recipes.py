@@ -5,6 +5,7 @@ source": a backend defined here serves --dataset=squares to the training stage a
 export, and the model trained on it exports."""
 
 import dataclasses
+import os
 
 import keras
 import numpy as np
@@ -13,9 +14,15 @@ import tensorflow as tf
 
 from vqvae_tf import VQVAE, Quantizer, get_config, register_quantizer
 from vqvae_tf.data import Backend, DatasetInfo, DataSource, register_backend
+from vqvae_tf.data import codes as codes_format
 from vqvae_tf.data.sources import base
 from vqvae_tf.layers.quantizers import registry
 from vqvae_tf.layers.quantizers.registry import Option
+from vqvae_tf.models.presets import PresetMixin
+from vqvae_tf.models.priors import PriorFamily, register_prior_family, sampling
+from vqvae_tf.models.priors.base import AutoregressivePrior
+from vqvae_tf.models.priors.inputs import PriorInputs
+from vqvae_tf.models.priors.sampling import sample_grids
 from vqvae_tf.serving import savedmodel, tflite
 from vqvae_tf.training import export_codes_lib, train_vqvae_lib
 from vqvae_tf.training.options import RunOptions
@@ -268,3 +275,112 @@ def test_a_user_quantizer_following_keras_config_convention_reloads(tmp_path):
     forgetful = ForgetfulQuantizer(16, 8, scale=2.0)
     with pytest.raises(TypeError, match=r"^ForgetfulQuantizer cannot be rebuilt from its config \(.*'scale'\)"):
         ForgetfulQuantizer.from_config(forgetful.get_config())
+
+
+# ------------------------------------------------------------------ a prior of our own (issue 39)
+
+
+@keras.saving.register_keras_serializable(package="tests_mine")
+class IndependentPrior(AutoregressivePrior, PriorInputs, PresetMixin, keras.Model):
+    """p(codes) = prod over positions of a learned categorical per position (and class): no
+    position sees another, so it is trivially autoregressive, with an exact likelihood."""
+
+    prior_network = "independent"
+    condition_shape = None
+    depth = 1
+
+    def __init__(self, num_embeddings, latent_shape=(4, 4), num_classes=0, **kwargs):
+        super().__init__(**kwargs)
+        self.num_embeddings, self.latent_shape, self.num_classes = int(num_embeddings), tuple(latent_shape), num_classes
+        self.table = self.add_weight(shape=(*self.latent_shape, self.num_embeddings), initializer="zeros", name="table")
+        self.class_bias = self.add_weight(shape=(max(num_classes, 1), self.num_embeddings), initializer="zeros")
+        self._make_trackers()
+        self.built = True  # (its weights exist from the start, as the zoo's priors')
+
+    def call(self, codes, labels=None, training=False, condition=None):
+        codes = self.check_codes(codes)
+        labels = self.check_labels(labels, tf.shape(codes)[0])
+        logits = tf.zeros_like(codes, tf.float32)[..., None] + self.table
+        if labels is not None:
+            logits += tf.gather(self.class_bias, labels)[:, None, None]
+        return logits
+
+    def sample_grids_graph(self, num_samples, temperature, seed, labels=None, top_k=None) -> dict:
+        labels = self.check_labels(labels, num_samples)
+        codes = tf.zeros(tf.stack([num_samples, *self.latent_shape]), tf.int32)
+        h, w = self.latent_shape
+        logits = tf.reshape(self(codes, labels), [-1, h * w, self.num_embeddings])
+
+        def body(p, codes):
+            return p + 1, sampling.place(codes, p, sampling.pick(logits[:, p], temperature, seed, p, top_k))
+
+        return {"codes": tf.while_loop(lambda p, c: p < h * w, body, [tf.constant(0), codes])[1]}
+
+    def get_config(self):
+        return dict(
+            super().get_config(),
+            num_embeddings=self.num_embeddings,
+            latent_shape=list(self.latent_shape),
+            num_classes=self.num_classes,
+        )
+
+
+@register_prior_family("independent")
+class IndependentFamily(PriorFamily):
+    cls = IndependentPrior
+    title = "independent per-position prior"
+    network_fields = ()
+
+    def build(self, network, meta):
+        grid = tuple(codes_format.grid_shapes(meta)["codes"])
+        return IndependentPrior(network["num_embeddings"], grid, network["num_classes"])
+
+
+def test_a_prior_of_our_own_trains_samples_serves_and_loads_as_a_preset(tmp_path, squares):
+    """A prior family registered outside the package runs every prior stage with no edit in
+    vqvae_tf/: train_prior (config, training, evaluation, samples.png), train.sample, the prior
+    SavedModel and the presets; samples are checked on peaked weights (code = its position's
+    mode), through the library, the SavedModel and the preset."""
+    from vqvae_tf.configs import PriorConfig
+    from vqvae_tf.models import priors
+    from vqvae_tf.serving import export_presets_lib, export_savedmodel_lib
+    from vqvae_tf.training import models_lib, sample_lib, train_prior_lib
+
+    assert "independent" in priors.network_names()
+    workdir = str(tmp_path / "w")
+    config = dataclasses.replace(get_config("tiny"), steps=2, batch_size=8)
+    train_vqvae_lib.train_and_evaluate(config, RunOptions(workdir, data=DataSource("squares"), log_every=2))
+    export_codes_lib.export_codes_stage(workdir)
+    prior_config = PriorConfig(prior="independent", steps=3, batch_size=8, conditional=True)
+    metrics = train_prior_lib.train_prior(prior_config, RunOptions(workdir, log_every=1, num_sample_columns=2))
+    assert metrics["prior"] == "independent" and np.isfinite(metrics["test_bits_per_code"])
+    with pytest.raises(ValueError, match="the independent prior has no kernel_size"):
+        train_prior_lib.train_prior(dataclasses.replace(prior_config, kernel_size=5, steps=4), RunOptions(workdir))
+
+    prior = train_prior_lib.load_trained_prior(workdir)
+    assert type(prior) is IndependentPrior and prior.num_classes == 2
+    K, (h, w) = prior.num_embeddings, prior.latent_shape
+    modes = (np.arange(h * w).reshape(h, w) * 5) % K
+    prior.table.assign(20.0 * np.eye(K, dtype=np.float32)[modes])  # peaked: each position's mode
+    expected = np.broadcast_to(modes, (3, h, w))
+    np.testing.assert_array_equal(sample_grids(prior, 3, seed=1, labels=[0, 1, 1])["codes"].numpy(), expected)
+
+    # The peaked prior as a preset pair and a SavedModel: the same codes from both.
+    vqvae = train_vqvae_lib.load_trained_model(workdir)
+    vqvae.save_to_preset(str(tmp_path / "pair" / "vqvae"))
+    prior.save_to_preset(str(tmp_path / "pair" / "prior"))
+    pair = str(tmp_path / "pair")
+    loaded = models_lib.load_prior(preset=pair)
+    assert type(loaded) is IndependentPrior
+    np.testing.assert_array_equal(sample_grids(loaded, 3, seed=2, labels=[1, 0, 1])["codes"].numpy(), expected)
+    paths = export_savedmodel_lib.export_savedmodel_stage(None, str(tmp_path / "export"), preset=pair)
+    served = tf.saved_model.load(paths["prior"]).signatures["serving_default"]
+    out = served(
+        num_samples=tf.constant(3), temperature=tf.constant(1.0), seed=tf.constant(4), labels=tf.constant([0, 1, 0])
+    )
+    np.testing.assert_array_equal(out["codes"].numpy(), expected)
+    used = sample_lib.write_samples(None, str(tmp_path / "s.png"), 4, labels=[0, 1, 0, 1], preset=pair)
+    assert list(used) == [0, 1, 0, 1]
+    assert os.path.getsize(tmp_path / "s.png") > 0
+    presets_made = export_presets_lib.export_presets_stage(workdir, str(tmp_path / "presets"))
+    assert type(models_lib.load_prior(preset=str(tmp_path / "presets"))) is IndependentPrior, presets_made

@@ -14,7 +14,7 @@ from helpers import fake_mnist_dir
 from vqvae_tf import get_config
 from vqvae_tf.data import DataSource
 from vqvae_tf.losses import objective as objective_lib
-from vqvae_tf.models.vqvae import VQVAE
+from vqvae_tf.models.autoencoders.vqvae import VQVAE
 from vqvae_tf.training import loop, train_vqvae_lib
 from vqvae_tf.training.options import RunOptions
 from vqvae_tf.utils import files

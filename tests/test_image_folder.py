@@ -313,7 +313,7 @@ def test_own_images_train_the_default_prior_on_a_larger_grid(tmp_path, capsys):
     sampler's compile short: the same path). The pipeline sizes the recipe's stack from the grid
     (issue 27), and so does train_prior with the default config; a --num_layers the user gives
     that is too small is refused. (A narrower network and a few steps: the grid is the same.)"""
-    from vqvae_tf.models.pixelcnn import PixelCNN
+    from vqvae_tf.models.priors.pixelcnn import PixelCNN
     from vqvae_tf.pipeline import pipeline_lib
     from vqvae_tf.pipeline.stages import PIPELINE_STAGES
 

@@ -43,6 +43,20 @@ def test_no_import_from_a_later_stage(path, top):
     assert not later, f"{path} ({top}) imports {later}, which come later in the package map"
 
 
+def test_the_architecture_guide_maps_every_module():
+    """docs/architecture.md's package map names every module of vqvae_tf/, and every module it names exists."""
+    import re
+
+    text = (pathlib.Path(REPO_ROOT) / "docs" / "architecture.md").read_text()
+    package_map = text.split("```")[1]
+    modules = {p.name for p in PACKAGE.rglob("*.py") if p.name != "__init__.py"}
+    named = set(re.findall(r"\b(\w+\.py)\b", package_map))
+    assert modules - named == set(), "modules missing from the map"
+    scripts = {p.name for folder in ("train", "export") for p in (pathlib.Path(REPO_ROOT) / folder).glob("*.py")}
+    placeholders = {"x.py", "x_lib.py", "__init__.py"}  # (train/x.py <-> training/x_lib.py; configs/__init__.py)
+    assert named - modules - scripts - placeholders == set(), "the map names modules that do not exist"
+
+
 def test_scripts_are_thin():
     """Scripts parse flags and make one library call: no logic of their own."""
     for folder in ("train", "export"):

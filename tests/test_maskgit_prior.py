@@ -10,7 +10,7 @@ import tensorflow as tf
 from helpers import numpy_uniform, peaked, train_prior_on
 
 from vqvae_tf.models import priors
-from vqvae_tf.models.maskgit import MaskGITPrior, keep_masked, sample_codes_graph
+from vqvae_tf.models.priors.maskgit import MaskGITPrior, keep_masked, sample_codes_graph
 
 K = 10
 

@@ -7,7 +7,7 @@ import tensorflow as tf
 
 from vqvae_tf import CONFIG_NAMES, VQVAE, Decoder, Encoder, get_config
 from vqvae_tf.layers import likelihoods
-from vqvae_tf.models.vqvae import LOSS_KEYS
+from vqvae_tf.models.autoencoders.vqvae import LOSS_KEYS
 
 
 def tiny_model(**overrides):

@@ -7,7 +7,7 @@ from helpers import logit_spread, peaked, train_prior_on
 from vqvae_tf import MaskedConv2D, PixelCNN, sample_codes
 from vqvae_tf.configs import CONFIG_NAMES
 from vqvae_tf.layers.masked_conv import causal_mask, shift_down
-from vqvae_tf.models.pixelcnn_sampling import sample_codes_from_uniforms_graph
+from vqvae_tf.models.priors.pixelcnn_sampling import sample_codes_from_uniforms_graph
 
 K = 10
 
@@ -158,7 +158,7 @@ def test_every_config_trains_the_recipes_prior_on_its_grids(name):
     candidates = [get_recipe(r, config=name).prior for r in pixelcnn_recipes] + [get_prior_config("default")]
     built = set()
     for prior_config in candidates:
-        train_prior_lib.fit_to_grids(prior_config, grids)
+        train_prior_lib.fit_to_grids(prior_config, grids, config.model_cls.prior_family)
         prior_config.num_filters = 4  # the depth and kernel are what reach; the width is not
         prior_config.conditional = True
         key = (prior_config.num_layers, prior_config.kernel_size, prior_config.attention_blocks)

@@ -14,7 +14,7 @@ import tensorflow as tf
 from helpers import REPO_ROOT, numpy_uniform, peaked, warmup_requests
 
 from vqvae_tf import MaskGITPrior, PixelCNN, TransformerPrior, get_config
-from vqvae_tf.models.pixelcnn_sampling import sample_grids
+from vqvae_tf.models.priors.sampling import sample_grids
 from vqvae_tf.serving import savedmodel
 from vqvae_tf.utils import hash_random
 

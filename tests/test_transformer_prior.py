@@ -8,7 +8,7 @@ import tensorflow as tf
 from helpers import logit_spread, numpy_uniform, peaked, train_prior_on
 
 from vqvae_tf.models import priors
-from vqvae_tf.models.transformer import TransformerPrior, sample_codes_graph
+from vqvae_tf.models.priors.transformer import TransformerPrior, sample_codes_graph
 
 K = 10
 

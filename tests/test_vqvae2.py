@@ -13,7 +13,7 @@ import tensorflow as tf
 from helpers import REPO_ROOT, fake_mnist_dir, fashion_mnist_arrays, image_folder, warmup_requests
 
 from vqvae_tf import VQVAE2, HierarchicalPrior, PixelCNN, configs, get_config, sample_grids
-from vqvae_tf.models.pixelcnn_sampling import sample_codes
+from vqvae_tf.models.priors.pixelcnn_sampling import sample_codes
 from vqvae_tf.serving import tflite
 
 K = 12
@@ -543,7 +543,7 @@ def test_transformer_top_level(trained, tmp_path):
     import shutil
 
     from vqvae_tf import PriorConfig, TransformerPrior
-    from vqvae_tf.models import transformer
+    from vqvae_tf.models.priors import transformer
     from vqvae_tf.serving import savedmodel
     from vqvae_tf.training import train_prior_lib
     from vqvae_tf.training.options import RunOptions

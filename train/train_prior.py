@@ -12,6 +12,7 @@ Re-running the same command resumes from the latest checkpoint up to --steps in 
 from absl import app, flags
 
 from vqvae_tf import cli, configs
+from vqvae_tf.models import priors
 from vqvae_tf.training import train_prior_lib
 
 _RUN = cli.define_run_flags(
@@ -55,7 +56,7 @@ _INIT_FROM = cli.define_init_from_flag("Fine-tune from a pretrained preset's pri
 
 def main():
     config = cli.override(configs.get_prior_config(_CONFIG.value, _PRIOR.value), _OVERRIDES)
-    if config.prior != "pixelcnn" and config.attention_blocks:
+    if config.attention_blocks and "attention_blocks" not in priors.get(config.prior).network_fields:
         raise app.UsageError(f"--attention_blocks: PixelCNN's, not the {config.prior} prior's (all attention).")
     # The config's depth fits itself to the codes' grid; a --num_layers too small for it is refused.
     fit = not _OVERRIDES["num_layers"].present

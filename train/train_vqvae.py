@@ -20,7 +20,7 @@ Re-running the same command resumes from the latest checkpoint up to --steps in 
 from absl import flags
 
 from vqvae_tf import cli, configs
-from vqvae_tf.models.vqvae import LIKELIHOODS
+from vqvae_tf.models.autoencoders.vqvae import LIKELIHOODS
 from vqvae_tf.training import train_vqvae_lib
 
 _RUN = cli.define_run_flags(

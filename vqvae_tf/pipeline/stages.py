@@ -22,6 +22,7 @@ from vqvae_tf.configs import PRIOR_CONFIG_NAMES, Recipe, get_prior_config
 from vqvae_tf.data import codes
 from vqvae_tf.layers.quantizers import option_fields
 from vqvae_tf.losses.objective import ImageLossConfig
+from vqvae_tf.models import priors
 from vqvae_tf.pipeline.report import write_report
 from vqvae_tf.serving import export_presets_lib, export_savedmodel_lib, export_tflite_lib, tflite
 from vqvae_tf.training import export_codes_lib, train_prior_lib, train_vqvae_lib
@@ -125,10 +126,10 @@ def _train_vqvae(ctx: StageContext) -> None:
 def _train_prior(ctx: StageContext) -> None:
     prior = ctx.recipe.prior
     # Class-conditional only where the dataset has labels.
-    prior.conditional = prior.conditional and bool(codes.load_meta(ctx.workdir.codes)["num_classes"])
-    network = ("prior", "num_filters", "num_layers", "dropout", "conditional")
-    if prior.prior == "pixelcnn" or ctx.recipe.vqvae.model == "vqvae2":  # (VQ-VAE-2: the bottom PixelCNN's)
-        network += ("kernel_size", "attention_blocks")
+    meta = codes.load_meta(ctx.workdir.codes)
+    prior.conditional = prior.conditional and bool(meta["num_classes"])
+    # The network fields the prior's family reads (VQ-VAE-2's: its bottom PixelCNN's too).
+    network = ("prior", *priors.family_for(meta, prior.prior).network_fields, "conditional")
     # Every field is a flag; a stack sized from the grid (num_layers None, no flag for it) starts
     # from a prior config whose num_layers is None, a transformer's from its own.
     if prior.num_layers is None:

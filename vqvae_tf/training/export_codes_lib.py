@@ -78,7 +78,7 @@ def export_codes(
         grids = {name: list(shape) for name, shape in model.prior_grids().items()}
         meta = {
             "format_version": files.FORMAT_VERSION,
-            "model": "vqvae2" if several else "vqvae",
+            "model": model.model_name,
             "prior_family": model.prior_family,
             "num_embeddings": int(model.num_embeddings),
             "image_shape": list(model.image_shape),

@@ -7,9 +7,7 @@ this is the one place that turns either into models.
 from __future__ import annotations
 
 from vqvae_tf import data
-from vqvae_tf.models import presets, priors
-from vqvae_tf.models.vqvae import VQVAE
-from vqvae_tf.models.vqvae2 import VQVAE2
+from vqvae_tf.models import autoencoders, presets, priors
 from vqvae_tf.training import train_prior_lib, train_vqvae_lib
 from vqvae_tf.training.workdir import Workdir
 
@@ -19,16 +17,14 @@ def check_one_source(workdir: str | None, preset: str | None) -> None:
         raise ValueError("Give exactly one of --workdir (a trained run) and --preset (a pretrained preset).")
 
 
-# The model classes a preset may hold, by config.json's class_name.
-_CLASSES = {VQVAE.__name__: VQVAE, VQVAE2.__name__: VQVAE2, **priors.model_classes()}
-
-
 def _from_preset(preset: str, kind: str):
-    return _CLASSES[presets.class_name(preset, kind)].from_preset(preset)
+    # The model classes a preset may hold, by config.json's class_name: the registered ones.
+    classes = {**autoencoders.model_classes(), **priors.model_classes()}
+    return classes[presets.class_name(preset, kind)].from_preset(preset)
 
 
 def load_vqvae(workdir: str | None = None, preset: str | None = None):
-    """The autoencoder (`VQVAE` or `VQVAE2`) of a workdir or a preset."""
+    """The autoencoder (a `VQVAE`, `VQVAE2` or any registered one) of a workdir or a preset."""
     check_one_source(workdir, preset)
     return _from_preset(preset, "vqvae") if preset else train_vqvae_lib.load_trained_model(workdir)
 
@@ -45,7 +41,7 @@ def has_prior(workdir: str | None = None, preset: str | None = None) -> bool:
 
 
 def load_prior(workdir: str | None = None, preset: str | None = None):
-    """The prior (`PixelCNN` or `HierarchicalPrior`) of a workdir or a preset."""
+    """The prior (the model of its prior family) of a workdir or a preset."""
     check_one_source(workdir, preset)
     return _from_preset(preset, "prior") if preset else train_prior_lib.load_trained_prior(workdir)
 

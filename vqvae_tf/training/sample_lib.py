@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from vqvae_tf.models.pixelcnn_sampling import sample_images
+from vqvae_tf.models.priors.sampling import sample_images
 from vqvae_tf.training import models_lib
 from vqvae_tf.utils import images, progress
 

@@ -15,8 +15,8 @@ import tensorflow as tf
 from vqvae_tf.configs import PriorConfig
 from vqvae_tf.data import codes
 from vqvae_tf.models import priors
-from vqvae_tf.models.pixelcnn import PixelCNN
-from vqvae_tf.models.pixelcnn_sampling import sample_images
+from vqvae_tf.models.priors.pixelcnn import PixelCNN
+from vqvae_tf.models.priors.sampling import sample_images
 from vqvae_tf.training import loop, train_vqvae_lib
 from vqvae_tf.training.options import RunOptions
 from vqvae_tf.training.workdir import Workdir
@@ -27,7 +27,7 @@ def build_prior(config: PriorConfig, meta: dict):
     """A new prior of `config` for the codes described by `meta` (codes/meta.json), compiled: the
     model of the family for the codes and `config.prior` (`vqvae_tf.models.priors`: a `PixelCNN`,
     `TransformerPrior` or `MaskGITPrior`, or a `HierarchicalPrior` for a VQ-VAE-2's two grids)."""
-    network = {name: getattr(config, name) for name in priors.NETWORK_FIELDS}
+    network = {name: getattr(config, name) for name in priors.NETWORK_FIELDS}  # (a family reads its own)
     network.update(
         num_embeddings=meta["num_embeddings"],
         num_classes=meta["num_classes"] if config.conditional else 0,
@@ -39,21 +39,12 @@ def build_prior(config: PriorConfig, meta: dict):
     return prior
 
 
-def fit_to_grids(config: PriorConfig, grids) -> None:
-    """Sizes `config`'s stack from the code `grids` ({name: (h, w)}) when its `num_layers` blocks
-    cannot see every earlier position of one (a larger image than the config's, residual VQ's
-    wider grid): `num_layers` becomes None, and the log says so. A transformer sees the whole
-    grid at any depth: its config is left as it is, unless it is VQ-VAE-2's top level (two grids:
-    the bottom PixelCNN's stack is sized as above, the transformer then has 4 blocks)."""
-    if config.prior != "pixelcnn" and len(grids) == 1:
-        return
-    for h, w in (tuple(grid) for grid in grids.values()):
-        if config.num_layers is not None and config.num_layers < PixelCNN.layers_to_reach((h, w), config.kernel_size):
-            progress.log(
-                f"The prior models a {h}x{w} code grid: {config.num_layers} gated blocks of kernel "
-                f"{config.kernel_size} cannot see all of it, so its stack is sized from the grid."
-            )
-            config.num_layers = None
+def fit_to_grids(config: PriorConfig, grids: dict, prior_family: str = priors.ONE_GRID) -> None:
+    """Sizes `config` to the code `grids` ({name: (h, w)}) of an autoencoder whose codes' family is
+    `prior_family` (its `prior_family`), as training will (`PriorFamily.fit_config`): a PixelCNN
+    stack too shallow to see every earlier position of a grid is sized from it, saying so (a
+    transformer sees the whole grid at any depth); a config that cannot model them is refused."""
+    priors.for_autoencoder(prior_family, config.prior).fit_config(config, grids, fit=True)
 
 
 def load_trained_prior(workdir: str):
@@ -127,13 +118,10 @@ def train_prior(
         progress.log(f"Fine-tuning the prior from preset {init_from}.")
     if config.conditional and not meta["num_classes"]:
         raise ValueError(f"--conditional needs class labels, but {meta['dataset']} has none.")
-    if family.one_grid and config.prior != "pixelcnn" and config.kernel_size != PriorConfig.kernel_size:
-        raise ValueError(f"--kernel_size={config.kernel_size}: PixelCNN's, not the {config.prior} prior's.")
-    if config.prior == "pixelcnn" or not family.one_grid:  # (VQ-VAE-2: its bottom PixelCNN)
-        if fit_to_codes and init is None:
-            fit_to_grids(config, codes.grid_shapes(meta))
-        for grid in codes.grid_shapes(meta).values():  # refuse a stack too short for a grid before training
-            PixelCNN.resolve_layers(tuple(grid), config.num_layers, config.kernel_size)
+    family.check_config(config, PriorConfig())  # (a field its network does not read, set: refused)
+    # Sized to the codes' grids where the family's network needs it (PixelCNN: a stack that sees
+    # every earlier position), else refused before training.
+    family.fit_config(config, codes.grid_shapes(meta), fit=fit_to_codes and init is None)
     record = {"config": dataclasses.asdict(config), "codes_meta": meta, "seed": options.seed, "init_from": init_from}
     with loop.stage_run(options, workdir.prior, record, config.architecture(), config.batch_size) as run:
         prior = run.build(lambda: build_prior(config, meta), config.steps)

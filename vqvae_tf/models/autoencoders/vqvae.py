@@ -16,8 +16,9 @@ import tensorflow as tf
 from vqvae_tf.layers import SERIALIZATION_PACKAGE
 from vqvae_tf.layers.encoder_decoder import Decoder, Encoder
 from vqvae_tf.layers.quantizers import build, option_fields
-from vqvae_tf.models.autoencoder import LIKELIHOODS as LIKELIHOODS  # re-exported: the models' likelihoods
-from vqvae_tf.models.autoencoder import RESTARTS_KEY, ImageAutoencoder, unless_empty
+from vqvae_tf.models.autoencoders.base import LIKELIHOODS as LIKELIHOODS  # re-exported: the models' likelihoods
+from vqvae_tf.models.autoencoders.base import RESTARTS_KEY, ImageAutoencoder, unless_empty
+from vqvae_tf.models.autoencoders.registry import register_autoencoder
 
 LOSS_KEYS = ("loss", "reconstruction_loss", "codebook_loss", "commitment_loss", "perplexity")
 # Logged besides LOSS_KEYS by a model whose quantizer has an entropy penalty (LFQ, BSQ).
@@ -40,6 +41,7 @@ ARCHITECTURE_ARGS = (
 RUN_ARGS = ("data_variance", "seed")
 
 
+@register_autoencoder("vqvae")
 @keras.saving.register_keras_serializable(package=SERIALIZATION_PACKAGE)
 class VQVAE(ImageAutoencoder):
     """VQ-VAE: `encode(images) -> codes`, `decode(codes) -> images`, `call(images) -> reconstructions`.
@@ -73,6 +75,8 @@ class VQVAE(ImageAutoencoder):
     TensorShape([2, 7, 7])
     >>> VQVAE(quantizer="lfq", embedding_dim=8, num_embeddings=256, entropy_weight=0.1)  # K = 2^8
     """
+
+    title = "VQ-VAE"
 
     takes_quantizer_options = True  # the registered options are keyword arguments (and config fields)
 

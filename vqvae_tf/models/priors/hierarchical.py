@@ -1,6 +1,6 @@
 """VQ-VAE-2's prior: p(top codes) p(bottom codes | top codes) (arXiv:1906.00446, section 3.3).
 
-Two gated PixelCNNs (`vqvae_tf.models.pixelcnn.PixelCNN`): the top one over the top codes, with
+Two gated PixelCNNs (`vqvae_tf.models.priors.pixelcnn.PixelCNN`): the top one over the top codes, with
 optional causal self-attention blocks (the paper's top prior has them), or instead a causal
 transformer (`top_prior="transformer"`, `--prior=transformer`); the bottom one over the
 bottom codes, spatially conditioned on the top codes through a conditioning stack at the bottom
@@ -21,15 +21,18 @@ import math
 import keras
 import tensorflow as tf
 
+from vqvae_tf.data import codes as codes_format
 from vqvae_tf.layers import SERIALIZATION_PACKAGE
 from vqvae_tf.layers.likelihoods import LOG2
 from vqvae_tf.layers.transformer import sized_from_prior_config
-from vqvae_tf.models import presets, transformer
-from vqvae_tf.models.autoregressive import codes_and_labels
-from vqvae_tf.models.pixelcnn import PixelCNN
-from vqvae_tf.models.pixelcnn_sampling import sample_codes_graph
-from vqvae_tf.models.transformer import TransformerPrior
-from vqvae_tf.models.vqvae2.model import GRID_NAMES, LEVELS
+from vqvae_tf.models import presets
+from vqvae_tf.models.code_grids import GRID_NAMES, LEVELS
+from vqvae_tf.models.priors import registry, transformer
+from vqvae_tf.models.priors.base import codes_and_labels
+from vqvae_tf.models.priors.pixelcnn import PixelCNN, size_to_grids
+from vqvae_tf.models.priors.pixelcnn_sampling import sample_codes_graph
+from vqvae_tf.models.priors.registry import NETWORK_FIELDS, PriorFamily, register_prior_family
+from vqvae_tf.models.priors.transformer import TransformerPrior
 from vqvae_tf.utils import checks, distribute
 
 METRIC_KEYS = ("loss", "bits_per_code", "bits_per_code_top", "bits_per_code_bottom")
@@ -249,3 +252,47 @@ class HierarchicalPrior(presets.PresetMixin, keras.Model):
 
     def get_config(self):
         return dict(super().get_config(), **self._config)
+
+
+@register_prior_family("hierarchical")
+class HierarchicalFamily(PriorFamily):
+    """VQ-VAE-2's top prior and bottom prior conditioned on the top codes: chosen by the codes (a
+    `VQVAE2`'s `prior_family`); `--prior` names its top level's network (`TOP_PRIORS`); the bottom
+    PixelCNN's stack is sized to its grid."""
+
+    cls = HierarchicalPrior
+    title = "hierarchical prior"
+    network_fields = NETWORK_FIELDS
+    one_grid = False
+
+    def build(self, network: dict, meta: dict):
+        grids = {name: tuple(shape) for name, shape in codes_format.grid_shapes(meta).items()}
+        fields = {k: v for k, v in network.items() if k != "prior"}
+        return HierarchicalPrior(
+            top_shape=grids["codes_top"],
+            bottom_shape=grids["codes_bottom"],
+            top_prior=network.get("prior", "pixelcnn"),
+            **fields,
+        )
+
+    def describe(self, network: str) -> str:
+        if network == "pixelcnn":
+            return "top and bottom gated PixelCNNs"
+        return "causal transformer (top), gated PixelCNN (bottom)"
+
+    def for_network(self, network: str):
+        if network not in TOP_PRIORS:
+            top = registry.get(network)
+            why = (
+                ""
+                if top.cls.exact_likelihood
+                else f" ({top.title} has no exact likelihood, which log p(top) + log p(bottom | top) needs)"
+            )
+            raise ValueError(
+                f"The codes are VQ-VAE-2's ({', '.join(GRID_NAMES)}): their prior's top level is one of "
+                f"{', '.join(TOP_PRIORS)}, not {network!r}{why}."
+            )
+        return self
+
+    def fit_config(self, config, grids: dict, fit: bool) -> None:
+        size_to_grids(config, grids, fit)  # (the bottom PixelCNN; a transformer top then has 4 blocks)

@@ -13,19 +13,21 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
+from vqvae_tf.data import codes as codes_format
 from vqvae_tf.layers import SERIALIZATION_PACKAGE
 from vqvae_tf.layers.attention import CausalSelfAttention
 from vqvae_tf.layers.encoder_decoder import DOWNSAMPLE_FACTORS, Decoder
 from vqvae_tf.layers.masked_conv import GatedBlock, shift_down
 from vqvae_tf.models import presets
-from vqvae_tf.models.autoregressive import AutoregressivePrior
-from vqvae_tf.models.pixelcnn_inputs import PixelCNNInputs
-from vqvae_tf.models.pixelcnn_sampling import sample_codes_from_uniforms_graph, sample_codes_graph
-from vqvae_tf.utils import checks
+from vqvae_tf.models.priors.base import AutoregressivePrior
+from vqvae_tf.models.priors.inputs import PriorInputs
+from vqvae_tf.models.priors.pixelcnn_sampling import sample_codes_from_uniforms_graph, sample_codes_graph
+from vqvae_tf.models.priors.registry import NETWORK_FIELDS, PriorFamily, register_prior_family
+from vqvae_tf.utils import checks, progress
 
 
 @keras.saving.register_keras_serializable(package=SERIALIZATION_PACKAGE)
-class PixelCNN(AutoregressivePrior, PixelCNNInputs, presets.PresetMixin, keras.Model):
+class PixelCNN(AutoregressivePrior, PriorInputs, presets.PresetMixin, keras.Model):
     """Gated PixelCNN over code grids: codes int32 [B,h,w] (+ labels [B]) -> logits [B,h,w,K].
 
     Args:
@@ -61,6 +63,9 @@ class PixelCNN(AutoregressivePrior, PixelCNNInputs, presets.PresetMixin, keras.M
     """
 
     prior_network = "pixelcnn"
+    # Its samplers (`AutoregressivePrior`): the cached one of pixelcnn_sampling.
+    codes_sampler = staticmethod(sample_codes_graph)
+    uniforms_sampler = staticmethod(sample_codes_from_uniforms_graph)
 
     def __init__(
         self,
@@ -267,18 +272,6 @@ class PixelCNN(AutoregressivePrior, PixelCNNInputs, presets.PresetMixin, keras.M
         condition = self.check_condition(condition, tf.shape(codes)[0])
         return self.logits_from_embeddings(self.embed(codes), labels, training, condition)
 
-    def sample_grids_graph(self, num_samples, temperature, seed, labels=None, top_k=None, fast=True) -> dict:
-        """`pixelcnn_sampling.sample_codes_graph` as {"codes": codes}."""
-        return {"codes": sample_codes_graph(self, num_samples, temperature, seed, labels, top_k, fast)}
-
-    def generator_uniforms_shape(self, steps=None) -> list:
-        """The per-sample shape of the TFLite generator's ``uniforms`` input: one per position."""
-        return [self.latent_shape[0] * self.latent_shape[1]]
-
-    def sample_from_uniforms_graph(self, uniforms, temperature, labels=None):
-        """`pixelcnn_sampling.sample_codes_from_uniforms_graph` (the TFLite generator's sampler)."""
-        return sample_codes_from_uniforms_graph(self, uniforms, temperature, labels)
-
     def get_config(self):
         config = super().get_config()
         config.update(
@@ -296,3 +289,40 @@ class PixelCNN(AutoregressivePrior, PixelCNNInputs, presets.PresetMixin, keras.M
             attention_heads=self.attention_heads,
         )
         return config
+
+
+def size_to_grids(config, grids: dict, fit: bool) -> None:
+    """A PixelCNN stack for the code `grids` ({name: (h, w)}) of a prior config: where `fit`, a
+    `num_layers` too small to see every earlier position of a grid (a larger image than the
+    config's, residual VQ's wider grid) becomes None (sized from the grid), and the log says so;
+    then a stack that still cannot see a grid is refused before training (ValueError)."""
+    for h, w in (tuple(grid) for grid in grids.values()):
+        if (
+            fit
+            and config.num_layers is not None
+            and config.num_layers < PixelCNN.layers_to_reach((h, w), config.kernel_size)
+        ):
+            progress.log(
+                f"The prior models a {h}x{w} code grid: {config.num_layers} gated blocks of kernel "
+                f"{config.kernel_size} cannot see all of it, so its stack is sized from the grid."
+            )
+            config.num_layers = None
+    for grid in grids.values():
+        PixelCNN.resolve_layers(tuple(grid), config.num_layers, config.kernel_size)
+
+
+@register_prior_family("pixelcnn")
+class PixelCNNFamily(PriorFamily):
+    """A gated PixelCNN over one code grid (residual VQ's depth side by side: ``depth``)."""
+
+    cls = PixelCNN
+    title = "gated PixelCNN"
+    network_fields = NETWORK_FIELDS
+
+    def build(self, network: dict, meta: dict):
+        grid = tuple(codes_format.grid_shapes(meta)["codes"])
+        fields = {k: v for k, v in network.items() if k != "prior"}
+        return PixelCNN(latent_shape=grid, depth=meta.get("depth", 1), **fields)
+
+    def fit_config(self, config, grids: dict, fit: bool) -> None:
+        size_to_grids(config, grids, fit)

@@ -66,7 +66,7 @@ class GridPrior:
             select = tf.one_hot(column % self.depth, self.depth)[:, None]
         return tf.reduce_sum(logits * select, axis=-2)
 
-    # The prior API that every stage and export uses (shared with `vqvae2.HierarchicalPrior`):
+    # The prior API that every stage and export uses (shared with `hierarchical.HierarchicalPrior`):
     # code grids by name, as the autoencoder's `prior_grids` names them.
 
     @property
@@ -107,9 +107,25 @@ class GridPrior:
 
 
 class AutoregressivePrior(GridPrior):
-    """A `GridPrior` with an exact likelihood: log p(codes) by the chain rule over raster order."""
+    """A `GridPrior` with an exact likelihood: log p(codes) by the chain rule over raster order,
+    sampled by the subclass's `codes_sampler(prior, num_samples, temperature, seed, labels, top_k,
+    fast)` and, on device, `uniforms_sampler(prior, uniforms, temperature, labels)` (functions)."""
 
     exact_likelihood = True
+    codes_sampler = None
+    uniforms_sampler = None
+
+    def sample_grids_graph(self, num_samples, temperature, seed, labels=None, top_k=None, fast=True) -> dict:
+        """`codes_sampler` as {"codes": codes}: seeded ancestral sampling (`fast`: with the sampler's cache)."""
+        return {"codes": self.codes_sampler(self, num_samples, temperature, seed, labels, top_k, fast)}
+
+    def generator_uniforms_shape(self, steps=None) -> list:
+        """The per-sample shape of the TFLite generator's ``uniforms`` input: one per position."""
+        return [self.latent_shape[0] * self.latent_shape[1]]
+
+    def sample_from_uniforms_graph(self, uniforms, temperature, labels=None):
+        """`uniforms_sampler` (the TFLite generator's sampler: one uniform per position)."""
+        return self.uniforms_sampler(self, uniforms, temperature, labels)
 
     def distribution(self, codes, labels=None, condition=None):
         """p(z): a `tfp.distributions.Independent(Categorical)` over the whole code grid."""

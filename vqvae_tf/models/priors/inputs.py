@@ -1,4 +1,4 @@
-"""`PixelCNNInputs`: the input checks of `PixelCNN` (codes, class labels, spatial conditioning),
+"""`PriorInputs`: the input checks of `PixelCNN` (codes, class labels, spatial conditioning),
 each raising at the boundary with the offending value named (in graph, where only known then)."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import tensorflow as tf
 from vqvae_tf.utils import checks
 
 
-class PixelCNNInputs:
+class PriorInputs:
     """Mixin for a prior with ``latent_shape``, ``num_embeddings``, ``num_classes``,
     ``condition_shape`` and ``condition_embeddings``."""
 

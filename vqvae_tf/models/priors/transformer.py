@@ -19,19 +19,22 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
+from vqvae_tf.data import codes as codes_format
 from vqvae_tf.layers import SERIALIZATION_PACKAGE
-from vqvae_tf.layers.transformer import TransformerTrunk
+from vqvae_tf.layers.transformer import TransformerTrunk, sized_from_prior_config
 from vqvae_tf.models import presets
-from vqvae_tf.models.autoregressive import AutoregressivePrior
-from vqvae_tf.models.pixelcnn_inputs import PixelCNNInputs
-from vqvae_tf.models.pixelcnn_sampling import _pick, _place, pick_at
+from vqvae_tf.models.priors import sampling
+from vqvae_tf.models.priors.base import AutoregressivePrior
+from vqvae_tf.models.priors.inputs import PriorInputs
+from vqvae_tf.models.priors.registry import PriorFamily, register_prior_family
+from vqvae_tf.models.priors.sampling import pick_at
 from vqvae_tf.utils import checks
 
 POSITIONS = ("axial", "learned")
 
 
 @keras.saving.register_keras_serializable(package=SERIALIZATION_PACKAGE)
-class TransformerPrior(TransformerTrunk, AutoregressivePrior, PixelCNNInputs, presets.PresetMixin, keras.Model):
+class TransformerPrior(TransformerTrunk, AutoregressivePrior, PriorInputs, presets.PresetMixin, keras.Model):
     """Causal transformer over code grids: codes int32 [B,h,w] (+ labels [B]) -> logits [B,h,w,K].
 
     Args:
@@ -54,7 +57,7 @@ class TransformerPrior(TransformerTrunk, AutoregressivePrior, PixelCNNInputs, pr
     """
 
     prior_network = "transformer"
-    condition_shape = None  # no spatial conditioning (PixelCNNInputs' checks refuse a condition)
+    condition_shape = None  # no spatial conditioning (PriorInputs' checks refuse a condition)
     condition_embeddings = 0
 
     def __init__(
@@ -137,18 +140,6 @@ class TransformerPrior(TransformerTrunk, AutoregressivePrior, PixelCNNInputs, pr
 
     # ---------------------------------------------------------------- sampling
 
-    def sample_grids_graph(self, num_samples, temperature, seed, labels=None, top_k=None, fast=True) -> dict:
-        """`sample_codes_graph` as {"codes": codes}."""
-        return {"codes": sample_codes_graph(self, num_samples, temperature, seed, labels, top_k, fast)}
-
-    def generator_uniforms_shape(self, steps=None) -> list:
-        """The per-sample shape of the TFLite generator's ``uniforms`` input: one per position."""
-        return [self.latent_shape[0] * self.latent_shape[1]]
-
-    def sample_from_uniforms_graph(self, uniforms, temperature, labels=None):
-        """`sample_codes_from_uniforms_graph` (the TFLite generator's sampler)."""
-        return sample_codes_from_uniforms_graph(self, uniforms, temperature, labels)
-
     def get_config(self):
         return dict(
             super().get_config(),
@@ -169,7 +160,9 @@ def sample_codes_graph(prior, num_samples, temperature, seed, labels=None, top_k
     temperature = checks.require(temperature, temperature > 0, "temperature must be > 0, got", temperature)
     if top_k is not None and (not isinstance(top_k, int) or not 1 <= top_k <= prior.num_embeddings):
         raise ValueError(f"top_k must be in [1, num_embeddings] ({prior.num_embeddings}), got {top_k!r}.")
-    return decode(prior, num_samples, labels, lambda logits, p: _pick(logits, temperature, seed, p, top_k), cache)
+    return decode(
+        prior, num_samples, labels, lambda logits, p: sampling.pick(logits, temperature, seed, p, top_k), cache
+    )
 
 
 def sample_codes_from_uniforms_graph(prior, uniforms, temperature, labels=None):
@@ -191,7 +184,7 @@ def decode(prior, num_samples, labels, pick, cache=True):
 
         def body(position, codes):
             logits = tf.reshape(prior(codes, labels), [-1, length, prior.num_embeddings])[:, position]
-            return position + 1, _place(codes, position, pick(logits, position))
+            return position + 1, sampling.place(codes, position, pick(logits, position))
 
         return tf.while_loop(lambda p, c: p < length, body, [tf.constant(0), codes])[1]
 
@@ -206,10 +199,41 @@ def decode(prior, num_samples, labels, pick, cache=True):
             new_caches.append((keys, values))
         code = pick(prior.logits_of(x, position % w), position)
         following = prior.embed_codes(code, position % w)  # the input of the next position
-        return position + 1, tf.cast(following, x.dtype), _place(codes, position, code), new_caches
+        return position + 1, tf.cast(following, x.dtype), sampling.place(codes, position, code), new_caches
 
     x = tf.cast(prior.start(labels, num_samples), prior.compute_dtype)
     _, _, codes, _ = tf.while_loop(
         lambda p, *_: p < length, cached_body, [tf.constant(0), x, codes, caches], parallel_iterations=1
     )
     return codes
+
+
+def transformer_arguments(network: dict, meta: dict) -> dict:
+    """The transformer priors' arguments from the prior config's network fields and the codes' meta."""
+    return dict(
+        num_embeddings=network["num_embeddings"],
+        latent_shape=tuple(codes_format.grid_shapes(meta)["codes"]),
+        **sized_from_prior_config(network["num_filters"], network["num_layers"]),
+        dropout=network["dropout"],
+        num_classes=network["num_classes"],
+        depth=meta.get("depth", 1),
+    )
+
+
+@register_prior_family("transformer")
+class TransformerFamily(PriorFamily):
+    """A causal transformer over one code grid (residual VQ's depth side by side): the prior
+    config's `num_filters` is its width, `num_layers` its blocks (None: 4), `dropout` its dropout;
+    4 attention heads (fewer when the width is not divisible by 4). It sees the whole grid at any
+    depth, so nothing is sized to the grid."""
+
+    cls = TransformerPrior
+    title = "causal transformer"
+
+    def build(self, network: dict, meta: dict):
+        return self.cls(**transformer_arguments(network, meta))
+
+
+# Its samplers (`AutoregressivePrior`): the key/value-cached ones above.
+TransformerPrior.codes_sampler = staticmethod(sample_codes_graph)
+TransformerPrior.uniforms_sampler = staticmethod(sample_codes_from_uniforms_graph)

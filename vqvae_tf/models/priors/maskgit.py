@@ -31,9 +31,11 @@ import tensorflow as tf
 from vqvae_tf.layers import SERIALIZATION_PACKAGE
 from vqvae_tf.layers.transformer import TransformerTrunk
 from vqvae_tf.models import presets
-from vqvae_tf.models.autoregressive import GridPrior, codes_and_labels
-from vqvae_tf.models.pixelcnn_inputs import PixelCNNInputs
-from vqvae_tf.models.pixelcnn_sampling import pick_at
+from vqvae_tf.models.priors.base import GridPrior, codes_and_labels
+from vqvae_tf.models.priors.inputs import PriorInputs
+from vqvae_tf.models.priors.registry import PriorFamily, register_prior_family
+from vqvae_tf.models.priors.sampling import pick_at
+from vqvae_tf.models.priors.transformer import transformer_arguments
 from vqvae_tf.utils import checks, hash_random
 
 
@@ -43,7 +45,7 @@ def cosine_schedule(ratio):
 
 
 @keras.saving.register_keras_serializable(package=SERIALIZATION_PACKAGE)
-class MaskGITPrior(TransformerTrunk, GridPrior, PixelCNNInputs, presets.PresetMixin, keras.Model):
+class MaskGITPrior(TransformerTrunk, GridPrior, PriorInputs, presets.PresetMixin, keras.Model):
     """Bidirectional transformer over code grids: codes int32 [B,h,w], mask bool [B,h,w] (True:
     masked) (+ labels [B]) -> logits float32 [B,h,w,K] of every position.
 
@@ -279,3 +281,14 @@ def sample_codes_graph(
         [tf.constant(0), tf.ensure_shape(codes, [None, h, w]), tf.ensure_shape(mask, [None, h, w])],
     )
     return codes
+
+
+@register_prior_family("maskgit")
+class MaskGITFamily(PriorFamily):
+    """MaskGIT's bidirectional transformer, sized from the prior config as the causal one."""
+
+    cls = MaskGITPrior
+    title = "MaskGIT"
+
+    def build(self, network: dict, meta: dict):
+        return self.cls(**transformer_arguments(network, meta))

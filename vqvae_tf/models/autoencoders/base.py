@@ -13,6 +13,7 @@ import tensorflow as tf
 
 from vqvae_tf.layers import likelihoods
 from vqvae_tf.models import presets
+from vqvae_tf.models.code_grids import ONE_GRID
 from vqvae_tf.utils import checks, distribute
 
 LIKELIHOODS = ("mse", "logistic")
@@ -21,9 +22,6 @@ RESTARTS_KEY = "restarts"
 
 
 class ImageAutoencoder(presets.PresetMixin, keras.Model):
-    # The prior family (`vqvae_tf.models.priors`) that models this autoencoder's codes.
-    prior_family = "pixelcnn"
-
     """What the zoo's autoencoders (`VQVAE`, `vqvae2.VQVAE2`) share: checked images in [0, 1], the
     decoder head and its likelihood p(x|z), presets, the loss trackers and `test_step`, and the
     code grids API that every stage and export uses:
@@ -43,6 +41,14 @@ class ImageAutoencoder(presets.PresetMixin, keras.Model):
     Mean) and `_restarts`; they define `forward`, `losses_of(images, forward_output)` and `num_restarts` (dead codes
     restarted so far, over all quantizers), and may adjust the gradients (`_adjust_gradients`).
     """
+
+    # Set by `register_autoencoder`: the name a config's `model` gives it ("vqvae").
+    model_name = ""
+    # The report's name for it.
+    title = ""
+    # The prior family (`vqvae_tf.models.priors`) that models its codes: ONE_GRID, one code grid
+    # that any one-grid prior (`--prior`) models; VQ-VAE-2's two grids name "hierarchical".
+    prior_family = ONE_GRID
 
     def _set_arguments(self, arguments: dict, attribute_names: dict | None = None) -> None:
         """Validates the constructor's `arguments` (`validate_arguments` and data_variance > 0),

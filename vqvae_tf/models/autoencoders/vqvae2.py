@@ -19,11 +19,11 @@ import tensorflow as tf
 from vqvae_tf.layers import SERIALIZATION_PACKAGE
 from vqvae_tf.layers.encoder_decoder import DOWNSAMPLE_FACTORS, Decoder, Encoder
 from vqvae_tf.layers.quantizers import VectorQuantizerEMA
-from vqvae_tf.models.autoencoder import RESTARTS_KEY, ImageAutoencoder, unless_empty
+from vqvae_tf.models.autoencoders.base import RESTARTS_KEY, ImageAutoencoder, unless_empty
+from vqvae_tf.models.autoencoders.registry import register_autoencoder
+from vqvae_tf.models.code_grids import GRID_NAMES, LEVELS
 from vqvae_tf.utils import checks
 
-LEVELS = ("top", "bottom")
-GRID_NAMES = tuple(f"codes_{level}" for level in LEVELS)  # also the signatures' tensor names
 LOSS_KEYS = (
     "loss",
     "reconstruction_loss",
@@ -43,10 +43,9 @@ ARCHITECTURE_ARGS = (
 RUN_ARGS = ("data_variance", "seed")
 
 
+@register_autoencoder("vqvae2")
 @keras.saving.register_keras_serializable(package=SERIALIZATION_PACKAGE)
 class VQVAE2(ImageAutoencoder):
-    prior_family = "hierarchical"
-
     """VQ-VAE-2: `encode(images) -> (codes_top, codes_bottom)`, `decode(codes_top, codes_bottom) -> images`.
 
     Args:
@@ -69,6 +68,9 @@ class VQVAE2(ImageAutoencoder):
     >>> top.shape, bottom.shape
     (TensorShape([2, 4, 4]), TensorShape([2, 8, 8]))
     """
+
+    title = "VQ-VAE-2"
+    prior_family = "hierarchical"
 
     def __init__(
         self,
