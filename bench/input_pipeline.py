@@ -34,9 +34,9 @@ FLAGS = flags.FLAGS
 def write_folder(root: str, n: int) -> None:
     from PIL import Image
 
-    from vqvae_tf.data import idx
+    from vqvae_tf.data import idx_files
 
-    images, labels = idx.load_arrays(idx.find_idx_dir("fashion_mnist"), "train")
+    images, labels = idx_files.load_arrays(idx_files.find_idx_dir("fashion_mnist"), "train")
     for i in range(n):
         x = images[i % len(images), :, :, 0]
         rgb = np.stack([x, x // 2, 255 - x], axis=-1)

@@ -36,9 +36,9 @@ def fake_mnist_dir(root, n_train=12, n_test=5, compress=True, seed=0):
 
 def fashion_mnist_arrays(split="train", n=None):
     """Real Fashion-MNIST images uint8 [N,28,28] and labels of `split` (the first `n`)."""
-    from vqvae_tf.data import idx
+    from vqvae_tf.data import idx_files
 
-    images, labels = idx.load_arrays(idx.find_idx_dir("fashion_mnist"), split)
+    images, labels = idx_files.load_arrays(idx_files.find_idx_dir("fashion_mnist"), split)
     return images[:n, ..., 0], labels[:n]
 
 

@@ -8,12 +8,12 @@ import tensorflow_datasets as tfds
 from helpers import fake_mnist_dir, write_idx
 
 from vqvae_tf import data
-from vqvae_tf.data import idx
+from vqvae_tf.data import idx_files
 
 
 @pytest.fixture(autouse=True)
 def _clear_caches():
-    idx.load_arrays.cache_clear()
+    idx_files.load_arrays.cache_clear()
     data.clear_caches()
     yield
 

@@ -1,4 +1,4 @@
-"""Image folders (vqvae_tf.data.image_folder): layouts, formats by content, decoding against NumPy
+"""Image folders (vqvae_tf.data.image_files): layouts, formats by content, decoding against NumPy
 references, the hash split, the decoded cache, bad input, and the stages reading a folder. The
 folders are real Fashion-MNIST images written out as files."""
 
@@ -15,7 +15,7 @@ from helpers import REPO_ROOT, fashion_mnist_arrays, image_folder, write_image
 
 from vqvae_tf import configs, data
 from vqvae_tf.data import DataSource
-from vqvae_tf.data import image_folder as folder_lib
+from vqvae_tf.data import image_files as folder_lib
 from vqvae_tf.data.sources.image_folder import ImageFolderBackend
 from vqvae_tf.training import export_codes_lib, sample_lib, train_prior_lib, train_vqvae_lib
 from vqvae_tf.training.options import RunOptions

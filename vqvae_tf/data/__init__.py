@@ -18,7 +18,7 @@ from vqvae_tf.data.datasets import (
     pixel_variance,
 )
 from vqvae_tf.data.errors import DataError
-from vqvae_tf.data.idx import DEBIAN_FASHION_MNIST_DIR, IDX_DATASETS, read_idx
+from vqvae_tf.data.idx_files import DEBIAN_FASHION_MNIST_DIR, IDX_DATASETS, read_idx
 from vqvae_tf.data.sources import Backend, DatasetInfo, register_backend
 
 __all__ = [

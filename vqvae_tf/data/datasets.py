@@ -6,7 +6,7 @@ in order): ``image_folder`` (the user's own images in ``data_dir``), ``fashion_m
 from local IDX files, and any other name through TFDS (``cifar10``, ``svhn_cropped``, ...;
 honours ``data_dir`` / ``$TFDS_DATA_DIR`` and needs a network the first time). What every source
 gets is done here once: ``image_size`` and ``channels`` (centre crop + resize, grey <-> RGB:
-`image_folder.fit_image`), scaling to [0, 1], the fingerprint and the pixel-variance cache.
+`image_files.fit_image`), scaling to [0, 1], the fingerprint and the pixel-variance cache.
 Images are float32 ``[H, W, C]`` in ``[0, 1]``; labels are int32 (``-1`` where a dataset has none).
 """
 
@@ -21,7 +21,7 @@ import os
 import numpy as np
 import tensorflow as tf
 
-from vqvae_tf.data import idx, image_folder, sources
+from vqvae_tf.data import idx_files, image_files, sources
 from vqvae_tf.data.errors import DataError
 from vqvae_tf.data.sources.base import DatasetInfo
 from vqvae_tf.utils import files
@@ -181,7 +181,7 @@ class DataSource:
             size, channels = self.image_size, self.channels
 
             def fit(x, y):
-                fitted = image_folder.fit_image(tf.cast(x, tf.float32) / 255.0, size, channels)
+                fitted = image_files.fit_image(tf.cast(x, tf.float32) / 255.0, size, channels)
                 return tf.cast(tf.round(fitted * 255.0), tf.uint8), y
 
             ds = ds.map(fit, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
@@ -207,7 +207,7 @@ def clear_caches() -> None:
     """Forgets what this process memoised about the data (after files changed under it)."""
     sources.image_folder.clear_caches()
     _pixel_variance.cache_clear()
-    idx.load_arrays.cache_clear()
+    idx_files.load_arrays.cache_clear()
 
 
 def dataset_info(name: str, data_dir: str | None = None, **options) -> DatasetInfo:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import os
 
-from vqvae_tf.data import image_folder
+from vqvae_tf.data import image_files
 from vqvae_tf.data.errors import DataError
 from vqvae_tf.data.sources.base import register_backend
 from vqvae_tf.data.sources.image_folder import ImageFolderBackend
@@ -39,7 +39,7 @@ class ClipartBackend(ImageFolderBackend):
         """The image-folder source this clip-art source reads (its defaults filled in)."""
         return dataclasses.replace(
             source,
-            name=image_folder.NAME,
+            name=image_files.NAME,
             data_dir=_directory(source),
             image_size=source.image_size or IMAGE_SIZE,
             channels=source.channels or CHANNELS,

@@ -1,11 +1,11 @@
-"""The image-folder backend: ``--dataset=image_folder --data_dir=DIR`` (`vqvae_tf.data.image_folder`
+"""The image-folder backend: ``--dataset=image_folder --data_dir=DIR`` (`vqvae_tf.data.image_files`
 scans, decodes once and caches; this adapts it to `Backend`)."""
 
 from __future__ import annotations
 
 import functools
 
-from vqvae_tf.data import image_folder
+from vqvae_tf.data import image_files
 from vqvae_tf.data.errors import DataError
 from vqvae_tf.data.sources.base import Backend, DatasetInfo, register_backend
 from vqvae_tf.utils import progress
@@ -19,7 +19,7 @@ def log_once(message: str) -> None:
         progress.log(message)
 
 
-_scan = functools.lru_cache(maxsize=8)(image_folder.scan)  # one walk per folder and process
+_scan = functools.lru_cache(maxsize=8)(image_files.scan)  # one walk per folder and process
 
 
 @functools.lru_cache(maxsize=32)
@@ -29,9 +29,9 @@ def _prepared_folder(root, image_size, channels, test_fraction) -> dict:
         shown = ", ".join(folder.ignored[:5]) + (", ..." if len(folder.ignored) > 5 else "")
         log_once(f"Ignored {len(folder.ignored)} file(s) in {folder.root} that are not images: {shown}")
     if image_size is None or channels is None:
-        h, w, c = image_folder.first_image_shape(folder)
+        h, w, c = image_files.first_image_shape(folder)
         image_size, channels = image_size or (h, w), channels or c
-    return image_folder.prepare(folder, (*image_size, channels), test_fraction)
+    return image_files.prepare(folder, (*image_size, channels), test_fraction)
 
 
 def clear_caches() -> None:
@@ -41,7 +41,7 @@ def clear_caches() -> None:
 
 @register_backend
 class ImageFolderBackend(Backend):
-    name = image_folder.NAME
+    name = image_files.NAME
     fits_images = True
 
     def check(self, source) -> None:
@@ -49,7 +49,7 @@ class ImageFolderBackend(Backend):
             raise DataError("--dataset=image_folder needs --data_dir=DIR, the folder of images.")
 
     def claims(self, source) -> bool:
-        return source.name == image_folder.NAME
+        return source.name == image_files.NAME
 
     def meta(self, source) -> dict:
         """The decoded cache's meta.json of the folder (made on first use), with the corrupt-file
@@ -87,7 +87,7 @@ class ImageFolderBackend(Backend):
                 f"No image of {meta['root']} is in its {split} split (test fraction "
                 f"{source.test_fraction}); add images or change --test_fraction."
             )
-        return image_folder.read_cache(meta, split)
+        return image_files.read_cache(meta, split)
 
     def fingerprint_key(self, source) -> str:
         return self.meta(source)["fingerprint"]

@@ -8,7 +8,7 @@ import os
 
 import tensorflow as tf
 
-from vqvae_tf.data import idx
+from vqvae_tf.data import idx_files
 from vqvae_tf.data.errors import DataError
 from vqvae_tf.data.sources.base import Backend, DatasetInfo, register_backend
 
@@ -28,7 +28,7 @@ def _builder(name: str, data_dir: str | None):
         raise
     except Exception as e:  # DatasetNotFoundError and friends
         raise DataError(
-            f"Unknown dataset {name!r}: neither local IDX files ({', '.join(idx.IDX_DATASETS)}) "
+            f"Unknown dataset {name!r}: neither local IDX files ({', '.join(idx_files.IDX_DATASETS)}) "
             f"nor a TFDS dataset of that name ({type(e).__name__}: {str(e).splitlines()[0]})."
         ) from e
 
@@ -80,7 +80,7 @@ class TfdsBackend(Backend):
         try:
             ds = _tfds().load(name, split=split, data_dir=data_dir, shuffle_files=False)
         except Exception as e:
-            hint = idx.missing_message(name, data_dir) if name in idx.IDX_DATASETS else ""
+            hint = idx_files.missing_message(name, data_dir) if name in idx_files.IDX_DATASETS else ""
             raise DataError(f"tfds.load({name!r}, split={split!r}) failed: {e}. {hint}") from e
         has_label = "label" in builder.info.features
         return ds.map(

@@ -286,7 +286,7 @@ class HierarchicalFamily(PriorFamily):
             why = (
                 ""
                 if top.cls.exact_likelihood
-                else f" ({top.title} has no exact likelihood, which log p(top) + log p(bottom | top) needs)"
+                else f": {top.title} has no exact likelihood, which log p(top) + log p(bottom | top) needs"
             )
             raise ValueError(
                 f"The codes are VQ-VAE-2's ({', '.join(GRID_NAMES)}): their prior's top level is one of "
