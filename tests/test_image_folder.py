@@ -14,7 +14,7 @@ import tensorflow as tf
 from helpers import REPO_ROOT, fashion_mnist_arrays, image_folder, write_image
 
 from vqvae_tf import configs, data
-from vqvae_tf.data import DataSource
+from vqvae_tf.data import DataSource, image_cache
 from vqvae_tf.data import image_files as folder_lib
 from vqvae_tf.data.sources.image_folder import ImageFolderBackend
 from vqvae_tf.training import export_codes_lib, sample_lib, train_prior_lib, train_vqvae_lib
@@ -168,9 +168,9 @@ def test_a_split_is_held_in_memory_only_when_it_fits(tmp_path, monkeypatch):
     x, y = fashion_mnist_arrays("train", 20)
     image_folder(tmp_path / "f", x, y)
     meta = ImageFolderBackend().meta(data.DataSource("image_folder", str(tmp_path / "f")))
-    assert type(folder_lib.read_cache(meta, "train")).__name__ == "CacheDataset"
+    assert type(image_cache.read_cache(meta, "train")).__name__ == "CacheDataset"
     monkeypatch.setenv("VQVAE_MEMORY_CACHE_BYTES", str(28 * 28 - 1))  # less than one image
-    ds = folder_lib.read_cache(meta, "train")
+    ds = image_cache.read_cache(meta, "train")
     assert type(ds).__name__ != "CacheDataset"
     assert len(list(ds)) == meta["counts"]["train"]  # read from the disk cache all the same
 
@@ -376,12 +376,12 @@ def test_very_large_files_decode_at_reduced_size(tmp_path, monkeypatch):
     original = large_images.decode_reduced
     monkeypatch.setattr(large_images, "decode_reduced", lambda p, h, w: reduced.append(p) or original(p, h, w))
     folder = folder_lib.scan(str(tmp_path / "f"), 0.1)
-    meta = folder_lib.prepare(folder, (16, 16, 3), 0.1)
+    meta = image_cache.prepare(folder, (16, 16, 3), 0.1)
     assert len(reduced) == 3 and not sum(len(v) for v in meta["corrupt"].values())
     cached = {}
     for split in ("train", "test"):
         entries = folder.files[split]
-        for (rel, _), (image, _) in zip(entries, folder_lib.read_cache(meta, split).as_numpy_iterator()):
+        for (rel, _), (image, _) in zip(entries, image_cache.read_cache(meta, split).as_numpy_iterator()):
             cached[rel] = image
     for name in ("rgba", "grey", "palette"):
         whole = folder_lib.decode(tf.constant(str(root / f"{name}.png")), (16, 16), 3).numpy()
@@ -389,7 +389,7 @@ def test_very_large_files_decode_at_reduced_size(tmp_path, monkeypatch):
         assert diff.mean() < 1.5 and diff.max() <= 8, (name, diff.mean(), diff.max())
     monkeypatch.setattr(large_images, "MAX_DECODED_BYTES", 100_000)  # 240x200 RGBA: too large now
     monkeypatch.setenv("VQVAE_CACHE_DIR", str(tmp_path / "cache2"))
-    meta = folder_lib.prepare(folder, (16, 16, 3), 0.1)
+    meta = image_cache.prepare(folder, (16, 16, 3), 0.1)
     assert "a/rgba.png" in sum(meta["corrupt"].values(), [])
 
 

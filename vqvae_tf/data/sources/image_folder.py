@@ -1,11 +1,11 @@
 """The image-folder backend: ``--dataset=image_folder --data_dir=DIR`` (`vqvae_tf.data.image_files`
-scans, decodes once and caches; this adapts it to `Backend`)."""
+scans and decodes, `image_cache` caches the decoded images; this adapts them to `Backend`)."""
 
 from __future__ import annotations
 
 import functools
 
-from vqvae_tf.data import image_files
+from vqvae_tf.data import image_cache, image_files
 from vqvae_tf.data.errors import DataError
 from vqvae_tf.data.sources.base import Backend, DatasetInfo, register_backend
 from vqvae_tf.utils import progress
@@ -31,7 +31,7 @@ def _prepared_folder(root, image_size, channels, test_fraction) -> dict:
     if image_size is None or channels is None:
         h, w, c = image_files.first_image_shape(folder)
         image_size, channels = image_size or (h, w), channels or c
-    return image_files.prepare(folder, (*image_size, channels), test_fraction)
+    return image_cache.prepare(folder, (*image_size, channels), test_fraction)
 
 
 def clear_caches() -> None:
@@ -87,7 +87,7 @@ class ImageFolderBackend(Backend):
                 f"No image of {meta['root']} is in its {split} split (test fraction "
                 f"{source.test_fraction}); add images or change --test_fraction."
             )
-        return image_files.read_cache(meta, split)
+        return image_cache.read_cache(meta, split)
 
     def fingerprint_key(self, source) -> str:
         return self.meta(source)["fingerprint"]
