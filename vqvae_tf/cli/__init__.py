@@ -1,5 +1,6 @@
 """Flags shared by the scripts in train/ and export/, each defined once (as tensorflow-models'
-`official/common/flags.py`), and the one way a script's flags become `RunOptions`.
+`official/common/flags.py`), and the one way a script's flags become `RunOptions`; `runner.run`
+(re-exported as `cli.run`) runs a script's main.
 
 A script keeps module-level holders (``_RUN = cli.define_run_flags(...)``), validates through absl
 (``lower_bound``, ``DEFINE_enum``; a validator only where absl has no bound: strict ``> 0`` for
@@ -9,10 +10,9 @@ floats, odd kernels, comma lists), and hands one library call to `cli.run`.
 from __future__ import annotations
 
 import dataclasses
-import os
 import sys
 
-from absl import app, flags, logging
+from absl import app, flags
 
 from vqvae_tf.configs import CONFIG_NAMES, DEFAULT_CONFIGS, LR_SCHEDULES, MODELS
 from vqvae_tf.data import DataError, DataSource
@@ -20,12 +20,8 @@ from vqvae_tf.layers.quantizers import option_fields, registry
 from vqvae_tf.losses.objective import PERCEPTUAL_NETS, RECONSTRUCTION_LOSSES, ImageLossConfig
 from vqvae_tf.models.presets import PRESETS
 from vqvae_tf.serving import tflite
-from vqvae_tf.training.checkpoints import CheckpointError
-from vqvae_tf.training.loop import TrainingDiverged
 from vqvae_tf.training.options import MIXED_PRECISION, STRATEGIES, RunOptions
 from vqvae_tf.utils import flag_parsers
-from vqvae_tf.utils.commands import as_command_text, command_name, prepare_help
-from vqvae_tf.utils.files import WorkdirError
 
 FLAGS = flags.FLAGS
 
@@ -364,33 +360,7 @@ def _flag_text(value) -> str:
     return ",".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)
 
 
-# Errors a user's input or machine causes (bad flags or data, a missing workdir or codes, a full
-# disk): a script reports them in one line and exits with status 2, unless asked for the traceback.
-USER_ERRORS = (app.UsageError, ValueError, OSError, WorkdirError, CheckpointError, TrainingDiverged)
-TRACEBACK_ENV = "VQVAE_TRACEBACK"
-
-
-def run(main) -> None:
-    """`app.run` for a script whose `main()` takes no arguments: stray arguments are a usage
-    error, and absl logs warnings and errors only (progress lines go to stdout). A `USER_ERRORS`
-    exception ends the script with one line on stderr and exit status 2; ``--verbosity=1`` or
-    ``VQVAE_TRACEBACK=1`` shows its traceback instead."""
-
-    def absl_main(argv):
-        verbosity = FLAGS.verbosity
-        logging.set_verbosity(logging.WARNING)
-        try:
-            if len(argv) > 1:
-                raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-            main()
-        except USER_ERRORS as e:
-            if verbosity >= 1 or os.environ.get(TRACEBACK_ENV, "") not in ("", "0"):
-                raise
-            spec = getattr(sys.modules["__main__"], "__spec__", None)
-            script = command_name() or (spec.name if spec is not None else os.path.basename(sys.argv[0]))
-            text = as_command_text(" ".join(str(e).split()) or type(e).__name__)
-            print(f"{script}: error: {text}", file=sys.stderr)
-            sys.exit(2)
-
-    prepare_help(main, FLAGS)
-    app.run(absl_main)
+# The scripts' process runner (one-line errors, exit status 2): runner.py.
+from vqvae_tf.cli.runner import TRACEBACK_ENV as TRACEBACK_ENV  # noqa: E402
+from vqvae_tf.cli.runner import USER_ERRORS as USER_ERRORS  # noqa: E402
+from vqvae_tf.cli.runner import run as run  # noqa: E402
