@@ -16,7 +16,7 @@ import tensorflow as tf
 from helpers import REPO_ROOT, fashion_mnist_arrays, train_tiny_vqvae
 
 from vqvae_tf import VQVAE, PixelCNN, PresetError, PriorConfig, data, get_config, list_presets, sample_grids
-from vqvae_tf.data import DataSource, image_folder
+from vqvae_tf.data import DataSource, image_files
 from vqvae_tf.data.sources import clipart
 from vqvae_tf.models import presets
 from vqvae_tf.serving import export_presets_lib, export_savedmodel_lib, export_tflite_lib
@@ -236,11 +236,11 @@ def held_out_images(meta: dict, count: int):
 def _held_out_images(data_json: str, count: int):
     source = data.DataSource.from_dict(json.loads(data_json))
     folder_source = source.backend.folder(source) if hasattr(source.backend, "folder") else source
-    folder = image_folder.scan(folder_source.data_dir, float(source.test_fraction))
+    folder = image_files.scan(folder_source.data_dir, float(source.test_fraction))
     xs, ys = [], []
     for rel, label in folder.files["test"]:
         try:
-            x = image_folder.decode(os.path.join(folder.root, rel), folder_source.image_size, folder_source.channels)
+            x = image_files.decode(os.path.join(folder.root, rel), folder_source.image_size, folder_source.channels)
         except tf.errors.InvalidArgumentError:
             continue  # a corrupt file, which the pipeline skips too (skip_corrupt_images)
         xs.append(x.numpy())
