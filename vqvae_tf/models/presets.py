@@ -26,9 +26,6 @@ CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.weights.h5"
 METADATA_FILE = "metadata.json"
 WEIGHTS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "weights")
-# What a model's sub-directory is called in a pair of presets: "vqvae" for a registered
-# autoencoder, "prior" for the model of a registered prior family (`kind_of`).
-KIND_NAMES = ("vqvae", "prior")
 # The shipped presets: name -> one line.
 PRESETS = {
     "fashion_mnist": "Fashion-MNIST 28x28x1 -> 7x7 codes (K=256, EMA VQ-VAE) and its class-conditional "
