@@ -147,7 +147,7 @@ def _check_vector(strings, name: str):
     vector = tf.logical_and(tf.equal(first, size), tf.equal(tf.reduce_sum(shape), size))
     message = f"{name} must be a vector [B] of encoded images (one string each), got a tensor of shape"
     with tf.control_dependencies([tf.debugging.Assert(vector, [message, shape])]):
-        return tf.reshape(tf.identity(strings), [-1])
+        return tf.reshape(strings, [-1])
 
 
 def _decode_image_bytes(image_bytes, image_shape):

@@ -24,7 +24,6 @@ from vqvae_tf.models.priors.registry import (
     model_classes,
     names,
     network_names,
-    of_model,
     register_prior_family,
 )
 
@@ -49,7 +48,6 @@ __all__ = [
     "model_classes",
     "names",
     "network_names",
-    "of_model",
     "pixelcnn",
     "register_prior_family",
     "transformer",

@@ -143,11 +143,3 @@ def for_autoencoder(prior_family: str, network: str) -> PriorFamily:
 def model_classes() -> dict:
     """{class name: class} of every family's model (what a preset's config.json may hold)."""
     return {family.cls.__name__: family.cls for family in _FAMILIES.values()}
-
-
-def of_model(prior) -> PriorFamily:
-    """The family of a prior model (by its class)."""
-    for family in _FAMILIES.values():
-        if type(prior) is family.cls:
-            return family
-    raise ValueError(f"{type(prior).__name__} is not the model of a registered prior family ({', '.join(_FAMILIES)}).")
