@@ -23,3 +23,13 @@ def mirrored():
     # One strategy per process: each new MirroredStrategy restarts its collective instance keys,
     # and the process-wide collective executor then mixes up collectives of different strategies.
     return tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+
+
+@pytest.fixture(scope="session")
+def scripts():
+    """`helpers.ScriptServer`: the scripts run as forks of one warm interpreter (their refusals)."""
+    from helpers import ScriptServer
+
+    server = ScriptServer()
+    yield server
+    server.close()

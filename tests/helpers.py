@@ -197,3 +197,40 @@ def numpy_uniform(seed: int, stream: int, n: int) -> np.ndarray:
 
     base = mix(mix(seed & 0xFFFFFFFF) ^ (stream & 0xFFFFFFFF))
     return np.array([(mix((base + i * 0x9E3779B9) & 0xFFFFFFFF) >> 8) / 2**24 for i in range(n)])
+
+
+class ScriptServer:
+    """Runs ``python -m <module> <args>`` as forks of one warm interpreter (tests/script_server.py):
+    `run` returns a `subprocess.CompletedProcess` as `subprocess.run(..., capture_output=True,
+    text=True)` would. For the scripts' quick refusals; a run that trains belongs in a subprocess."""
+
+    def __init__(self):
+        import subprocess
+        import sys
+
+        env = {**os.environ, "PYTHONPATH": REPO_ROOT + os.pathsep + os.environ.get("PYTHONPATH", "")}
+        self._proc = subprocess.Popen(
+            [sys.executable, os.path.join(REPO_ROOT, "tests", "script_server.py")],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            cwd=REPO_ROOT,
+            env=env,
+        )
+
+    def run(self, module: str, *args, cwd: str = REPO_ROOT, env: dict | None = None, timeout: float = 300):
+        import json
+        import subprocess
+
+        case = {"module": module, "args": list(args), "cwd": str(cwd), "env": env or {}, "timeout": timeout}
+        self._proc.stdin.write(json.dumps(case) + "\n")
+        self._proc.stdin.flush()
+        line = self._proc.stdout.readline()
+        if not line:
+            raise RuntimeError(f"the script server ended (exit status {self._proc.wait()})")
+        r = json.loads(line)
+        return subprocess.CompletedProcess([module, *args], r["returncode"], r["stdout"], r["stderr"])
+
+    def close(self):
+        self._proc.stdin.close()
+        self._proc.wait(timeout=60)

@@ -295,14 +295,8 @@ def test_configs_cover_colour_sizes():
         ("--dataset=image_folder", "--dataset=image_folder needs --data_dir=DIR"),
     ],
 )
-def test_bad_data_flags(tmp_path, flag, message):
-    res = subprocess.run(
-        [sys.executable, "-m", "train.train_vqvae", f"--workdir={tmp_path / 'w'}", flag],
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+def test_bad_data_flags(scripts, tmp_path, flag, message):
+    res = scripts.run("train.train_vqvae", f"--workdir={tmp_path / 'w'}", flag)
     assert res.returncode != 0 and message in res.stderr, res.stderr[-2000:]
     assert not (tmp_path / "w").exists()
 

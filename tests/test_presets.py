@@ -6,14 +6,12 @@ import functools
 import json
 import os
 import shutil
-import subprocess
-import sys
 
 import h5py
 import numpy as np
 import pytest
 import tensorflow as tf
-from helpers import REPO_ROOT, fashion_mnist_arrays, train_tiny_vqvae
+from helpers import fashion_mnist_arrays, train_tiny_vqvae
 
 from vqvae_tf import VQVAE, PixelCNN, PresetError, PriorConfig, data, get_config, list_presets, sample_grids
 from vqvae_tf.data import DataSource, image_files
@@ -168,23 +166,13 @@ def test_prior_fine_tuning_checks_the_codes(run, tmp_path):
         train_prior_lib.train_prior(config, RunOptions(str(tmp_path / "w"), log_every=1), init_from=out)
 
 
-def test_scripts_take_exactly_one_model_source(tmp_path):
-    for args in (["--workdir=/tmp/x", "--preset=fashion_mnist"],):  # (neither: the same check, cli.define_model_source)
-        res = subprocess.run(
-            [sys.executable, "-m", "export.export_savedmodel", f"--export_dir={tmp_path}", *args],
-            cwd=REPO_ROOT,
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
-        assert res.returncode != 0 and "Give exactly one of --workdir" in res.stderr, res.stderr[-1500:]
-    res = subprocess.run(
-        [sys.executable, "-m", "train.sample", "--preset=nope", f"--output={tmp_path / 's.png'}"],
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
+def test_scripts_take_exactly_one_model_source(scripts, tmp_path):
+    # (neither: the same check, cli.define_model_source)
+    res = scripts.run(
+        "export.export_savedmodel", f"--export_dir={tmp_path}", "--workdir=/tmp/x", "--preset=fashion_mnist"
     )
+    assert res.returncode != 0 and "Give exactly one of --workdir" in res.stderr, res.stderr[-1500:]
+    res = scripts.run("train.sample", "--preset=nope", f"--output={tmp_path / 's.png'}")
     assert res.returncode != 0 and "Unknown preset 'nope'" in res.stderr, res.stderr[-1500:]
 
 

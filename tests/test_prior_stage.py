@@ -124,7 +124,7 @@ def _quiet(res) -> None:
 
 
 @pytest.mark.slow
-def test_scripts_end_to_end_on_real_fashion_mnist(tmp_path):
+def test_scripts_end_to_end_on_real_fashion_mnist(scripts, tmp_path):
     w = str(tmp_path / "run")
     # (As a user runs them: without the tests' TF_CPP_MIN_LOG_LEVEL.)
     res = _run(
@@ -190,7 +190,7 @@ def test_scripts_end_to_end_on_real_fashion_mnist(tmp_path):
     )
     assert res.returncode == 0, res.stderr[-3000:]
     assert open(tmp_path / "a.png", "rb").read() == open(tmp_path / "b.png", "rb").read()
-    res = _run(
+    res = scripts.run(
         "train.sample",
         f"--workdir={w}",
         "--num_samples=2",

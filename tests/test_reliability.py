@@ -485,14 +485,8 @@ BAD_FLAGS = [
 
 
 @pytest.mark.parametrize("module,args,message", BAD_FLAGS)
-def test_bad_flags_rejected_up_front(tmp_path, module, args, message):
-    res = subprocess.run(
-        [sys.executable, "-m", module, f"--workdir={tmp_path}", *args],
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+def test_bad_flags_rejected_up_front(scripts, tmp_path, module, args, message):
+    res = scripts.run(module, f"--workdir={tmp_path}", *args, timeout=120)
     assert res.returncode != 0
     assert message in res.stderr, res.stderr[-1500:]
     assert not os.listdir(tmp_path)  # nothing was started

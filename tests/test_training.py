@@ -197,12 +197,12 @@ def _script(args, env=None, timeout=300):
     )
 
 
-def test_script_rejects_bad_flags(tmp_path):
-    res = _script([f"--workdir={tmp_path}", "--steps=0"])
+def test_script_rejects_bad_flags(scripts, tmp_path):
+    res = scripts.run("train.train_vqvae", f"--workdir={tmp_path}", "--steps=0")
     assert res.returncode != 0 and "flag --steps=0: 0 is not a positive integer" in res.stderr
-    res = _script([f"--workdir={tmp_path}", "--config=nope"])
+    res = scripts.run("train.train_vqvae", f"--workdir={tmp_path}", "--config=nope")
     assert res.returncode != 0 and "nope" in res.stderr and "fashion_mnist" in res.stderr
-    res = _script(["--config=tiny"])
+    res = scripts.run("train.train_vqvae", "--config=tiny")
     assert res.returncode != 0 and "workdir" in res.stderr
 
 

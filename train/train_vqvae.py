@@ -13,6 +13,8 @@ r"""Trains a VQ-VAE (library: vqvae_tf.training.train_vqvae_lib).
 
     python -m train.train_vqvae --workdir=/tmp/ft --init_from=fashion_mnist --reinit_codebook \
         --dataset=image_folder --data_dir=photos/ --image_size=28 --channels=1 --steps=1000
+    python -m train.train_vqvae --workdir=/tmp/dec --init_from=my_tokenizer --trainable=decoder \
+        --dataset=image_folder --data_dir=photos/ --image_size=256 --steps=2000
 
 Re-running the same command resumes from the latest checkpoint up to --steps in total.
 """
@@ -37,6 +39,13 @@ _OVERRIDES = dict(
     **cli.define_loss_flags(),
     likelihood=flags.DEFINE_enum("likelihood", None, list(LIKELIHOODS), "Reconstruction loss (default: the config's)."),
     jit_compile=cli.define_jit_compile_flag(),
+    trainable=flags.DEFINE_enum(
+        "trainable",
+        None,
+        list(configs.TRAINABLE),
+        "With --init_from: all (default), or decoder: the encoder and codebook stay frozen, so the "
+        "codes (and priors trained on them) stay valid.",
+    ),
 )
 
 
@@ -50,6 +59,12 @@ flags.register_multi_flags_validator(
     ["init_from", "reinit_codebook"],
     lambda v: v["init_from"] or not v["reinit_codebook"],
     message="--reinit_codebook needs --init_from.",
+)
+flags.register_multi_flags_validator(
+    ["init_from", "reinit_codebook", "trainable"],
+    lambda v: v["trainable"] != "decoder" or (v["init_from"] and not v["reinit_codebook"]),
+    message="--trainable=decoder fine-tunes a preset's decoder: it needs --init_from and keeps the codebook "
+    "(no --reinit_codebook).",
 )
 
 

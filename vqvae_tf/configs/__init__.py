@@ -33,6 +33,7 @@ from vqvae_tf.configs.classes import (
     LR_SCHEDULES,
     MODELS,
     PRIOR_NETWORKS,
+    TRAINABLE,
     PriorConfig,
     Recipe,
     TrainingConfig,
@@ -50,6 +51,7 @@ __all__ = [
     "JIT_COMPILE_CHOICES",
     "LR_SCHEDULES",
     "MODELS",
+    "TRAINABLE",
     "PRIOR_CONFIG_NAMES",
     "PRIOR_NETWORKS",
     "RECIPE_NAMES",
@@ -153,6 +155,32 @@ _CONFIGS = {
         **_VQGAN,
         disc_layers=3,
         disc_start=20_000,
+    ),
+    # VQGAN's own network (the "taming" network of the converted checkpoints: GroupNorm ResNet
+    # blocks, attention at the lowest resolution and in the middle) with the VQGAN recipe at 64 px:
+    # 16x16 codes of K=256 (vqgan_64's budget); levels of 64, 128, 128 channels (VQGAN's f16 has
+    # 128, 128, 256, 256, 512), D=64.
+    "taming_64": _colour(
+        "image_folder",
+        64,
+        128,
+        64,
+        network="taming",
+        network_options=dict(
+            block_out_channels=[64, 128, 128],
+            layers_per_block=1,
+            down_attention=[False, False, True],
+            up_attention=[True, False, False],
+            latent_channels=64,
+        ),
+        num_embeddings=256,
+        quantizer="vq",
+        learning_rate=2e-4,
+        batch_size=32,
+        steps=50_000,
+        **_VQGAN,
+        disc_layers=2,
+        disc_start=10_000,
     ),
     # The colour zoo's clip art (`--dataset=clipart`, `--recipe=clipart`; BENCHMARKS section 12):
     # vqgan_64's network and code budget (16x16 codes of K=256: 2048 bits per image), trained on L1

@@ -10,6 +10,7 @@ import inspect
 
 import keras
 
+from vqvae_tf.layers import networks
 from vqvae_tf.layers.quantizers import build, option_fields
 from vqvae_tf.losses.objective import ImageLossConfig
 from vqvae_tf.models import priors
@@ -19,6 +20,9 @@ from vqvae_tf.models.autoencoders.vqvae2 import VQVAE2
 from vqvae_tf.models.priors.pixelcnn import PixelCNN
 from vqvae_tf.utils import checks
 
+# What a run trains: everything, or the decoder alone (encoder and codebook frozen, so the codes,
+# and the priors trained on them, stay valid: fine-tuning a pretrained tokenizer's decoder).
+TRAINABLE = ("all", "decoder")
 # A config's jit_compile: XLA off, on, or chosen by timing a few steps each way (training.loop).
 JIT_COMPILE_CHOICES = (False, True, "auto")
 
@@ -125,6 +129,9 @@ class _AutoencoderConfigMethods(TrainingConfig, ImageLossConfig):
         self.validate_losses()
         if check_image_size:
             self.check_image_size(self.image_shape)
+        checks.one_of("trainable", self.trainable, TRAINABLE)
+        if self.trainable == "decoder" and not hasattr(self.model_cls, "freeze_codes"):
+            raise ValueError(f"trainable='decoder' is not supported by {self.model_cls.__name__}.")
         if self.jit_compile not in JIT_COMPILE_CHOICES or not isinstance(self.jit_compile, (bool, str)):
             raise ValueError(f"jit_compile must be true, false or 'auto', got {self.jit_compile!r}.")
         return self
@@ -162,6 +169,8 @@ class _VQVAEConfigMethods(_AutoencoderConfigMethods):
         return self.prior_grids()["codes"]
 
     def validate(self, check_image_size: bool = True):
+        # The network's options with their defaults filled in (as the model keeps them).
+        self.network_options = networks.get(self.network).canonical_options(self.network_options)
         # Some quantizers' options fix K and D (FSQ's levels, LFQ's bits): the config follows them.
         for name, value in build.option_values(self.network_kwargs()).items():  # int lists as tuples
             setattr(self, name, value)
@@ -194,6 +203,7 @@ def _config_class(name, model_cls, methods, architecture_args, run_args, steps, 
             *fields,
             ("steps", int, dataclasses.field(default=steps)),
             ("jit_compile", bool | str, dataclasses.field(default=False)),  # or "auto"
+            ("trainable", str, dataclasses.field(default="all")),  # or "decoder" (`TRAINABLE`)
         ],
         bases=(methods,),
     )

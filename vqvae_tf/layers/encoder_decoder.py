@@ -13,6 +13,7 @@ import math
 import keras
 
 from vqvae_tf.layers import SERIALIZATION_PACKAGE as _PACKAGE
+from vqvae_tf.layers.networks import Network, register_network
 
 DOWNSAMPLE_FACTORS = (2, 4, 8)
 
@@ -186,3 +187,21 @@ class Decoder(_ConvNet):
 
     def get_config(self):
         return dict(super().get_config(), output_channels=self.output_channels)
+
+
+@register_network("vqvae")
+class ConvNetwork(Network):
+    """The paper's network (`Encoder`, `Decoder`), sized by the model's ``num_hiddens``,
+    ``num_residual_hiddens``, ``num_residual_layers`` and ``downsample``; no network_options."""
+
+    @staticmethod
+    def build(arguments, options, embedding_dim, out_channels):
+        widths = (arguments["num_hiddens"], arguments["num_residual_hiddens"], arguments["num_residual_layers"])
+        downsample = arguments["downsample"]
+        encoder = Encoder(*widths, embedding_dim, downsample, name="encoder")
+        decoder = Decoder(out_channels, *widths, downsample, name="decoder")
+        return encoder, decoder
+
+    @staticmethod
+    def validate(arguments, options):
+        _num_strided(arguments["downsample"])

@@ -131,6 +131,9 @@ def load(cls, name_or_dir: str, load_weights: bool = True):
         raise PresetError(
             f"{cls.__name__} is neither a registered autoencoder nor the model of a registered prior family."
         )
+    for claims, load_model in _FOREIGN_LOADERS if kind == "vqvae" else ():
+        if claims(name_or_dir):
+            return load_model(cls, name_or_dir)
     directory = preset_dir(name_or_dir, kind)
     saved = _read_json(directory, CONFIG_FILE)
     class_name = saved.get("class_name")
@@ -153,6 +156,17 @@ def load(cls, name_or_dir: str, load_weights: bool = True):
         except (ValueError, KeyError, OSError) as e:
             raise PresetError(f"The weights in {path} do not fit the model of {CONFIG_FILE} there: {e}") from e
     return model
+
+
+# Loaders of other libraries' checkpoints, asked before a preset directory is read: (claims(name),
+# load(cls, name)). `vqvae_tf.convert` registers the diffusers / hf:// one when it is imported.
+_FOREIGN_LOADERS: list = []
+
+
+def register_foreign_loader(claims, load_model) -> None:
+    """`from_preset(name)` of an autoencoder class returns ``load_model(cls, name)`` when
+    ``claims(name)``: a checkpoint of another library converted in memory."""
+    _FOREIGN_LOADERS.append((claims, load_model))
 
 
 def save(model, directory: str, metadata: dict | None = None) -> str:

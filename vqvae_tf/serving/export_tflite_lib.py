@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from vqvae_tf.data.errors import DataError
 from vqvae_tf.serving import tflite
 from vqvae_tf.training import models_lib
 from vqvae_tf.utils import progress
@@ -21,17 +22,12 @@ def export_tflite_stage(
     """TFLite encoder/decoder files and tflite_report.json of `workdir`'s models or `preset`'s,
     checked on real test images of the data they were trained on."""
     model = models_lib.load_vqvae(workdir, preset)
-    images = np.concatenate(
-        [
-            x
-            for x, _ in models_lib.data_source(workdir, preset, data_dir)
-            .load("test")
-            .batch(500)
-            .take(-(-num_test_images // 500))
-            .as_numpy_iterator()
-        ]
-    )
-    report = tflite.export_tflite(model, export_dir, images[:num_test_images], quantizations)
+    source = models_lib.data_source(workdir, preset, data_dir)
+    try:
+        images = _images(source, "test", num_test_images)
+    except DataError:  # (a small image folder's held-out split may be empty: then its training images)
+        images = _images(source, "train", num_test_images)
+    report = tflite.export_tflite(model, export_dir, images, quantizations)
     for q, r in report["models"].items():
         progress.log(
             f"[tflite] {q}: decoder {r['decoder_bytes'] / 1024:.0f} KiB, max abs error {r['decoder_max_abs_error']:.2e}, "
@@ -51,3 +47,10 @@ def export_tflite_stage(
             else:
                 progress.log(f"[tflite] generator {q}: not converted ({r['reason'][:200]})")
     return report
+
+
+def _images(source, split: str, n: int) -> np.ndarray:
+    batches = [x for x, _ in source.load(split).batch(500).take(-(-n // 500)).as_numpy_iterator()]
+    if not batches:
+        raise DataError(f"No {split} images in {source.data_dir or source.name}.")
+    return np.concatenate(batches)[:n]

@@ -147,7 +147,10 @@ def _check_vector(strings, name: str):
     vector = tf.logical_and(tf.equal(first, size), tf.equal(tf.reduce_sum(shape), size))
     message = f"{name} must be a vector [B] of encoded images (one string each), got a tensor of shape"
     with tf.control_dependencies([tf.debugging.Assert(vector, [message, shape])]):
-        return tf.reshape(strings, [-1])
+        # The identity holds the Assert's control dependency: a reshape of a [None] input to [-1]
+        # alone is removed by the graph optimizer, and the map then fails on a scalar before the
+        # Assert runs ("Tensor must be at least a vector"; seen at 666d29d).
+        return tf.reshape(tf.identity(strings), [-1])
 
 
 def _decode_image_bytes(image_bytes, image_shape):

@@ -62,7 +62,13 @@ def data_source(workdir: str | None = None, preset: str | None = None, data_dir:
     check_one_source(workdir, preset)
     if workdir:
         return train_vqvae_lib.trained_data_source(workdir, data_dir=data_dir)
-    saved = presets.read_metadata(preset, "vqvae").get("data")
-    if not saved:
-        raise presets.PresetError(f"Preset {preset} does not record its data (metadata.json has no 'data').")
-    return data.DataSource.from_dict(saved, data_dir=data_dir)
+    meta = presets.read_metadata(preset, "vqvae")
+    if meta.get("data"):
+        return data.DataSource.from_dict(meta["data"], data_dir=data_dir)
+    if data_dir and meta.get("image_shape"):  # a preset made without data (a converted checkpoint)
+        h, w, c = meta["image_shape"]
+        return data.DataSource(name="image_folder", data_dir=data_dir, image_size=(h, w), channels=c)
+    raise presets.PresetError(
+        f"Preset {preset} does not record its data (metadata.json has no 'data'): "
+        "pass --data_dir=a folder of images to check it on."
+    )

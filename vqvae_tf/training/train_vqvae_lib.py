@@ -23,6 +23,8 @@ def build_vqvae(config: VQVAEConfig, data_variance: float, seed: int, for_traini
     all state created (for checkpoints). `for_training` adds the config's training objective
     (L1, LPIPS, discriminator) when its losses are not the model's own."""
     model = config.build(data_variance=data_variance, seed=seed)
+    if getattr(config, "trainable", "all") == "decoder":
+        model.freeze_codes()
     model.compile(optimizer=config.make_optimizer())
     model.optimizer.build(model.trainable_variables)
     if for_training:

@@ -16,6 +16,7 @@ COMMANDS = {
     "train.sample": "vqvae-sample",
     "export.export_savedmodel": "vqvae-export-savedmodel",
     "export.export_tflite": "vqvae-export-tflite",
+    "export.convert_checkpoint": "vqvae-convert-checkpoint",
 }
 
 

@@ -153,6 +153,11 @@ class VectorQuantizer(CodebookUpkeep, Quantizer):
     def _build_extra_state(self):
         pass
 
+    @property
+    def codebook_variable(self):
+        """The codebook's variable ``[K, D]`` (what a converted checkpoint's codebook is assigned to)."""
+        return self._codebook
+
     def reinitialize(self) -> None:
         """Forgets what the codes were fitted to, keeping nothing but the layer's configuration:
         the next training call runs the k-means install on its batch (the new codebook and, for

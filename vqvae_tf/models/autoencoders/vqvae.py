@@ -13,8 +13,7 @@ import inspect
 import keras
 import tensorflow as tf
 
-from vqvae_tf.layers import SERIALIZATION_PACKAGE
-from vqvae_tf.layers.encoder_decoder import Decoder, Encoder
+from vqvae_tf.layers import SERIALIZATION_PACKAGE, networks
 from vqvae_tf.layers.quantizers import build, option_fields
 from vqvae_tf.models.autoencoders.base import LIKELIHOODS as LIKELIHOODS  # re-exported: the models' likelihoods
 from vqvae_tf.models.autoencoders.base import RESTARTS_KEY, ImageAutoencoder, unless_empty
@@ -33,6 +32,8 @@ ARCHITECTURE_ARGS = (
     "num_residual_hiddens",
     "num_residual_layers",
     "downsample",
+    "network",
+    "network_options",
     "quantizer",
     *(field for field, option in option_fields().items() if option.architecture),
     "likelihood",
@@ -50,7 +51,13 @@ class VQVAE(ImageAutoencoder):
       image_shape: (H, W, C) of the images.
       num_embeddings, embedding_dim: K and D of the quantizer (fixed by some quantizers' options:
         FSQ's levels, LFQ's and BSQ's D bits make K = 2^D; a config derives them).
-      num_hiddens, num_residual_hiddens, num_residual_layers, downsample: of encoder/decoder.
+      num_hiddens, num_residual_hiddens, num_residual_layers, downsample: of encoder/decoder
+        (the "vqvae" network's widths; every network's image-to-grid factor is `downsample`).
+      network: the encoder/decoder by registered name (`vqvae_tf.layers.networks.names()`):
+        "vqvae" (the paper's, the default) or "taming" (VQGAN's and diffusers' VQModel's GroupNorm
+        ResNet with attention: the network of the converted pretrained tokenizers).
+      network_options: that network's options (None: its defaults; the "taming" network's are
+        `vqvae_tf.layers.taming.DEFAULTS`'s keys, e.g. ``block_out_channels``).
       quantizer: a registered name (`vqvae_tf.layers.quantizers.registry.names()`: "vq", "ema",
         "fsq", "rvq", "lfq", "bsq"), or a `Quantizer` instance (e.g. of a user's own class; K and
         D are then its own, and it is saved with the model: register its class with Keras).
@@ -89,6 +96,8 @@ class VQVAE(ImageAutoencoder):
         num_residual_hiddens: int = 32,
         num_residual_layers: int = 2,
         downsample: int = 4,
+        network: str = "vqvae",
+        network_options: dict | None = None,
         quantizer="ema",
         likelihood: str = "mse",
         data_variance: float = 1.0,
@@ -99,6 +108,7 @@ class VQVAE(ImageAutoencoder):
         options = {name: kwargs.pop(name) for name in list(kwargs) if name in fields}
         super().__init__(**kwargs)
         arguments = {name: value for name, value in locals().items() if name in _ARGUMENTS}
+        arguments["network_options"] = networks.get(network).canonical_options(network_options)
         layer = build.as_layer(quantizer, options)
         if layer is None:  # by name: every registered option is a field of the model
             arguments.update(build.option_values(options))
@@ -114,14 +124,11 @@ class VQVAE(ImageAutoencoder):
         h, w, channels = self.image_shape
         self.latent_shape = (h // downsample, w // downsample)
 
-        self.encoder = Encoder(
-            num_hiddens, num_residual_hiddens, num_residual_layers, self.embedding_dim, downsample, name="encoder"
+        out_channels = channels * (2 if likelihood == "logistic" else 1)
+        self.encoder, self.decoder = networks.get(network).build(
+            arguments, self.network_options, self.embedding_dim, out_channels
         )
         self.quantizer = layer
-        out_channels = channels * (2 if likelihood == "logistic" else 1)
-        self.decoder = Decoder(
-            out_channels, num_hiddens, num_residual_hiddens, num_residual_layers, downsample, name="decoder"
-        )
         keys = LOSS_KEYS + ((ENTROPY_KEY,) if _has_entropy(layer) else ())
         self._trackers = {k: keras.metrics.Mean(name=k) for k in keys}
         self._restarts = keras.metrics.Mean(name=RESTARTS_KEY)
@@ -134,6 +141,8 @@ class VQVAE(ImageAutoencoder):
         """Raises ValueError naming the first bad network argument in `arguments` (the network's,
         then the quantizer's, which its layer validates)."""
         ImageAutoencoder.validate_network(arguments, arguments["downsample"], f"downsample={arguments['downsample']}")
+        network = networks.get(arguments.get("network", "vqvae"))
+        network.validate(arguments, network.canonical_options(arguments.get("network_options")))
         if build.as_layer(arguments["quantizer"]) is None:
             build.named(arguments)
 
@@ -232,6 +241,13 @@ class VQVAE(ImageAutoencoder):
         self.decoder(keras.KerasTensor(z.shape))
         self.built = True
 
+    def freeze_codes(self) -> None:
+        """Freezes the encoder and the quantizer (`trainable` False before `compile`): training then
+        moves the decoder alone, and the codes of every image, so the priors trained on them, stay
+        as they are (fine-tuning a pretrained tokenizer's decoder on your own images)."""
+        self.encoder.trainable = False
+        self.quantizer.trainable = False
+
     def _z_e(self, images, training=False):
         """The encoder on checked images in [0, 1]."""
         return self.encoder(tf.cast(images, self.compute_dtype) - 0.5, training=training)
@@ -240,8 +256,9 @@ class VQVAE(ImageAutoencoder):
         """Everything a step needs: dict with ``mean`` (unclipped decoder mean), ``log_scale``
         (or None), ``reconstructions`` (clipped to [0,1]) and the quantiser outputs."""
         images = self._check_images(images)
-        z_e = self._z_e(images, training)
-        vq = self.quantizer(z_e, training=training)
+        z_e = self._z_e(images, training and self.encoder.trainable)
+        # A frozen quantizer makes no training-time updates (EMA, restarts, k-means).
+        vq = self.quantizer(z_e, training=training and self.quantizer.trainable)
         mean, log_scale = self._decoder_head(self.decoder(vq["quantized"], training=training))
         return dict(vq, mean=mean, log_scale=log_scale, reconstructions=tf.clip_by_value(mean, 0.0, 1.0))
 

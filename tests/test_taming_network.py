@@ -1,0 +1,86 @@
+"""The "taming" network (VQGAN's / diffusers VQModel's) as a network of the zoo's VQVAE: options,
+training from scratch by a named config, and decoder-only fine-tuning (tests/test_convert.py
+checks it against the reference implementations)."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from vqvae_tf import VQVAE, get_config
+from vqvae_tf.layers import networks
+from vqvae_tf.training import train_vqvae_lib
+
+OPTIONS = dict(block_out_channels=[8, 16], norm_num_groups=4, latent_channels=4, down_attention=[False, True])
+
+
+def tiny(**changes):
+    fields = dict(network="taming", network_options=OPTIONS, downsample=2, image_shape=(16, 16, 3), quantizer="vq")
+    return dataclasses.replace(get_config("tiny"), **{**fields, **changes}).validate()
+
+
+def test_the_named_config_builds_vqgans_network():
+    config = get_config("taming_64")
+    assert config.network == "taming" and config.network_options["block_out_channels"] == [64, 128, 128]
+    assert config.latent_shape == (16, 16) and config.adversarial
+    model = VQVAE(**{**config.network_kwargs(), "image_shape": (16, 16, 3)})  # (the same layers, fewer pixels)
+    assert model.encode(tf.zeros([1, 16, 16, 3])).shape == (1, 4, 4)
+    assert [level.attentions != [] for level in model.encoder.levels] == [False, False, True]
+
+
+def test_a_tiny_taming_vqvae_trains_and_round_trips():
+    config = tiny()
+    model = train_vqvae_lib.build_vqvae(config, 0.1, 0)
+    x = tf.random.stateless_uniform([4, 16, 16, 3], seed=[1, 2])
+    logs = [model.train_on_batch(x, return_dict=True) for _ in range(3)]
+    assert all(np.isfinite(v) for v in logs[-1].values())
+    assert model.network_options["up_attention"] == [False, False] and model.network_options["norm_eps"] == 1e-6
+    reloaded = VQVAE.from_config(model.get_config())
+    reloaded.set_weights(model.get_weights())
+    np.testing.assert_array_equal(reloaded.encode(x).numpy(), model.encode(x).numpy())
+    assert config.to_dict()["network_options"] == model.network_options
+
+
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        (dict(downsample=4), "downsample=4 does not match the taming network's 2 levels: it must be 2"),
+        (dict(network_options={**OPTIONS, "heads": 2}), r"Unknown taming network options \['heads'\]"),
+        (dict(network_options={**OPTIONS, "norm_num_groups": 3}), "divide into norm_num_groups=3 groups"),
+        (dict(network_options={**OPTIONS, "down_attention": [True]}), "one flag per level"),
+        (dict(network_options={**OPTIONS, "norm_type": "batch"}), "norm_type must be one of"),
+        (dict(network="unet"), r"network must be one of \('vqvae', 'taming'\)"),
+        (dict(network="vqvae"), r"network_options are not taken by this network"),
+    ],
+)
+def test_bad_network_options_are_named(changes, message):
+    with pytest.raises(ValueError, match=message):
+        tiny(**changes)
+
+
+def test_decoder_only_training_keeps_the_codes():
+    """trainable="decoder": the encoder and codebook do not move (so the codes do not), the decoder does."""
+    config = tiny(trainable="decoder", learning_rate=1e-2)
+    model = train_vqvae_lib.build_vqvae(config, 0.1, 0)
+    assert not [v for v in model.trainable_variables if "encoder" in v.path or "codebook" in v.path]
+    x = tf.random.stateless_uniform([4, 16, 16, 3], seed=[3, 4])
+    before = {v.path: v.numpy().copy() for v in model.weights}
+    codes = model.encode(x).numpy()
+    for _ in range(2):
+        model.train_on_batch(x)
+    moved = {p for p, v in before.items() if not np.array_equal(v, _value(model, p))}
+    assert any("/decoder/" in p for p in moved)  # (paths start with the model's name: vqvae, vqvae_1, ...)
+    assert not [p for p in moved if "/encoder/" in p or "codebook" in p], moved
+    np.testing.assert_array_equal(model.encode(x).numpy(), codes)
+    with pytest.raises(ValueError, match="trainable must be one of"):
+        tiny(trainable="encoder")
+
+
+def _value(model, path):
+    return next(v for v in model.weights if v.path == path).numpy()
+
+
+def test_networks_are_registered_by_name():
+    assert networks.names()[:2] == ("vqvae", "taming")
+    assert networks.get("taming").downsample({}, {"block_out_channels": [32] * 5}) == 16
