@@ -219,10 +219,18 @@ class ScriptServer:
         )
 
     def run(self, module: str, *args, cwd: str = REPO_ROOT, env: dict | None = None, timeout: float = 300):
+        return self._run({"module": module}, args, cwd, env, timeout)
+
+    def run_file(self, path: str, *args, cwd: str = REPO_ROOT, env: dict | None = None, timeout: float = 600):
+        """As ``python -c "$(cat PATH)" args`` would (the working directory first on the path)."""
+        return self._run({"path": str(path)}, args, cwd, env, timeout)
+
+    def _run(self, what: dict, args, cwd, env, timeout):
         import json
         import subprocess
 
-        case = {"module": module, "args": list(args), "cwd": str(cwd), "env": env or {}, "timeout": timeout}
+        module = what.get("module") or what["path"]
+        case = {**what, "args": list(args), "cwd": str(cwd), "env": env or {}, "timeout": timeout}
         self._proc.stdin.write(json.dumps(case) + "\n")
         self._proc.stdin.flush()
         line = self._proc.stdout.readline()

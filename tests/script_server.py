@@ -3,8 +3,8 @@ imported TensorFlow once: each run is a fork of this server (fresh flags, its ow
 directory and exit status), so a test of a script's refusal costs a fork instead of a new
 interpreter and a TensorFlow import (10 s each on CI's cores).
 
-Protocol: one JSON object per line on stdin, {"module", "args", "cwd", "env"}; one per line on
-stdout, {"returncode", "stdout", "stderr"}. `tests/helpers.py`'s `ScriptServer` speaks it.
+Protocol: one JSON object per line on stdin, {"module" or "path", "args", "cwd", "env",
+"timeout"}; one per line on stdout, {"returncode", "stdout", "stderr"}. `tests/helpers.py`'s `ScriptServer` speaks it.
 """
 
 import json
@@ -32,9 +32,13 @@ def _child(case, out, err) -> int:
         else:
             os.environ[name] = value
     os.chdir(case["cwd"])
-    sys.argv = [case["module"], *case["args"]]
+    sys.argv = [case.get("module") or case["path"], *case["args"]]
     try:
-        runpy.run_module(case["module"], run_name="__main__", alter_sys=True)
+        if case.get("module"):
+            runpy.run_module(case["module"], run_name="__main__", alter_sys=True)
+        else:  # a file's code, as ``python -c CODE`` runs it (the working directory first on the path)
+            sys.path.insert(0, "")
+            runpy.run_path(case["path"], run_name="__main__")
         return 0
     except SystemExit as e:
         if e.code is None or isinstance(e.code, int):

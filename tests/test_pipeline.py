@@ -1,42 +1,25 @@
 import json
 import os
 import shutil
-import subprocess
-import sys
 
 import pytest
-from helpers import REPO_ROOT
 
 from vqvae_tf import get_recipe
 from vqvae_tf.data.sources import clipart
 from vqvae_tf.serving import tflite
 
 
-def _pipeline(workdir, *extra, env=None):
-    return subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "train.pipeline",
-            f"--workdir={workdir}",
-            "--recipe=quick",
-            "--vqvae_steps=20",
-            "--prior_steps=10",
-            "--quantization=float32",  # (every quantization converts in test_export)
-            *extra,
-        ],
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=900,
-        env={**os.environ, **(env or {})},
-    )
+def _pipeline(scripts, workdir, *extra, env=None):
+    """train.pipeline's quick recipe, short, as a fork of the warm script server."""
+    args = [f"--workdir={workdir}", "--recipe=quick", "--vqvae_steps=20", "--prior_steps=10"]
+    args.append("--quantization=float32")  # (every quantization converts in test_export)
+    return scripts.run("train.pipeline", *args, *extra, env=env, timeout=900)
 
 
 @pytest.mark.slow
-def test_pipeline_end_to_end_then_resumes(tmp_path):
+def test_pipeline_end_to_end_then_resumes(scripts, tmp_path):
     w = tmp_path / "run"
-    res = _pipeline(w, "--config=tiny")
+    res = _pipeline(scripts, w, "--config=tiny")
     assert res.returncode == 0, res.stderr[-3000:]
     for i in range(1, 7):
         assert f"=== [{i}/6]" in res.stdout  # overall progress across stages
@@ -78,7 +61,7 @@ def test_pipeline_end_to_end_then_resumes(tmp_path):
     # relative to the workdir), and nothing is exported twice.
     moved = tmp_path / "moved"
     shutil.move(str(w), str(moved))
-    res = _pipeline(moved, "--config=tiny")
+    res = _pipeline(scripts, moved, "--config=tiny")
     assert res.returncode == 0, res.stderr[-3000:]
     assert res.stdout.count("skipping") == 6, res.stdout
     assert sorted(os.listdir(moved / "export" / "vqvae")) == ["1"]
@@ -92,19 +75,7 @@ def test_pipeline_end_to_end_then_resumes(tmp_path):
         assert "--test_tmpdir" not in text and "--hbm_oom_exit" not in text and "--recipe" not in text, text
     assert "--conditional" in (moved / "prior" / "flags.txt").read_text()
     assert "--test_tmpdir" not in (moved / "pipeline_flags.txt").read_text()
-    res = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "train.train_prior",
-            f"--flagfile={moved / 'prior' / 'flags.txt'}",
-            f"--workdir={moved}",
-        ],
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    res = scripts.run("train.train_prior", f"--flagfile={moved / 'prior' / 'flags.txt'}", f"--workdir={moved}")
     assert res.returncode == 0 and "Resumed from step 10" in res.stdout, res.stderr[-3000:] + res.stdout[-2000:]
 
 
@@ -128,7 +99,7 @@ def clipart_subset(root, categories=("animals", "food", "plants"), per_category=
 
 
 @pytest.mark.slow
-def test_clipart_recipe_with_its_maskgit_prior(tmp_path):
+def test_clipart_recipe_with_its_maskgit_prior(scripts, tmp_path):
     """--recipe=clipart (the colour presets' recipe) on real clip art, as few steps as it takes:
     64x64x3 images through clipart_64, its class-conditional MaskGIT prior through every stage
     (masked NLL, no bound, in the metrics and the report), a SavedModel with `steps`, an on-device
@@ -139,7 +110,7 @@ def test_clipart_recipe_with_its_maskgit_prior(tmp_path):
 
     folder = clipart_subset(tmp_path / "clipart")
     w = tmp_path / "run"
-    res = _pipeline(w, "--recipe=clipart", f"--data_dir={folder}", "--vqvae_steps=2", "--prior_steps=4")
+    res = _pipeline(scripts, w, "--recipe=clipart", f"--data_dir={folder}", "--vqvae_steps=2", "--prior_steps=4")
     assert res.returncode == 0, res.stderr[-3000:]
     vq = json.load(open(w / "vqvae" / "metrics.json"))
     assert vq["dataset"] == "clipart" and vq["code_bits_per_image"] == 2048 and "test_lpips" in vq
@@ -161,10 +132,7 @@ def test_clipart_recipe_with_its_maskgit_prior(tmp_path):
     text = (w / "prior" / "flags.txt").read_text()
     assert "--prior=maskgit" in text and "--kernel_size" not in text, text
     assert "--config=clipart_64" in (w / "vqvae" / "flags.txt").read_text()  # (its dataset: clipart)
-    res = subprocess.run(
-        [sys.executable, "-m", "train.train_prior", f"--flagfile={w / 'prior' / 'flags.txt'}", "--steps=5"],
-        cwd=REPO_ROOT, capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
+    res = scripts.run("train.train_prior", f"--flagfile={w / 'prior' / 'flags.txt'}", "--steps=5")
     assert res.returncode == 0 and "Resumed from step 4" in res.stdout, res.stderr[-3000:] + res.stdout[-2000:]
 
 

@@ -142,10 +142,11 @@ def test_scripts_end_to_end_on_real_fashion_mnist(scripts, tmp_path):
         assert key in metrics
     assert metrics["test_examples"] == 10000 and metrics["steps"] == 20
     # The same command with more steps resumes; the saved flagfile reproduces the run.
-    res = _run("train.train_vqvae", f"--flagfile={os.path.join(d, 'flags.txt')}", "--steps=30")
+    # (The runs that need no fresh interpreter's console: forks of the warm script server.)
+    res = scripts.run("train.train_vqvae", f"--flagfile={os.path.join(d, 'flags.txt')}", "--steps=30")
     assert res.returncode == 0, res.stderr[-3000:]
     assert "Resumed from step 20" in res.stdout and "step 30/30" in res.stdout
-    res = _run("train.export_codes", f"--workdir={w}")
+    res = scripts.run("train.export_codes", f"--workdir={w}")
     assert res.returncode == 0, res.stderr[-3000:]
     assert json.load(open(os.path.join(w, "codes", "meta.json")))["counts"] == {"train": 60000, "test": 10000}
     res = _run(
@@ -173,14 +174,14 @@ def test_scripts_end_to_end_on_real_fashion_mnist(scripts, tmp_path):
     assert len(class_counts) == 10 and sum(class_counts) == 60000
     from vqvae_tf.training.sample_lib import resolve_labels
 
-    res = _run("train.sample", f"--workdir={w}", "--num_samples=8", "--seed=3", f"--output={tmp_path / 'a.png'}")
+    res = scripts.run("train.sample", f"--workdir={w}", "--num_samples=8", "--seed=3", f"--output={tmp_path / 'a.png'}")
     assert res.returncode == 0, res.stderr[-3000:]
     line = [x for x in res.stdout.splitlines() if "No --labels" in x]
     assert len(line) == 1 and "training class frequencies with seed 3" in line[0], res.stdout
     drawn = line[0].rsplit(": ", 1)[1].replace(" ", "")
     # The draw is the seeded one (test_labels_drawn_from_class_frequencies checks its frequencies).
     assert [int(v) for v in drawn.split(",")] == resolve_labels(None, 8, 10, class_counts=class_counts, seed=3).tolist()
-    res = _run(
+    res = scripts.run(
         "train.sample",
         f"--workdir={w}",
         "--num_samples=8",
@@ -205,7 +206,7 @@ def test_scripts_end_to_end_on_real_fashion_mnist(scripts, tmp_path):
     assert res.returncode == 2 and res.stderr.splitlines() == [
         f"train.train_prior: error: No exported codes in {empty}/codes (meta.json missing). Run train.export_codes first."
     ], res.stderr[-3000:]
-    res = _run("train.train_prior", f"--workdir={empty}", VQVAE_TRACEBACK="1")
+    res = scripts.run("train.train_prior", f"--workdir={empty}", env={"VQVAE_TRACEBACK": "1"})
     assert res.returncode == 1 and "Traceback" in res.stderr and "CodesError: No exported codes" in res.stderr
 
 

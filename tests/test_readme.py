@@ -1,7 +1,8 @@
 """Every Python block of README.md and of the guides in docs/ runs as written (issues 27, 39), as
 keras-io runs its examples; every relative link between them names a file that exists.
 
-Each block runs in a fresh process from an empty directory holding only ``E/``: the TFLite files
+Each block runs in a fresh process (a fork of tests/script_server.py's warm interpreter, as
+``python -c``) from an empty directory holding only ``E/``: the TFLite files
 of the shipped preset, as ``make preset-export EXPORT_DIR=E`` writes them (float32 and float16).
 A block that needs a server the test cannot start begins with ``# requires: ...`` and is skipped.
 """
@@ -9,7 +10,6 @@ A block that needs a server the test cannot start begins with ``# requires: ...`
 import os
 import re
 import subprocess
-import sys
 
 import pytest
 from helpers import REPO_ROOT
@@ -55,21 +55,12 @@ def _run(args, cwd, timeout=600):
 
 
 @pytest.fixture(scope="module")
-def export_dir(tmp_path_factory):
+def export_dir(tmp_path_factory, scripts):
     """E/: what `make preset-export` writes that a block reads (its TFLite half; no block reads the
     SavedModels, which test_presets exports from the preset)."""
     root = tmp_path_factory.mktemp("preset_export")
-    res = _run(
-        [
-            sys.executable,
-            "-m",
-            "export.export_tflite",
-            "--preset=fashion_mnist",
-            f"--export_dir={root / 'E'}",
-            "--quantization=float32,float16",
-        ],
-        cwd=REPO_ROOT,
-    )
+    args = ["--preset=fashion_mnist", f"--export_dir={root / 'E'}", "--quantization=float32,float16"]
+    res = scripts.run("export.export_tflite", *args, timeout=600)
     assert res.returncode == 0, res.stderr[-3000:]
     return root / "E"
 
@@ -82,11 +73,13 @@ def test_the_readme_has_its_blocks():
 
 @pytest.mark.slow
 @pytest.mark.parametrize("line,code", python_blocks(), ids=lambda v: v if ":" in v else "")
-def test_readme_block_runs_as_written(line, code, export_dir, tmp_path):
+def test_readme_block_runs_as_written(line, code, export_dir, scripts, tmp_path):
     if code.startswith("# requires:"):
         pytest.skip(f"{line}: {code.splitlines()[0][2:]}")
     work = tmp_path / "empty"
     work.mkdir()
     os.symlink(export_dir, work / "E")
-    res = _run([sys.executable, "-c", code], cwd=work)
+    (tmp_path / "block.py").write_text(code)
+    # (a fork of the warm script server: as `python -c CODE` from `work`, without the TF import each time)
+    res = scripts.run_file(tmp_path / "block.py", cwd=work)
     assert res.returncode == 0, f"{line}:\n{code}\n{res.stderr[-3000:]}"

@@ -3,14 +3,12 @@
 import dataclasses
 import json
 import os
-import subprocess
-import sys
 
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from helpers import REPO_ROOT, fake_mnist_dir, fashion_mnist_arrays, image_folder, warmup_requests
+from helpers import fake_mnist_dir, fashion_mnist_arrays, image_folder, warmup_requests
 
 from vqvae_tf import VQVAE2, HierarchicalPrior, PixelCNN, configs, get_config, sample_grids
 from vqvae_tf.models.priors.pixelcnn_sampling import sample_codes
@@ -488,7 +486,7 @@ def test_tflite_decoder_takes_both_grids(trained, tmp_path):
 
 
 @pytest.mark.slow
-def test_vqvae2_pipeline_on_a_folder_of_real_images(tmp_path):
+def test_vqvae2_pipeline_on_a_folder_of_real_images(scripts, tmp_path):
     """VQ-VAE-2 through every stage on a user's folder: 600 real Fashion-MNIST images written as
     colour JPEGs in class folders (no split folders), one corrupt file and one text file, resized to
     32x32 (4x4 top, 8x8 bottom codes). The one pipeline test on an image folder; a re-run skipping
@@ -499,13 +497,13 @@ def test_vqvae2_pipeline_on_a_folder_of_real_images(tmp_path):
     (root / "c0" / "broken.jpg").write_bytes(b"\xff\xd8\xff" + bytes(100))
     (root / "LICENSE.txt").write_text("CC-BY")
     w = tmp_path / "run"
-    cmd = [
-        sys.executable, "-m", "train.pipeline", f"--workdir={w}", "--recipe=quick", "--model=vqvae2",
+    args = [
+        f"--workdir={w}", "--recipe=quick", "--model=vqvae2",
         "--config=vqvae2_tiny", "--dataset=image_folder", f"--data_dir={root}", "--image_size=32",
         "--skip_corrupt_images", "--vqvae_steps=30", "--prior_steps=10", "--quantization=float32",
     ]  # fmt: skip
-    env = {**os.environ, "VQVAE_CACHE_DIR": str(tmp_path / "cache")}
-    res = subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True, timeout=900, env=env)
+    env = {"VQVAE_CACHE_DIR": str(tmp_path / "cache")}
+    res = scripts.run("train.pipeline", *args, env=env, timeout=900)  # (a fork of the warm script server)
     assert res.returncode == 0, res.stderr[-3000:]
     assert "Skipping 1 corrupt image(s)" in res.stdout and "c0/broken.jpg" in res.stdout
     assert "Ignored 1 file(s)" in res.stdout and "LICENSE.txt" in res.stdout
@@ -527,11 +525,9 @@ def test_vqvae2_pipeline_on_a_folder_of_real_images(tmp_path):
     assert json.load(open(w / "presets" / "prior" / "config.json"))["class_name"] == "HierarchicalPrior"
     # The sample script on the preset the pipeline wrote (no workdir needed).
     out = tmp_path / "samples.png"
-    res = subprocess.run(
-        [sys.executable, "-m", "train.sample", f"--preset={w / 'presets'}", "--labels=c3", "--num_samples=2",
-         f"--output={out}"],
-        cwd=REPO_ROOT, capture_output=True, text=True, timeout=300, env=env,
-    )  # fmt: skip
+    res = scripts.run(
+        "train.sample", f"--preset={w / 'presets'}", "--labels=c3", "--num_samples=2", f"--output={out}", env=env
+    )
     assert res.returncode == 0, res.stderr[-3000:]
     assert out.is_file()
 
