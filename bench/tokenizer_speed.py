@@ -189,7 +189,13 @@ WORKERS |= {"tflite_f32": worker_tflite, "tflite_f16": worker_tflite}
 
 
 def _spawn(python: str, args: argparse.Namespace, variant: str, **extra) -> dict:
-    argv = [python, "-m", "bench.tokenizer_speed", f"--worker={variant}", f"--payload={json.dumps({**vars(args), **extra})}"]
+    argv = [
+        python,
+        "-m",
+        "bench.tokenizer_speed",
+        f"--worker={variant}",
+        f"--payload={json.dumps({**vars(args), **extra})}",
+    ]
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "OMP_NUM_THREADS": str(THREADS), "PYTHONPATH": REPO}
     res = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, env=env)
     if res.returncode != 0:
@@ -223,7 +229,8 @@ def prepare(model: str, torch_python: str, root: str) -> dict:
         "size": int(vqvae.image_shape[0]),
         "parameters": int(vqvae.count_params()),
         "tflite_parity": {
-            q: {k: r[k] for k in ("decoder_max_abs_error", "encoder_code_agreement")} for q, r in report["models"].items()
+            q: {k: r[k] for k in ("decoder_max_abs_error", "encoder_code_agreement")}
+            for q, r in report["models"].items()
         },
     }
 
@@ -257,13 +264,13 @@ def main():
                 for variant in order:
                     python = args.torch_python if variant == "torch" else sys.executable
                     figures[variant] = _spawn(
-                        python, argparse.Namespace(batches=batches, repeats=args.repeats, variant=variant, **info), variant
+                        python,
+                        argparse.Namespace(batches=batches, repeats=args.repeats, variant=variant, **info),
+                        variant,
                     )
                     print(f"  round {r + 1} {variant}: {figures[variant]}", flush=True)
                 rounds.append(figures)
-            summary = {
-                v: {k: statistics.median(rd[v][k] for rd in rounds) for k in rounds[0][v]} for v in VARIANTS
-            }
+            summary = {v: {k: statistics.median(rd[v][k] for rd in rounds) for k in rounds[0][v]} for v in VARIANTS}
             ratios = {
                 v: {k: summary["torch"][k] / summary[v][k] for k in summary[v] if k != "peak_rss_mb"} for v in VARIANTS
             }
