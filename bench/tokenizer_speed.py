@@ -66,6 +66,12 @@ THREADS = 2
 
 
 def _peak_mb() -> float:
+    """This process's peak resident memory: /proc's VmHWM (getrusage's ru_maxrss survives exec on
+    Linux, so a worker would report its parent's peak)."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024.0
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 

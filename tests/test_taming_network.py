@@ -84,3 +84,19 @@ def _value(model, path):
 def test_networks_are_registered_by_name():
     assert networks.names()[:2] == ("vqvae", "taming")
     assert networks.get("taming").downsample({}, {"block_out_channels": [32] * 5}) == 16
+
+
+def test_the_decoder_only_flag_needs_a_preset(scripts, tmp_path):
+    res = scripts.run("train.train_vqvae", f"--workdir={tmp_path / 'w'}", "--trainable=decoder")
+    assert (
+        res.returncode != 0 and "--trainable=decoder fine-tunes a preset's decoder: it needs --init_from" in res.stderr
+    )
+    res = scripts.run(
+        "train.train_vqvae",
+        f"--workdir={tmp_path / 'w'}",
+        "--trainable=decoder",
+        "--init_from=fashion_mnist",
+        "--reinit_codebook",
+    )
+    assert res.returncode != 0 and "(no --reinit_codebook)" in res.stderr
+    assert not (tmp_path / "w").exists()
