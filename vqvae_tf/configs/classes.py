@@ -113,6 +113,7 @@ class _AutoencoderConfigMethods(TrainingConfig, ImageLossConfig):
         fields = {name: d[name] for name in ("model", *self._architecture_args)}
         if self.adversarial:  # compared only when there is one: a plain run may resume older workdirs
             fields["discriminator"] = d["discriminator"]
+        fields["trainable"] = self.trainable  # (which variables the optimizer holds state for)
         return fields
 
     def prior_grids(self) -> dict:

@@ -63,7 +63,7 @@ def check_batch_size(batch_size: int, strategy: tf.distribute.Strategy) -> None:
 
 
 # Architecture fields added after format version 2, with the value a record without them had.
-ADDED_FIELDS = {"prior": "pixelcnn"}
+ADDED_FIELDS = {"prior": "pixelcnn", "trainable": "all"}
 
 
 def check_saved_architecture(stage: StageDir, architecture: dict) -> None:
