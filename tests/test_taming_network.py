@@ -59,9 +59,10 @@ def test_bad_network_options_are_named(changes, message):
         tiny(**changes)
 
 
-def test_decoder_only_training_keeps_the_codes():
+@pytest.mark.parametrize("quantizer", ["vq", "ema"])  # (a gradient-trained codebook; one the training call updates)
+def test_decoder_only_training_keeps_the_codes(quantizer):
     """trainable="decoder": the encoder and codebook do not move (so the codes do not), the decoder does."""
-    config = tiny(trainable="decoder", learning_rate=1e-2)
+    config = tiny(trainable="decoder", learning_rate=1e-2, quantizer=quantizer)
     model = train_vqvae_lib.build_vqvae(config, 0.1, 0)
     assert not [v for v in model.trainable_variables if "encoder" in v.path or "codebook" in v.path]
     x = tf.random.stateless_uniform([4, 16, 16, 3], seed=[3, 4])

@@ -130,13 +130,15 @@ def read_diffusers(folder: str, image_size: int | None = None) -> Source:
     arguments = _vqvae_arguments(
         in_channels, int(size), get("num_vq_embeddings", 256), get("vq_embed_dim", None) or latent, options
     )
-    files = sorted(glob.glob(os.path.join(folder, "*.safetensors")))
     path = os.path.join(folder, DIFFUSERS_WEIGHTS)
     if not os.path.isfile(path):
         if os.path.isfile(os.path.join(folder, "diffusion_pytorch_model.bin")):
-            raise ConversionError(f"{folder} has only diffusion_pytorch_model.bin: convert it to {DIFFUSERS_WEIGHTS} "
-                                  "(safetensors), or pass the .bin as a taming-style --checkpoint with --config.")  # fmt: skip
-        raise ConversionError(f"{folder} has no {DIFFUSERS_WEIGHTS} (found {[os.path.basename(f) for f in files]}).")
+            raise ConversionError(
+                f"{folder} has only diffusion_pytorch_model.bin: save it as {DIFFUSERS_WEIGHTS} first "
+                "(diffusers: VQModel.from_pretrained(folder).save_pretrained(folder, safe_serialization=True))."
+            )
+        found = sorted(os.path.basename(f) for f in glob.glob(os.path.join(folder, "*.safetensors")))
+        raise ConversionError(f"{folder} has no {DIFFUSERS_WEIGHTS} (found {found}).")
     state = read_safetensors(path)
     return Source("diffusers", folder, config, arguments, state, weights.diffusers_scheme(state))
 

@@ -54,9 +54,8 @@ DIFFUSERS = KeyScheme(
 # diffusers before 0.14 named the attention's weights after the original AttentionBlock (its
 # loader still converts them): checkpoints saved then carry these names.
 DIFFUSERS_LEGACY = dataclasses.replace(
-    DIFFUSERS, name="diffusers (legacy attention names)", attention_norm=("group_norm", "spatial_norm"),
-    attention_parts=("query", "key", "value", "proj_attn"),
-)  # fmt: skip
+    DIFFUSERS, name="diffusers (legacy attention names)", attention_parts=("query", "key", "value", "proj_attn")
+)
 TAMING = KeyScheme(
     name="taming-transformers",
     down_block="encoder.down.{i}.block.{j}",

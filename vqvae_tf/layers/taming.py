@@ -285,7 +285,7 @@ class TamingNetwork(Network):
 
     @staticmethod
     def validate(arguments, options):
-        f = TamingNetwork.downsample(arguments, options)
+        f = 2 ** (len(options["block_out_channels"]) - 1)  # (options: canonical already)
         if arguments["downsample"] != f:
             raise ValueError(
                 f"downsample={arguments['downsample']} does not match the taming network's "
