@@ -130,3 +130,16 @@ def measure_train_step(preset: str, batch: int, jit: bool, steps: int) -> dict:
         "images_per_second": batch / seconds,
         "flops_per_step": step_flops(model, images),
     }
+
+
+def vqvae_and_codes(config, options) -> dict:
+    """Trains the VQ-VAE of `config` in `options.workdir` unless it finished there already, exports
+    its codes (skipped when up to date) and returns its metrics.json."""
+    from vqvae_tf.training import export_codes_lib, train_vqvae_lib
+    from vqvae_tf.training.workdir import Workdir
+
+    w = Workdir(options.workdir)
+    if not w.vqvae.trained_to(config.steps):
+        train_vqvae_lib.train_and_evaluate(config, options)
+    export_codes_lib.export_codes_stage(options.workdir)
+    return w.vqvae.read_metrics()

@@ -25,10 +25,10 @@ import time
 import tensorflow as tf
 from absl import app, flags
 
-from bench.common import machine, write_json
+from bench.common import machine, vqvae_and_codes, write_json
 from vqvae_tf import configs, data
 from vqvae_tf.models.priors.pixelcnn import PixelCNN
-from vqvae_tf.training import export_codes_lib, train_prior_lib, train_vqvae_lib
+from vqvae_tf.training import train_prior_lib
 from vqvae_tf.training.options import RunOptions
 from vqvae_tf.training.workdir import Workdir
 
@@ -79,10 +79,7 @@ def run_variant(name: str, root: str, steps: int, prior_steps: int) -> dict:
     options = RunOptions(os.path.join(root, name), log_every=500, checkpoint_every=max(steps, prior_steps))
     w = Workdir(options.workdir)
     start = time.time()
-    if not w.vqvae.trained_to(steps):
-        train_vqvae_lib.train_and_evaluate(config, options)
-    vq = w.vqvae.read_metrics()
-    export_codes_lib.export_codes_stage(options.workdir)
+    vq = vqvae_and_codes(config, options)
     prior_config = dataclasses.replace(configs.get_prior_config("default"), steps=prior_steps, conditional=True)
     if not w.prior.trained_to(prior_steps):
         layers = PixelCNN.layers_to_reach(config.prior_grid_shape, prior_config.kernel_size)

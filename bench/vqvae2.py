@@ -26,10 +26,10 @@ import numpy as np
 import tensorflow as tf
 from absl import app, flags
 
-from bench.common import classifier, machine, write_json
+from bench.common import classifier, machine, vqvae_and_codes, write_json
 from vqvae_tf import configs, data, sample_grids
 from vqvae_tf.data import DataSource
-from vqvae_tf.training import export_codes_lib, train_prior_lib, train_vqvae_lib
+from vqvae_tf.training import train_prior_lib, train_vqvae_lib
 from vqvae_tf.training.options import RunOptions
 from vqvae_tf.training.workdir import Workdir
 
@@ -100,10 +100,7 @@ def run_variant(name: str) -> dict:
     )
     w = Workdir(options.workdir)
     start = time.time()
-    if not w.vqvae.trained_to(steps):
-        train_vqvae_lib.train_and_evaluate(config, options)
-    vq = w.vqvae.read_metrics()
-    export_codes_lib.export_codes_stage(options.workdir)
+    vq = vqvae_and_codes(config, options)
     prior_config = dataclasses.replace(
         configs.get_prior_config("default"),
         kernel_size=5,

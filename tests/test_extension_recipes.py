@@ -384,3 +384,38 @@ def test_a_prior_of_our_own_trains_samples_serves_and_loads_as_a_preset(tmp_path
     assert os.path.getsize(tmp_path / "s.png") > 0
     presets_made = export_presets_lib.export_presets_stage(workdir, str(tmp_path / "presets"))
     assert type(models_lib.load_prior(preset=str(tmp_path / "presets"))) is IndependentPrior, presets_made
+
+
+def test_a_stage_of_our_own_runs_in_the_pipeline_and_is_skipped_when_done(tmp_path, squares, capsys):
+    """A stage written outside the package (its work, its directory, its `done`) runs after the
+    VQ-VAE's with no edit inside vqvae_tf/, and a second run skips both."""
+    from vqvae_tf.configs import get_recipe
+    from vqvae_tf.pipeline import pipeline_lib
+    from vqvae_tf.training.stage import Stage
+
+    def usage_file(ctx):
+        return ctx.workdir.stage_dir("usage").file("usage.json")
+
+    def count_codes(ctx):
+        model = train_vqvae_lib.load_trained_model(ctx.workdir.root)
+        x = np.concatenate([x for x, _ in DataSource("squares").load("test").batch(8).as_numpy_iterator()])
+        used = np.unique(model.encode(x).numpy()).size
+        os.makedirs(os.path.dirname(usage_file(ctx)))
+        with open(usage_file(ctx), "w") as f:
+            f.write(f'{{"used": {used}}}')
+        ctx.results["used"] = used
+
+    stage = Stage(
+        "count codes", count_codes, lambda ctx: "Counted already" if os.path.exists(usage_file(ctx)) else None
+    )
+    recipe = get_recipe("quick", dataset="squares", config="tiny")
+    recipe.vqvae = dataclasses.replace(recipe.vqvae, steps=3, batch_size=8)
+    options = RunOptions(str(tmp_path / "w"), data=DataSource("squares"), log_every=3)
+    pipeline_lib.run_pipeline(recipe, options, stages=(train_vqvae_lib.STAGE, stage))
+    out = capsys.readouterr().out
+    assert "[2/2] count codes" in out and "Counted already" not in out
+    with open(os.path.join(str(tmp_path / "w"), "usage", "usage.json")) as f:
+        assert 1 <= int(f.read().split(":")[1].strip(" }")) <= recipe.vqvae.num_embeddings
+    pipeline_lib.run_pipeline(recipe, options, stages=(train_vqvae_lib.STAGE, stage))
+    out = capsys.readouterr().out
+    assert "Done already" in out and "Counted already; skipping." in out

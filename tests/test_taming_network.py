@@ -50,7 +50,7 @@ def test_a_tiny_taming_vqvae_trains_and_round_trips():
         (dict(network_options={**OPTIONS, "norm_num_groups": 3}), "divide into norm_num_groups=3 groups"),
         (dict(network_options={**OPTIONS, "down_attention": [True]}), "one flag per level"),
         (dict(network_options={**OPTIONS, "norm_type": "batch"}), "norm_type must be one of"),
-        (dict(network="unet"), r"network must be one of \('vqvae', 'taming'\)"),
+        (dict(network="unet"), "network must be one of 'vqvae', 'taming', got 'unet'"),
         (dict(network="vqvae"), r"network_options are not taken by this network"),
     ],
 )
@@ -103,3 +103,12 @@ def test_the_decoder_only_flag_needs_a_preset(scripts, tmp_path):
     )
     assert res.returncode != 0 and "(no --reinit_codebook)" in res.stderr
     assert not (tmp_path / "w").exists()
+
+
+def test_a_network_name_is_registered_once():
+    from vqvae_tf.layers import networks
+
+    with pytest.raises(ValueError, match="A network named 'taming' is registered already \\(TamingNetwork\\)"):
+        networks.register_network("taming")(type("Other", (networks.Network,), {}))
+    networks.register_network("taming")(networks.get("taming"))  # (the same class again: nothing happens)
+    assert networks.names() == ("vqvae", "taming")

@@ -15,7 +15,8 @@ from vqvae_tf.layers.quantizers import build, option_fields
 from vqvae_tf.losses.objective import ImageLossConfig
 from vqvae_tf.models import priors
 from vqvae_tf.models.autoencoders import vqvae2 as vqvae2_model
-from vqvae_tf.models.autoencoders.vqvae import ARCHITECTURE_ARGS, RUN_ARGS, VQVAE
+from vqvae_tf.models.autoencoders.base import RUN_ARGS
+from vqvae_tf.models.autoencoders.vqvae import ARCHITECTURE_ARGS, VQVAE
 from vqvae_tf.models.autoencoders.vqvae2 import VQVAE2
 from vqvae_tf.models.priors.pixelcnn import PixelCNN
 from vqvae_tf.utils import checks
@@ -233,7 +234,7 @@ VQVAE2Config = _config_class(
     VQVAE2,
     _VQVAE2ConfigMethods,
     vqvae2_model.ARCHITECTURE_ARGS,
-    vqvae2_model.RUN_ARGS,
+    RUN_ARGS,
     20_000,
     """A VQ-VAE-2 training configuration: its name, the dataset, the network (VQVAE2's constructor
 arguments and defaults) and the optimisation (`TrainingConfig`'s fields, plus `jit_compile`).""",

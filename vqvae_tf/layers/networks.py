@@ -15,7 +15,9 @@ import at the bottom of this file.
 
 from __future__ import annotations
 
-_NETWORKS: dict = {}
+from vqvae_tf.utils.registry import Registry
+
+_NETWORKS = Registry("network")
 
 
 class Network:
@@ -51,24 +53,20 @@ def register_network(name: str):
     """Class decorator: registers a `Network` subclass under `name`."""
 
     def wrap(cls):
-        if name in _NETWORKS and _NETWORKS[name] is not cls:
-            raise ValueError(f"A network named {name!r} is registered already ({_NETWORKS[name].__name__}).")
+        _NETWORKS.add(name, cls)
         cls.name = name
-        _NETWORKS[name] = cls
         return cls
 
     return wrap
 
 
 def names() -> tuple:
-    return tuple(_NETWORKS)
+    return _NETWORKS.names()
 
 
 def get(name: str) -> type[Network]:
     """The registered network `name`; a ValueError lists the known ones."""
-    if name not in _NETWORKS:
-        raise ValueError(f"network must be one of {names()}, got {name!r}.")
-    return _NETWORKS[name]
+    return _NETWORKS.get(name)
 
 
 # The registrations (each module decorates its Network with register_network).

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+import time
 
 from vqvae_tf.models import autoencoders, presets, priors
-from vqvae_tf.serving import savedmodel, tflite
+from vqvae_tf.serving import export_presets_lib, savedmodel, tflite
+from vqvae_tf.training.stage import Stage, StageContext
 from vqvae_tf.training.train_vqvae_lib import quality_keys
 from vqvae_tf.training.workdir import Workdir
 from vqvae_tf.utils import files
@@ -131,3 +133,12 @@ Samples ([{samples}]({samples})){": one row per class" if prior.get("conditional
 {generator_table}"""
     files.atomic_write_text(w.report, text)
     return w.report
+
+
+def _run_stage(ctx: StageContext) -> None:
+    w = ctx.workdir
+    preset_paths = export_presets_lib.export_presets_stage(w.root, command=ctx.command)
+    ctx.results["report"] = write_report(w.root, ctx.results["paths"], time.time() - ctx.start, preset_paths)
+
+
+STAGE = Stage("write presets and report", _run_stage)

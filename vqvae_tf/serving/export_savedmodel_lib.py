@@ -3,9 +3,13 @@
 
 from __future__ import annotations
 
+import os
+
 from vqvae_tf.serving import savedmodel
 from vqvae_tf.training import models_lib
-from vqvae_tf.utils import progress
+from vqvae_tf.training.stage import Stage, StageContext
+from vqvae_tf.training.workdir import read_json
+from vqvae_tf.utils import files, progress
 
 
 def export_savedmodel_stage(
@@ -29,3 +33,21 @@ def export_savedmodel_stage(
         progress.log(f"Exported {paths['prior']}")
     savedmodel.write_server_files(export_dir)
     return paths
+
+
+def _stage_done(ctx: StageContext) -> str | None:
+    done = read_json(ctx.workdir.savedmodel_marker) or {}
+    if done.get("sources") != ctx.sources():
+        return None
+    ctx.results["paths"] = {name: os.path.join(ctx.workdir.root, path) for name, path in done["paths"].items()}
+    return "SavedModels of these checkpoints exist already"
+
+
+def _run_stage(ctx: StageContext) -> None:
+    w = ctx.workdir
+    ctx.results["paths"] = export_savedmodel_stage(w.root, w.export)
+    paths = {name: os.path.relpath(path, w.root) for name, path in ctx.results["paths"].items()}
+    files.atomic_write_json(w.savedmodel_marker, {"sources": ctx.sources(), "paths": paths})
+
+
+STAGE = Stage("export SavedModels", _run_stage, _stage_done)

@@ -3,12 +3,16 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 
 from vqvae_tf.data.errors import DataError
 from vqvae_tf.serving import tflite
 from vqvae_tf.training import models_lib
-from vqvae_tf.utils import progress
+from vqvae_tf.training.stage import Stage, StageContext
+from vqvae_tf.training.workdir import read_json
+from vqvae_tf.utils import files, progress
 
 
 def export_tflite_stage(
@@ -54,3 +58,26 @@ def _images(source, split: str, n: int) -> np.ndarray:
     if not batches:
         raise DataError(f"No {split} images in {source.data_dir or source.name}.")
     return np.concatenate(batches)[:n]
+
+
+def _stage_done(ctx: StageContext) -> str | None:
+    w = ctx.workdir
+    marker = read_json(w.tflite_marker) or {}
+    made = list(marker.get("quantizations", tflite.QUANTIZATIONS))  # (a marker from before the flag: all)
+    wanted = list(ctx.quantizations or tflite.QUANTIZATIONS)
+    same = marker.get("vqvae") == ctx.sources()["vqvae"] and made == wanted
+    return (
+        "TFLite files of this checkpoint exist already"
+        if same and os.path.exists(tflite.report_path(w.export))
+        else None
+    )
+
+
+def _run_stage(ctx: StageContext) -> None:
+    w = ctx.workdir
+    quantizations = tuple(ctx.quantizations or tflite.QUANTIZATIONS)
+    export_tflite_stage(w.root, w.export, quantizations, ctx.options.data.data_dir)
+    files.atomic_write_json(w.tflite_marker, {"vqvae": ctx.sources()["vqvae"], "quantizations": list(quantizations)})
+
+
+STAGE = Stage("convert to TFLite", _run_stage, _stage_done)

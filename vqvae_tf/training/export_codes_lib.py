@@ -15,6 +15,7 @@ import tensorflow as tf
 from vqvae_tf import data
 from vqvae_tf.data import codes
 from vqvae_tf.training import train_vqvae_lib
+from vqvae_tf.training.stage import Stage
 from vqvae_tf.training.workdir import Workdir
 from vqvae_tf.utils import checks, files, progress
 
@@ -150,3 +151,10 @@ def export_codes_stage(
         batch_size=batch_size,
         overwrite=True,
     )
+
+
+STAGE = Stage(
+    "export codes",
+    lambda ctx: export_codes_stage(ctx.workdir.root, ctx.options.data.data_dir, overwrite=True),
+    lambda ctx: codes_up_to_date(ctx.workdir.root, ctx.options.data.data_dir),
+)

@@ -12,13 +12,14 @@ import os
 import numpy as np
 import tensorflow as tf
 
-from vqvae_tf.configs import PriorConfig
+from vqvae_tf.configs import PRIOR_CONFIG_NAMES, PriorConfig, get_prior_config
 from vqvae_tf.data import codes
 from vqvae_tf.models import priors
 from vqvae_tf.models.priors.pixelcnn import PixelCNN
 from vqvae_tf.models.priors.sampling import sample_images
 from vqvae_tf.training import loop, train_vqvae_lib
 from vqvae_tf.training.options import RunOptions
+from vqvae_tf.training.stage import Stage, StageContext, stage_flags, trained
 from vqvae_tf.training.workdir import Workdir
 from vqvae_tf.utils import files, images, progress
 
@@ -223,3 +224,23 @@ def _likelihood_metrics(prior, results: dict, meta: dict, workdir: Workdir) -> d
             + vq_metrics.get("reconstruction_likelihood_fit", "")
         )
     return metrics
+
+
+def _run_stage(ctx: StageContext) -> None:
+    prior = ctx.recipe.prior
+    # Class-conditional only where the dataset has labels.
+    meta = codes.load_meta(ctx.workdir.codes)
+    prior.conditional = prior.conditional and bool(meta["num_classes"])
+    # The network fields the prior's family reads (VQ-VAE-2's: its bottom PixelCNN's too).
+    network = ("prior", *priors.family_for(meta, prior.prior).network_fields, "conditional")
+    # Every field is a flag; a stack sized from the grid (num_layers None, no flag for it) starts
+    # from a prior config whose num_layers is None, a transformer's from its own.
+    if prior.num_layers is None:
+        base = next(n for n in PRIOR_CONFIG_NAMES if get_prior_config(n).num_layers is None)
+    else:
+        base = prior.prior if prior.prior in PRIOR_CONFIG_NAMES else "default"
+    text = stage_flags(ctx, prior, ("steps", "batch_size", "learning_rate", "lr_schedule", *network), config=base)
+    train_prior(prior, dataclasses.replace(ctx.options, flags_text=text))
+
+
+STAGE = Stage("train prior", _run_stage, lambda ctx: trained(ctx.workdir.prior, ctx.recipe.prior.steps))

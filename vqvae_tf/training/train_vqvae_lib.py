@@ -11,9 +11,12 @@ import tensorflow as tf
 
 from vqvae_tf import data
 from vqvae_tf.configs import VQVAEConfig, config_from_dict
+from vqvae_tf.layers.quantizers import option_fields
+from vqvae_tf.losses.objective import ImageLossConfig
 from vqvae_tf.training import loop, precision
 from vqvae_tf.training.evaluation import LIKELIHOOD_FIT_EXAMPLES, QUALITY_KEYS, evaluate, quality_keys  # noqa: F401 (API)
 from vqvae_tf.training.options import RunOptions
+from vqvae_tf.training.stage import Stage, StageContext, flag_name, stage_flags, trained
 from vqvae_tf.training.workdir import Workdir
 from vqvae_tf.utils import files, images, progress
 
@@ -301,3 +304,22 @@ def _evaluate_and_write(run, model, config, options, images_per_second, source: 
     run.writer.flush()
     progress.log("Test metrics: " + ", ".join(f"{k}={v:.4g}" for k, v in metrics.items() if isinstance(v, float)))
     return metrics
+
+
+def vqvae_stage_flags(ctx: StageContext) -> str | None:
+    """W/vqvae/flags.txt of a pipeline run (`stage_flags`): train.train_vqvae's flags."""
+    vq = ctx.recipe.vqvae
+    given = [flag_name(x) for x in (ctx.pipeline_flags or "").splitlines()]
+    # The quantizer options the pipeline was given (a bool one may be written --noNAME).
+    quantizer = [name for name in (*option_fields(), "quantizer") if name in given or f"no{name}" in given]
+    losses = [f.name for f in dataclasses.fields(ImageLossConfig) if f.name in given]  # (the loss flags given)
+    fields = ("steps", "batch_size", "learning_rate", "lr_schedule", *quantizer, *losses)
+    return stage_flags(ctx, vq, fields, config=vq.name, model=vq.model)
+
+
+def _run_stage(ctx: StageContext) -> None:
+    text = vqvae_stage_flags(ctx)
+    train_and_evaluate(ctx.recipe.vqvae, dataclasses.replace(ctx.options, flags_text=text))
+
+
+STAGE = Stage("train VQ-VAE", _run_stage, lambda ctx: trained(ctx.workdir.vqvae, ctx.recipe.vqvae.steps))

@@ -8,8 +8,9 @@
     W/REPORT.md  W/pipeline_flags.txt
     W/export/savedmodel_export.json  W/export/tflite/source.json   (which checkpoints the exports are of)
 
-A new trained stage is a new `StageDir` property here; `StageDir.trained_to` is the one test of
-whether a trained stage is done (the pipeline and bench/ skip on it).
+A new stage keeps its files in `Workdir.stage_dir(name)` (``W/<name>/``, nothing to add here);
+`StageDir.trained_to` is the one test of whether a trained stage is done (the pipeline and bench/
+skip on it).
 """
 
 from __future__ import annotations
@@ -80,8 +81,8 @@ class Workdir:
 
     def __init__(self, root: str):
         self.root = root
-        self.vqvae = StageDir(os.path.join(root, "vqvae"))
-        self.prior = StageDir(os.path.join(root, "prior"))
+        self.vqvae = self.stage_dir("vqvae")
+        self.prior = self.stage_dir("prior")
         self.codes = os.path.join(root, "codes")
         self.export = os.path.join(root, "export")
         self.presets = os.path.join(root, "presets")  # vqvae/ and prior/ (vqvae_tf.models.presets)
@@ -93,3 +94,7 @@ class Workdir:
         # The pipeline's markers: which checkpoints the SavedModels and TFLite files were made from.
         self.savedmodel_marker = os.path.join(self.export, "savedmodel_export.json")
         self.tflite_marker = os.path.join(self.export, "tflite", "source.json")
+
+    def stage_dir(self, name: str) -> StageDir:
+        """``W/<name>/``: the directory of a stage's files."""
+        return StageDir(os.path.join(self.root, name))

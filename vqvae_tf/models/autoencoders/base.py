@@ -19,6 +19,8 @@ from vqvae_tf.utils import checks, distribute
 LIKELIHOODS = ("mse", "logistic")
 # Logged in training besides a model's loss keys: codes restarted per step (mean over the logging window).
 RESTARTS_KEY = "restarts"
+# Every autoencoder's arguments that come from the data and the run rather than from a network configuration.
+RUN_ARGS = ("data_variance", "seed")
 
 
 class ImageAutoencoder(presets.PresetMixin, keras.Model):
@@ -153,7 +155,17 @@ class ImageAutoencoder(presets.PresetMixin, keras.Model):
         return [*self._trackers.values(), self._restarts, *extra]
 
     def _adjust_gradients(self, grads, variables):
-        """A subclass's last word on the gradients before the optimizer step (identity)."""
+        """The gradients the optimizer step applies. A gradient-trained codebook's rows that this
+        step's restart or k-means install replaced (each quantizer's `reseedable_codebooks`) get
+        no gradient (it was taken at the old vectors), and their optimizer state (Adam's moments,
+        momentum, ...) is reset to zero, so stale moments cannot move them. A subclass may add to it."""
+        grads = list(grads)
+        index = {id(v): i for i, v in enumerate(variables)}
+        for quantizer in self.quantizers.values():
+            for codebook, reseeded in quantizer.reseedable_codebooks():
+                if id(codebook) in index:  # (not when the codebook is frozen)
+                    i = index[id(codebook)]
+                    grads[i] = _forget_rows(self.optimizer, codebook, grads[i], reseeded.value > 0)
         return grads
 
     def train_step(self, data):
@@ -187,6 +199,33 @@ class ImageAutoencoder(presets.PresetMixin, keras.Model):
     def test_step(self, data):
         images = data[0] if isinstance(data, (tuple, list)) else data
         return self._update_trackers(self.compute_losses(images, training=False))
+
+
+def optimizer_slots(optimizer, variable) -> list:
+    """The optimizer's state variables of `variable` (Adam's two moments, SGD's momentum, ...):
+    Keras names each `add_variable_from_reference` after the variable's path."""
+    prefix = variable.path.replace("/", "_") + "_"
+    return [v for v in optimizer.variables if v.name.startswith(prefix) and v.shape == variable.shape]
+
+
+def _forget_rows(optimizer, codebook, grad, reseeded):
+    """`grad` with the `reseeded` rows zeroed, after zeroing those rows of the optimizer's state."""
+    if isinstance(grad, tf.IndexedSlices):  # the gather's gradient: keep it sparse
+        kept = tf.cast(~tf.gather(reseeded, grad.indices), grad.values.dtype)
+        grad = tf.IndexedSlices(grad.values * kept[:, None], grad.indices, grad.dense_shape)
+    else:
+        grad = tf.where(reseeded[:, None], tf.zeros_like(grad), grad)
+    slots = optimizer_slots(optimizer, codebook)
+
+    def reset(strategy, mask):
+        for slot in slots:
+            strategy.extended.update(
+                slot.value, lambda v, m: v.assign(tf.where(m[:, None], tf.zeros_like(v), v)), args=(mask,), group=False
+            )
+
+    # Optimizer variables are updated in cross-replica context (as the optimizer does).
+    tf.distribute.get_replica_context().merge_call(reset, args=(reseeded,))
+    return grad
 
 
 def unless_empty(batch, fn, empty_shape, dtype):

@@ -15,33 +15,31 @@ This module imports no model.
 
 from __future__ import annotations
 
-_AUTOENCODERS: dict = {}
+from vqvae_tf.utils.registry import Registry
+
+_AUTOENCODERS = Registry("autoencoder", "model")
 
 
 def register_autoencoder(name: str):
     """Class decorator: registers an autoencoder class under `name` (its `model_name`)."""
 
     def decorator(cls):
-        if name in _AUTOENCODERS:
-            raise ValueError(f"An autoencoder named {name!r} is registered already.")
+        _AUTOENCODERS.add(name, cls)
         cls.model_name = name
-        _AUTOENCODERS[name] = cls
         return cls
 
     return decorator
 
 
 def names() -> tuple:
-    return tuple(_AUTOENCODERS)
+    return _AUTOENCODERS.names()
 
 
 def get(name: str):
     """The autoencoder class registered as `name`."""
-    if name not in _AUTOENCODERS:
-        raise ValueError(f"model must be one of {', '.join(map(repr, _AUTOENCODERS))}, got {name!r}.")
-    return _AUTOENCODERS[name]
+    return _AUTOENCODERS.get(name)
 
 
 def model_classes() -> dict:
     """{class name: class} of every autoencoder (what a preset's config.json may hold)."""
-    return {cls.__name__: cls for cls in _AUTOENCODERS.values()}
+    return {cls.__name__: cls for _, cls in _AUTOENCODERS.items()}

@@ -38,8 +38,6 @@ ARCHITECTURE_ARGS = (
     *(field for field, option in option_fields().items() if option.architecture),
     "likelihood",
 )
-# Arguments that come from the data and the run rather than from a network configuration.
-RUN_ARGS = ("data_variance", "seed")
 
 
 @register_autoencoder("vqvae")
@@ -314,41 +312,6 @@ class VQVAE(ImageAutoencoder):
     @property
     def num_restarts(self):
         return tf.convert_to_tensor(self.quantizer.num_restarts)
-
-    def _adjust_gradients(self, grads, variables):
-        """For a gradient-trained codebook: rows that this step's restart or k-means install
-        replaced get no gradient (it was taken at the old vectors) and their optimizer state
-        (Adam's moments, momentum, ...) is reset to zero, so stale moments cannot move them."""
-        grads = list(grads)
-        keys = [id(v) for v in variables]
-        for codebook, reseeded in self.quantizer.reseedable_codebooks():
-            if id(codebook) in keys:
-                i = keys.index(id(codebook))
-                grads[i] = self._forget_rows(codebook, grads[i], reseeded.value > 0)
-        return grads
-
-    def _forget_rows(self, codebook, grad, reseeded):
-        if isinstance(grad, tf.IndexedSlices):  # the gather's gradient: keep it sparse
-            kept = tf.cast(~tf.gather(reseeded, grad.indices), grad.values.dtype)
-            grad = tf.IndexedSlices(grad.values * kept[:, None], grad.indices, grad.dense_shape)
-        else:
-            grad = tf.where(reseeded[:, None], tf.zeros_like(grad), grad)
-        # Keras names a variable's optimizer state after the variable's path.
-        prefix = codebook.path.replace("/", "_") + "_"
-        slots = [v for v in self.optimizer.variables if v.name.startswith(prefix) and v.shape == codebook.shape]
-
-        def reset(strategy, mask):
-            for slot in slots:
-                strategy.extended.update(
-                    slot.value,
-                    lambda v, m: v.assign(tf.where(m[:, None], tf.zeros_like(v), v)),
-                    args=(mask,),
-                    group=False,
-                )
-
-        # Optimizer variables are updated in cross-replica context (as the optimizer does).
-        tf.distribute.get_replica_context().merge_call(reset, args=(reseeded,))
-        return grad
 
     def get_config(self):
         config = super().get_config()

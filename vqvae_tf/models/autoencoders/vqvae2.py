@@ -40,7 +40,6 @@ ARCHITECTURE_ARGS = (
     "top_downsample",
     "likelihood",
 )
-RUN_ARGS = ("data_variance", "seed")
 
 
 @register_autoencoder("vqvae2")

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from vqvae_tf.models.code_grids import ONE_GRID
 from vqvae_tf.utils import files
+from vqvae_tf.utils.registry import Registry
 
 # The codes' family of an autoencoder with one code grid (`ONE_GRID`): any family with `one_grid`
 # models it. ("pixelcnn" in codes exported before the families were a registry: the same.)
@@ -79,7 +80,7 @@ class PriorFamily:
         where `fit`, and refuses a config that cannot model them. Default: nothing to size."""
 
 
-_FAMILIES: dict = {}
+_FAMILIES = Registry("prior family")
 
 
 def register_prior_family(name: str):
@@ -91,14 +92,14 @@ def register_prior_family(name: str):
         if cls.cls is None:
             raise TypeError(f"Prior family {cls.__name__} names no model class (set `cls`).")
         cls.name = name
-        _FAMILIES[name] = cls()
+        _FAMILIES.add(name, cls())
         return cls
 
     return decorator
 
 
 def names() -> tuple:
-    return tuple(_FAMILIES)
+    return _FAMILIES.names()
 
 
 def network_names() -> tuple:
@@ -107,9 +108,7 @@ def network_names() -> tuple:
 
 
 def get(name: str) -> PriorFamily:
-    if name not in _FAMILIES:
-        raise ValueError(f"prior family must be one of {', '.join(map(repr, _FAMILIES))}, got {name!r}.")
-    return _FAMILIES[name]
+    return _FAMILIES.get(name)
 
 
 def codes_family(meta: dict) -> str:
