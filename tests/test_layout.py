@@ -162,3 +162,15 @@ def test_declared_dependencies_cover_the_imports():
     # (a module of an optional dependency that is not installed: its distribution has its name)
     missing = {m: providers.get(m) for m in third_party if not declared & {normal(d) for d in providers.get(m) or [m]}}
     assert not missing, f"imported but not declared in pyproject.toml: {missing}"
+
+
+def test_the_configs_docstring_names_every_named_config():
+    """configs/__init__.py's overview lists every named config, prior config and recipe (a new
+    one added without it leaves the overview stale)."""
+    import re
+
+    from vqvae_tf import configs
+
+    words = set(re.findall(r"\w+", configs.__doc__))
+    for names in (configs.CONFIG_NAMES, configs.PRIOR_CONFIG_NAMES, configs.RECIPE_NAMES):
+        assert set(names) <= words, set(names) - words

@@ -2,7 +2,7 @@
 
     get_config("fashion_mnist")     -> VQVAEConfig   (CONFIG_NAMES: fashion_mnist, cifar10, vqvae_64,
                                                       imagenet128, vqvae_256, vqgan_64, vqgan_128,
-                                                      clipart_64, clipart_64_fsq, tiny)
+                                                      taming_64, clipart_64, clipart_64_fsq, tiny)
     get_config("vqvae2_64")         -> VQVAE2Config  (vqvae2_64, vqvae2_128, vqvae2_256, vqvae2_tiny)
     get_prior_config("default")     -> PriorConfig   (PRIOR_CONFIG_NAMES: default, quick, vqvae2, imagenet128,
                                                       transformer, maskgit, clipart)
