@@ -227,15 +227,12 @@ def test_second_process_refused_and_lock_released_on_crash(tmp_path, data_dir):
 
 
 @pytest.mark.slow
-def test_sigkill_during_code_export_leaves_nothing(tmp_path):
+def test_sigkill_during_code_export_leaves_nothing(tmp_path, scripts):
+    # 20,000 training images: the export is killed after its first 2,000, far from its end.
+    data = str(tmp_path / "idx")
+    fake_mnist_dir(data, n_train=20_000, n_test=100)
     workdir = str(tmp_path / "w")
-    res = subprocess.run(
-        [sys.executable, "-m", "train.train_vqvae", f"--workdir={workdir}", "--config=tiny", "--steps=2"],
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    res = scripts.run("train.train_vqvae", f"--workdir={workdir}", "--config=tiny", "--steps=2", f"--data_dir={data}")
     assert res.returncode == 0, res.stderr[-2000:]
     proc = _script("train.export_codes", f"--workdir={workdir}", "--batch_size=100")
     for line in proc.stdout:
@@ -249,7 +246,7 @@ def test_sigkill_during_code_export_leaves_nothing(tmp_path):
     leftovers = [f for f in os.listdir(workdir) if f.startswith(".tmp-codes")]
     assert leftovers  # the hidden temp dir of the killed run; never read, replaced by the next run
     export_codes_lib.export_codes_stage(workdir)
-    assert codes.load_meta(os.path.join(workdir, "codes"))["counts"]["test"] == 10000
+    assert codes.load_meta(os.path.join(workdir, "codes"))["counts"] == {"train": 20_000, "test": 100}
 
 
 def test_failed_tflite_conversion_leaves_no_partial_file(tmp_path, data_dir, monkeypatch):
