@@ -112,3 +112,31 @@ def test_a_network_name_is_registered_once():
         networks.register_network("taming")(type("Other", (networks.Network,), {}))
     networks.register_network("taming")(networks.get("taming"))  # (the same class again: nothing happens)
     assert networks.names() == ("vqvae", "taming")
+
+
+@pytest.mark.parametrize("groups", [1, 4, 32])
+def test_group_norm_equals_numpy(groups):
+    """The taming network's GroupNorm (channel-contiguous reductions) against NumPy's group norm in
+    float64, on activations far from zero mean (where a one-pass E[x^2] - E[x]^2 would lose digits)."""
+    from vqvae_tf.layers.taming import GroupNorm
+
+    rng = np.random.default_rng(groups)
+    x = (rng.normal(size=(2, 5, 3, 64)) * rng.uniform(0.1, 3, size=64) + rng.normal(size=64) * 300).astype(np.float32)
+    gamma, beta = rng.normal(size=64).astype(np.float32), rng.normal(size=64).astype(np.float32)
+    layer = GroupNorm(groups, epsilon=1e-6)
+    layer.build(x.shape)
+    layer.gamma.assign(gamma)
+    layer.beta.assign(beta)
+    g = x.astype(np.float64).reshape(2, 5, 3, groups, 64 // groups)
+    mean, var = g.mean(axis=(1, 2, 4), keepdims=True), g.var(axis=(1, 2, 4), keepdims=True)
+    want = ((g - mean) / np.sqrt(var + 1e-6)).reshape(x.shape) * gamma + beta
+    np.testing.assert_allclose(layer(x).numpy(), want, atol=2e-5)
+    mixed = GroupNorm(groups, epsilon=1e-6, dtype="mixed_bfloat16")  # statistics in float32, output in bf16
+    mixed.build(x.shape)
+    mixed.set_weights([gamma, beta])
+    rounded = tf.cast(tf.cast(x, tf.bfloat16), tf.float32)  # (what bf16 keeps of the input)
+    out = mixed(rounded)
+    assert out.dtype == tf.bfloat16
+    np.testing.assert_allclose(tf.cast(out, tf.float32).numpy(), layer(rounded).numpy(), rtol=1e-2, atol=1e-2)
+    with pytest.raises(ValueError, match="64 channels in 3 groups"):
+        GroupNorm(3).build(x.shape)
