@@ -257,8 +257,10 @@ def test_tflite_of_the_taming_network_is_builtin_only(tmp_path):
 
     from vqvae_tf.serving import export_tflite_lib, tflite
 
-    options = dict(block_out_channels=[32, 32], norm_type="spatial", up_attention=[True, False], latent_channels=4)
-    model = VQVAE(image_shape=(16, 16, 3), num_embeddings=32, embedding_dim=4, downsample=2, quantizer="vq",
+    # (Four levels: three upsamplings, where a converter that loses the spatial shapes fails.)
+    options = dict(block_out_channels=[32] * 4, norm_type="spatial", up_attention=[True, False, False, False],
+                   latent_channels=4)  # fmt: skip
+    model = VQVAE(image_shape=(16, 16, 3), num_embeddings=32, embedding_dim=4, downsample=8, quantizer="vq",
                   network="taming", network_options=options)  # fmt: skip
     rng = np.random.default_rng(0)
     for v in model.weights:  # (every weight away from its initial value, as a trained model's)
@@ -290,3 +292,41 @@ def test_convert_checkpoint_script(scripts, tmp_path):
     assert json.load(open(os.path.join(out, "vqvae", "metadata.json")))["license"] == "CC-BY-4.0"
     res = scripts.run(*cmd)
     assert res.returncode == 2 and res.stderr.strip().endswith("exists already (pass --overwrite to replace it).")
+
+
+@pytest.mark.slow
+def test_a_converted_tokenizer_through_the_stages(scripts, tmp_path):
+    """A converted diffusers VQModel on real clip art: decoder-only fine-tuning from the preset, the
+    codes export (the frozen encoder's codes: the preset's own), a prior on them and samples decoded
+    by the fine-tuned decoder; the usual scripts, nothing special-cased."""
+    from test_pipeline import clipart_subset
+
+    from vqvae_tf import read_codes
+    from vqvae_tf.data import DataSource
+
+    preset = str(tmp_path / "preset")
+    convert(os.path.join(FIXTURES, "diffusers_attention"), preset)
+    folder = clipart_subset(tmp_path / "clipart", per_category=8)
+    w = str(tmp_path / "w")
+    data = ["--dataset=image_folder", f"--data_dir={folder}", "--image_size=32", "--test_fraction=0.25"]
+    res = scripts.run(
+        "train.train_vqvae", f"--workdir={w}", f"--init_from={preset}", "--trainable=decoder", *data,
+        "--steps=2", "--batch_size=4", "--log_every=1",
+    )  # fmt: skip
+    assert res.returncode == 0, res.stderr[-3000:]
+    res = scripts.run("train.export_codes", f"--workdir={w}")
+    assert res.returncode == 0, res.stderr[-3000:]
+    tokenizer = VQVAE.from_preset(preset)
+    images, _ = next(
+        iter(DataSource("image_folder", data_dir=folder, image_size=32, test_fraction=0.25).load("test").batch(64))
+    )
+    codes, _ = next(iter(read_codes(os.path.join(w, "codes"), "test").batch(64)))
+    np.testing.assert_array_equal(codes.numpy(), tokenizer.encode(images).numpy())  # the preset's codes
+    res = scripts.run(
+        "train.train_prior", f"--workdir={w}", "--prior=transformer", "--num_filters=16", "--num_layers=1",
+        "--steps=2", "--batch_size=4", "--log_every=1",
+    )  # fmt: skip
+    assert res.returncode == 0, res.stderr[-3000:]
+    out = tmp_path / "samples.png"
+    res = scripts.run("train.sample", f"--workdir={w}", "--num_samples=3", f"--output={out}")
+    assert res.returncode == 0 and out.stat().st_size > 0, res.stderr[-3000:]

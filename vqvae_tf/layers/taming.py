@@ -62,8 +62,8 @@ class GroupNorm(keras.layers.Layer):
     """GroupNorm of NHWC tensors (torch's `nn.GroupNorm`; Keras' `GroupNormalization` with the
     same `gamma` / `beta`), its statistics reduced over the contiguous axes: per channel over the
     positions, then per group over its channels. Keras' layer reduces a [B,H,W,G,C/G] view over
-    axes (1,2,4), which TF's CPU kernels run 4-5x slower (10% of the LDM f4 decoder's time) and
-    LiteRT's XNNPACK does not take; this is the same two-pass arithmetic (the variance of the
+    axes (1,2,4), which TF's CPU kernels ran ~4x slower (10% of the LDM f4 decoder's time at
+    256x256: BENCHMARKS section 13); this is the same two-pass arithmetic (the variance of the
     differences from the group mean), computed in float32."""
 
     def __init__(self, groups, epsilon=1e-6, **kwargs):
@@ -81,7 +81,7 @@ class GroupNorm(keras.layers.Layer):
         """[B, C] -> [B, 1, 1, C]: the mean of each channel's group, repeated over its channels."""
         c = per_channel.shape[-1]
         g = tf.reduce_mean(tf.reshape(per_channel, [-1, self.groups, c // self.groups]), -1, keepdims=True)
-        return tf.reshape(tf.broadcast_to(g, [tf.shape(g)[0], self.groups, c // self.groups]), [-1, 1, 1, c])
+        return tf.reshape(g * tf.ones([1, 1, c // self.groups]), [-1, 1, 1, c])
 
     def call(self, x):
         dtype = x.dtype
@@ -89,7 +89,10 @@ class GroupNorm(keras.layers.Layer):
         mean = self._group_mean(tf.reduce_mean(x, [1, 2]))
         variance = self._group_mean(tf.reduce_mean(tf.math.squared_difference(x, mean), [1, 2]))
         scale = tf.math.rsqrt(variance + self.epsilon) * tf.cast(self.gamma, tf.float32)
-        return tf.cast(x * scale + (tf.cast(self.beta, tf.float32) - mean * scale), dtype)
+        y = x * scale + (tf.cast(self.beta, tf.float32) - mean * scale)
+        if None not in x.shape[1:]:  # (restated: the TFLite converter loses H and W in that broadcast,
+            y = tf.reshape(y, [-1, *x.shape[1:]])  # then cannot convert the upsampling convolutions)
+        return tf.cast(y, dtype)
 
     def get_config(self):
         return dict(super().get_config(), groups=self.groups, epsilon=self.epsilon)

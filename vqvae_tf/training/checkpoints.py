@@ -39,6 +39,13 @@ def make_manager(model, directory: str, max_to_keep: int = 3):
     autoencoder's discriminator and its optimizer), its CheckpointManager in `directory`)."""
     objective = getattr(model, "objective", None)
     extra = objective.checkpoint_objects() if objective is not None else {}
+    encoder = getattr(model, "encoder", None)
+    if encoder is not None and not encoder.trainable:
+        # A frozen encoder (`VQVAE.freeze_codes`): Keras 3 keeps a layer's lists of sub-layers out
+        # of TF's object graph, so the variables of its levels reach a checkpoint only through the
+        # optimizer, which holds no frozen ones. They are listed here (a decoder-only run only:
+        # other runs' checkpoints keep the layout they always had).
+        extra["frozen_encoder"] = list(encoder.weights)
     ckpt = tf.train.Checkpoint(model=model, optimizer=model.optimizer, **extra)
     return ckpt, tf.train.CheckpointManager(ckpt, directory, max_to_keep=max_to_keep, checkpoint_name="ckpt")
 
