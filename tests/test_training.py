@@ -397,3 +397,56 @@ def test_a_second_prior_in_a_workdir_is_refused_saying_how_to_train_it_beside(tm
         os.makedirs(w.vqvae.path)
         files.atomic_write_json(w.vqvae.config, {"format_version": 2, "config": {"num_embeddings": 8}})
         loop.check_saved_architecture(w.vqvae, {"num_embeddings": 16})
+
+
+@pytest.mark.parametrize(
+    "name,fields",
+    [
+        ("tiny", dict(quantizer="rvq", num_quantizers=2)),  # its stages' EMA codebooks and statistics
+        ("tiny", dict(trainable="decoder")),  # a frozen encoder
+        (
+            "tiny",
+            dict(
+                trainable="decoder",
+                network="taming",
+                network_options=dict(block_out_channels=[32, 32]),
+                downsample=2,
+                image_shape=(16, 16, 3),
+            ),
+        ),  # fmt: skip
+    ],
+    ids=["rvq", "decoder_only", "decoder_only_taming"],
+)
+def test_checkpoints_restore_every_weight(name, fields, tmp_path):
+    """Keras 3 keeps a layer's lists of sub-layers out of TF's object graph, so their variables
+    reached a checkpoint only through the optimizer: a residual VQ's stages and a frozen encoder's
+    levels were lost on resume and export. Every weight now comes back."""
+    import dataclasses
+
+    from vqvae_tf.training import checkpoints, train_vqvae_lib
+
+    config = dataclasses.replace(get_config(name), **fields).validate()
+    model = train_vqvae_lib.build_vqvae(config, 0.1, 0, for_training=True)
+    assert checkpoints.untracked_state(model)  # (what the layout lists)
+    rng = np.random.default_rng(0)
+    for v in model.weights:
+        v.assign(rng.normal(size=v.shape).astype(v.dtype))
+    _, manager = checkpoints.make_manager(model, str(tmp_path))
+    checkpoints.save(manager, 1)
+    again = train_vqvae_lib.build_vqvae(config, 0.1, 1, for_training=True)
+    checkpoint, manager = checkpoints.make_manager(again, str(tmp_path))
+    checkpoints.restore_newest(checkpoint, manager)
+    for a, b in zip(model.weights, again.weights, strict=True):
+        np.testing.assert_array_equal(a.numpy(), b.numpy(), err_msg=a.path)
+
+
+def test_a_models_checkpoint_layout_is_unchanged_where_the_graph_reaches_everything():
+    """Models whose every non-trainable variable TF's object graph reaches add nothing to their
+    checkpoints (earlier runs' checkpoints still restore)."""
+    import dataclasses
+
+    from vqvae_tf.training import checkpoints, train_vqvae_lib
+
+    for name, fields in (("tiny", {}), ("tiny", dict(quantizer="vq")), ("vqvae2_tiny", {})):
+        model = train_vqvae_lib.build_vqvae(dataclasses.replace(get_config(name), **fields).validate(), 0.1, 0)
+        assert checkpoints.untracked_state(model) == []

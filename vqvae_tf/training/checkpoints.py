@@ -39,15 +39,29 @@ def make_manager(model, directory: str, max_to_keep: int = 3):
     autoencoder's discriminator and its optimizer), its CheckpointManager in `directory`)."""
     objective = getattr(model, "objective", None)
     extra = objective.checkpoint_objects() if objective is not None else {}
-    encoder = getattr(model, "encoder", None)
-    if encoder is not None and not encoder.trainable:
-        # A frozen encoder (`VQVAE.freeze_codes`): Keras 3 keeps a layer's lists of sub-layers out
-        # of TF's object graph, so the variables of its levels reach a checkpoint only through the
-        # optimizer, which holds no frozen ones. They are listed here (a decoder-only run only:
-        # other runs' checkpoints keep the layout they always had).
-        extra["frozen_encoder"] = list(encoder.weights)
+    untracked = untracked_state(model)
+    if untracked:
+        # Keras 3 keeps a layer's lists of sub-layers out of TF's object graph: their trainable
+        # variables reach a checkpoint through the optimizer, the others (a residual VQ's stages'
+        # EMA codebooks and statistics, a frozen encoder's levels) through nothing. They are listed
+        # here; a model with none keeps the layout its checkpoints always had.
+        extra["untracked_state"] = untracked
     ckpt = tf.train.Checkpoint(model=model, optimizer=model.optimizer, **extra)
     return ckpt, tf.train.CheckpointManager(ckpt, directory, max_to_keep=max_to_keep, checkpoint_name="ckpt")
+
+
+def untracked_state(model) -> list:
+    """The non-trainable variables of `model` that TF's object graph does not reach from it."""
+    seen, stack = set(), [model]
+    while stack:
+        node = stack.pop()
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        children = getattr(node, "_trackable_children", None)
+        if children is not None:
+            stack.extend(children(save_type="checkpoint").values())
+    return [v for v in model.weights if not v.trainable and id(v) not in seen and id(getattr(v, "value", v)) not in seen]
 
 
 def save(manager: tf.train.CheckpointManager, step: int) -> str:
