@@ -61,7 +61,9 @@ def untracked_state(model) -> list:
         children = getattr(node, "_trackable_children", None)
         if children is not None:
             stack.extend(children(save_type="checkpoint").values())
-    return [v for v in model.weights if not v.trainable and id(v) not in seen and id(getattr(v, "value", v)) not in seen]
+    return [
+        v for v in model.weights if not v.trainable and id(v) not in seen and id(getattr(v, "value", v)) not in seen
+    ]
 
 
 def save(manager: tf.train.CheckpointManager, step: int) -> str:

@@ -86,7 +86,7 @@ class VectorQuantizer(CodebookUpkeep, Quantizer):
 
     Distances are computed in float32 even under a mixed-precision policy. After each training
     call, ``reseeded`` (float32 ``[K]``, 1 for a row replaced in that call by a restart or the
-    k-means install) tells an optimizer which rows' moments are stale (`VQVAE.train_step` resets
+    k-means install) tells an optimizer which rows' moments are stale (the training step resets
     them), and ``num_restarts`` counts the restarts so far.
 
     Example:
@@ -185,7 +185,7 @@ class VectorQuantizer(CodebookUpkeep, Quantizer):
 
     def reseedable_codebooks(self) -> list:
         """[(codebook variable, reseeded variable)] for a gradient-trained codebook, else []:
-        what `VQVAE.train_step` clears the stale optimizer state of after a restart."""
+        what the training step (`ImageAutoencoder._adjust_gradients`) clears the stale optimizer state of after a restart."""
         return [(self._codebook, self.reseeded)] if self._codebook.trainable else []
 
     def indices_of(self, z, codebook=None):
