@@ -19,9 +19,6 @@ class Registry:
             raise ValueError(f"A {self.kind} named {name!r} is registered already ({_describe(self._items[name])}).")
         self._items[name] = item
 
-    def remove(self, name: str) -> None:
-        self._items.pop(name, None)
-
     def names(self) -> tuple:
         return tuple(self._items)
 
@@ -36,9 +33,6 @@ class Registry:
         if name not in self._items:
             raise ValueError(f"{self.argument} must be one of {', '.join(map(repr, self._items))}, got {name!r}.")
         return self._items[name]
-
-    def __contains__(self, name: str) -> bool:
-        return name in self._items
 
 
 def _describe(item) -> str:

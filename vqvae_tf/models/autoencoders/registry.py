@@ -42,4 +42,4 @@ def get(name: str):
 
 def model_classes() -> dict:
     """{class name: class} of every autoencoder (what a preset's config.json may hold)."""
-    return {cls.__name__: cls for _, cls in _AUTOENCODERS.items()}
+    return {cls.__name__: cls for cls in _AUTOENCODERS.values()}

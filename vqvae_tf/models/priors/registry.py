@@ -87,12 +87,10 @@ def register_prior_family(name: str):
     """Class decorator: registers a `PriorFamily` subclass under `name`."""
 
     def decorator(cls):
-        if name in _FAMILIES:
-            raise ValueError(f"A prior family named {name!r} is registered already.")
         if cls.cls is None:
             raise TypeError(f"Prior family {cls.__name__} names no model class (set `cls`).")
+        _FAMILIES.add(name, cls())  # (a name taken: a ValueError naming the family that has it)
         cls.name = name
-        _FAMILIES.add(name, cls())
         return cls
 
     return decorator
