@@ -8,9 +8,13 @@ SERIALIZATION_PACKAGE = "vqvae_tf"
 
 
 def __getattr__(name):
-    # `vqvae_tf.layers.Quantizer` (the quantizers' base) without importing TF at package import.
-    if name == "Quantizer":
-        from vqvae_tf.layers.quantizers.base import Quantizer
+    # `vqvae_tf.layers.Quantizer` and every quantizer class (`vqvae_tf.layers.SimVQQuantizer`, ...)
+    # without importing TF at package import.
+    import importlib
 
-        return Quantizer
+    if name.startswith("__") or name == "quantizers":  # (a submodule being imported: not ours to give)
+        raise AttributeError(name)
+    quantizers = importlib.import_module("vqvae_tf.layers.quantizers")
+    if name in quantizers.__all__:
+        return getattr(quantizers, name)
     raise AttributeError(name)

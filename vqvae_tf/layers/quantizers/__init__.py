@@ -14,6 +14,7 @@
     build.py         from a model's arguments (a name and options, or an instance) to its layer
     lfq.py           "lfq"  LookupFreeQuantizer
     bsq.py           "bsq"  BinarySphericalQuantizer
+    simvq.py         "simvq" SimVQQuantizer (a frozen random codebook times a learned linear map)
 
 A new quantizer is one file here (a `Quantizer` subclass decorated with `register_quantizer`) and
 one import line below, in registration order (the order `--quantizer` lists them in).
@@ -39,6 +40,7 @@ from vqvae_tf.layers.quantizers.fsq import FiniteScalarQuantizer
 from vqvae_tf.layers.quantizers.residual_vq import ResidualVectorQuantizer
 from vqvae_tf.layers.quantizers.lfq import LookupFreeQuantizer
 from vqvae_tf.layers.quantizers.bsq import BinarySphericalQuantizer
+from vqvae_tf.layers.quantizers.simvq import SimVQQuantizer
 # isort: on
 
 __all__ = [
@@ -51,6 +53,7 @@ __all__ = [
     "Option",
     "Quantizer",
     "ResidualVectorQuantizer",
+    "SimVQQuantizer",
     "VectorQuantizer",
     "VectorQuantizerEMA",
     "nearest_codes",

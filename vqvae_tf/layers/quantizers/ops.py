@@ -18,11 +18,36 @@ def squared_distances(flat, codebook):
     )
 
 
+# Codebooks of at least this many codes find nearest codes in blocks of rows (`nearest_rows`), so
+# that the [N, K] distances are never held whole (at K = 16,384 and a batch of 64 16x16 grids they
+# would be 1 GiB); smaller ones in one matrix, the graph they always had (TFLite files included).
+BLOCKED_FROM_K = 16384
+BLOCK_ELEMENTS = 1 << 24  # the distances computed at once in a block: 64 MiB of float32
+
+
+def nearest_rows(flat, codebook):
+    """Index of the nearest codebook row for each row: flat float32 [N, D] -> int32 [N] (no gradient)."""
+    k = codebook.shape[0]
+    if k is None or k < BLOCKED_FROM_K:
+        return tf.argmin(squared_distances(flat, codebook), axis=1, output_type=tf.int32)
+    flat, codebook = tf.stop_gradient(flat), tf.stop_gradient(codebook)
+    rows = max(1, BLOCK_ELEMENTS // k)
+    n = tf.shape(flat)[0]
+    blocks = (n + rows - 1) // rows
+    padded = tf.pad(flat, [[0, blocks * rows - n], [0, 0]])
+    indices = tf.map_fn(
+        lambda block: tf.argmin(squared_distances(block, codebook), axis=1, output_type=tf.int32),
+        tf.reshape(padded, [blocks, rows, flat.shape[-1] or tf.shape(flat)[-1]]),
+        fn_output_signature=tf.int32,
+        parallel_iterations=1,  # (one block's distances alive at a time)
+    )
+    return tf.reshape(indices, [-1])[:n]
+
+
 def nearest_codes(z, codebook):
     """Index of the nearest codebook row for each vector: z float [..., D] -> int32 [...]."""
     flat = tf.reshape(tf.cast(z, tf.float32), [-1, tf.shape(codebook)[1]])
-    indices = tf.argmin(squared_distances(flat, codebook), axis=1, output_type=tf.int32)
-    return tf.reshape(indices, tf.shape(z)[:-1])
+    return tf.reshape(nearest_rows(flat, codebook), tf.shape(z)[:-1])
 
 
 def straight_through(z, q):

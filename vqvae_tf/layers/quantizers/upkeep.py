@@ -22,7 +22,7 @@ import math
 import keras
 import tensorflow as tf
 
-from vqvae_tf.layers.quantizers.ops import squared_distances
+from vqvae_tf.layers.quantizers.ops import nearest_rows
 from vqvae_tf.utils import distribute
 
 
@@ -141,7 +141,7 @@ class CodebookUpkeep:
         centroids = tf.where(seeded[:, None], sample[:k], self._codebook)
 
         def assign_and_count(centroids):
-            assign = tf.argmin(squared_distances(sample, centroids), axis=1, output_type=tf.int32)
+            assign = nearest_rows(sample, centroids)
             assign = tf.where(valid, assign, k)  # padding rows go to a discarded segment
             counts = tf.math.unsorted_segment_sum(tf.cast(valid, tf.float32), assign, k + 1)[:k]
             return assign, counts

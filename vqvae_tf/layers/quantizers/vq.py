@@ -23,8 +23,8 @@ from vqvae_tf.layers.quantizers.ops import (
     GRADIENTS,
     gradient_estimator,
     nearest_codes,
+    nearest_rows,
     perplexity_from_counts,
-    squared_distances,
 )
 from vqvae_tf.layers.quantizers.registry import register_quantizer
 from vqvae_tf.layers.quantizers.upkeep import CodebookUpkeep
@@ -204,7 +204,7 @@ class VectorQuantizer(CodebookUpkeep, Quantizer):
 
         def quantize(codebook):
             """(indices, quantized with its gradient estimator, codebook loss, commitment loss)."""
-            indices_flat = tf.argmin(squared_distances(flat, codebook), axis=1, output_type=tf.int32)
+            indices_flat = nearest_rows(flat, codebook)
             quantized_flat = tf.gather(codebook, indices_flat)
             commitment_loss = self.commitment_cost * tf.math.divide_no_nan(
                 tf.reduce_sum(tf.square(flat - tf.stop_gradient(quantized_flat))), num_elements
