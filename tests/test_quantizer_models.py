@@ -20,6 +20,8 @@ QUANTIZER_FIELDS = {
     "vq_cosine_rotation": dict(quantizer="vq", distance="cosine", gradient="rotation"),
     "lfq": dict(quantizer="lfq", embedding_dim=4),  # K = 2^4
     "bsq": dict(quantizer="bsq", embedding_dim=4),
+    "simvq": dict(quantizer="simvq"),
+    "ibq": dict(quantizer="ibq"),
 }
 
 
@@ -152,7 +154,7 @@ def test_depth_must_divide_the_grid():
 # ------------------------------------------------------------------ the stages, served and on device
 
 
-@pytest.fixture(scope="module", params=["fsq", "rvq", "lfq", "bsq"])
+@pytest.fixture(scope="module", params=["fsq", "rvq", "lfq", "bsq", "simvq", "ibq"])
 def run(request, tmp_path_factory):
     """A tiny VQ-VAE with the quantizer, its codes, a conditional prior on them, SavedModels."""
     root = tmp_path_factory.mktemp(request.param)

@@ -15,6 +15,7 @@
     lfq.py           "lfq"  LookupFreeQuantizer
     bsq.py           "bsq"  BinarySphericalQuantizer
     simvq.py         "simvq" SimVQQuantizer (a frozen random codebook times a learned linear map)
+    ibq.py           "ibq"  IndexBackpropQuantizer (a straight-through one-hot over the softmax)
 
 A new quantizer is one file here (a `Quantizer` subclass decorated with `register_quantizer`) and
 one import line below, in registration order (the order `--quantizer` lists them in).
@@ -41,6 +42,7 @@ from vqvae_tf.layers.quantizers.residual_vq import ResidualVectorQuantizer
 from vqvae_tf.layers.quantizers.lfq import LookupFreeQuantizer
 from vqvae_tf.layers.quantizers.bsq import BinarySphericalQuantizer
 from vqvae_tf.layers.quantizers.simvq import SimVQQuantizer
+from vqvae_tf.layers.quantizers.ibq import IndexBackpropQuantizer
 # isort: on
 
 __all__ = [
@@ -49,6 +51,7 @@ __all__ = [
     "BinarySphericalQuantizer",
     "CodebookUsage",
     "FiniteScalarQuantizer",
+    "IndexBackpropQuantizer",
     "LookupFreeQuantizer",
     "Option",
     "Quantizer",

@@ -18,30 +18,49 @@ def squared_distances(flat, codebook):
     )
 
 
-# Codebooks of at least this many codes find nearest codes in blocks of rows (`nearest_rows`), so
-# that the [N, K] distances are never held whole (at K = 16,384 and a batch of 64 16x16 grids they
-# would be 1 GiB); smaller ones in one matrix, the graph they always had (TFLite files included).
+# Codebooks of at least this many codes find their best codes in blocks of rows (`best_rows`), so
+# that the [N, K] distances or logits are never held whole (at K = 16,384 and a batch of 64 16x16
+# grids they would be 1 GiB); smaller ones in one matrix, the graph they always had (TFLite files
+# included).
 BLOCKED_FROM_K = 16384
-BLOCK_ELEMENTS = 1 << 24  # the distances computed at once in a block: 64 MiB of float32
+BLOCK_ELEMENTS = 1 << 24  # the scores computed at once in a block: 64 MiB of float32
 
 
-def nearest_rows(flat, codebook):
-    """Index of the nearest codebook row for each row: flat float32 [N, D] -> int32 [N] (no gradient)."""
+def block_rows(k: int) -> int:
+    """Rows per block of a [rows, k] float32 score matrix of about `BLOCK_ELEMENTS` elements."""
+    return max(1, BLOCK_ELEMENTS // k)
+
+
+def best_rows(flat, codebook, score: str = "distance"):
+    """Per row of flat float32 [N, D], the codebook row of least squared distance (``score=
+    "distance"``) or of largest dot product (``"dot"``): int32 [N], no gradient. Codebooks of
+    `BLOCKED_FROM_K` codes or more are scored `block_rows` rows at a time."""
+
+    def best(block):
+        if score == "dot":
+            return tf.argmax(tf.matmul(block, codebook, transpose_b=True), axis=1, output_type=tf.int32)
+        return tf.argmin(squared_distances(block, codebook), axis=1, output_type=tf.int32)
+
     k = codebook.shape[0]
     if k is None or k < BLOCKED_FROM_K:
-        return tf.argmin(squared_distances(flat, codebook), axis=1, output_type=tf.int32)
+        return best(flat)
     flat, codebook = tf.stop_gradient(flat), tf.stop_gradient(codebook)
-    rows = max(1, BLOCK_ELEMENTS // k)
+    rows = block_rows(k)
     n = tf.shape(flat)[0]
     blocks = (n + rows - 1) // rows
     padded = tf.pad(flat, [[0, blocks * rows - n], [0, 0]])
     indices = tf.map_fn(
-        lambda block: tf.argmin(squared_distances(block, codebook), axis=1, output_type=tf.int32),
+        best,
         tf.reshape(padded, [blocks, rows, flat.shape[-1] or tf.shape(flat)[-1]]),
         fn_output_signature=tf.int32,
-        parallel_iterations=1,  # (one block's distances alive at a time)
+        parallel_iterations=1,  # (one block's scores alive at a time)
     )
     return tf.reshape(indices, [-1])[:n]
+
+
+def nearest_rows(flat, codebook):
+    """Index of the nearest codebook row for each row: flat float32 [N, D] -> int32 [N] (no gradient)."""
+    return best_rows(flat, codebook, "distance")
 
 
 def nearest_codes(z, codebook):

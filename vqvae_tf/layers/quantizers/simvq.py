@@ -6,7 +6,7 @@ Liu, Zhang, Yang (2024), arXiv:2411.02038; reference code: github.com/youngsheen
 N(0, 1/D) and frozen, and ``W`` a learned ``D x D`` linear map (with a bias, as the reference's
 ``nn.Linear``, and its initialisation): the nearest code of z_e is searched among the rows of
 ``C W``, and since every row depends on W, every code moves at each step, whether the batch chose
-it or not (the paper's remedy for collapse: section 4, "one linear layer").
+it or not (the paper's remedy for collapse).
 
 Losses as the reference's non-legacy form: ``beta ||z_e - sg[e]||^2`` (commitment) plus
 ``||sg[z_e] - e||^2`` (codebook: it trains W; C gets no gradient). Its ``legacy=True`` default
@@ -25,6 +25,7 @@ from vqvae_tf.layers.quantizers import options
 from vqvae_tf.layers.quantizers.base import Quantizer
 from vqvae_tf.layers.quantizers.ops import nearest_codes, nearest_rows, perplexity_from_counts, straight_through
 from vqvae_tf.layers.quantizers.registry import register_quantizer
+from vqvae_tf.utils.distribute import sync_across_replicas
 
 
 @register_quantizer("simvq", options.COMMITMENT_COST, help="SimVQ: a frozen random codebook times a learned linear map")
@@ -56,12 +57,19 @@ class SimVQQuantizer(Quantizer):
             shape=(k, d),
             initializer=keras.initializers.RandomNormal(stddev=d**-0.5, seed=self.seed),
             trainable=False,
+            autocast=False,
         )
         self.projection = self.add_weight(
-            name="projection", shape=(d, d), initializer=keras.initializers.RandomUniform(-bound, bound, self.seed + 1)
+            name="projection",
+            shape=(d, d),
+            initializer=keras.initializers.RandomUniform(-bound, bound, self.seed + 1),
+            autocast=False,
         )
         self.projection_bias = self.add_weight(
-            name="projection_bias", shape=(d,), initializer=keras.initializers.RandomUniform(-bound, bound, self.seed + 2)
+            name="projection_bias",
+            shape=(d,),
+            initializer=keras.initializers.RandomUniform(-bound, bound, self.seed + 2),
+            autocast=False,
         )
 
     @property
@@ -86,6 +94,8 @@ class SimVQQuantizer(Quantizer):
         commitment = self.commitment_cost * tf.reduce_mean(tf.square(flat - tf.stop_gradient(quantized)))
         codebook_loss = tf.reduce_mean(tf.square(tf.stop_gradient(flat) - quantized))
         counts = tf.math.unsorted_segment_sum(tf.ones_like(indices, tf.float32), indices, self.num_embeddings)
+        if training:  # the perplexity of the global batch under tf.distribute
+            counts = sync_across_replicas({"counts": counts})[0]["counts"]
         return {
             "quantized": tf.reshape(straight_through(flat, quantized), dims),
             "indices": tf.reshape(indices, dims[:-1]),

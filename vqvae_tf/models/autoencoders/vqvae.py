@@ -57,7 +57,7 @@ class VQVAE(ImageAutoencoder):
       network_options: that network's options (None: its defaults; the "taming" network's are
         `vqvae_tf.layers.taming.DEFAULTS`'s keys, e.g. ``block_out_channels``).
       quantizer: a registered name (`vqvae_tf.layers.quantizers.registry.names()`: "vq", "ema",
-        "fsq", "rvq", "lfq", "bsq"), or a `Quantizer` instance (e.g. of a user's own class; K and
+        "fsq", "rvq", "lfq", "bsq", "simvq", "ibq"), or a `Quantizer` instance (e.g. of a user's own class; K and
         D are then its own, and it is saved with the model: register its class with Keras).
       likelihood: "mse" or "logistic".
       data_variance: training-set pixel variance (normaliser of the MSE loss).
