@@ -174,7 +174,7 @@ def test_mirrored_equals_one_replica(kind, mirrored):
 @pytest.mark.parametrize(
     "cls, kwargs, error, message",
     [
-        (LookupFreeQuantizer, dict(embedding_dim=13), ValueError, "embedding_dim must be <= 12, got 13"),
+        (LookupFreeQuantizer, dict(embedding_dim=17), ValueError, "embedding_dim must be <= 16, got 17"),
         (BinarySphericalQuantizer, dict(embedding_dim=17), ValueError, "embedding_dim must be <= 16, got 17"),
         (LookupFreeQuantizer, dict(embedding_dim=0), ValueError, "embedding_dim must be a positive integer"),
         (LookupFreeQuantizer, dict(embedding_dim=4, num_embeddings=10), ValueError, "has 2\\^4=16 codes"),
@@ -229,5 +229,5 @@ def test_in_vqvae_the_penalty_is_part_of_the_loss(kind):
 
 
 def test_config_refuses_lfq_bits_it_cannot_hold():
-    with pytest.raises(ValueError, match="embedding_dim must be <= 12, got 32"):
+    with pytest.raises(ValueError, match="embedding_dim must be <= 16, got 32"):
         tiny(quantizer="lfq", embedding_dim=32)

@@ -193,6 +193,37 @@ def test_blocked_search_and_gradient_equal_the_whole_matrix(monkeypatch):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
 
 
+def test_lfq_entropy_at_14_bits_in_blocks_is_the_whole_matrix(monkeypatch):
+    """LFQ's batch entropy over 2^14 codes, summed in blocks of rows with its custom gradient: its
+    value and gradient against the one-matrix autodiff path (float64 NumPy for the value)."""
+    from vqvae_tf import LookupFreeQuantizer
+    from vqvae_tf.layers.quantizers import lfq
+
+    monkeypatch.setattr(ops, "BLOCK_ELEMENTS", 7 * ops.BLOCKED_FROM_K)  # 7 rows a block, the last padded
+    z = tf.Variable(np.random.default_rng(13).normal(size=(3, 5, 14)).astype(np.float32) * 0.02)
+    layer = LookupFreeQuantizer(14, entropy_temperature=1.0)
+
+    def penalty_and_gradient():
+        with tf.GradientTape() as tape:
+            penalty = layer(z, training=True)["entropy_loss"]
+        return float(penalty), tape.gradient(penalty, z).numpy()
+
+    got = penalty_and_gradient()
+    monkeypatch.setattr(lfq, "BLOCKED_FROM_K", 1 << 30)  # one [N, K] matrix, TF's own gradient
+    want = penalty_and_gradient()
+    np.testing.assert_allclose(got[0], want[0], rtol=1e-5)
+    np.testing.assert_allclose(got[1], want[1], rtol=1e-4, atol=1e-7)
+    assert np.abs(want[1]).max() > 1e-4
+    # The value against float64 NumPy: the entropy of the batch's mean code distribution.
+    a = 4.0 * z.numpy().reshape(-1, 14).astype(np.float64)
+    bits = (np.arange(2**14)[:, None] >> np.arange(14)) & 1
+    log_q = np.log(1 / (1 + np.exp(-a))) @ bits.T + np.log(1 / (1 + np.exp(a))) @ (1 - bits).T
+    mean = np.exp(log_q).mean(0)
+    p = 1 / (1 + np.exp(-a))
+    sample = -(p * np.log(p) + (1 - p) * np.log(1 - p)).sum(1).mean()
+    np.testing.assert_allclose(got[0], 0.1 * (sample + (mean * np.log(mean)).sum()), rtol=1e-4)
+
+
 def test_blocked_search_converts_to_a_builtin_tflite_file(tmp_path):
     from vqvae_tf.serving import tflite
 

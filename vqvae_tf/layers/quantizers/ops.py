@@ -58,6 +58,17 @@ def best_rows(flat, codebook, score: str = "distance"):
     return tf.reshape(indices, [-1])[:n]
 
 
+def row_blocks(x, k: int):
+    """x's rows [N, D] zero-padded into ``[blocks, block_rows(k), D]`` and a float32 mask of the
+    real rows ``[blocks, rows]``: what a blocked reduction maps over with `tf.map_fn`."""
+    rows = block_rows(k)
+    n = tf.shape(x)[0]
+    blocks = (n + rows - 1) // rows
+    padded = tf.pad(x, [[0, blocks * rows - n], [0, 0]])
+    valid = tf.reshape(tf.cast(tf.range(blocks * rows) < n, x.dtype), [blocks, rows])
+    return tf.reshape(padded, [blocks, rows, x.shape[-1] or tf.shape(x)[-1]]), valid
+
+
 def nearest_rows(flat, codebook):
     """Index of the nearest codebook row for each row: flat float32 [N, D] -> int32 [N] (no gradient)."""
     return best_rows(flat, codebook, "distance")
