@@ -32,6 +32,18 @@ def machine() -> dict:
     return {"cpu": cpu, "cores": os.cpu_count(), "gpu": gpus or "none", "tensorflow": tf.__version__}
 
 
+def peak_rss_mb() -> float:
+    """This process's peak resident memory in MB: /proc's VmHWM (getrusage's ru_maxrss survives exec
+    on Linux, so a worker process would report its parent's peak)."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024.0
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
 def timeit(fn, repeats: int, warmup: int = 1) -> float:
     """Median seconds per call of fn() after `warmup` calls."""
     for _ in range(warmup):

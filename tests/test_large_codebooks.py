@@ -181,6 +181,10 @@ def test_blocked_search_and_gradient_equal_the_whole_matrix(monkeypatch):
     assert ops.block_rows(k) == 5
     nearest = ops.best_rows(tf.constant(z), tf.constant(codebook), "distance").numpy()
     np.testing.assert_array_equal(nearest, ((flat[:, None] - e[None]) ** 2).sum(-1).argmin(1))
+    # k-means' padded sample: the blocks wholly past the first 7 rows (rows 10-22) are skipped.
+    partial = ops.best_rows(tf.constant(z), tf.constant(codebook), "distance", num_valid=tf.constant(7)).numpy()
+    np.testing.assert_array_equal(partial[:10], nearest[:10])
+    assert (partial[10:] == 0).all() and (nearest[10:] != 0).all()
     np.testing.assert_array_equal(
         ops.best_rows(tf.constant(z), tf.constant(codebook), "dot").numpy(), (flat @ e.T).argmax(1)
     )

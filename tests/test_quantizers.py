@@ -139,6 +139,28 @@ def test_dead_code_restart_revives_unused_codes(cls):
 
 
 @pytest.mark.parametrize("cls", LAYERS)
+def test_restarts_beyond_the_per_step_candidates_come_in_later_steps(cls, monkeypatch):
+    """With fewer candidates a step than dead codes (`MAX_RESTART_CANDIDATES`: 2048, here 4), the
+    lowest-numbered dead codes are restarted first and the rest in the steps after."""
+    monkeypatch.setattr(cls, "MAX_RESTART_CANDIDATES", 4)
+    data = np.random.default_rng(2).normal(size=(256, D)).astype(np.float32)
+    vq = make(cls, dead_code_threshold=1.0)
+    assert vq.restart_sample_size == 4
+    far = np.full((K, D), 100.0, np.float32)
+    far[0] = 0.0
+    vq._codebook.assign(far)
+    if cls is VectorQuantizerEMA:
+        vq.ema_dw.assign(far)
+    step = tf.function(lambda z: vq(z, training=True))
+    restarted = []
+    for _ in range(3):
+        step(data)
+        restarted.append(np.flatnonzero(vq.reseeded.numpy()).tolist())
+    assert restarted == [[1, 2, 3, 4], [5, 6, 7, 8], [9, 10, 11]]  # code 0 is in use; K = 12
+    assert int(vq.num_restarts) == 11 and len(np.unique(vq(data)["indices"].numpy())) >= K - 2
+
+
+@pytest.mark.parametrize("cls", LAYERS)
 def test_kmeans_init_finds_clusters(cls):
     rng = np.random.default_rng(3)
     centres = rng.normal(size=(K, D)).astype(np.float32) * 10

@@ -31,10 +31,12 @@ def block_rows(k: int) -> int:
     return max(1, BLOCK_ELEMENTS // k)
 
 
-def best_rows(flat, codebook, score: str = "distance"):
+def best_rows(flat, codebook, score: str = "distance", num_valid=None):
     """Per row of flat float32 [N, D], the codebook row of least squared distance (``score=
     "distance"``) or of largest dot product (``"dot"``): int32 [N], no gradient. Codebooks of
-    `BLOCKED_FROM_K` codes or more are scored `block_rows` rows at a time."""
+    `BLOCKED_FROM_K` codes or more are scored `block_rows` rows at a time, and then with
+    `num_valid` (an int32 scalar) the blocks wholly past the first `num_valid` rows are skipped
+    (their results are 0: padding, e.g. of k-means' sample)."""
 
     def best(block):
         if score == "dot":
@@ -45,13 +47,19 @@ def best_rows(flat, codebook, score: str = "distance"):
     if k is None or k < BLOCKED_FROM_K:
         return best(flat)
     flat, codebook = tf.stop_gradient(flat), tf.stop_gradient(codebook)
-    rows = block_rows(k)
     n = tf.shape(flat)[0]
-    blocks = (n + rows - 1) // rows
-    padded = tf.pad(flat, [[0, blocks * rows - n], [0, 0]])
+    blocks, _ = row_blocks(flat, k)
+    rows = block_rows(k)
+
+    def best_block(args):
+        block, start = args
+        if num_valid is None:
+            return best(block)
+        return tf.cond(start < num_valid, lambda: best(block), lambda: tf.zeros([rows], tf.int32))
+
     indices = tf.map_fn(
-        best,
-        tf.reshape(padded, [blocks, rows, flat.shape[-1] or tf.shape(flat)[-1]]),
+        best_block,
+        (blocks, tf.range(tf.shape(blocks)[0]) * rows),
         fn_output_signature=tf.int32,
         parallel_iterations=1,  # (one block's scores alive at a time)
     )
@@ -69,9 +77,10 @@ def row_blocks(x, k: int):
     return tf.reshape(padded, [blocks, rows, x.shape[-1] or tf.shape(x)[-1]]), valid
 
 
-def nearest_rows(flat, codebook):
-    """Index of the nearest codebook row for each row: flat float32 [N, D] -> int32 [N] (no gradient)."""
-    return best_rows(flat, codebook, "distance")
+def nearest_rows(flat, codebook, num_valid=None):
+    """Index of the nearest codebook row for each row: flat float32 [N, D] -> int32 [N] (no gradient;
+    `num_valid`: as `best_rows`')."""
+    return best_rows(flat, codebook, "distance", num_valid)
 
 
 def nearest_codes(z, codebook):

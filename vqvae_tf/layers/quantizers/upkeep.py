@@ -125,6 +125,17 @@ class CodebookUpkeep:
         """Whether rows `a` and `b` [N, D] are the same value for a restart (see `SAME`)."""
         return tf.reduce_sum(tf.square(a - b), axis=-1) <= self.SAME * tf.reduce_sum(tf.square(a), axis=-1)
 
+    # Restart candidates drawn per step, at most. Each is tested against those drawn before it (a
+    # float64 [n, n] matrix: 2 GiB and 17 GFLOP at n = 16,384, every step), so a larger codebook
+    # restarts its dead codes this many a step, lowest-numbered first (the others are restarted in
+    # the steps after: a restarted code is not judged again during its grace period).
+    MAX_RESTART_CANDIDATES = 2048
+
+    @property
+    def restart_sample_size(self) -> int:
+        """Restart candidates drawn per step: K, or `MAX_RESTART_CANDIDATES` if that is fewer."""
+        return min(self.num_embeddings, self.MAX_RESTART_CANDIDATES)
+
     @property
     def kmeans_sample_size(self) -> int:
         """Rows of the first global batch the k-means init runs on (at most): 8 per code. Under
@@ -141,7 +152,7 @@ class CodebookUpkeep:
         centroids = tf.where(seeded[:, None], sample[:k], self._codebook)
 
         def assign_and_count(centroids):
-            assign = nearest_rows(sample, centroids)
+            assign = nearest_rows(sample, centroids, num_valid)  # (K >= 16,384: padding rows skipped)
             assign = tf.where(valid, assign, k)  # padding rows go to a discarded segment
             counts = tf.math.unsorted_segment_sum(tf.cast(valid, tf.float32), assign, k + 1)[:k]
             return assign, counts
@@ -218,7 +229,7 @@ class CodebookUpkeep:
         if restarts:
             candidates, num_candidates = self._global_draw(
                 {k[len("restart_") :]: v for k, v in gathered.items() if k.startswith("restart_")},
-                self.num_embeddings,
+                self.restart_sample_size,
                 distinct=True,
             )
             reseeded = tf.logical_or(reseeded, self._restart_dead_codes(candidates, num_candidates))
@@ -233,19 +244,20 @@ class CodebookUpkeep:
         pass
 
     def _restart_draw(self, flat, indices_flat, keys):
-        """This replica's restart candidates (a `_local_draw` of K rows by `keys`), leaving out the
-        rows their code already holds (`_same`: a restart there would only duplicate that code).
+        """This replica's restart candidates (a `_local_draw` of `restart_sample_size` rows by
+        `keys`), leaving out the rows their code already holds (`_same`: a restart there would only
+        duplicate that code).
         Drawn only when some code may be judged dead at the end of this step (else no row is
         drawn): an exact test, as a code's usage after the step is at least `usage_decay` times
         its usage now."""
-        k = self.num_embeddings
+        size = self.restart_sample_size
 
         def draw():
             held = self._same(flat, tf.gather(self.codebook, indices_flat))
-            return self._local_draw(flat, tf.where(held, -tf.ones_like(keys), keys), k)
+            return self._local_draw(flat, tf.where(held, -tf.ones_like(keys), keys), size)
 
         def nothing():
-            return self._local_draw(flat[:0], tf.zeros([0], tf.float64), k)
+            return self._local_draw(flat[:0], tf.zeros([0], tf.float64), size)
 
         bias_correction, judged = self._judgement(tf.convert_to_tensor(self.num_updates) + 1)
         lowest = self.usage_decay * self.code_usage / bias_correction
@@ -259,14 +271,15 @@ class CodebookUpkeep:
         return bias_correction, tf.logical_or(self.restarted_at < 0, step - self.restarted_at >= self.grace_steps)
 
     def _restart_dead_codes(self, candidates, num_candidates):
-        """candidates [K, D]: distinct values of rows of the global batch in random order, the first
-        `num_candidates` real. Returns the bool [K] mask of the codes restarted."""
+        """candidates [`restart_sample_size`, D]: distinct values of rows of the global batch in
+        random order, the first `num_candidates` real. Returns the bool [K] mask of the codes
+        restarted."""
         step = self.num_updates
         bias_correction, judged = self._judgement(step)
         dead = tf.logical_and(self.code_usage / bias_correction < self.dead_code_threshold, judged)
         rank = tf.cumsum(tf.cast(dead, tf.int32)) - 1  # the i-th dead code takes the i-th candidate
         restart = tf.logical_and(dead, rank < num_candidates)
-        vectors = tf.gather(candidates, tf.clip_by_value(rank, 0, self.num_embeddings - 1))
+        vectors = tf.gather(candidates, tf.clip_by_value(rank, 0, self.restart_sample_size - 1))
         self._set_codes(restart, vectors, tf.fill([self.num_embeddings], max(1.0, self.dead_code_threshold)))
         self.code_usage.assign(tf.where(restart, self.dead_code_threshold * bias_correction, self.code_usage))
         self.restarted_at.assign(tf.where(restart, step, self.restarted_at))

@@ -52,7 +52,8 @@ class VectorQuantizer(CodebookUpkeep, Quantizer):
         (bias-corrected) EMA of assignments per step falls below this value is re-seeded with an
         encoder output of the current (global) batch. The replacements are distinct rows drawn
         uniformly without replacement; when the batch has fewer rows than there are dead codes,
-        only that many codes (the lowest-numbered dead ones) are restarted.
+        or there are more than `MAX_RESTART_CANDIDATES` (2048) of them, only that many codes (the
+        lowest-numbered dead ones) are restarted in the step, the others in the steps after.
       usage_decay: decay of that usage EMA.
       restart_grace_steps: steps after a restart during which that code cannot be judged dead
         again (its usage EMA needs time to reflect its new position). None: the usage EMA's time
