@@ -228,6 +228,30 @@ def test_lfq_entropy_at_14_bits_in_blocks_is_the_whole_matrix(monkeypatch):
     np.testing.assert_allclose(got[0], 0.1 * (sample + (mean * np.log(mean)).sum()), rtol=1e-4)
 
 
+@pytest.mark.parametrize("jit", [False, True])
+def test_ibq_blocked_training_call_under_tf_function(jit, monkeypatch):
+    """IBQ's blocked forward and custom gradient traced with an unknown batch, and compiled by XLA:
+    the same codes and gradients as eagerly."""
+    monkeypatch.setattr(ops, "BLOCK_ELEMENTS", 5 * ops.BLOCKED_FROM_K)
+    layer = make_ibq(k=ops.BLOCKED_FROM_K)
+    rng = np.random.default_rng(14)
+    z, upstream = rng.normal(size=(2, 3, 4, D)).astype(np.float32), rng.normal(size=(2, 3, 4, D)).astype(np.float32)
+
+    def step(z, upstream):
+        with tf.GradientTape() as tape:
+            tape.watch(z)
+            out = layer(z, training=True)
+            loss = tf.reduce_sum(out["quantized"] * upstream) + out["codebook_loss"] + out["commitment_loss"]
+        return (out["indices"], *tape.gradient(loss, [z, layer.codebook_variable]))
+
+    spec = tf.TensorSpec([None, 3, 4, D], tf.float32)
+    traced = tf.function(step, jit_compile=jit, input_signature=[spec, spec])
+    for got, want in zip(traced(z, upstream), step(tf.constant(z), tf.constant(upstream))):
+        np.testing.assert_allclose(
+            tf.convert_to_tensor(got).numpy(), tf.convert_to_tensor(want).numpy(), rtol=1e-4, atol=1e-5
+        )
+
+
 def test_blocked_search_converts_to_a_builtin_tflite_file(tmp_path):
     from vqvae_tf.serving import tflite
 
