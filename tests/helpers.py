@@ -73,11 +73,12 @@ def image_folder(root, images, labels=None, fmt="png", rgb=False, splits=None, s
     return paths
 
 
-def train_and_export_tiny(root, prior_num_layers, **config_fields):
+def train_and_export_tiny(root, prior_num_layers, with_prior=True, **config_fields):
     """The `tiny` VQ-VAE (with `config_fields`) trained 3 steps of 8 on fake IDX data (32 train,
     10 test images) under `root`, its codes exported, a conditional prior (8 filters, 7x7 kernel,
-    `prior_num_layers` blocks) trained 2 steps on them, and both exported as SavedModels. Returns
-    workdir, data_dir, export_dir, paths, codes meta, the trained models and the loaded SavedModels."""
+    `prior_num_layers` blocks) trained 2 steps on them unless not `with_prior`, and both exported
+    as SavedModels. Returns workdir, data_dir, export_dir, paths, codes meta, the trained models and
+    the loaded SavedModels (the prior's None without one)."""
     import dataclasses
 
     import tensorflow as tf
@@ -96,10 +97,11 @@ def train_and_export_tiny(root, prior_num_layers, **config_fields):
         config, RunOptions(workdir=workdir, data=DataSource(data_dir=data_dir), log_every=3)
     )
     meta = export_codes_lib.export_codes_stage(workdir, data_dir)
-    prior_config = PriorConfig(
-        num_filters=8, num_layers=prior_num_layers, kernel_size=7, steps=2, batch_size=8, conditional=True
-    )
-    train_prior_lib.train_prior(prior_config, RunOptions(workdir=workdir, log_every=2, num_sample_columns=2))
+    if with_prior:
+        prior_config = PriorConfig(
+            num_filters=8, num_layers=prior_num_layers, kernel_size=7, steps=2, batch_size=8, conditional=True
+        )
+        train_prior_lib.train_prior(prior_config, RunOptions(workdir=workdir, log_every=2, num_sample_columns=2))
     export_dir = os.path.join(root, "serving")
     paths = export_savedmodel_lib.export_savedmodel_stage(workdir, export_dir)
     return {
@@ -109,9 +111,9 @@ def train_and_export_tiny(root, prior_num_layers, **config_fields):
         "paths": paths,
         "meta": meta,
         "vqvae": train_vqvae_lib.load_trained_model(workdir),
-        "prior": train_prior_lib.load_trained_prior(workdir),
+        "prior": train_prior_lib.load_trained_prior(workdir) if with_prior else None,
         "vq_sm": tf.saved_model.load(paths["vqvae"]),
-        "prior_sm": tf.saved_model.load(paths["prior"]),
+        "prior_sm": tf.saved_model.load(paths["prior"]) if with_prior else None,
     }
 
 
