@@ -116,19 +116,23 @@ def test_state_unchanged_when_not_training(cls, mode):
     assert any(not np.array_equal(b, v.numpy()) for b, v in zip(before, vq.weights))
 
 
+def with_far_codes(vq):
+    """`vq` with every code but 0 far from N(0, 1) data: without restarts only code 0 is picked."""
+    far = np.full((K, D), 100.0, np.float32)
+    far[0] = 0.0
+    vq._codebook.assign(far)
+    if isinstance(vq, VectorQuantizerEMA):
+        vq.ema_dw.assign(far)
+    return vq
+
+
 @pytest.mark.parametrize("cls", LAYERS)
 def test_dead_code_restart_revives_unused_codes(cls):
     rng = np.random.default_rng(2)
     data = rng.normal(size=(256, D)).astype(np.float32)
 
     def used_after_training(threshold):
-        vq = make(cls, dead_code_threshold=threshold)
-        # Every code but 0 is far from the data: without restarts only code 0 is ever picked.
-        far = np.full((K, D), 100.0, np.float32)
-        far[0] = 0.0
-        vq._codebook.assign(far)
-        if cls is VectorQuantizerEMA:
-            vq.ema_dw.assign(far)
+        vq = with_far_codes(make(cls, dead_code_threshold=threshold))
         step = tf.function(lambda z: vq(z, training=True))
         for _ in range(5):
             step(data)
@@ -144,13 +148,8 @@ def test_restarts_beyond_the_per_step_candidates_come_in_later_steps(cls, monkey
     lowest-numbered dead codes are restarted first and the rest in the steps after."""
     monkeypatch.setattr(cls, "MAX_RESTART_CANDIDATES", 4)
     data = np.random.default_rng(2).normal(size=(256, D)).astype(np.float32)
-    vq = make(cls, dead_code_threshold=1.0)
+    vq = with_far_codes(make(cls, dead_code_threshold=1.0))
     assert vq.restart_sample_size == 4
-    far = np.full((K, D), 100.0, np.float32)
-    far[0] = 0.0
-    vq._codebook.assign(far)
-    if cls is VectorQuantizerEMA:
-        vq.ema_dw.assign(far)
     step = tf.function(lambda z: vq(z, training=True))
     restarted = []
     for _ in range(3):

@@ -215,3 +215,22 @@ class Quantizer(keras.layers.Layer):
     def reseedable_codebooks(self) -> list:
         """[(gradient-trained codebook variable, float32 [K] mask of rows re-seeded this step)]."""
         return []
+
+
+class GatheredCodebookQuantizer(Quantizer):
+    """A quantizer whose code c is row c of `codebook` and whose only options are a commitment
+    weight and a seed (SimVQ, IBQ): their arguments, checks, config and `lookup`, in one place."""
+
+    def __init__(self, num_embeddings: int, embedding_dim: int, commitment_cost: float = 0.25, seed: int = 0, **kwargs):
+        super().__init__(num_embeddings, embedding_dim, **kwargs)
+        if not commitment_cost >= 0:
+            raise ValueError(f"commitment_cost must be >= 0, got {commitment_cost}.")
+        self.commitment_cost = float(commitment_cost)
+        self.seed = int(seed)
+
+    def lookup(self, indices, codebook=None, check: bool = True):
+        indices = self.checked_indices(indices, check)
+        return tf.gather(self.codebook if codebook is None else codebook, indices)
+
+    def get_config(self):
+        return dict(super().get_config(), commitment_cost=self.commitment_cost, seed=self.seed)

@@ -26,7 +26,7 @@ import tensorflow as tf
 
 from vqvae_tf.layers import SERIALIZATION_PACKAGE
 from vqvae_tf.layers.quantizers.base import Quantizer
-from vqvae_tf.layers.quantizers.ops import perplexity_from_counts
+from vqvae_tf.layers.quantizers.ops import batch_perplexity
 from vqvae_tf.layers.quantizers.registry import Option, register_quantizer
 from vqvae_tf.utils.distribute import sync_across_replicas
 
@@ -182,17 +182,13 @@ class FiniteScalarQuantizer(Quantizer):
             self._data_init(z)
         values = self._quantize(z)
         indices = self.indices_from_values(values)
-        flat = tf.reshape(indices, [-1])
-        counts = tf.math.unsorted_segment_sum(tf.ones_like(flat, tf.float32), flat, self.num_embeddings)
-        if training:
-            counts = sync_across_replicas({"counts": counts})[0]["counts"]
         zero = tf.zeros([], tf.float32)
         return {
             "quantized": values,
             "indices": indices,
             "codebook_loss": zero,
             "commitment_loss": zero,
-            "perplexity": perplexity_from_counts(counts),
+            "perplexity": batch_perplexity(indices, self.num_embeddings, training),
         }
 
     def _data_init(self, z):

@@ -32,10 +32,9 @@ import tensorflow as tf
 
 from vqvae_tf.layers import SERIALIZATION_PACKAGE
 from vqvae_tf.layers.quantizers import options
-from vqvae_tf.layers.quantizers.base import Quantizer
-from vqvae_tf.layers.quantizers.ops import BLOCKED_FROM_K, best_rows, block_rows, perplexity_from_counts
+from vqvae_tf.layers.quantizers.base import GatheredCodebookQuantizer
+from vqvae_tf.layers.quantizers.ops import BLOCKED_FROM_K, batch_perplexity, best_rows, block_rows
 from vqvae_tf.layers.quantizers.registry import register_quantizer
-from vqvae_tf.utils.distribute import sync_across_replicas
 
 
 def _softmax_backward(z, codebook, upstream):
@@ -92,7 +91,7 @@ def index_backprop(z, codebook):
 
 @register_quantizer("ibq", options.COMMITMENT_COST, help="index backpropagation (IBQ): every code gets a gradient")
 @keras.saving.register_keras_serializable(package=SERIALIZATION_PACKAGE)
-class IndexBackpropQuantizer(Quantizer):
+class IndexBackpropQuantizer(GatheredCodebookQuantizer):
     """IBQ (Shi et al. 2024): argmax of ``z . e_k``, a straight-through one-hot over the softmax.
 
     Args:
@@ -116,13 +115,6 @@ class IndexBackpropQuantizer(Quantizer):
     [3]
     """
 
-    def __init__(self, num_embeddings: int, embedding_dim: int, commitment_cost: float = 0.25, seed: int = 0, **kwargs):
-        super().__init__(num_embeddings, embedding_dim, **kwargs)
-        if not commitment_cost >= 0:
-            raise ValueError(f"commitment_cost must be >= 0, got {commitment_cost}.")
-        self.commitment_cost = float(commitment_cost)
-        self.seed = int(seed)
-
     def build_state(self):
         self.codebook_variable = self.add_weight(
             name="codebook",
@@ -141,10 +133,6 @@ class IndexBackpropQuantizer(Quantizer):
         flat = tf.reshape(tf.cast(z, tf.float32), [-1, self.embedding_dim])
         return tf.reshape(best_rows(flat, codebook, "dot"), tf.shape(z)[:-1])
 
-    def lookup(self, indices, codebook=None, check: bool = True):
-        indices = self.checked_indices(indices, check)
-        return tf.gather(self.codebook if codebook is None else codebook, indices)
-
     def call(self, z, training=False):
         dims = tf.shape(z)
         flat = tf.reshape(z, [-1, self.embedding_dim])
@@ -159,16 +147,10 @@ class IndexBackpropQuantizer(Quantizer):
             double = tf.reduce_mean(tf.square(tf.stop_gradient(hard) - flat))
         commitment = self.commitment_cost * tf.reduce_mean(tf.square(tf.stop_gradient(hard) - flat))
         codebook_loss = tf.reduce_mean(tf.square(hard - tf.stop_gradient(flat))) + double
-        counts = tf.math.unsorted_segment_sum(tf.ones_like(indices, tf.float32), indices, self.num_embeddings)
-        if training:  # the perplexity of the global batch under tf.distribute
-            counts = sync_across_replicas({"counts": counts})[0]["counts"]
         return {
             "quantized": tf.reshape(quantized, dims),
             "indices": tf.reshape(indices, dims[:-1]),
             "codebook_loss": codebook_loss,
             "commitment_loss": commitment,
-            "perplexity": perplexity_from_counts(counts),
+            "perplexity": batch_perplexity(indices, self.num_embeddings, training),
         }
-
-    def get_config(self):
-        return dict(super().get_config(), commitment_cost=self.commitment_cost, seed=self.seed)

@@ -129,6 +129,18 @@ def perplexity_from_counts(counts):
     return tf.exp(-tf.reduce_sum(tf.math.xlogy(probs, probs)))
 
 
+def batch_perplexity(indices, num_embeddings: int, training: bool):
+    """Perplexity of the codes `indices` (int32, any shape) of a batch; in training, under
+    tf.distribute, of the global batch (the counts summed over replicas)."""
+    from vqvae_tf.utils.distribute import sync_across_replicas
+
+    flat = tf.reshape(indices, [-1])
+    counts = tf.math.unsorted_segment_sum(tf.ones_like(flat, tf.float32), flat, num_embeddings)
+    if training:
+        counts = sync_across_replicas({"counts": counts})[0]["counts"]
+    return perplexity_from_counts(counts)
+
+
 def entropy(probs, axis=-1):
     """Entropy in nats of the distributions `probs` along `axis` (0 log 0 = 0)."""
     return -tf.reduce_sum(tf.math.xlogy(probs, probs), axis=axis)

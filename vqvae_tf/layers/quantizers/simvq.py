@@ -22,15 +22,14 @@ import tensorflow as tf
 
 from vqvae_tf.layers import SERIALIZATION_PACKAGE
 from vqvae_tf.layers.quantizers import options
-from vqvae_tf.layers.quantizers.base import Quantizer
-from vqvae_tf.layers.quantizers.ops import nearest_codes, nearest_rows, perplexity_from_counts, straight_through
+from vqvae_tf.layers.quantizers.base import GatheredCodebookQuantizer
+from vqvae_tf.layers.quantizers.ops import batch_perplexity, nearest_codes, nearest_rows, straight_through
 from vqvae_tf.layers.quantizers.registry import register_quantizer
-from vqvae_tf.utils.distribute import sync_across_replicas
 
 
 @register_quantizer("simvq", options.COMMITMENT_COST, help="SimVQ: a frozen random codebook times a learned linear map")
 @keras.saving.register_keras_serializable(package=SERIALIZATION_PACKAGE)
-class SimVQQuantizer(Quantizer):
+class SimVQQuantizer(GatheredCodebookQuantizer):
     """SimVQ (Zhu et al. 2024): nearest code among the rows of ``C W + b``, C frozen.
 
     Args:
@@ -41,13 +40,6 @@ class SimVQQuantizer(Quantizer):
     Variables: ``basis`` (C, float32 [K, D], not trainable), ``projection`` ([D, D]: rows of C
     times it) and ``projection_bias`` ([D]). `codebook` is ``C W + b``.
     """
-
-    def __init__(self, num_embeddings: int, embedding_dim: int, commitment_cost: float = 0.25, seed: int = 0, **kwargs):
-        super().__init__(num_embeddings, embedding_dim, **kwargs)
-        if not commitment_cost >= 0:
-            raise ValueError(f"commitment_cost must be >= 0, got {commitment_cost}.")
-        self.commitment_cost = float(commitment_cost)
-        self.seed = int(seed)
 
     def build_state(self):
         k, d = self.num_embeddings, self.embedding_dim
@@ -81,10 +73,6 @@ class SimVQQuantizer(Quantizer):
     def indices_of(self, z, codebook=None):
         return nearest_codes(z, self.codebook if codebook is None else codebook)
 
-    def lookup(self, indices, codebook=None, check: bool = True):
-        indices = self.checked_indices(indices, check)
-        return tf.gather(self.codebook if codebook is None else codebook, indices)
-
     def call(self, z, training=False):
         dims = tf.shape(z)
         flat = tf.reshape(z, [-1, self.embedding_dim])
@@ -93,16 +81,10 @@ class SimVQQuantizer(Quantizer):
         quantized = tf.gather(codebook, indices)  # (its gradient reaches W and b)
         commitment = self.commitment_cost * tf.reduce_mean(tf.square(flat - tf.stop_gradient(quantized)))
         codebook_loss = tf.reduce_mean(tf.square(tf.stop_gradient(flat) - quantized))
-        counts = tf.math.unsorted_segment_sum(tf.ones_like(indices, tf.float32), indices, self.num_embeddings)
-        if training:  # the perplexity of the global batch under tf.distribute
-            counts = sync_across_replicas({"counts": counts})[0]["counts"]
         return {
             "quantized": tf.reshape(straight_through(flat, quantized), dims),
             "indices": tf.reshape(indices, dims[:-1]),
             "codebook_loss": codebook_loss,
             "commitment_loss": commitment,
-            "perplexity": perplexity_from_counts(counts),
+            "perplexity": batch_perplexity(indices, self.num_embeddings, training),
         }
-
-    def get_config(self):
-        return dict(super().get_config(), commitment_cost=self.commitment_cost, seed=self.seed)
